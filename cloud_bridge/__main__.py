@@ -1,0 +1,3 @@
+from cloud_bridge.cli import main
+
+raise SystemExit(main())

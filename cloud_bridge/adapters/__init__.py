@@ -1,0 +1,1 @@
+"""Adapters of the bridge: loyalty records storage."""

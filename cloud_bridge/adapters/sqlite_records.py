@@ -1,0 +1,291 @@
+"""Loyalty records in SQLite (WAL, synchronous=FULL): members, devices, campaigns, visits, offers.
+
+Each event id is recorded once (PRIMARY KEY); a resent event is acknowledged again and changes nothing.
+An offer's delivery to the shopper is itself durable: the offer row is its outbox.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+
+from cloud_bridge.core.records import Delivery, IncomingEvent, RecordOutcome
+from cloud_bridge.errors import RecordsError
+from edge.core import wire
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: first schema
+    """
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE stores (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        roster_version INTEGER NOT NULL DEFAULT 1,
+        campaigns_version INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE members (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        shopper_token TEXT NOT NULL UNIQUE,
+        consent INTEGER NOT NULL DEFAULT 1,
+        joined_at REAL NOT NULL
+    );
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        member_id TEXT NOT NULL REFERENCES members (id),
+        kind TEXT NOT NULL CHECK (kind IN ('app', 'tag')),
+        identity_key BLOB NOT NULL CHECK (length(identity_key) = 16),
+        exponent INTEGER NOT NULL CHECK (exponent BETWEEN 0 AND 15),
+        active INTEGER NOT NULL DEFAULT 1,
+        enrolled_at REAL NOT NULL
+    );
+    CREATE TABLE campaigns (
+        id TEXT PRIMARY KEY,
+        store_id TEXT REFERENCES stores (id),  -- NULL: every store
+        title TEXT NOT NULL,
+        body TEXT NOT NULL,
+        tiers TEXT NOT NULL,                    -- comma-separated tier ids
+        cooldown_s REAL NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        active INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TABLE events (
+        event_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE TABLE visits (
+        event_id TEXT PRIMARY KEY REFERENCES events (event_id),
+        member_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        ts REAL NOT NULL,
+        detected_at REAL NOT NULL,
+        recorded_at REAL NOT NULL,
+        rssi_dbm REAL NOT NULL
+    );
+    CREATE TABLE offers (
+        event_id TEXT PRIMARY KEY REFERENCES events (event_id),
+        visit_id TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        campaign_id TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        ts REAL NOT NULL,
+        detected_at REAL NOT NULL,
+        recorded_at REAL NOT NULL,
+        delivery TEXT NOT NULL CHECK (delivery IN ('pending', 'delivered', 'suppressed')),
+        delivery_topic TEXT,
+        delivery_payload BLOB,
+        delivered_at REAL
+    );
+    CREATE INDEX offers_pending ON offers (delivery) WHERE delivery = 'pending';
+    CREATE INDEX visits_member ON visits (member_id, ts);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
+
+
+class SqliteLoyaltyRecords:
+    """The loyalty records on one SQLite file, through aiosqlite's single writer thread."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, chain: str) -> None:
+        self._db = db
+        self.path = path
+        self.chain = chain
+
+    @classmethod
+    async def open(cls, path: Path, chain: str) -> SqliteLoyaltyRecords:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise RecordsError(f"cannot open loyalty records {path}: {exc}") from exc
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await _migrate(db, path)
+        except (sqlite3.Error, RecordsError) as exc:
+            await db.close()
+            raise RecordsError(f"cannot prepare loyalty records {path}: {exc}") from exc
+        return cls(db, path, chain)
+
+    @property
+    def connection(self) -> aiosqlite.Connection:
+        """The raw connection, for the seeding and admin commands."""
+        return self._db
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def record(self, events: list[IncomingEvent], now_s: float) -> RecordOutcome:
+        """Record a batch in one transaction; duplicates are acknowledged and otherwise ignored."""
+        acks: dict[wire.GatewayAddress, list[str]] = {}
+        deliveries: list[Delivery] = []
+        new_visits: list[wire.Visit] = []
+        new_offers: list[wire.OfferTrigger] = []
+        duplicates = 0
+        db = self._db
+        try:
+            for incoming in events:
+                gw, event = incoming.gateway, incoming.event
+                acks.setdefault(gw, []).append(event.event_id)
+                cursor = await db.execute(
+                    "INSERT OR IGNORE INTO events (event_id, kind, store_id, gateway, received_at) "
+                    "VALUES (?,?,?,?,?)",
+                    (event.event_id, event.KIND, gw.store, gw.gateway, now_s),
+                )
+                if cursor.rowcount == 0:
+                    duplicates += 1
+                    continue
+                if isinstance(event, wire.Visit):
+                    await db.execute(
+                        "INSERT INTO visits (event_id, member_id, device_id, store_id, gateway, "
+                        "ts, detected_at, recorded_at, rssi_dbm) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (
+                            event.event_id, event.member, event.device, gw.store, gw.gateway,
+                            event.ts, event.detected_at, now_s, event.rssi_dbm,
+                        ),
+                    )
+                    new_visits.append(event)
+                    continue
+                delivery = await self._prepare_delivery(gw, event, now_s)
+                await db.execute(
+                    "INSERT INTO offers (event_id, visit_id, member_id, campaign_id, store_id, "
+                    "gateway, ts, detected_at, recorded_at, delivery, delivery_topic, "
+                    "delivery_payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        event.event_id, event.visit_id, event.member, event.campaign, gw.store,
+                        gw.gateway, event.ts, event.detected_at, now_s,
+                        "pending" if delivery else "suppressed",
+                        delivery.topic if delivery else None,
+                        delivery.payload if delivery else None,
+                    ),
+                )
+                new_offers.append(event)
+                if delivery:
+                    deliveries.append(delivery)
+            await db.commit()
+        except sqlite3.Error as exc:
+            await db.rollback()
+            raise RecordsError(f"cannot record events in {self.path}: {exc}") from exc
+        return RecordOutcome(acks, deliveries, new_visits, new_offers, duplicates)
+
+    async def _prepare_delivery(
+        self, gw: wire.GatewayAddress, trigger: wire.OfferTrigger, now_s: float
+    ) -> Delivery | None:
+        """The offer for the shopper's app, or None when the member cannot or must not get it."""
+        async with self._db.execute(
+            "SELECT m.shopper_token, m.consent, c.title, c.body FROM members m, campaigns c "
+            "WHERE m.id = ? AND c.id = ?",
+            (trigger.member, trigger.campaign),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None or not row[1]:
+            return None  # unknown member or campaign, or consent withdrawn since the last sync
+        token, _, title, body = row
+        offer = wire.ShopperOffer(
+            offer_id=trigger.event_id,
+            campaign=trigger.campaign,
+            title=title,
+            body=body,
+            store=gw.store,
+            issued_at=now_s,
+            detected_at=trigger.detected_at,
+        )
+        return Delivery(
+            trigger.event_id, wire.shopper_offer_topic(gw.chain, token), wire.encode(offer)
+        )
+
+    async def undelivered(self, limit: int) -> list[Delivery]:
+        async with self._db.execute(
+            "SELECT event_id, delivery_topic, delivery_payload FROM offers "
+            "WHERE delivery = 'pending' ORDER BY recorded_at LIMIT ?",
+            (limit,),
+        ) as cursor:
+            return [Delivery(r[0], r[1], bytes(r[2])) async for r in cursor]
+
+    async def mark_delivered(self, offer_ids: list[str], now_s: float) -> None:
+        await self._db.executemany(
+            "UPDATE offers SET delivery = 'delivered', delivered_at = ? WHERE event_id = ?",
+            [(now_s, i) for i in offer_ids],
+        )
+        await self._db.commit()
+
+    async def stores(self) -> list[str]:
+        async with self._db.execute("SELECT id FROM stores ORDER BY id") as cursor:
+            return [r[0] async for r in cursor]
+
+    async def roster(self, store: str) -> wire.RosterSync:
+        """Every active device of a consenting member (every store sees the whole chain's roster)."""
+        version = await self._store_version(store, "roster_version")
+        async with self._db.execute(
+            "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent FROM devices d "
+            "JOIN members m ON m.id = d.member_id WHERE d.active AND m.consent ORDER BY d.id"
+        ) as cursor:
+            devices = tuple(
+                [wire.RosterDevice(r[0], r[1], r[2], bytes(r[3]), r[4]) async for r in cursor]
+            )
+        return wire.RosterSync(store=store, version=version, devices=devices)
+
+    async def campaigns(self, store: str) -> wire.CampaignSync:
+        version = await self._store_version(store, "campaigns_version")
+        async with self._db.execute(
+            "SELECT id, title, body, tiers, cooldown_s, priority FROM campaigns "
+            "WHERE active AND (store_id IS NULL OR store_id = ?) ORDER BY id",
+            (store,),
+        ) as cursor:
+            campaigns = tuple(
+                [
+                    wire.CampaignSpec(r[0], r[1], r[2], tuple(r[3].split(",")), r[4], r[5])
+                    async for r in cursor
+                ]
+            )
+        cooldown = await self.setting("member_cooldown_s", str(DEFAULT_MEMBER_COOLDOWN_S))
+        return wire.CampaignSync(
+            store=store, version=version, member_cooldown_s=float(cooldown), campaigns=campaigns
+        )
+
+    async def setting(self, key: str, default: str) -> str:
+        async with self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cursor:
+            row = await cursor.fetchone()
+        return str(row[0]) if row else default
+
+    async def _store_version(self, store: str, column: str) -> int:
+        async with self._db.execute(
+            f"SELECT {column} FROM stores WHERE id = ?",  # noqa: S608 - column is one of two constants
+            (store,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise RecordsError(f"store {store!r} is not in {self.path}; add it to the stores table")
+        return int(row[0])
+
+    async def count(self, table: str) -> int:
+        if table not in ("visits", "offers", "events", "members", "devices"):
+            raise ValueError(table)
+        async with self._db.execute(f"SELECT count(*) FROM {table}") as cursor:  # noqa: S608
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise RecordsError(
+            f"{path} has schema version {version}, newer than this bridge ({SCHEMA_VERSION})"
+        )
+    for number in range(version, SCHEMA_VERSION):
+        await db.executescript(
+            f"BEGIN; {_MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
+        )

@@ -1,0 +1,179 @@
+"""Composition root of the bridge: records, MQTT, and the loops that join them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.config import BridgeConfig
+from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
+from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
+from edge.core import wire
+from edge.logutil import OnceLogger
+
+_LOGGER = logging.getLogger(__name__)
+INBOX_MAX = 50_000
+REDELIVER_EVERY_S = 5.0
+
+OutcomeListener = Callable[[RecordOutcome], None]
+DeliveryListener = Callable[[Sequence[Delivery]], None]
+
+
+class Bridge:
+    """Takes gateway events, records them once, acknowledges them, delivers offers, syncs stores."""
+
+    def __init__(
+        self,
+        config: BridgeConfig,
+        records: LoyaltyRecords,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.records = records
+        self._wall = wall_clock
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
+        self._deliver_wakeup = asyncio.Event()
+        self._delivering: set[str] = set()
+        self._payload_errors = OnceLogger(_LOGGER)
+        self.outcome_listeners: list[OutcomeListener] = []
+        self.delivery_listeners: list[DeliveryListener] = []
+        self.recorded = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self.delivered = 0
+        m, b = config.mqtt, config.bridge
+        self.mqtt = PahoMqtt(
+            MqttSettings(
+                host=m.host,
+                port=m.port,
+                client_id=f"threshold-bridge-{b.chain}-{b.id}",
+                username=m.username or None,
+                password=m.password or None,
+                keepalive_s=m.keepalive_s,
+            ),
+            # A shared subscription: several bridge instances split the gateways' events.
+            subscriptions=[(f"$share/{b.share_group}/{wire.EVENT_FILTER}", 1)],
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+        )
+
+    @classmethod
+    async def open(cls, config: BridgeConfig) -> Bridge:
+        records = await SqliteLoyaltyRecords.open(Path(config.bridge.database), config.bridge.chain)
+        return cls(config, records)
+
+    async def close(self) -> None:
+        await self.records.close()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.mqtt.run(), name="bridge-mqtt")
+            tg.create_task(self._process_inbox(), name="bridge-record")
+            tg.create_task(self._deliver_loop(), name="bridge-deliver")
+
+    def _on_message(self, message: Message) -> None:
+        try:
+            self._inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            # Not acknowledged, so the gateway resends it: nothing is lost.
+            self._payload_errors.warning("inbox-full", "inbox full: %s left for a resend", message.topic)
+
+    async def _on_connect(self) -> None:
+        await self.publish_sync()
+        self._deliver_wakeup.set()
+
+    async def publish_sync(self) -> None:
+        """Publish every store's roster and campaigns, retained."""
+        chain = self.config.bridge.chain
+        for store in await self.records.stores():
+            roster = await self.records.roster(store)
+            campaigns = await self.records.campaigns(store)
+            await self.mqtt.publish(
+                wire.roster_topic(chain, store), wire.encode(roster), qos=1, retain=True
+            )
+            await self.mqtt.publish(
+                wire.campaigns_topic(chain, store), wire.encode(campaigns), qos=1, retain=True
+            )
+            _LOGGER.info(
+                "synced store %s: roster v%d (%d devices), campaigns v%d",
+                store, roster.version, len(roster.devices), campaigns.version,
+            )
+
+    def _decode(self, message: Message) -> IncomingEvent | None:
+        where = f"topic {message.topic}"
+        try:
+            topic = wire.parse_event_topic(message.topic)
+            if topic.gateway.chain != self.config.bridge.chain:
+                raise wire.WireError(f"{where}: chain {topic.gateway.chain!r} is not ours")
+            cls = wire.Visit if topic.kind == "visit" else wire.OfferTrigger
+            event = wire.decode_as(message.payload, cls, where)
+        except wire.WireError as exc:
+            self.rejected += 1
+            self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
+            return None
+        return IncomingEvent(topic.gateway, event)
+
+    async def _process_inbox(self) -> None:
+        batch_max = self.config.bridge.batch
+        while True:
+            messages = [await self._inbox.get()]
+            while len(messages) < batch_max and not self._inbox.empty():
+                messages.append(self._inbox.get_nowait())
+            incoming = [e for e in map(self._decode, messages) if e is not None]
+            if not incoming:
+                continue
+            outcome = await self.records.record(incoming, self._wall())
+            self.recorded += len(outcome.new_visits) + len(outcome.new_offers)
+            self.duplicates += outcome.duplicates
+            for listener in self.outcome_listeners:
+                listener(outcome)
+            await self._send_acks(outcome.acks)
+            if outcome.deliveries:
+                await self._deliver(outcome.deliveries)
+
+    async def _send_acks(self, acks: dict[wire.GatewayAddress, list[str]]) -> None:
+        for gateway, event_ids in acks.items():
+            try:
+                await self.mqtt.publish(
+                    wire.ack_topic(gateway), wire.encode(wire.Ack(tuple(event_ids))), qos=1
+                )
+            except MqttError as exc:
+                # The gateway resends unacknowledged events; the duplicate gets acknowledged then.
+                _LOGGER.debug("ack to %s not sent: %s", gateway.prefix, exc)
+
+    async def _deliver(self, deliveries: Sequence[Delivery]) -> None:
+        """Hand offers to the broker (QoS 1); those without a PUBACK stay pending for a retry."""
+        deliveries = [d for d in deliveries if d.offer_id not in self._delivering]
+        self._delivering.update(d.offer_id for d in deliveries)
+        try:
+            results = await asyncio.gather(
+                *(self.mqtt.publish(d.topic, d.payload, qos=1) for d in deliveries),
+                return_exceptions=True,
+            )
+            done = [d for d, r in zip(deliveries, results, strict=True) if r is None]
+            if done:
+                await self.records.mark_delivered([d.offer_id for d in done], self._wall())
+                self.delivered += len(done)
+                for listener in self.delivery_listeners:
+                    listener(done)
+        finally:
+            self._delivering.difference_update(d.offer_id for d in deliveries)
+
+    async def _deliver_loop(self) -> None:
+        """Retry offers not yet handed to the broker (after a restart or a lost connection)."""
+        while True:
+            try:
+                async with asyncio.timeout(REDELIVER_EVERY_S):
+                    await self._deliver_wakeup.wait()
+            except TimeoutError:
+                pass
+            self._deliver_wakeup.clear()
+            if not self.mqtt.connected:
+                continue
+            pending = await self.records.undelivered(500)
+            if pending:
+                await self._deliver(pending)

@@ -1,0 +1,52 @@
+"""Bridge configuration: TOML → frozen dataclasses, validated once; unknown keys are errors."""
+
+from __future__ import annotations
+
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.config import MqttSection, build_dataclass
+from edge.core.wire import WireError, check_id
+from edge.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeSection:
+    chain: str = "demo-chain"
+    id: str = "bridge-1"
+    database: str = "/var/lib/threshold/loyalty.sqlite"
+    share_group: str = "threshold-bridge"
+    batch: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    bridge: BridgeSection = field(default_factory=BridgeSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+
+
+def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
+    """Parse and validate; raise ConfigError naming file, field and what is expected."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "-", f"is not valid TOML: {exc}") from None
+    config = typing.cast(BridgeConfig, build_dataclass(BridgeConfig, raw, path, ""))
+    for name in ("chain", "id", "share_group"):
+        try:
+            check_id(getattr(config.bridge, name), name)
+        except WireError as exc:
+            raise ConfigError(path, f"bridge.{name}", exc.reason) from None
+    if config.bridge.batch < 1:
+        raise ConfigError(path, "bridge.batch", "must be >= 1")
+    return config
+
+
+def load_bridge_config(path: Path) -> BridgeConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "-", f"cannot be read: {exc.strerror}") from None
+    return parse_bridge_config(text, str(path))

@@ -1,0 +1,54 @@
+"""What the bridge does with one event, independent of the database behind it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from edge.core import wire
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """An event as received: where it came from (the topic is authoritative) and what it says."""
+
+    gateway: wire.GatewayAddress
+    event: wire.Event
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An offer waiting to reach a shopper's app."""
+
+    offer_id: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    """The result of recording a batch: acks to send per gateway and offers to deliver."""
+
+    acks: dict[wire.GatewayAddress, list[str]]
+    deliveries: list[Delivery]
+    new_visits: list[wire.Visit]
+    new_offers: list[wire.OfferTrigger]
+    duplicates: int
+
+
+class LoyaltyRecords(Protocol):
+    """The loyalty records the bridge writes; SQLite by default, PostgreSQL at chain scale."""
+
+    async def record(self, events: list[IncomingEvent], now_s: float) -> RecordOutcome: ...
+
+    async def undelivered(self, limit: int) -> list[Delivery]: ...
+
+    async def mark_delivered(self, offer_ids: list[str], now_s: float) -> None: ...
+
+    async def stores(self) -> list[str]: ...
+
+    async def roster(self, store: str) -> wire.RosterSync: ...
+
+    async def campaigns(self, store: str) -> wire.CampaignSync: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Async loops of the bridge."""

@@ -1,0 +1,174 @@
+"""The gateway's durable state in SQLite (WAL): the event outbox, offer history and last good sync.
+
+An event leaves the outbox only when the bridge acknowledges it. Writes use synchronous=FULL: in WAL
+mode NORMAL may roll back the last commits on power loss, and a lost visit is a lost offer. The
+pipeline's events arrive in batches, so one fsync covers many rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from edge.core import wire
+from edge.core.offers import OfferHistory
+from edge.errors import StorageError
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: first schema
+    """
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE offer_history (
+        member TEXT NOT NULL,
+        campaign TEXT NOT NULL,
+        last_ts REAL NOT NULL,
+        PRIMARY KEY (member, campaign)
+    );
+    CREATE TABLE sync_state (
+        kind TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        payload BLOB NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    event_id: str
+    kind: wire.EventKind
+    payload: bytes
+
+
+class SqliteGatewayStore:
+    """One writer connection through aiosqlite's worker thread."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path) -> SqliteGatewayStore:
+        """Open (creating and migrating) the database at `path`."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"cannot open gateway database {path}: {exc}") from exc
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await _migrate(db, path)
+        except (sqlite3.Error, StorageError) as exc:
+            await db.close()
+            raise StorageError(f"cannot prepare gateway database {path}: {exc}") from exc
+        return cls(db, path)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def append_events(self, events: Sequence[wire.Event], now_s: float) -> None:
+        """Store events in the outbox and their offers in the history, in one transaction."""
+        rows = [(e.event_id, e.KIND, wire.encode(e), now_s) for e in events]
+        history = [
+            (e.member, e.campaign, e.ts) for e in events if isinstance(e, wire.OfferTrigger)
+        ]
+        await self._db.executemany(
+            "INSERT OR IGNORE INTO outbox (event_id, kind, payload, created_at) VALUES (?,?,?,?)",
+            rows,
+        )
+        if history:
+            await self._db.executemany(
+                "INSERT INTO offer_history (member, campaign, last_ts) VALUES (?,?,?) "
+                "ON CONFLICT (member, campaign) DO UPDATE SET last_ts = "
+                "max(last_ts, excluded.last_ts)",
+                history,
+            )
+        await self._db.commit()
+
+    async def pending(self, limit: int, skip: Iterable[str] = ()) -> list[OutboxEntry]:
+        """The oldest unacknowledged events, skipping ids in `skip` (already in flight)."""
+        skip_set = set(skip)
+        out: list[OutboxEntry] = []
+        # Page through in order; in-flight entries are few (bounded by the uplink's window).
+        async with self._db.execute(
+            "SELECT event_id, kind, payload FROM outbox ORDER BY seq LIMIT ?",
+            (limit + len(skip_set),),
+        ) as cursor:
+            async for event_id, kind, payload in cursor:
+                if event_id in skip_set:
+                    continue
+                out.append(OutboxEntry(event_id, "visit" if kind == "visit" else "offer", payload))
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def remove(self, event_ids: Sequence[str]) -> int:
+        """Forget acknowledged events; return how many were still here."""
+        if not event_ids:
+            return 0
+        cursor = await self._db.executemany(
+            "DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids]
+        )
+        await self._db.commit()
+        return cursor.rowcount
+
+    async def count(self) -> int:
+        async with self._db.execute("SELECT count(*) FROM outbox") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def load_history(self) -> OfferHistory:
+        history = OfferHistory()
+        async with self._db.execute(
+            "SELECT member, campaign, last_ts FROM offer_history"
+        ) as cursor:
+            async for member, campaign, last_ts in cursor:
+                history.record(member, campaign, last_ts)
+        return history
+
+    async def prune_history(self, before_ts: float) -> None:
+        await self._db.execute("DELETE FROM offer_history WHERE last_ts < ?", (before_ts,))
+        await self._db.commit()
+
+    async def save_sync(self, kind: str, version: int, payload: bytes) -> None:
+        await self._db.execute(
+            "INSERT INTO sync_state (kind, version, payload) VALUES (?,?,?) "
+            "ON CONFLICT (kind) DO UPDATE SET version = excluded.version, "
+            "payload = excluded.payload",
+            (kind, version, payload),
+        )
+        await self._db.commit()
+
+    async def load_sync(self, kind: str) -> bytes | None:
+        async with self._db.execute(
+            "SELECT payload FROM sync_state WHERE kind = ?", (kind,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return bytes(row[0]) if row else None
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"{path} has schema version {version}, newer than this software ({SCHEMA_VERSION}); "
+            "upgrade Threshold or restore the previous database"
+        )
+    for number in range(version, SCHEMA_VERSION):
+        await db.executescript(
+            f"BEGIN; {_MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
+        )

@@ -1,0 +1,224 @@
+"""Composition root of the gateway: config → adapters → services → one TaskGroup.
+
+Only this module builds adapters. Tests and the demo build a `Gateway` here too, handing in the radio
+source they want.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol
+
+from edge import __version__
+from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt, Will
+from edge.adapters.sqlite_store import SqliteGatewayStore
+from edge.config import GatewayConfig
+from edge.core import wire
+from edge.core.advert import RawAdvert
+from edge.core.offers import OfferEngine
+from edge.core.pipeline import Pipeline
+from edge.core.presence import PresenceTracker
+from edge.core.resolver import EidResolver
+from edge.logutil import OnceLogger
+from edge.services.sync import SyncApplier
+from edge.services.uplink import Uplink
+
+_LOGGER = logging.getLogger(__name__)
+INBOX_MAX = 10_000
+SOFTWARE = f"threshold-edge {__version__}"
+
+
+class AdvertSource(Protocol):
+    """What every radio adapter offers the gateway."""
+
+    name: str
+
+    def batches(self) -> AsyncIterator[list[RawAdvert]]: ...
+
+
+EventListener = Callable[[Sequence[wire.Event]], None]
+
+
+def new_event_id() -> str:
+    """A globally unique event id (random UUID, hex)."""
+    return uuid.uuid4().hex
+
+
+class Gateway:
+    """One running gateway: pipeline, outbox, uplink and sync around a radio source."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        source: AdvertSource,
+        store: SqliteGatewayStore,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.address = config.address
+        self.source = source
+        self.store = store
+        self._wall = wall_clock
+        self._started_mono = time.monotonic()
+        self.listeners: list[EventListener] = []
+        self.pipeline = Pipeline(
+            EidResolver((), wall_clock(), config.identity.skew_windows),
+            PresenceTracker(config.presence_config),
+            OfferEngine(None),
+            new_event_id,
+        )
+        self._last_radio_s: float | None = None
+        self.sync = SyncApplier(
+            self.pipeline, store, self.address, config.identity.skew_windows, self.radio_now
+        )
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
+        self.inbox_dropped = 0
+        self._payload_errors = OnceLogger(_LOGGER)
+        m = config.mqtt
+        self.mqtt = PahoMqtt(
+            MqttSettings(
+                host=m.host,
+                port=m.port,
+                client_id=f"threshold-gw-{self.address.chain}-{self.address.store}-"
+                f"{self.address.gateway}",
+                username=m.username or None,
+                password=m.password or None,
+                keepalive_s=m.keepalive_s,
+            ),
+            will=Will(
+                wire.status_topic(self.address),
+                wire.encode(wire.Status(state="offline", ts=wall_clock(), software=SOFTWARE)),
+            ),
+            subscriptions=[
+                (wire.ack_topic(self.address), 1),
+                (wire.roster_topic(self.address.chain, self.address.store), 1),
+                (wire.campaigns_topic(self.address.chain, self.address.store), 1),
+            ],
+            on_message=self._on_message,
+            on_connect=self._on_connect,
+        )
+        self.uplink = Uplink(
+            self.mqtt, store, self.address, config.uplink.ack_timeout_s, config.uplink.batch
+        )
+        self._adverts_window = (time.monotonic(), 0)
+        self.adverts_per_s = 0.0
+
+    @classmethod
+    async def open(cls, config: GatewayConfig, source: AdvertSource) -> Gateway:
+        """Open the gateway's database and restore its last good roster and campaigns."""
+        store = await SqliteGatewayStore.open(config.database_path)
+        gateway = cls(config, source, store)
+        gateway.pipeline.offers.history = await store.load_history()
+        await gateway.sync.restore()
+        return gateway
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    def radio_now(self) -> float:
+        """Radio time: the last advert's time, or the wall clock before the first."""
+        return self._last_radio_s if self._last_radio_s is not None else self._wall()
+
+    async def run(self) -> None:
+        """Run every loop until cancelled; the radio source ending does not stop the uplink."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.mqtt.run(), name="mqtt")
+            tg.create_task(self.uplink.run(), name="uplink")
+            tg.create_task(self._scan(), name="scan")
+            tg.create_task(self._process_inbox(), name="inbox")
+            tg.create_task(self._publish_status_periodically(), name="status")
+
+    async def _scan(self) -> None:
+        async for batch in self.source.batches():
+            self._last_radio_s = batch[-1].t_s
+            wall = self._wall()
+            events = self.pipeline.feed_many(batch, wall)
+            if events:
+                await self.store.append_events(events, wall)
+                self.uplink.wake()
+                for listener in self.listeners:
+                    listener(events)
+        _LOGGER.info("radio source %r ended", self.source.name)
+
+    def _on_message(self, message: Message) -> None:
+        try:
+            self._inbox.put_nowait(message)
+        except asyncio.QueueFull:
+            self.inbox_dropped += 1
+            self._payload_errors.warning(
+                "inbox-full", "inbox full (%d): dropped a message on %s", INBOX_MAX, message.topic
+            )
+
+    async def _process_inbox(self) -> None:
+        ack = wire.ack_topic(self.address)
+        roster = wire.roster_topic(self.address.chain, self.address.store)
+        campaigns = wire.campaigns_topic(self.address.chain, self.address.store)
+        while True:
+            message = await self._inbox.get()
+            where = f"topic {message.topic}"
+            if message.topic == ack:
+                try:
+                    await self.uplink.handle_ack(wire.decode_as(message.payload, wire.Ack, where))
+                except wire.WireError as exc:
+                    self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
+            elif message.topic == roster:
+                await self.sync.apply_roster(message.payload, where)
+            elif message.topic == campaigns:
+                await self.sync.apply_campaigns(message.payload, where)
+            else:
+                self._payload_errors.warning(message.topic, "ignored message on %s", where)
+
+    async def _on_connect(self) -> None:
+        self.uplink.connection_restored()
+        await self.publish_status()
+
+    def status(self) -> wire.Status:
+        """The gateway's health as published on its status topic."""
+        now_mono = time.monotonic()
+        started, count = self._adverts_window
+        adverts = self.pipeline.counters.adverts
+        if now_mono - started >= 5.0:
+            self.adverts_per_s = (adverts - count) / (now_mono - started)
+            self._adverts_window = (now_mono, adverts)
+        return wire.Status(
+            state="online",
+            ts=self._wall(),
+            software=SOFTWARE,
+            uptime_s=now_mono - self._started_mono,
+            outbox_pending=self.uplink.pending,
+            roster_version=self.sync.roster_version,
+            campaigns_version=self.sync.campaigns_version,
+            radio={
+                "source": self.source.name,
+                "adverts_per_s": round(self.adverts_per_s, 1),
+                "radio_time": self._last_radio_s,
+            },
+            counters={
+                **self.pipeline.counters.as_dict(),
+                "events_sent": self.uplink.sent,
+                "events_acked": self.uplink.acked,
+                "inbox_dropped": self.inbox_dropped,
+            },
+        )
+
+    async def publish_status(self) -> None:
+        try:
+            await self.mqtt.publish(
+                wire.status_topic(self.address), wire.encode(self.status()), qos=1, retain=True
+            )
+        except MqttError as exc:  # best effort: the next tick or reconnect publishes it again
+            _LOGGER.debug("status not published: %s", exc)
+
+    async def _publish_status_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.uplink.status_interval_s)
+            self.uplink.pending = await self.store.count()
+            keep_s = self.pipeline.offers.longest_cooldown_s
+            self.pipeline.offers.history.prune(self.radio_now(), keep_s)
+            await self.store.prune_history(self.radio_now() - keep_s)
+            if self.mqtt.connected:
+                await self.publish_status()

@@ -1,0 +1,182 @@
+"""Gateway configuration: TOML → frozen dataclasses, validated once at start-up.
+
+Unknown keys are errors (a typo must not silently fall back to a default). Every error names the file,
+the field and what is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.core.presence import PresenceConfig
+from edge.core.wire import GatewayAddress, WireError
+from edge.errors import ConfigError
+
+
+_PRESENCE_DEFAULTS = PresenceConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySection:
+    chain: str = "demo-chain"
+    store: str = "store-001"
+    id: str = "door-1"
+    data_dir: str = "/var/lib/threshold"
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSection:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str = ""
+    password: str = ""
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedRadioSection:
+    seed: int = 1
+    members: int = 300
+    speed: float = 30.0  # simulated seconds per wall second
+    duration_s: float = 3600.0
+    arrivals_per_min: float = 6.0
+    passers_per_min: float = 12.0
+
+
+@dataclass(frozen=True, slots=True)
+class RadioSection:
+    source: str = "simulated"
+    simulated: SimulatedRadioSection = field(default_factory=SimulatedRadioSection)
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceSection:
+    enter_dbm: float = _PRESENCE_DEFAULTS.enter_dbm
+    exit_dbm: float = _PRESENCE_DEFAULTS.exit_dbm
+    min_dwell_s: float = _PRESENCE_DEFAULTS.min_dwell_s
+    smoothing_tau_s: float = _PRESENCE_DEFAULTS.smoothing_tau_s
+    visit_timeout_s: float = _PRESENCE_DEFAULTS.visit_timeout_s
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySection:
+    skew_windows: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkSection:
+    ack_timeout_s: float = 10.0
+    batch: int = 100
+    status_interval_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    gateway: GatewaySection = field(default_factory=GatewaySection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    radio: RadioSection = field(default_factory=RadioSection)
+    presence: PresenceSection = field(default_factory=PresenceSection)
+    identity: IdentitySection = field(default_factory=IdentitySection)
+    uplink: UplinkSection = field(default_factory=UplinkSection)
+
+    @property
+    def address(self) -> GatewayAddress:
+        g = self.gateway
+        return GatewayAddress(g.chain, g.store, g.id)
+
+    @property
+    def presence_config(self) -> PresenceConfig:
+        p = self.presence
+        return PresenceConfig(
+            p.enter_dbm, p.exit_dbm, p.min_dwell_s, p.smoothing_tau_s, p.visit_timeout_s
+        )
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.gateway.data_dir) / "gateway.sqlite"
+
+
+RADIO_SOURCES = ("simulated",)
+PLANNED_RADIO_SOURCES = ("bleak", "serial")
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def build_dataclass(cls: type[Any], raw: dict[str, Any], path: str, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(path, f"{where}.{key}".lstrip("."), f"unknown key; known: {known}")
+    values: dict[str, Any] = {}
+    for name in names & raw.keys():
+        value = raw[name]
+        hint = hints[name]
+        field_name = f"{where}.{name}".lstrip(".")
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(path, field_name, "must be a table")
+            values[name] = build_dataclass(typing.cast(type[Any], hint), value, path, field_name)
+            continue
+        if isinstance(hint, types.UnionType):  # not used yet; keep the loader honest if it is
+            raise ConfigError(path, field_name, "unsupported field type")
+        ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise ConfigError(
+                path, field_name, f"must be {_TYPE_NAMES.get(hint, hint)}, got {value!r}"
+            )
+        values[name] = value
+    return cls(**values)
+
+
+def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
+    """Parse and validate a gateway config; raise ConfigError naming file, field and expectation."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "-", f"is not valid TOML: {exc}") from None
+    config = typing.cast(GatewayConfig, build_dataclass(GatewayConfig, raw, path, ""))
+    try:
+        config.address  # noqa: B018 - validates the ids
+    except WireError as exc:
+        raise ConfigError(path, "gateway", exc.reason) from None
+    source = config.radio.source
+    if source in PLANNED_RADIO_SOURCES:
+        raise ConfigError(
+            path,
+            "radio.source",
+            f"{source!r} is not available in this release; use 'simulated'",
+        )
+    if source not in RADIO_SOURCES:
+        raise ConfigError(path, "radio.source", f"must be one of {RADIO_SOURCES}, got {source!r}")
+    try:
+        config.presence_config  # noqa: B018 - validates threshold relations
+    except ValueError as exc:
+        raise ConfigError(path, "presence", str(exc)) from None
+    if not 0 <= config.identity.skew_windows <= 4:
+        raise ConfigError(path, "identity.skew_windows", "must be 0..4")
+    if not 1 <= config.mqtt.port <= 65535:
+        raise ConfigError(path, "mqtt.port", f"must be 1..65535, got {config.mqtt.port}")
+    if config.uplink.batch < 1 or config.uplink.ack_timeout_s <= 0:
+        raise ConfigError(path, "uplink", "batch must be >= 1 and ack_timeout_s > 0")
+    if config.radio.simulated.speed <= 0:
+        raise ConfigError(path, "radio.simulated.speed", "must be > 0")
+    return config
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate the config file at `path`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), "-", f"cannot be read: {exc.strerror}") from None
+    return parse_config(text, str(path))

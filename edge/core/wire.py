@@ -1,0 +1,517 @@
+"""The wire contract between gateways, the cloud bridge and shopper apps: MQTT topics and payloads.
+
+Written once and imported by both `edge` and `cloud_bridge`. Every payload is UTF-8 JSON with a version
+`"v"` and a `"type"`; `decode` validates fields and raises `WireError` naming what is wrong. docs/mqtt.md
+shows every topic with an example payload; tests/contract/ keeps golden copies.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, TypeVar
+
+WIRE_VERSION = 1
+TOPIC_ROOT = "threshold/v1"
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+#: What the bridge subscribes to (as a shared subscription): every gateway's events.
+EVENT_FILTER = f"{TOPIC_ROOT}/+/+/+/event/+"
+#: What fleet monitoring subscribes to: every gateway's retained status.
+STATUS_FILTER = f"{TOPIC_ROOT}/+/+/+/status"
+
+
+class WireError(ValueError):
+    """A payload or topic that does not follow the contract; `reason` says what and where."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def check_id(value: str, what: str) -> str:
+    """Return `value` if it is a valid topic segment id (lowercase, digits, '-', '_'), else raise."""
+    if not _ID_RE.match(value):
+        raise WireError(
+            f"{what} {value!r} is not a valid id: use 1-64 of a-z, 0-9, '-', '_' "
+            "starting with a letter or digit"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayAddress:
+    """Where a gateway sits in the topic tree: chain / store / gateway."""
+
+    chain: str
+    store: str
+    gateway: str
+
+    def __post_init__(self) -> None:
+        check_id(self.chain, "chain")
+        check_id(self.store, "store")
+        check_id(self.gateway, "gateway")
+
+    @property
+    def prefix(self) -> str:
+        return f"{TOPIC_ROOT}/{self.chain}/{self.store}/{self.gateway}"
+
+
+EventKind = Literal["visit", "offer"]
+
+
+def status_topic(gw: GatewayAddress) -> str:
+    """Retained gateway status; also the gateway's last will (state "offline")."""
+    return f"{gw.prefix}/status"
+
+
+def event_topic(gw: GatewayAddress, kind: EventKind) -> str:
+    """Gateway → bridge events, QoS 1."""
+    return f"{gw.prefix}/event/{kind}"
+
+
+def ack_topic(gw: GatewayAddress) -> str:
+    """Bridge → gateway acknowledgements of recorded events, QoS 1."""
+    return f"{gw.prefix}/ack"
+
+
+def roster_topic(chain: str, store: str) -> str:
+    """Bridge → the store's gateways: enrolled devices, retained."""
+    return f"{TOPIC_ROOT}/{chain}/{store}/sync/roster"
+
+
+def campaigns_topic(chain: str, store: str) -> str:
+    """Bridge → the store's gateways: campaign rules, retained."""
+    return f"{TOPIC_ROOT}/{chain}/{store}/sync/campaigns"
+
+
+def shopper_offer_topic(chain: str, shopper: str) -> str:
+    """Bridge → one shopper's app: offers, QoS 1. `shopper` is an opaque delivery token."""
+    return f"{TOPIC_ROOT}/{chain}/shopper/{shopper}/offer"
+
+
+@dataclass(frozen=True, slots=True)
+class EventTopic:
+    """A parsed event topic."""
+
+    gateway: GatewayAddress
+    kind: EventKind
+
+
+def parse_event_topic(topic: str) -> EventTopic:
+    """Parse `threshold/v1/<chain>/<store>/<gateway>/event/<kind>`."""
+    parts = topic.split("/")
+    if len(parts) != 7 or "/".join(parts[:2]) != TOPIC_ROOT or parts[5] != "event":
+        raise WireError(f"topic {topic!r} is not an event topic ({TOPIC_ROOT}/C/S/G/event/KIND)")
+    kind = parts[6]
+    if kind not in ("visit", "offer"):
+        raise WireError(f"topic {topic!r} names unknown event kind {kind!r}")
+    gw = GatewayAddress(parts[2], parts[3], parts[4])
+    return EventTopic(gw, "visit" if kind == "visit" else "offer")
+
+
+# --- Payloads ---------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Typed field access on a decoded JSON object, with errors that name the field."""
+
+    def __init__(self, obj: dict[str, Any], where: str) -> None:
+        self.obj = obj
+        self.where = where
+
+    def _get(self, name: str, types: tuple[type, ...], what: str) -> Any:
+        if name not in self.obj:
+            raise WireError(f"{self.where}: missing field {name!r} ({what})")
+        value = self.obj[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise WireError(f"{self.where}: field {name!r} must be {what}, got {value!r:.60}")
+        return value
+
+    def str(self, name: str) -> str:
+        return str(self._get(name, (str,), "a string"))
+
+    def id(self, name: str) -> str:
+        value = self.str(name)
+        try:
+            return check_id(value, name)
+        except WireError as exc:
+            raise WireError(f"{self.where}: {exc.reason}") from None
+
+    def int(self, name: str) -> int:
+        return int(self._get(name, (int,), "an integer"))
+
+    def float(self, name: str) -> float:
+        return float(self._get(name, (int, float), "a number"))
+
+    def list(self, name: str) -> list[Any]:
+        return list(self._get(name, (list,), "a list"))
+
+    def dict(self, name: str) -> dict[str, Any]:
+        return dict(self._get(name, (dict,), "an object"))
+
+    def hex(self, name: str, length: int) -> bytes:
+        value = self.str(name)
+        try:
+            raw = bytes.fromhex(value)
+        except ValueError:
+            raise WireError(f"{self.where}: field {name!r} must be hex") from None
+        if len(raw) != length:
+            raise WireError(f"{self.where}: field {name!r} must be {length} bytes, got {len(raw)}")
+        return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Gateway health, published retained; the last will carries state "offline"."""
+
+    TYPE: ClassVar[str] = "status"
+    state: Literal["online", "offline"]
+    ts: float
+    software: str = ""
+    uptime_s: float = 0.0
+    outbox_pending: int = 0
+    roster_version: int = 0
+    campaigns_version: int = 0
+    radio: dict[str, Any] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "ts": self.ts,
+            "software": self.software,
+            "uptime_s": round(self.uptime_s, 3),
+            "outbox_pending": self.outbox_pending,
+            "roster_version": self.roster_version,
+            "campaigns_version": self.campaigns_version,
+            "radio": self.radio,
+            "counters": self.counters,
+        }
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> Status:
+        state = r.str("state")
+        if state not in ("online", "offline"):
+            raise WireError(f"{r.where}: field 'state' must be 'online' or 'offline'")
+        return cls(
+            state="online" if state == "online" else "offline",
+            ts=r.float("ts"),
+            software=str(r.obj.get("software", "")),
+            uptime_s=float(r.obj.get("uptime_s", 0.0)),
+            outbox_pending=int(r.obj.get("outbox_pending", 0)),
+            roster_version=int(r.obj.get("roster_version", 0)),
+            campaigns_version=int(r.obj.get("campaigns_version", 0)),
+            radio=dict(r.obj.get("radio", {})),
+            counters=dict(r.obj.get("counters", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """A member walked in. `ts` is radio time (Unix s); `detected_at` the gateway's wall clock."""
+
+    TYPE: ClassVar[str] = "visit"
+    KIND: ClassVar[EventKind] = "visit"
+    event_id: str
+    ts: float
+    detected_at: float
+    member: str
+    device: str
+    tier: str
+    rssi_dbm: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "ts": self.ts,
+            "detected_at": self.detected_at,
+            "member": self.member,
+            "device": self.device,
+            "tier": self.tier,
+            "rssi_dbm": round(self.rssi_dbm, 1),
+        }
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> Visit:
+        return cls(
+            event_id=r.id("event_id"),
+            ts=r.float("ts"),
+            detected_at=r.float("detected_at"),
+            member=r.id("member"),
+            device=r.id("device"),
+            tier=r.id("tier"),
+            rssi_dbm=r.float("rssi_dbm"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OfferTrigger:
+    """The gateway chose `campaign` for the member of visit `visit_id`."""
+
+    TYPE: ClassVar[str] = "offer_trigger"
+    KIND: ClassVar[EventKind] = "offer"
+    event_id: str
+    visit_id: str
+    ts: float
+    detected_at: float
+    member: str
+    device: str
+    tier: str
+    campaign: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "visit_id": self.visit_id,
+            "ts": self.ts,
+            "detected_at": self.detected_at,
+            "member": self.member,
+            "device": self.device,
+            "tier": self.tier,
+            "campaign": self.campaign,
+        }
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> OfferTrigger:
+        return cls(
+            event_id=r.id("event_id"),
+            visit_id=r.id("visit_id"),
+            ts=r.float("ts"),
+            detected_at=r.float("detected_at"),
+            member=r.id("member"),
+            device=r.id("device"),
+            tier=r.id("tier"),
+            campaign=r.id("campaign"),
+        )
+
+
+Event = Visit | OfferTrigger
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The bridge recorded these events (or had already); the gateway may forget them."""
+
+    TYPE: ClassVar[str] = "ack"
+    event_ids: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event_ids": list(self.event_ids)}
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> Ack:
+        ids = r.list("event_ids")
+        for i, value in enumerate(ids):
+            if not isinstance(value, str) or not _ID_RE.match(value):
+                raise WireError(f"{r.where}: event_ids[{i}] is not a valid event id")
+        return cls(tuple(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class ShopperOffer:
+    """An offer as the shopper's app receives it; `offer_id` is the trigger's event id."""
+
+    TYPE: ClassVar[str] = "offer"
+    offer_id: str
+    campaign: str
+    title: str
+    body: str
+    store: str
+    issued_at: float
+    detected_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "offer_id": self.offer_id,
+            "campaign": self.campaign,
+            "title": self.title,
+            "body": self.body,
+            "store": self.store,
+            "issued_at": self.issued_at,
+            "detected_at": self.detected_at,
+        }
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> ShopperOffer:
+        return cls(
+            offer_id=r.id("offer_id"),
+            campaign=r.id("campaign"),
+            title=r.str("title"),
+            body=r.str("body"),
+            store=r.id("store"),
+            issued_at=r.float("issued_at"),
+            detected_at=r.float("detected_at"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RosterDevice:
+    """One enrolled device as a gateway needs it. `ref` and `member` are opaque references."""
+
+    ref: str
+    member: str
+    tier: str
+    identity_key: bytes
+    exponent: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "member": self.member,
+            "tier": self.tier,
+            "identity_key": self.identity_key.hex(),
+            "exponent": self.exponent,
+        }
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> RosterDevice:
+        exponent = r.int("exponent")
+        if not 0 <= exponent <= 15:
+            raise WireError(f"{r.where}: field 'exponent' must be 0..15, got {exponent}")
+        return cls(
+            ref=r.id("ref"),
+            member=r.id("member"),
+            tier=r.id("tier"),
+            identity_key=r.hex("identity_key", 16),
+            exponent=exponent,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RosterSync:
+    """The store's enrolled devices, a full snapshot at `version` (signing and sealing: issue 4)."""
+
+    TYPE: ClassVar[str] = "roster"
+    store: str
+    version: int
+    devices: tuple[RosterDevice, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "version": self.version,
+            "devices": [d.to_json() for d in self.devices],
+        }
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> RosterSync:
+        devices = []
+        for i, item in enumerate(r.list("devices")):
+            if not isinstance(item, dict):
+                raise WireError(f"{r.where}: devices[{i}] must be an object")
+            devices.append(RosterDevice.from_json(_Reader(item, f"{r.where} devices[{i}]")))
+        return cls(store=r.id("store"), version=r.int("version"), devices=tuple(devices))
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSpec:
+    """One entry campaign: who qualifies (tiers), what it is called, how often a member may get it."""
+
+    id: str
+    title: str
+    body: str
+    tiers: tuple[str, ...]
+    cooldown_s: float
+    priority: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "body": self.body,
+            "tiers": list(self.tiers),
+            "cooldown_s": self.cooldown_s,
+            "priority": self.priority,
+        }
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> CampaignSpec:
+        tiers = r.list("tiers")
+        if not all(isinstance(t, str) and _ID_RE.match(t) for t in tiers):
+            raise WireError(f"{r.where}: field 'tiers' must be a list of tier ids")
+        cooldown_s = r.float("cooldown_s")
+        if cooldown_s < 0:
+            raise WireError(f"{r.where}: field 'cooldown_s' must be >= 0")
+        return cls(
+            id=r.id("id"),
+            title=r.str("title"),
+            body=r.str("body"),
+            tiers=tuple(tiers),
+            cooldown_s=cooldown_s,
+            priority=r.int("priority"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSync:
+    """The store's campaigns at `version`; `member_cooldown_s` spaces any two offers to one member."""
+
+    TYPE: ClassVar[str] = "campaigns"
+    store: str
+    version: int
+    member_cooldown_s: float
+    campaigns: tuple[CampaignSpec, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "store": self.store,
+            "version": self.version,
+            "member_cooldown_s": self.member_cooldown_s,
+            "campaigns": [c.to_json() for c in self.campaigns],
+        }
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> CampaignSync:
+        campaigns = []
+        for i, item in enumerate(r.list("campaigns")):
+            if not isinstance(item, dict):
+                raise WireError(f"{r.where}: campaigns[{i}] must be an object")
+            campaigns.append(CampaignSpec.from_json(_Reader(item, f"{r.where} campaigns[{i}]")))
+        return cls(
+            store=r.id("store"),
+            version=r.int("version"),
+            member_cooldown_s=r.float("member_cooldown_s"),
+            campaigns=tuple(campaigns),
+        )
+
+
+_T = TypeVar("_T", "Status", "Visit", "OfferTrigger", "Ack", "ShopperOffer", "RosterSync", "CampaignSync")
+Payload = Status | Visit | OfferTrigger | Ack | ShopperOffer | RosterSync | CampaignSync
+_TYPES: dict[str, type[Payload]] = {
+    cls.TYPE: cls
+    for cls in (Status, Visit, OfferTrigger, Ack, ShopperOffer, RosterSync, CampaignSync)
+}
+
+
+def encode(payload: Payload) -> bytes:
+    """Serialise a payload as versioned JSON."""
+    body = {"v": WIRE_VERSION, "type": payload.TYPE, **payload.to_json()}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(data: bytes, where: str = "payload") -> Payload:
+    """Parse and validate versioned JSON; raise WireError naming the problem and `where`."""
+    try:
+        obj = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"{where}: not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise WireError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    version = obj.get("v")
+    if version != WIRE_VERSION:
+        raise WireError(f"{where}: payload version {version!r} is not supported (expected 1)")
+    kind = obj.get("type")
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise WireError(f"{where}: unknown payload type {kind!r}")
+    return cls.from_json(_Reader(obj, f"{where} ({kind})"))
+
+
+def decode_as(data: bytes, cls: type[_T], where: str = "payload") -> _T:
+    """Decode and require a payload of type `cls`."""
+    payload = decode(data, where)
+    if not isinstance(payload, cls):
+        raise WireError(f"{where}: expected a {cls.TYPE!r} payload, got {payload.TYPE!r}")
+    return payload

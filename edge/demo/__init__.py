@@ -1,0 +1,1 @@
+"""`make demo`: a simulated store entrance, end to end, on a private Mosquitto."""

@@ -1,0 +1,314 @@
+"""The demo: a private Mosquitto, the bridge with a seeded loyalty database, one gateway on a simulated
+store entrance, and the shoppers' apps. Prints a live view, then a summary checked against ground truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.app import Bridge
+from cloud_bridge.config import BridgeConfig, BridgeSection
+from cloud_bridge.seed import seed_records
+from edge.adapters.mosquitto import MosquittoProcess
+from edge.adapters.mqtt import MqttSettings
+from edge.adapters.simulated_radio import SimulatedAdvertSource
+from edge.app import Gateway
+from edge.config import GatewayConfig, GatewaySection, MqttSection, UplinkSection
+from edge.core import wire
+from edge.demo.shopper_apps import ReceivedOffer, ShopperApps
+from edge.demo.stats import percentile
+from edge.sim.entrance import EntranceConfig, GroundTruth, SimDevice, StoreEntrance
+
+CHAIN = "demo-chain"
+STORE = "store-001"
+DRAIN_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    minutes: float = 8.0
+    speed: float = 30.0
+    seed: int = 7
+    members: int = 300
+    arrivals_per_min: float = 6.0
+    passers_per_min: float = 14.0
+    live: bool = True
+    workdir: Path | None = None
+
+
+class LiveView:
+    """A readable running commentary: entries, offers, people walking past, a heartbeat line."""
+
+    def __init__(self, out: TextIO, start_s: float, tiers: dict[str, str], enabled: bool) -> None:
+        self._out = out
+        self._start_s = start_s
+        self._tiers = tiers
+        self._enabled = enabled
+        color = enabled and out.isatty()
+        self._bold = "\033[1m" if color else ""
+        self._green = "\033[32m" if color else ""
+        self._dim = "\033[2m" if color else ""
+        self._reset = "\033[0m" if color else ""
+
+    def clock(self, t_s: float) -> str:
+        elapsed = max(0, int(t_s - self._start_s))
+        return f"{elapsed // 3600:02d}:{elapsed // 60 % 60:02d}:{elapsed % 60:02d}"
+
+    def line(self, t_s: float, tag: str, text: str, style: str = "") -> None:
+        if self._enabled:
+            print(f"  {self.clock(t_s)}  {style}{tag:<10}{self._reset} {text}", file=self._out)
+
+    def events(self, events: Sequence[wire.Event]) -> None:
+        for event in events:
+            if isinstance(event, wire.Visit):
+                self.line(
+                    event.ts, "ENTRY", f"member {event.member}  {event.tier:<6}  "
+                    f"device {event.device}  {event.rssi_dbm:.0f} dBm", self._bold,
+                )
+            else:
+                self.line(event.ts, "OFFER", f"member {event.member}  campaign {event.campaign}")
+
+    def offer_received(self, received: ReceivedOffer, radio_now: float) -> None:
+        self.line(
+            radio_now, "  ➜ PHONE",
+            f"shopper {received.shopper[:8]}…  \"{received.offer.title}\"  "
+            f"({received.latency_ms:.0f} ms after the deciding advert)", self._green,
+        )
+
+    def passer(self, t_s: float, member: str) -> None:
+        self.line(t_s, "WALKS BY", f"member {member} passed the door outside: not an entry", self._dim)
+
+    def heartbeat(self, t_s: float, text: str) -> None:
+        self.line(t_s, "·", text, self._dim)
+
+
+async def _load_members(records: SqliteLoyaltyRecords) -> tuple[list[SimDevice], dict[str, str]]:
+    """The enrolled devices as their apps and tags hold them (the demo's shoppers carry these)."""
+    db = records.connection
+    devices: list[SimDevice] = []
+    async with db.execute(
+        "SELECT id, member_id, identity_key, exponent, kind FROM devices ORDER BY id"
+    ) as cursor:
+        async for ref, member, key, exponent, kind in cursor:
+            devices.append(SimDevice(ref, member, bytes(key), exponent, kind))
+    tiers: dict[str, str] = {}
+    async with db.execute("SELECT id, tier FROM members") as cursor:
+        async for member, tier in cursor:
+            tiers[member] = tier
+    return devices, tiers
+
+
+def summarise(
+    truth: GroundTruth,
+    visits: Sequence[wire.Visit],
+    triggers: Sequence[wire.OfferTrigger],
+    received: Sequence[ReceivedOffer],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The demo's outcome, scored against what the simulated people really did."""
+    present = {p.device.member for p in truth.people if p.device is not None}
+    entered = truth.entered_members()
+    passing = truth.passing_members()
+    recognised = {v.member for v in visits}
+    latencies = [r.latency_ms for r in received]
+    p50 = percentile(latencies, 50)
+    p99 = percentile(latencies, 99)
+    return {
+        "entered": len(visits),
+        "members_recognised": len(recognised & entered),
+        "members_really_entered": len(entered),
+        "non_members_recognised": sum(1 for v in visits if v.member not in present),
+        "passers_by_entered": sum(1 for v in visits if v.member in passing),
+        "members_walked_past": len(passing),
+        "offers_triggered": len(triggers),
+        "offers_delivered": len(received),
+        "latency_ms_p50": round(p50, 2) if p50 is not None else None,
+        "latency_ms_p99": round(p99, 2) if p99 is not None else None,
+        **extra,
+    }
+
+
+def failures(summary: dict[str, Any]) -> list[str]:
+    """What a healthy run must show; empty when the demo worked."""
+    problems = []
+    if summary["members_recognised"] <= 0:
+        problems.append("no member who walked in was recognised")
+    if summary["offers_delivered"] <= 0:
+        problems.append("no offer reached a shopper's app")
+    if summary["non_members_recognised"]:
+        problems.append(f"{summary['non_members_recognised']} non-members were recognised")
+    if summary["passers_by_entered"]:
+        problems.append(f"{summary['passers_by_entered']} passers-by were counted as entering")
+    if summary["offers_delivered"] < summary["offers_triggered"]:
+        problems.append(
+            f"{summary['offers_triggered'] - summary['offers_delivered']} offers did not arrive"
+        )
+    return problems
+
+
+async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
+    """Run the whole demo and return its summary."""
+    with contextlib.ExitStack() as stack:
+        if options.workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="threshold-")))
+        else:
+            workdir = options.workdir
+            workdir.mkdir(parents=True, exist_ok=True)
+        broker = MosquittoProcess(workdir / "broker")
+        await asyncio.to_thread(broker.start)
+        stack.callback(broker.stop)
+        return await _run(options, workdir, broker, out)
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+async def _run(
+    options: DemoOptions, workdir: Path, broker: MosquittoProcess, out: TextIO
+) -> dict[str, Any]:
+    wall_start = time.monotonic()
+    mqtt = MqttSection(host=broker.host, port=broker.port)
+    records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
+    sim_start = time.time()
+    await seed_records(
+        records, members=options.members, seed=options.seed, stores=(STORE,), joined_at=sim_start
+    )
+    devices, tiers = await _load_members(records)
+    bridge = Bridge(
+        BridgeConfig(BridgeSection(chain=CHAIN, database=str(records.path)), mqtt), records
+    )
+    entrance = StoreEntrance(
+        EntranceConfig(
+            seed=options.seed,
+            start_unix_s=sim_start,
+            duration_s=options.minutes * 60.0,
+            arrivals_per_min=options.arrivals_per_min,
+            passers_per_min=options.passers_per_min,
+        ),
+        devices,
+    )
+    truth = entrance.truth
+    go = asyncio.Event()
+    source = SimulatedAdvertSource(entrance.adverts(), options.speed, start=go)
+    config = GatewayConfig(
+        gateway=GatewaySection(chain=CHAIN, store=STORE, id="door-1", data_dir=str(workdir / "gw")),
+        mqtt=mqtt,
+        uplink=replace(UplinkSection(), ack_timeout_s=5.0, status_interval_s=5.0),
+    )
+    gateway = await Gateway.open(config, source)
+    view = LiveView(out, sim_start, tiers, options.live)
+    visits: list[wire.Visit] = []
+    triggers: list[wire.OfferTrigger] = []
+
+    def on_events(events: Sequence[wire.Event]) -> None:
+        visits.extend(e for e in events if isinstance(e, wire.Visit))
+        triggers.extend(e for e in events if isinstance(e, wire.OfferTrigger))
+        view.events(events)
+
+    gateway.listeners.append(on_events)
+    apps = ShopperApps(
+        MqttSettings(host=broker.host, port=broker.port, client_id="threshold-demo-shopper-apps"),
+        CHAIN,
+        on_offer=lambda r: view.offer_received(r, gateway.radio_now()),
+    )
+    if options.live:
+        print(
+            f"Threshold demo: {options.minutes:g} simulated minutes at {options.speed:g}x, "
+            f"{len(devices)} enrolled devices, broker on {broker.host}:{broker.port}\n",
+            file=out,
+        )
+    tasks = [
+        asyncio.create_task(bridge.run(), name="demo-bridge"),
+        asyncio.create_task(apps.mqtt.run(), name="demo-apps"),
+        asyncio.create_task(gateway.run(), name="demo-gateway"),
+    ]
+    try:
+        async with asyncio.timeout(30):
+            await bridge.mqtt.wait_connected()
+            await apps.mqtt.wait_connected()
+            while gateway.sync.roster_version == 0 or gateway.sync.campaigns_version == 0:
+                await asyncio.sleep(0.05)
+        go.set()
+        await _watch(source, gateway, truth, view)
+        await _drain(gateway, apps, triggers)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await gateway.close()
+        await bridge.close()
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result
+    summary = summarise(
+        truth,
+        visits,
+        triggers,
+        list(apps.received.values()),
+        {
+            "adverts": gateway.pipeline.counters.adverts,
+            "adverts_resolved": gateway.pipeline.counters.resolved,
+            "adverts_unresolved_eid": gateway.pipeline.counters.unresolved,
+            "offer_duplicates_seen_by_apps": apps.duplicates,
+            "events_recorded_by_bridge": bridge.recorded,
+            "sim_minutes": options.minutes,
+            "wall_s": round(time.monotonic() - wall_start, 2),
+            "seed": options.seed,
+        },
+    )
+    return summary
+
+
+async def _watch(
+    source: SimulatedAdvertSource, gateway: Gateway, truth: GroundTruth, view: LiveView
+) -> None:
+    """Until the simulation ends: announce members walking past, and a heartbeat line."""
+    passers = sorted(
+        (p.door_time_s, p.device.member)
+        for p in truth.people
+        if p.role == "passing" and p.device is not None
+    )
+    next_heartbeat = time.monotonic() + 3.0
+    while not source.finished:
+        await asyncio.sleep(0.1)
+        now = gateway.radio_now()
+        while passers and passers[0][0] <= now:
+            view.passer(*passers.pop(0))
+        if time.monotonic() >= next_heartbeat:
+            next_heartbeat += 3.0
+            c = gateway.pipeline.counters
+            view.heartbeat(
+                now,
+                f"{gateway.status().radio['adverts_per_s']:.0f} adverts/s heard, "
+                f"{c.adverts} so far ({c.resolved} from members), "
+                f"{gateway.pipeline.presence.inside()} members inside",
+            )
+
+
+async def _drain(gateway: Gateway, apps: ShopperApps, triggers: list[wire.OfferTrigger]) -> None:
+    """Give the last events time to reach the bridge and the last offers the phones."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if await gateway.store.count() == 0 and all(t.event_id in apps.received for t in triggers):
+            return
+        await asyncio.sleep(0.1)
+
+
+def print_summary(summary: dict[str, Any], out: TextIO) -> None:
+    print("\nSummary", file=out)
+    width = max(len(k) for k in summary)
+    for key, value in summary.items():
+        print(f"  {key:<{width}}  {value}", file=out)
+
+
+def write_summary_json(summary: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

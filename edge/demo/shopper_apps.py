@@ -1,0 +1,65 @@
+"""Simulated shopper apps: subscribe to shoppers' offer topics and show each offer once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from edge.adapters.mqtt import Message, MqttSettings, PahoMqtt
+from edge.core import wire
+from edge.logutil import OnceLogger
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedOffer:
+    shopper: str
+    offer: wire.ShopperOffer
+    latency_ms: float  # the gateway deciding (its wall clock) → this app receiving it
+
+
+class ShopperApps:
+    """Stands in for every shopper's app on one MQTT connection (a wildcard on the offer topics).
+
+    A real app subscribes to its own topic only. Like the real app, an offer seen twice (QoS 1 is at
+    least once) is shown once, by offer id; `duplicates` counts the repeats.
+    """
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        chain: str,
+        on_offer: Callable[[ReceivedOffer], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._chain = chain
+        self._on_offer = on_offer
+        self._wall = wall_clock
+        self._errors = OnceLogger(_LOGGER)
+        self.received: dict[str, ReceivedOffer] = {}
+        self.duplicates = 0
+        self.mqtt = PahoMqtt(
+            settings,
+            subscriptions=[(wire.shopper_offer_topic(chain, "+"), 1)],
+            on_message=self._on_message,
+        )
+
+    def _on_message(self, message: Message) -> None:
+        now = self._wall()
+        parts = message.topic.split("/")
+        shopper = parts[-2] if len(parts) >= 2 else "?"
+        try:
+            offer = wire.decode_as(message.payload, wire.ShopperOffer, f"topic {message.topic}")
+        except wire.WireError as exc:
+            self._errors.warning(message.topic, "shopper app ignored: %s", exc.reason)
+            return
+        if offer.offer_id in self.received:
+            self.duplicates += 1
+            return
+        received = ReceivedOffer(shopper, offer, (now - offer.detected_at) * 1000.0)
+        self.received[offer.offer_id] = received
+        if self._on_offer is not None:
+            self._on_offer(received)

@@ -1,0 +1,1 @@
+"""Async loops joining adapters to the core."""

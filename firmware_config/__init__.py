@@ -1,0 +1,1 @@
+"""Versioned, schema-checked configuration profiles for gateways (example files live here)."""

@@ -1,0 +1,47 @@
+"""Factories for test objects: override only what a test is about."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from edge.core import eid, frames, wire
+from edge.core.advert import RawAdvert
+
+_counter = itertools.count(1)
+
+T0 = 1_790_000_000.0  # a fixed radio time (Unix seconds) for tests
+
+
+def make_device(**overrides: Any) -> wire.RosterDevice:
+    n = next(_counter)
+    fields: dict[str, Any] = {
+        "ref": f"d-{n:05d}",
+        "member": f"m-{n:05d}",
+        "tier": "gold",
+        "identity_key": n.to_bytes(16, "big"),
+        "exponent": 10,
+    }
+    fields.update(overrides)
+    return wire.RosterDevice(**fields)
+
+
+def eid_advert(
+    device: wire.RosterDevice, t_s: float, rssi_dbm: int = -60, address: str = "C0:FF:EE:00:00:01"
+) -> RawAdvert:
+    value = eid.compute_eid(device.identity_key, device.exponent, eid.counter_at(t_s))
+    return RawAdvert(t_s, address, rssi_dbm, frames.eddystone_eid_advert(value))
+
+
+def make_campaigns(**overrides: Any) -> wire.CampaignSync:
+    fields: dict[str, Any] = {
+        "store": "store-001",
+        "version": 1,
+        "member_cooldown_s": 3600.0,
+        "campaigns": (
+            wire.CampaignSpec("gold-points", "Double points", "x", ("gold",), 86400.0, 30),
+            wire.CampaignSpec("bakery", "10% bakery", "y", ("bronze", "silver", "gold"), 86400.0, 10),
+        ),
+    }
+    fields.update(overrides)
+    return wire.CampaignSync(**fields)

@@ -1,0 +1,51 @@
+"""Config files: defaults, and errors that name the file, the field and what is expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config, parse_config
+from edge.errors import ConfigError
+
+
+def test_defaults_and_overrides() -> None:
+    config = parse_config('[gateway]\nchain = "acme"\nstore = "s-1"\nid = "door-2"\n[mqtt]\nport = 8883\n')
+    assert config.address.prefix == "threshold/v1/acme/s-1/door-2"
+    assert config.mqtt.port == 8883
+    assert config.presence_config.enter_dbm == -67.0
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        ("[gateway]\nchian = 'x'\n", "gateway.chian", "unknown key"),
+        ("[mqtt]\nport = '1883'\n", "mqtt.port", "must be an integer"),
+        ("[mqtt]\nport = 70000\n", "mqtt.port", "1..65535"),
+        ("[presence]\nenter_dbm = -90\n", "presence", "must not be above enter_dbm"),
+        ("[radio]\nsource = 'bleak'\n", "radio.source", "not available in this release"),
+        ("[radio]\nsource = 'wifi'\n", "radio.source", "must be one of"),
+        ("[gateway]\nid = 'Door 1'\n", "gateway", "not a valid id"),
+        ("[uplink]\nbatch = 0\n", "uplink", "batch must be >= 1"),
+        ("[presence]\nmin_dwell_s = true\n", "presence.min_dwell_s", "must be a number"),
+        ("mqtt = 3\n", "mqtt", "must be a table"),
+        ("[gateway\n", "-", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_file_field_and_expectation(text: str, field: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "/etc/threshold/gateway.toml")
+    assert info.value.field == field
+    assert problem in info.value.problem
+    assert str(info.value).startswith("/etc/threshold/gateway.toml: ")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).parents[2] / "firmware_config" / "gateway.example.toml"
+    assert load_config(example).address.gateway == "door-1"

@@ -1,0 +1,91 @@
+"""The wire contract: topics, round trips, and errors that name what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.core import wire
+from tests.factories import make_campaigns, make_device
+
+GW = wire.GatewayAddress("acme", "store-042", "door-1")
+
+PAYLOADS: list[wire.Payload] = [
+    wire.Status("online", 1.5, "threshold-edge 0.1.0", 3.0, 2, 7, 3, {"source": "simulated"}, {"adverts": 9}),
+    wire.Visit("e1", 10.0, 11.0, "m-1", "d-1", "gold", -61.5),
+    wire.OfferTrigger("e2", "e1", 10.0, 11.0, "m-1", "d-1", "gold", "gold-points"),
+    wire.Ack(("e1", "e2")),
+    wire.ShopperOffer("e2", "gold-points", "Double points", "Today only", "store-042", 12.0, 11.0),
+    wire.RosterSync("store-042", 3, (make_device(), make_device(exponent=12))),
+    make_campaigns(),
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.TYPE)
+def test_round_trip(payload: wire.Payload) -> None:
+    assert wire.decode(wire.encode(payload)) == payload
+
+
+def test_topics() -> None:
+    assert wire.status_topic(GW) == "threshold/v1/acme/store-042/door-1/status"
+    assert wire.event_topic(GW, "offer") == "threshold/v1/acme/store-042/door-1/event/offer"
+    assert wire.ack_topic(GW) == "threshold/v1/acme/store-042/door-1/ack"
+    assert wire.roster_topic("acme", "store-042") == "threshold/v1/acme/store-042/sync/roster"
+    assert wire.shopper_offer_topic("acme", "ab12") == "threshold/v1/acme/shopper/ab12/offer"
+    parsed = wire.parse_event_topic("threshold/v1/acme/store-042/door-1/event/visit")
+    assert parsed == wire.EventTopic(GW, "visit")
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "threshold/v1/acme/store-042/door-1/event/refund",
+        "threshold/v2/acme/store-042/door-1/event/visit",
+        "threshold/v1/acme/store-042/event/visit",
+        "threshold/v1/ACME/store-042/door-1/event/visit",
+    ],
+)
+def test_bad_event_topics(topic: str) -> None:
+    with pytest.raises(wire.WireError):
+        wire.parse_event_topic(topic)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"[1]", "expected a JSON object"),
+        (b'{"v": 2, "type": "visit"}', "version 2 is not supported"),
+        (b'{"v": 1, "type": "refund"}', "unknown payload type 'refund'"),
+        (b'{"v": 1, "type": "ack"}', "missing field 'event_ids'"),
+        (b'{"v": 1, "type": "ack", "event_ids": ["ok", "Not Valid"]}', "event_ids[1]"),
+        (
+            b'{"v":1,"type":"visit","event_id":"e","ts":"x","detected_at":1,"member":"m",'
+            b'"device":"d","tier":"t","rssi_dbm":1}',
+            "field 'ts' must be a number",
+        ),
+        (
+            b'{"v":1,"type":"roster","store":"s","version":1,"devices":[{"ref":"d","member":"m",'
+            b'"tier":"t","identity_key":"00","exponent":10}]}',
+            "devices[0]: field 'identity_key' must be 16 bytes",
+        ),
+    ],
+)
+def test_decode_errors_say_what_and_where(data: bytes, message: str) -> None:
+    with pytest.raises(wire.WireError) as info:
+        wire.decode(data, "topic t/x")
+    assert message in info.value.reason
+    assert "topic t/x" in info.value.reason
+
+
+def test_decode_as_checks_the_type() -> None:
+    with pytest.raises(wire.WireError, match="expected a 'ack' payload"):
+        wire.decode_as(wire.encode(PAYLOADS[1]), wire.Ack)
+
+
+def test_booleans_are_not_numbers() -> None:
+    data = (
+        b'{"v":1,"type":"visit","event_id":"e","ts":true,"detected_at":1,"member":"m",'
+        b'"device":"d","tier":"t","rssi_dbm":1}'
+    )
+    with pytest.raises(wire.WireError, match="'ts'"):
+        wire.decode(data)
