@@ -17,7 +17,7 @@ from edge.logutil import OnceLogger
 
 _LOGGER = logging.getLogger(__name__)
 INBOX_MAX = 50_000
-REDELIVER_EVERY_S = 5.0
+REDELIVER_EVERY_S = 1.0
 
 OutcomeListener = Callable[[RecordOutcome], None]
 DeliveryListener = Callable[[Sequence[Delivery]], None]
@@ -45,6 +45,7 @@ class Bridge:
         self.duplicates = 0
         self.rejected = 0
         self.delivered = 0
+        self.received = 0
         m, b = config.mqtt, config.bridge
         self.mqtt = PahoMqtt(
             MqttSettings(
@@ -56,7 +57,10 @@ class Bridge:
                 keepalive_s=m.keepalive_s,
             ),
             # A shared subscription: several bridge instances split the gateways' events.
-            subscriptions=[(f"$share/{b.share_group}/{wire.EVENT_FILTER}", 1)],
+            subscriptions=[
+                (f"$share/{b.share_group}/{wire.EVENT_FILTER}", 1),
+                (f"$share/{b.share_group}/{wire.RECEIPT_FILTER}", 1),
+            ],
             on_message=self._on_message,
             on_connect=self._on_connect,
         )
@@ -80,7 +84,9 @@ class Bridge:
             self._inbox.put_nowait(message)
         except asyncio.QueueFull:
             # Not acknowledged, so the gateway resends it: nothing is lost.
-            self._payload_errors.warning("inbox-full", "inbox full: %s left for a resend", message.topic)
+            self._payload_errors.warning(
+                "inbox-full", "inbox full: %s left for a resend", message.topic
+            )
 
     async def _on_connect(self) -> None:
         await self.publish_sync()
@@ -100,7 +106,10 @@ class Bridge:
             )
             _LOGGER.info(
                 "synced store %s: roster v%d (%d devices), campaigns v%d",
-                store, roster.version, len(roster.devices), campaigns.version,
+                store,
+                roster.version,
+                len(roster.devices),
+                campaigns.version,
             )
 
     def _decode(self, message: Message) -> IncomingEvent | None:
@@ -109,13 +118,29 @@ class Bridge:
             topic = wire.parse_event_topic(message.topic)
             if topic.gateway.chain != self.config.bridge.chain:
                 raise wire.WireError(f"{where}: chain {topic.gateway.chain!r} is not ours")
-            cls = wire.Visit if topic.kind == "visit" else wire.OfferTrigger
-            event = wire.decode_as(message.payload, cls, where)
+            event: wire.Event
+            if topic.kind == "visit":
+                event = wire.decode_as(message.payload, wire.Visit, where)
+            else:
+                event = wire.decode_as(message.payload, wire.OfferTrigger, where)
         except wire.WireError as exc:
             self.rejected += 1
             self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
             return None
         return IncomingEvent(topic.gateway, event)
+
+    async def _handle_receipt(self, message: Message) -> None:
+        where = f"topic {message.topic}"
+        try:
+            topic = wire.parse_receipt_topic(message.topic)
+            receipt = wire.decode_as(message.payload, wire.OfferReceipt, where)
+        except wire.WireError as exc:
+            self.rejected += 1
+            self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
+            return
+        self.received += await self.records.mark_received(
+            topic.shopper, list(receipt.offer_ids), self._wall()
+        )
 
     async def _process_inbox(self) -> None:
         batch_max = self.config.bridge.batch
@@ -123,7 +148,13 @@ class Bridge:
             messages = [await self._inbox.get()]
             while len(messages) < batch_max and not self._inbox.empty():
                 messages.append(self._inbox.get_nowait())
-            incoming = [e for e in map(self._decode, messages) if e is not None]
+            events = []
+            for message in messages:
+                if message.topic.endswith("/receipt"):
+                    await self._handle_receipt(message)
+                else:
+                    events.append(message)
+            incoming = [e for e in map(self._decode, events) if e is not None]
             if not incoming:
                 continue
             outcome = await self.records.record(incoming, self._wall())
@@ -146,7 +177,7 @@ class Bridge:
                 _LOGGER.debug("ack to %s not sent: %s", gateway.prefix, exc)
 
     async def _deliver(self, deliveries: Sequence[Delivery]) -> None:
-        """Hand offers to the broker (QoS 1); those without a PUBACK stay pending for a retry."""
+        """Hand offers to the broker (QoS 1); those without a PUBACK stay due for a retry."""
         deliveries = [d for d in deliveries if d.offer_id not in self._delivering]
         self._delivering.update(d.offer_id for d in deliveries)
         try:
@@ -156,7 +187,7 @@ class Bridge:
             )
             done = [d for d, r in zip(deliveries, results, strict=True) if r is None]
             if done:
-                await self.records.mark_delivered([d.offer_id for d in done], self._wall())
+                await self.records.mark_sent([d.offer_id for d in done], self._wall())
                 self.delivered += len(done)
                 for listener in self.delivery_listeners:
                     listener(done)
@@ -164,7 +195,10 @@ class Bridge:
             self._delivering.difference_update(d.offer_id for d in deliveries)
 
     async def _deliver_loop(self) -> None:
-        """Retry offers not yet handed to the broker (after a restart or a lost connection)."""
+        """Send offers not yet handed to the broker, and resend those the app has not confirmed.
+
+        A broker's PUBACK is not the phone's: a broker killed right after it may lose the message.
+        """
         while True:
             try:
                 async with asyncio.timeout(REDELIVER_EVERY_S):
@@ -174,6 +208,9 @@ class Bridge:
             self._deliver_wakeup.clear()
             if not self.mqtt.connected:
                 continue
-            pending = await self.records.undelivered(500)
-            if pending:
-                await self._deliver(pending)
+            b = self.config.bridge
+            due = await self.records.due_deliveries(
+                self._wall(), b.offer_resend_s, b.offer_max_attempts, 500
+            )
+            if due:
+                await self._deliver(due)

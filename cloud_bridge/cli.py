@@ -63,7 +63,9 @@ async def _seed(args: argparse.Namespace) -> int:
         )
     finally:
         await records.close()
-    print(f"{args.database}: {added} members added" if added else f"{args.database}: already seeded")
+    print(
+        f"{args.database}: {added} members added" if added else f"{args.database}: already seeded"
+    )
     return 0
 
 

@@ -19,6 +19,8 @@ class BridgeSection:
     database: str = "/var/lib/threshold/loyalty.sqlite"
     share_group: str = "threshold-bridge"
     batch: int = 200
+    offer_resend_s: float = 30.0  # resend an offer the app has not confirmed after this long
+    offer_max_attempts: int = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +43,8 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
             raise ConfigError(path, f"bridge.{name}", exc.reason) from None
     if config.bridge.batch < 1:
         raise ConfigError(path, "bridge.batch", "must be >= 1")
+    if config.bridge.offer_resend_s <= 0 or config.bridge.offer_max_attempts < 1:
+        raise ConfigError(path, "bridge", "offer_resend_s must be > 0, offer_max_attempts >= 1")
     return config
 
 

@@ -17,12 +17,30 @@ TIERS = (("bronze", 0.6), ("silver", 0.3), ("gold", 0.1))
 
 DEMO_CAMPAIGNS = (
     # id, title, body, tiers, cooldown_s, priority
-    ("gold-double-points", "Double points today", "Every purchase today earns double points.",
-     "gold", 86400.0, 30),
-    ("silver-free-coffee", "A coffee on us", "Show this at the café for a free coffee.",
-     "silver,gold", 86400.0, 20),
-    ("welcome-bakery", "10% off the bakery", "Fresh bread and pastries, 10% off until noon.",
-     "bronze,silver,gold", 7 * 86400.0, 10),
+    (
+        "gold-double-points",
+        "Double points today",
+        "Every purchase today earns double points.",
+        "gold",
+        86400.0,
+        30,
+    ),
+    (
+        "silver-free-coffee",
+        "A coffee on us",
+        "Show this at the café for a free coffee.",
+        "silver,gold",
+        86400.0,
+        20,
+    ),
+    (
+        "welcome-bakery",
+        "10% off the bakery",
+        "Fresh bread and pastries, 10% off until noon.",
+        "bronze,silver,gold",
+        7 * 86400.0,
+        10,
+    ),
 )
 
 
@@ -36,7 +54,11 @@ def tier_for(rng: random.Random) -> str:
 
 
 async def seed_records(
-    records: SqliteLoyaltyRecords, *, members: int, seed: int, stores: tuple[str, ...],
+    records: SqliteLoyaltyRecords,
+    *,
+    members: int,
+    seed: int,
+    stores: tuple[str, ...],
     joined_at: float,
 ) -> int:
     """Fill empty loyalty records; return the number of members added (0 if already seeded)."""
@@ -66,8 +88,14 @@ async def seed_records(
             await db.execute(
                 "INSERT INTO devices (id, member_id, kind, identity_key, exponent, enrolled_at) "
                 "VALUES (?,?,?,?,?,?)",
-                (device.ref, device.member, device.kind, device.identity_key, device.exponent,
-                 joined_at),
+                (
+                    device.ref,
+                    device.member,
+                    device.kind,
+                    device.identity_key,
+                    device.exponent,
+                    joined_at,
+                ),
             )
         await db.executemany(
             "INSERT INTO campaigns (id, store_id, title, body, tiers, cooldown_s, priority) "

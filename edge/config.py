@@ -18,7 +18,6 @@ from edge.core.presence import PresenceConfig
 from edge.core.wire import GatewayAddress, WireError
 from edge.errors import ConfigError
 
-
 _PRESENCE_DEFAULTS = PresenceConfig()
 
 
@@ -62,6 +61,8 @@ class PresenceSection:
     min_dwell_s: float = _PRESENCE_DEFAULTS.min_dwell_s
     smoothing_tau_s: float = _PRESENCE_DEFAULTS.smoothing_tau_s
     visit_timeout_s: float = _PRESENCE_DEFAULTS.visit_timeout_s
+    max_gap_s: float = _PRESENCE_DEFAULTS.max_gap_s
+    level_tau_s: float = _PRESENCE_DEFAULTS.level_tau_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,13 @@ class GatewayConfig:
     def presence_config(self) -> PresenceConfig:
         p = self.presence
         return PresenceConfig(
-            p.enter_dbm, p.exit_dbm, p.min_dwell_s, p.smoothing_tau_s, p.visit_timeout_s
+            p.enter_dbm,
+            p.exit_dbm,
+            p.min_dwell_s,
+            p.smoothing_tau_s,
+            p.visit_timeout_s,
+            p.max_gap_s,
+            p.level_tau_s,
         )
 
     @property

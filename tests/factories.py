@@ -40,7 +40,9 @@ def make_campaigns(**overrides: Any) -> wire.CampaignSync:
         "member_cooldown_s": 3600.0,
         "campaigns": (
             wire.CampaignSpec("gold-points", "Double points", "x", ("gold",), 86400.0, 30),
-            wire.CampaignSpec("bakery", "10% bakery", "y", ("bronze", "silver", "gold"), 86400.0, 10),
+            wire.CampaignSpec(
+                "bakery", "10% bakery", "y", ("bronze", "silver", "gold"), 86400.0, 10
+            ),
         ),
     }
     fields.update(overrides)

@@ -80,12 +80,17 @@ _MIGRATIONS: tuple[str, ...] = (
         ts REAL NOT NULL,
         detected_at REAL NOT NULL,
         recorded_at REAL NOT NULL,
-        delivery TEXT NOT NULL CHECK (delivery IN ('pending', 'delivered', 'suppressed')),
+        -- pending: not yet handed to the broker; sent: PUBACKed, no receipt from the app yet;
+        -- received: the app confirmed it; suppressed: unknown member or campaign, or no consent.
+        delivery TEXT NOT NULL CHECK (delivery IN ('pending', 'sent', 'received', 'suppressed')),
+        shopper_token TEXT,
         delivery_topic TEXT,
         delivery_payload BLOB,
-        delivered_at REAL
+        attempts INTEGER NOT NULL DEFAULT 0,
+        sent_at REAL,
+        received_at REAL
     );
-    CREATE INDEX offers_pending ON offers (delivery) WHERE delivery = 'pending';
+    CREATE INDEX offers_unreceived ON offers (delivery) WHERE delivery IN ('pending', 'sent');
     CREATE INDEX visits_member ON visits (member_id, ts);
     """,
 )
@@ -151,8 +156,15 @@ class SqliteLoyaltyRecords:
                         "INSERT INTO visits (event_id, member_id, device_id, store_id, gateway, "
                         "ts, detected_at, recorded_at, rssi_dbm) VALUES (?,?,?,?,?,?,?,?,?)",
                         (
-                            event.event_id, event.member, event.device, gw.store, gw.gateway,
-                            event.ts, event.detected_at, now_s, event.rssi_dbm,
+                            event.event_id,
+                            event.member,
+                            event.device,
+                            gw.store,
+                            gw.gateway,
+                            event.ts,
+                            event.detected_at,
+                            now_s,
+                            event.rssi_dbm,
                         ),
                     )
                     new_visits.append(event)
@@ -160,12 +172,20 @@ class SqliteLoyaltyRecords:
                 delivery = await self._prepare_delivery(gw, event, now_s)
                 await db.execute(
                     "INSERT INTO offers (event_id, visit_id, member_id, campaign_id, store_id, "
-                    "gateway, ts, detected_at, recorded_at, delivery, delivery_topic, "
-                    "delivery_payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "gateway, ts, detected_at, recorded_at, delivery, shopper_token, "
+                    "delivery_topic, delivery_payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
-                        event.event_id, event.visit_id, event.member, event.campaign, gw.store,
-                        gw.gateway, event.ts, event.detected_at, now_s,
+                        event.event_id,
+                        event.visit_id,
+                        event.member,
+                        event.campaign,
+                        gw.store,
+                        gw.gateway,
+                        event.ts,
+                        event.detected_at,
+                        now_s,
                         "pending" if delivery else "suppressed",
+                        delivery.shopper if delivery else None,
                         delivery.topic if delivery else None,
                         delivery.payload if delivery else None,
                     ),
@@ -202,23 +222,37 @@ class SqliteLoyaltyRecords:
             detected_at=trigger.detected_at,
         )
         return Delivery(
-            trigger.event_id, wire.shopper_offer_topic(gw.chain, token), wire.encode(offer)
+            trigger.event_id, token, wire.shopper_offer_topic(gw.chain, token), wire.encode(offer)
         )
 
-    async def undelivered(self, limit: int) -> list[Delivery]:
+    async def due_deliveries(
+        self, now_s: float, resend_after_s: float, max_attempts: int, limit: int
+    ) -> list[Delivery]:
         async with self._db.execute(
-            "SELECT event_id, delivery_topic, delivery_payload FROM offers "
-            "WHERE delivery = 'pending' ORDER BY recorded_at LIMIT ?",
-            (limit,),
+            "SELECT event_id, shopper_token, delivery_topic, delivery_payload FROM offers "
+            "WHERE delivery = 'pending' OR (delivery = 'sent' AND sent_at <= ? AND attempts < ?) "
+            "ORDER BY recorded_at LIMIT ?",
+            (now_s - resend_after_s, max_attempts, limit),
         ) as cursor:
-            return [Delivery(r[0], r[1], bytes(r[2])) async for r in cursor]
+            return [Delivery(r[0], r[1], r[2], bytes(r[3])) async for r in cursor]
 
-    async def mark_delivered(self, offer_ids: list[str], now_s: float) -> None:
+    async def mark_sent(self, offer_ids: list[str], now_s: float) -> None:
         await self._db.executemany(
-            "UPDATE offers SET delivery = 'delivered', delivered_at = ? WHERE event_id = ?",
+            "UPDATE offers SET delivery = 'sent', sent_at = ?, attempts = attempts + 1 "
+            "WHERE event_id = ? AND delivery IN ('pending', 'sent')",
             [(now_s, i) for i in offer_ids],
         )
         await self._db.commit()
+
+    async def mark_received(self, shopper: str, offer_ids: list[str], now_s: float) -> int:
+        """Record the app's receipt; only the shopper the offer was for can confirm it."""
+        cursor = await self._db.executemany(
+            "UPDATE offers SET delivery = 'received', received_at = ? "
+            "WHERE event_id = ? AND shopper_token = ? AND delivery IN ('pending', 'sent')",
+            [(now_s, i, shopper) for i in offer_ids],
+        )
+        await self._db.commit()
+        return cursor.rowcount
 
     async def stores(self) -> list[str]:
         async with self._db.execute("SELECT id FROM stores ORDER BY id") as cursor:
@@ -261,7 +295,7 @@ class SqliteLoyaltyRecords:
 
     async def _store_version(self, store: str, column: str) -> int:
         async with self._db.execute(
-            f"SELECT {column} FROM stores WHERE id = ?",  # noqa: S608 - column is one of two constants
+            f"SELECT {column} FROM stores WHERE id = ?",
             (store,),
         ) as cursor:
             row = await cursor.fetchone()
@@ -272,7 +306,7 @@ class SqliteLoyaltyRecords:
     async def count(self, table: str) -> int:
         if table not in ("visits", "offers", "events", "members", "devices"):
             raise ValueError(table)
-        async with self._db.execute(f"SELECT count(*) FROM {table}") as cursor:  # noqa: S608
+        async with self._db.execute(f"SELECT count(*) FROM {table}") as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
 

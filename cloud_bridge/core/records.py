@@ -21,6 +21,7 @@ class Delivery:
     """An offer waiting to reach a shopper's app."""
 
     offer_id: str
+    shopper: str  # the member's opaque delivery token
     topic: str
     payload: bytes
 
@@ -41,9 +42,15 @@ class LoyaltyRecords(Protocol):
 
     async def record(self, events: list[IncomingEvent], now_s: float) -> RecordOutcome: ...
 
-    async def undelivered(self, limit: int) -> list[Delivery]: ...
+    async def due_deliveries(
+        self, now_s: float, resend_after_s: float, max_attempts: int, limit: int
+    ) -> list[Delivery]:
+        """Offers never handed to the broker, and those sent but not confirmed in time."""
+        ...
 
-    async def mark_delivered(self, offer_ids: list[str], now_s: float) -> None: ...
+    async def mark_sent(self, offer_ids: list[str], now_s: float) -> None: ...
+
+    async def mark_received(self, shopper: str, offer_ids: list[str], now_s: float) -> int: ...
 
     async def stores(self) -> list[str]: ...
 

@@ -81,9 +81,7 @@ class SqliteGatewayStore:
     async def append_events(self, events: Sequence[wire.Event], now_s: float) -> None:
         """Store events in the outbox and their offers in the history, in one transaction."""
         rows = [(e.event_id, e.KIND, wire.encode(e), now_s) for e in events]
-        history = [
-            (e.member, e.campaign, e.ts) for e in events if isinstance(e, wire.OfferTrigger)
-        ]
+        history = [(e.member, e.campaign, e.ts) for e in events if isinstance(e, wire.OfferTrigger)]
         await self._db.executemany(
             "INSERT OR IGNORE INTO outbox (event_id, kind, payload, created_at) VALUES (?,?,?,?)",
             rows,

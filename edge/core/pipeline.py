@@ -16,7 +16,9 @@ from edge.core.presence import PresenceTracker
 from edge.core.resolver import EidResolver
 from edge.core.wire import Event, OfferTrigger, Visit
 
-PARSE_CACHE_MAX = 4096  # distinct payloads; phones repeat the same bytes until the EID or MAC rotates
+PARSE_CACHE_MAX = (
+    4096  # distinct payloads; phones repeat the same bytes until the EID or MAC rotates
+)
 HOUSEKEEPING_EVERY_S = 1.0
 
 

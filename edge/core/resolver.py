@@ -83,7 +83,9 @@ class EidResolver:
                 continue
             wanted = self._windows(current, group.exponent)
             for window in [w for w in group.eids_by_window if w not in wanted]:
-                for eid, device in zip(group.eids_by_window.pop(window), group.devices, strict=True):
+                for eid, device in zip(
+                    group.eids_by_window.pop(window), group.devices, strict=True
+                ):
                     if self._table.get(eid) is device:
                         del self._table[eid]
             missing = [w for w in wanted if w not in group.eids_by_window]

@@ -18,6 +18,8 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 #: What the bridge subscribes to (as a shared subscription): every gateway's events.
 EVENT_FILTER = f"{TOPIC_ROOT}/+/+/+/event/+"
+#: What the bridge subscribes to (shared): shopper apps' receipts of offers.
+RECEIPT_FILTER = f"{TOPIC_ROOT}/+/shopper/+/receipt"
 #: What fleet monitoring subscribes to: every gateway's retained status.
 STATUS_FILTER = f"{TOPIC_ROOT}/+/+/+/status"
 
@@ -91,6 +93,34 @@ def shopper_offer_topic(chain: str, shopper: str) -> str:
     return f"{TOPIC_ROOT}/{chain}/shopper/{shopper}/offer"
 
 
+def shopper_receipt_topic(chain: str, shopper: str) -> str:
+    """One shopper's app → bridge: which offers it has received, QoS 1."""
+    return f"{TOPIC_ROOT}/{chain}/shopper/{shopper}/receipt"
+
+
+@dataclass(frozen=True, slots=True)
+class ShopperTopic:
+    """A parsed shopper topic: chain and the shopper's delivery token."""
+
+    chain: str
+    shopper: str
+
+
+def parse_receipt_topic(topic: str) -> ShopperTopic:
+    """Parse `threshold/v1/<chain>/shopper/<token>/receipt`."""
+    parts = topic.split("/")
+    if (
+        len(parts) != 6
+        or "/".join(parts[:2]) != TOPIC_ROOT
+        or parts[3] != "shopper"
+        or parts[5] != "receipt"
+    ):
+        raise WireError(
+            f"topic {topic!r} is not a receipt topic ({TOPIC_ROOT}/C/shopper/T/receipt)"
+        )
+    return ShopperTopic(check_id(parts[2], "chain"), check_id(parts[4], "shopper"))
+
+
 @dataclass(frozen=True, slots=True)
 class EventTopic:
     """A parsed event topic."""
@@ -129,30 +159,30 @@ class _Reader:
             raise WireError(f"{self.where}: field {name!r} must be {what}, got {value!r:.60}")
         return value
 
-    def str(self, name: str) -> str:
+    def text(self, name: str) -> str:
         return str(self._get(name, (str,), "a string"))
 
-    def id(self, name: str) -> str:
-        value = self.str(name)
+    def ident(self, name: str) -> str:
+        value = self.text(name)
         try:
             return check_id(value, name)
         except WireError as exc:
             raise WireError(f"{self.where}: {exc.reason}") from None
 
-    def int(self, name: str) -> int:
+    def integer(self, name: str) -> int:
         return int(self._get(name, (int,), "an integer"))
 
-    def float(self, name: str) -> float:
+    def number(self, name: str) -> float:
         return float(self._get(name, (int, float), "a number"))
 
-    def list(self, name: str) -> list[Any]:
+    def items(self, name: str) -> list[Any]:
         return list(self._get(name, (list,), "a list"))
 
-    def dict(self, name: str) -> dict[str, Any]:
+    def obj_field(self, name: str) -> dict[str, Any]:
         return dict(self._get(name, (dict,), "an object"))
 
-    def hex(self, name: str, length: int) -> bytes:
-        value = self.str(name)
+    def hexbytes(self, name: str, length: int) -> bytes:
+        value = self.text(name)
         try:
             raw = bytes.fromhex(value)
         except ValueError:
@@ -192,12 +222,12 @@ class Status:
 
     @classmethod
     def from_json(cls, r: _Reader) -> Status:
-        state = r.str("state")
+        state = r.text("state")
         if state not in ("online", "offline"):
             raise WireError(f"{r.where}: field 'state' must be 'online' or 'offline'")
         return cls(
             state="online" if state == "online" else "offline",
-            ts=r.float("ts"),
+            ts=r.number("ts"),
             software=str(r.obj.get("software", "")),
             uptime_s=float(r.obj.get("uptime_s", 0.0)),
             outbox_pending=int(r.obj.get("outbox_pending", 0)),
@@ -236,13 +266,13 @@ class Visit:
     @classmethod
     def from_json(cls, r: _Reader) -> Visit:
         return cls(
-            event_id=r.id("event_id"),
-            ts=r.float("ts"),
-            detected_at=r.float("detected_at"),
-            member=r.id("member"),
-            device=r.id("device"),
-            tier=r.id("tier"),
-            rssi_dbm=r.float("rssi_dbm"),
+            event_id=r.ident("event_id"),
+            ts=r.number("ts"),
+            detected_at=r.number("detected_at"),
+            member=r.ident("member"),
+            device=r.ident("device"),
+            tier=r.ident("tier"),
+            rssi_dbm=r.number("rssi_dbm"),
         )
 
 
@@ -276,14 +306,14 @@ class OfferTrigger:
     @classmethod
     def from_json(cls, r: _Reader) -> OfferTrigger:
         return cls(
-            event_id=r.id("event_id"),
-            visit_id=r.id("visit_id"),
-            ts=r.float("ts"),
-            detected_at=r.float("detected_at"),
-            member=r.id("member"),
-            device=r.id("device"),
-            tier=r.id("tier"),
-            campaign=r.id("campaign"),
+            event_id=r.ident("event_id"),
+            visit_id=r.ident("visit_id"),
+            ts=r.number("ts"),
+            detected_at=r.number("detected_at"),
+            member=r.ident("member"),
+            device=r.ident("device"),
+            tier=r.ident("tier"),
+            campaign=r.ident("campaign"),
         )
 
 
@@ -302,7 +332,7 @@ class Ack:
 
     @classmethod
     def from_json(cls, r: _Reader) -> Ack:
-        ids = r.list("event_ids")
+        ids = r.items("event_ids")
         for i, value in enumerate(ids):
             if not isinstance(value, str) or not _ID_RE.match(value):
                 raise WireError(f"{r.where}: event_ids[{i}] is not a valid event id")
@@ -336,14 +366,33 @@ class ShopperOffer:
     @classmethod
     def from_json(cls, r: _Reader) -> ShopperOffer:
         return cls(
-            offer_id=r.id("offer_id"),
-            campaign=r.id("campaign"),
-            title=r.str("title"),
-            body=r.str("body"),
-            store=r.id("store"),
-            issued_at=r.float("issued_at"),
-            detected_at=r.float("detected_at"),
+            offer_id=r.ident("offer_id"),
+            campaign=r.ident("campaign"),
+            title=r.text("title"),
+            body=r.text("body"),
+            store=r.ident("store"),
+            issued_at=r.number("issued_at"),
+            detected_at=r.number("detected_at"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class OfferReceipt:
+    """The shopper's app has these offers: the bridge stops resending them."""
+
+    TYPE: ClassVar[str] = "offer_receipt"
+    offer_ids: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offer_ids": list(self.offer_ids)}
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> OfferReceipt:
+        ids = r.items("offer_ids")
+        for i, value in enumerate(ids):
+            if not isinstance(value, str) or not _ID_RE.match(value):
+                raise WireError(f"{r.where}: offer_ids[{i}] is not a valid offer id")
+        return cls(tuple(ids))
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,14 +416,14 @@ class RosterDevice:
 
     @classmethod
     def from_json(cls, r: _Reader) -> RosterDevice:
-        exponent = r.int("exponent")
+        exponent = r.integer("exponent")
         if not 0 <= exponent <= 15:
             raise WireError(f"{r.where}: field 'exponent' must be 0..15, got {exponent}")
         return cls(
-            ref=r.id("ref"),
-            member=r.id("member"),
-            tier=r.id("tier"),
-            identity_key=r.hex("identity_key", 16),
+            ref=r.ident("ref"),
+            member=r.ident("member"),
+            tier=r.ident("tier"),
+            identity_key=r.hexbytes("identity_key", 16),
             exponent=exponent,
         )
 
@@ -398,11 +447,11 @@ class RosterSync:
     @classmethod
     def from_json(cls, r: _Reader) -> RosterSync:
         devices = []
-        for i, item in enumerate(r.list("devices")):
+        for i, item in enumerate(r.items("devices")):
             if not isinstance(item, dict):
                 raise WireError(f"{r.where}: devices[{i}] must be an object")
             devices.append(RosterDevice.from_json(_Reader(item, f"{r.where} devices[{i}]")))
-        return cls(store=r.id("store"), version=r.int("version"), devices=tuple(devices))
+        return cls(store=r.ident("store"), version=r.integer("version"), devices=tuple(devices))
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,19 +477,19 @@ class CampaignSpec:
 
     @classmethod
     def from_json(cls, r: _Reader) -> CampaignSpec:
-        tiers = r.list("tiers")
+        tiers = r.items("tiers")
         if not all(isinstance(t, str) and _ID_RE.match(t) for t in tiers):
             raise WireError(f"{r.where}: field 'tiers' must be a list of tier ids")
-        cooldown_s = r.float("cooldown_s")
+        cooldown_s = r.number("cooldown_s")
         if cooldown_s < 0:
             raise WireError(f"{r.where}: field 'cooldown_s' must be >= 0")
         return cls(
-            id=r.id("id"),
-            title=r.str("title"),
-            body=r.str("body"),
+            id=r.ident("id"),
+            title=r.text("title"),
+            body=r.text("body"),
             tiers=tuple(tiers),
             cooldown_s=cooldown_s,
-            priority=r.int("priority"),
+            priority=r.integer("priority"),
         )
 
 
@@ -465,23 +514,44 @@ class CampaignSync:
     @classmethod
     def from_json(cls, r: _Reader) -> CampaignSync:
         campaigns = []
-        for i, item in enumerate(r.list("campaigns")):
+        for i, item in enumerate(r.items("campaigns")):
             if not isinstance(item, dict):
                 raise WireError(f"{r.where}: campaigns[{i}] must be an object")
             campaigns.append(CampaignSpec.from_json(_Reader(item, f"{r.where} campaigns[{i}]")))
         return cls(
-            store=r.id("store"),
-            version=r.int("version"),
-            member_cooldown_s=r.float("member_cooldown_s"),
+            store=r.ident("store"),
+            version=r.integer("version"),
+            member_cooldown_s=r.number("member_cooldown_s"),
             campaigns=tuple(campaigns),
         )
 
 
-_T = TypeVar("_T", "Status", "Visit", "OfferTrigger", "Ack", "ShopperOffer", "RosterSync", "CampaignSync")
-Payload = Status | Visit | OfferTrigger | Ack | ShopperOffer | RosterSync | CampaignSync
+Payload = (
+    Status | Visit | OfferTrigger | Ack | ShopperOffer | OfferReceipt | RosterSync | CampaignSync
+)
+_T = TypeVar(
+    "_T",
+    Status,
+    Visit,
+    OfferTrigger,
+    Ack,
+    ShopperOffer,
+    OfferReceipt,
+    RosterSync,
+    CampaignSync,
+)
 _TYPES: dict[str, type[Payload]] = {
     cls.TYPE: cls
-    for cls in (Status, Visit, OfferTrigger, Ack, ShopperOffer, RosterSync, CampaignSync)
+    for cls in (
+        Status,
+        Visit,
+        OfferTrigger,
+        Ack,
+        ShopperOffer,
+        OfferReceipt,
+        RosterSync,
+        CampaignSync,
+    )
 }
 
 

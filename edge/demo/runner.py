@@ -72,21 +72,28 @@ class LiveView:
         for event in events:
             if isinstance(event, wire.Visit):
                 self.line(
-                    event.ts, "ENTRY", f"member {event.member}  {event.tier:<6}  "
-                    f"device {event.device}  {event.rssi_dbm:.0f} dBm", self._bold,
+                    event.ts,
+                    "ENTRY",
+                    f"member {event.member}  {event.tier:<6}  "
+                    f"device {event.device}  {event.rssi_dbm:.0f} dBm",
+                    self._bold,
                 )
             else:
                 self.line(event.ts, "OFFER", f"member {event.member}  campaign {event.campaign}")
 
     def offer_received(self, received: ReceivedOffer, radio_now: float) -> None:
         self.line(
-            radio_now, "  ➜ PHONE",
-            f"shopper {received.shopper[:8]}…  \"{received.offer.title}\"  "
-            f"({received.latency_ms:.0f} ms after the deciding advert)", self._green,
+            radio_now,
+            "  ➜ PHONE",
+            f'shopper {received.shopper[:8]}…  "{received.offer.title}"  '
+            f"({received.latency_ms:.0f} ms after the deciding advert)",
+            self._green,
         )
 
     def passer(self, t_s: float, member: str) -> None:
-        self.line(t_s, "WALKS BY", f"member {member} passed the door outside: not an entry", self._dim)
+        self.line(
+            t_s, "WALKS BY", f"member {member} passed the door outside: not an entry", self._dim
+        )
 
     def heartbeat(self, t_s: float, text: str) -> None:
         self.line(t_s, "·", text, self._dim)
@@ -183,7 +190,10 @@ async def _run(
     )
     devices, tiers = await _load_members(records)
     bridge = Bridge(
-        BridgeConfig(BridgeSection(chain=CHAIN, database=str(records.path)), mqtt), records
+        BridgeConfig(
+            BridgeSection(chain=CHAIN, database=str(records.path), offer_resend_s=5.0), mqtt
+        ),
+        records,
     )
     entrance = StoreEntrance(
         EntranceConfig(
@@ -227,15 +237,14 @@ async def _run(
         )
     tasks = [
         asyncio.create_task(bridge.run(), name="demo-bridge"),
-        asyncio.create_task(apps.mqtt.run(), name="demo-apps"),
+        asyncio.create_task(apps.run(), name="demo-apps"),
         asyncio.create_task(gateway.run(), name="demo-gateway"),
     ]
     try:
         async with asyncio.timeout(30):
             await bridge.mqtt.wait_connected()
             await apps.mqtt.wait_connected()
-            while gateway.sync.roster_version == 0 or gateway.sync.campaigns_version == 0:
-                await asyncio.sleep(0.05)
+            await gateway.sync.synced.wait()
         go.set()
         await _watch(source, gateway, truth, view)
         await _drain(gateway, apps, triggers)

@@ -36,6 +36,7 @@ class SyncApplier:
         self.roster_version = 0
         self.campaigns_version = 0
         self.last_rejection: str | None = None
+        self.synced = asyncio.Event()  # set once a roster and campaigns are in force
 
     async def restore(self) -> None:
         """Apply what was saved before a restart, so the gateway works with the broker down."""
@@ -63,6 +64,7 @@ class SyncApplier:
             await self._store.save_sync(ROSTER, roster.version, data)
         self._pipeline.resolver = resolver
         self.roster_version = roster.version
+        self._check_synced()
         _LOGGER.info("roster version %d applied: %d devices", roster.version, len(resolver))
         return True
 
@@ -79,10 +81,15 @@ class SyncApplier:
             await self._store.save_sync(CAMPAIGNS, sync.version, data)
         self._pipeline.offers.replace(sync)
         self.campaigns_version = sync.version
+        self._check_synced()
         _LOGGER.info(
             "campaigns version %d applied: %d campaigns", sync.version, len(sync.campaigns)
         )
         return True
+
+    def _check_synced(self) -> None:
+        if self.roster_version and self.campaigns_version:
+            self.synced.set()
 
     def _reject(self, reason: str) -> bool:
         self.last_rejection = reason

@@ -23,7 +23,12 @@ class Publisher(Protocol):
     def connected(self) -> bool: ...
 
     async def publish(
-        self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False,
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
         timeout_s: float = 10.0,
     ) -> None: ...
 

@@ -11,10 +11,12 @@ from edge.errors import ConfigError
 
 
 def test_defaults_and_overrides() -> None:
-    config = parse_config('[gateway]\nchain = "acme"\nstore = "s-1"\nid = "door-2"\n[mqtt]\nport = 8883\n')
+    config = parse_config(
+        '[gateway]\nchain = "acme"\nstore = "s-1"\nid = "door-2"\n[mqtt]\nport = 8883\n'
+    )
     assert config.address.prefix == "threshold/v1/acme/s-1/door-2"
     assert config.mqtt.port == 8883
-    assert config.presence_config.enter_dbm == -67.0
+    assert config.presence_config.enter_dbm == -70.0
 
 
 @pytest.mark.parametrize(

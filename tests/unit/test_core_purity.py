@@ -9,8 +9,21 @@ import pytest
 
 CORE = Path(__file__).parents[2] / "edge" / "core"
 FORBIDDEN = {
-    "asyncio", "socket", "sqlite3", "aiosqlite", "paho", "bleak", "serial", "gpiozero",
-    "subprocess", "threading", "time", "random", "logging", "os", "uuid",
+    "asyncio",
+    "socket",
+    "sqlite3",
+    "aiosqlite",
+    "paho",
+    "bleak",
+    "serial",
+    "gpiozero",
+    "subprocess",
+    "threading",
+    "time",
+    "random",
+    "logging",
+    "os",
+    "uuid",
 }
 
 

@@ -20,7 +20,7 @@ def test_eid_frame_is_found_in_service_data() -> None:
 
 def test_eid_golden_bytes() -> None:
     # flags, 16-bit UUID list FEAA, service data FEAA: 0x30, ranging -20 dBm (0xEC), EID
-    golden = bytes.fromhex("020106" "0303aafe" "0d16aafe30ec") + EID
+    golden = bytes.fromhex("0201060303aafe0d16aafe30ec") + EID
     assert frames.eddystone_eid_advert(EID, -20) == golden
     assert frames.classify_advert(golden).eid == EID
 

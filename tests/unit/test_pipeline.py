@@ -27,7 +27,7 @@ def make_pipeline(devices: list[wire.RosterDevice]) -> Pipeline:
 
 
 def walk_in(device: wire.RosterDevice, t0: float) -> list[RawAdvert]:
-    rssi = [-85, -80, -75, -70, -65, -62, -60] + [-60] * 40
+    rssi = [-85, -80, -75, -70, -65, -62, -60] + [-60] * 100
     return [eid_advert(device, t0 + i * 0.25, r) for i, r in enumerate(rssi)]
 
 
@@ -58,7 +58,8 @@ def test_unknown_and_malformed_adverts_are_counted_and_dropped(
     caplog.set_level(logging.DEBUG)
     stranger = make_device()  # not enrolled
     pipeline = make_pipeline([make_device()])
-    adverts = walk_in(stranger, T0) + [
+    adverts = [
+        *walk_in(stranger, T0),
         RawAdvert(T0 + 20, "11:22:33:44:55:66", -40, b"\x05\x16\xaa\xfe"),
         RawAdvert(T0 + 20, "11:22:33:44:55:67", -40, frames.ibeacon_advert(bytes(16), 1, 2)),
     ]

@@ -17,7 +17,9 @@ def feed(tracker: PresenceTracker, device, samples: Iterable[tuple[float, float]
     return [e.t_s for t, r in samples if (e := tracker.observe(device, t, r)) is not None]
 
 
-def ramp(t0: float, t1: float, r0: float, r1: float, step: float = 0.2) -> list[tuple[float, float]]:
+def ramp(
+    t0: float, t1: float, r0: float, r1: float, step: float = 0.2
+) -> list[tuple[float, float]]:
     n = round((t1 - t0) / step)
     return [(t0 + i * step, r0 + (r1 - r0) * i / n) for i in range(n + 1)]
 
@@ -87,3 +89,23 @@ def test_smoothing_is_rate_independent() -> None:
     slow = feed(slow_tracker, device, ramp(0, 20, -85, -60, step=1.0))
     assert len(fast) == len(slow) == 1
     assert abs(fast[0] - slow[0]) <= 1.0
+
+
+def test_silence_while_arriving_means_walked_past() -> None:
+    tracker, device = PresenceTracker(CFG), make_device()
+    # Strong at the door, then not heard for longer than max_gap_s, then one weak sighting.
+    samples = [*ramp(0, 3, -80, -60), (3 + CFG.max_gap_s + 0.5, -80)]
+    assert feed(tracker, device, samples) == []
+    assert tracker.state(device.member) is PresenceState.AWAY
+
+
+def test_defaults_need_the_member_to_stay_in_range() -> None:
+    tracker, device = PresenceTracker(PresenceConfig()), make_device()
+    # A passer-by: strong for a few seconds at the door, then fading below the stay level.
+    passing = ramp(0, 4, -80, -62) + ramp(4, 8, -62, -66) + ramp(8, 18, -70, -94)
+    assert feed(tracker, device, passing) == []
+    # Someone walking in: as strong at the door, then heard in the store around -80 dBm.
+    entering = ramp(100, 104, -80, -62) + ramp(104, 110, -62, -75) + ramp(110, 140, -78, -82)
+    entries = feed(tracker, device, entering)
+    assert len(entries) == 1
+    assert 100 + PresenceConfig().min_dwell_s <= entries[0] <= 130

@@ -10,7 +10,9 @@ from tests.factories import make_campaigns, make_device
 GW = wire.GatewayAddress("acme", "store-042", "door-1")
 
 PAYLOADS: list[wire.Payload] = [
-    wire.Status("online", 1.5, "threshold-edge 0.1.0", 3.0, 2, 7, 3, {"source": "simulated"}, {"adverts": 9}),
+    wire.Status(
+        "online", 1.5, "threshold-edge 0.1.0", 3.0, 2, 7, 3, {"source": "simulated"}, {"adverts": 9}
+    ),
     wire.Visit("e1", 10.0, 11.0, "m-1", "d-1", "gold", -61.5),
     wire.OfferTrigger("e2", "e1", 10.0, 11.0, "m-1", "d-1", "gold", "gold-points"),
     wire.Ack(("e1", "e2")),

@@ -1,0 +1,1 @@
+"""`make bench`: speed and memory of Threshold, as JSON with the machine's details."""

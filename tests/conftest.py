@@ -1,0 +1,40 @@
+"""Fixtures for every test: a private Mosquitto, and a check that no test leaves threads behind."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.broker import MosquittoProcess
+
+THREAD_GRACE_S = 2.0
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves a thread running (after a short grace for ending threads)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + THREAD_GRACE_S
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    if leaked:
+        pytest.fail(f"test left threads running: {', '.join(sorted(t.name for t in leaked))}")
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    """A started Mosquitto on a free loopback port, with its data and log in tmp_path/mosquitto."""
+    broker = MosquittoProcess(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
