@@ -99,7 +99,7 @@ class LiveView:
         self.line(t_s, "·", text, self._dim)
 
 
-async def _load_members(records: SqliteLoyaltyRecords) -> tuple[list[SimDevice], dict[str, str]]:
+async def load_enrolled_devices(records: SqliteLoyaltyRecords) -> tuple[list[SimDevice], dict[str, str]]:
     """The enrolled devices as their apps and tags hold them (the demo's shoppers carry these)."""
     db = records.connection
     devices: list[SimDevice] = []
@@ -188,7 +188,7 @@ async def _run(
     await seed_records(
         records, members=options.members, seed=options.seed, stores=(STORE,), joined_at=sim_start
     )
-    devices, tiers = await _load_members(records)
+    devices, tiers = await load_enrolled_devices(records)
     bridge = Bridge(
         BridgeConfig(
             BridgeSection(chain=CHAIN, database=str(records.path), offer_resend_s=5.0), mqtt

@@ -1,0 +1,121 @@
+"""A store entrance on real parts: a spawned Mosquitto, the bridge on SQLite, one gateway, the apps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.app import Bridge
+from cloud_bridge.config import BridgeConfig, BridgeSection
+from cloud_bridge.seed import seed_records
+from edge.adapters.mosquitto import MosquittoProcess
+from edge.adapters.mqtt import MqttSettings
+from edge.app import Gateway
+from edge.config import GatewayConfig, GatewaySection, MqttSection, UplinkSection
+from edge.core import wire
+from edge.demo.runner import load_enrolled_devices
+from edge.demo.shopper_apps import ShopperApps
+from edge.sim.entrance import SimDevice
+from tests.fakes.radio import FakeAdvertSource
+
+CHAIN = "test-chain"
+STORE = "store-001"
+SETTLE_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Rig:
+    broker: MosquittoProcess
+    records: SqliteLoyaltyRecords
+    bridge: Bridge
+    gateway: Gateway
+    source: FakeAdvertSource
+    apps: ShopperApps
+    devices: list[SimDevice]
+    events: list[wire.Event]
+
+    @property
+    def triggers(self) -> list[wire.OfferTrigger]:
+        return [e for e in self.events if isinstance(e, wire.OfferTrigger)]
+
+    @property
+    def visits(self) -> list[wire.Visit]:
+        return [e for e in self.events if isinstance(e, wire.Visit)]
+
+    async def settled(self, expected_offers: int) -> None:
+        """Wait until every offer reached the apps, was confirmed, and the outbox is empty."""
+        async with asyncio.timeout(SETTLE_TIMEOUT_S):
+            while True:
+                received = {t.event_id for t in self.triggers} <= self.apps.received.keys()
+                if (
+                    len(self.triggers) >= expected_offers
+                    and received
+                    and await self.gateway.store.count() == 0
+                    and await self.unconfirmed_offers() == 0
+                ):
+                    return
+                await asyncio.sleep(0.05)
+
+    async def unconfirmed_offers(self) -> int:
+        async with self.records.connection.execute(
+            "SELECT count(*) FROM offers WHERE delivery IN ('pending', 'sent')"
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def column(self, sql: str) -> list[object]:
+        async with self.records.connection.execute(sql) as cursor:
+            return [r[0] async for r in cursor]
+
+
+@contextlib.asynccontextmanager
+async def store_rig(
+    workdir: Path, broker: MosquittoProcess, members: int = 40, resend_s: float = 2.0
+) -> AsyncIterator[Rig]:
+    """Build and run everything; tear it all down on exit."""
+    mqtt = MqttSection(host=broker.host, port=broker.port)
+    records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
+    await seed_records(records, members=members, seed=3, stores=(STORE,), joined_at=time.time())
+    devices, _ = await load_enrolled_devices(records)
+    bridge = Bridge(
+        BridgeConfig(
+            BridgeSection(chain=CHAIN, database=str(records.path), offer_resend_s=resend_s), mqtt
+        ),
+        records,
+    )
+    source = FakeAdvertSource()
+    config = GatewayConfig(
+        gateway=GatewaySection(chain=CHAIN, store=STORE, id="door-1", data_dir=str(workdir / "gw")),
+        mqtt=mqtt,
+        uplink=UplinkSection(ack_timeout_s=resend_s, batch=100, status_interval_s=1.0),
+    )
+    gateway = await Gateway.open(config, source)
+    events: list[wire.Event] = []
+    gateway.listeners.append(events.extend)
+    apps = ShopperApps(
+        MqttSettings(host=broker.host, port=broker.port, client_id="test-shopper-apps"), CHAIN
+    )
+    tasks = [
+        asyncio.create_task(bridge.run(), name="rig-bridge"),
+        asyncio.create_task(apps.run(), name="rig-apps"),
+        asyncio.create_task(gateway.run(), name="rig-gateway"),
+    ]
+    try:
+        async with asyncio.timeout(30):
+            await apps.mqtt.wait_connected()
+            await gateway.sync.synced.wait()
+        yield Rig(broker, records, bridge, gateway, source, apps, devices, events)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await gateway.close()
+        await bridge.close()
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                raise result

@@ -1,0 +1,148 @@
+"""The whole path on real parts: advert → gateway → Mosquitto → bridge → loyalty records → app."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.adapters.mosquitto import MosquittoProcess
+from edge.adapters.mqtt import Message, MqttSettings, PahoMqtt
+from edge.core import eid, wire
+from edge.sim.entrance import SimDevice
+from tests.fakes.radio import walk_in, walk_past
+from tests.integration.rig import store_rig
+
+
+async def test_members_walking_in_get_one_offer_each_and_passers_by_none(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    async with store_rig(tmp_path, mosquitto) as rig:
+        now = time.time()
+        entering, passing = rig.devices[:5], rig.devices[5:8]
+        for i, device in enumerate(entering):
+            rig.source.push(walk_in(device, now + i))
+        for i, device in enumerate(passing):
+            rig.source.push(walk_past(device, now + i))
+        await rig.settled(expected_offers=len(entering))
+
+        members = sorted(await rig.column("SELECT member_id FROM visits"))
+        assert members == sorted(d.member for d in entering)
+        offered = sorted(await rig.column("SELECT member_id FROM offers"))
+        assert offered == members
+        received = {r.offer.offer_id for r in rig.apps.received.values()}
+        assert received == {t.event_id for t in rig.triggers}
+        assert await rig.column("SELECT DISTINCT delivery FROM offers") == ["received"]
+        # The same members walking in again within the cooldown: new visits, no second offer.
+        later = now + 400  # the first visits have timed out (visit_timeout_s = 300)
+        for i, device in enumerate(entering):
+            rig.source.push(walk_in(device, later + i))
+        async with asyncio.timeout(30):
+            while len(await rig.column("SELECT event_id FROM visits")) < 2 * len(entering):
+                await asyncio.sleep(0.05)
+        assert len(await rig.column("SELECT event_id FROM offers")) == len(entering)
+
+
+async def test_status_is_retained_and_counts_what_was_heard(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    seen: list[wire.Status] = []
+
+    def on_message(message: Message) -> None:
+        seen.append(wire.decode_as(message.payload, wire.Status, message.topic))
+
+    async with store_rig(tmp_path, mosquitto) as rig:
+        rig.source.push(walk_in(rig.devices[0], time.time()))
+        await rig.settled(expected_offers=1)
+        await rig.gateway.publish_status()
+        monitor = PahoMqtt(
+            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-monitor"),
+            subscriptions=[(wire.STATUS_FILTER, 1)],
+            on_message=on_message,
+        )
+        task = asyncio.create_task(monitor.run(), name="monitor")
+        try:
+            async with asyncio.timeout(10):
+                while not seen:
+                    await asyncio.sleep(0.05)
+        finally:
+            await monitor.disconnect()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    status = seen[-1]
+    assert status.state == "online"
+    assert status.counters["entries"] == 1 and status.counters["resolved"] > 0
+    assert status.roster_version == 1 and status.outbox_pending == 0
+
+
+async def test_broker_killed_mid_flow_loses_and_duplicates_no_offer(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    async with store_rig(tmp_path, mosquitto, members=40) as rig:
+        now = time.time()
+        waves = [rig.devices[0:12], rig.devices[12:24], rig.devices[24:36]]
+        for i, device in enumerate(waves[0]):
+            rig.source.push(walk_in(device, now + i))
+        async with asyncio.timeout(30):  # the flow is under way: some offers are out, not all
+            while not rig.apps.received:
+                await asyncio.sleep(0.01)
+        mosquitto.kill()  # kill -9: whatever the broker had not saved is gone
+        for i, device in enumerate(waves[1]):  # entries while the broker is down
+            rig.source.push(walk_in(device, now + 20 + i))
+        async with asyncio.timeout(10):  # the gateway keeps deciding; its outbox holds the events
+            while await rig.gateway.store.count() < 2 * len(waves[1]):
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
+        mosquitto.start()
+        for i, device in enumerate(waves[2]):
+            rig.source.push(walk_in(device, now + 40 + i))
+        expected = sum(len(w) for w in waves)
+        await rig.settled(expected_offers=expected)
+
+        trigger_ids = sorted(t.event_id for t in rig.triggers)
+        assert len(trigger_ids) == expected
+        recorded = sorted(await rig.column("SELECT event_id FROM offers"))
+        assert recorded == trigger_ids  # each recorded exactly once (event_id is the key)
+        visits = await rig.column("SELECT member_id FROM visits")
+        assert sorted(visits) == sorted(d.member for w in waves for d in w)
+        assert sorted(rig.apps.received) == trigger_ids  # every offer reached its shopper
+        assert await rig.gateway.store.count() == 0
+
+
+async def test_unknown_adverts_leave_no_trace_in_storage_or_logs(
+    tmp_path: Path, mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    stranger = SimDevice("x-stranger", "x-stranger", os.urandom(16), 10, "app")
+    stranger_mac = "DE:AD:BE:EF:C0:DE"
+    member_mac = "4A:BE:EF:00:00:07"
+    async with store_rig(tmp_path, mosquitto) as rig:
+        now = time.time()
+        rig.source.push(walk_in(stranger, now, address=stranger_mac))
+        rig.source.push(walk_in(rig.devices[0], now, address=member_mac))
+        await rig.settled(expected_offers=1)
+        assert rig.gateway.pipeline.counters.unresolved > 0
+    stranger_eid = eid.compute_eid(stranger.identity_key, 10, eid.counter_at(now))
+    needles = {
+        "stranger MAC": stranger_mac.encode(),
+        "stranger MAC (bytes)": bytes.fromhex(stranger_mac.replace(":", "")),
+        "stranger MAC (hex)": stranger_mac.replace(":", "").lower().encode(),
+        "stranger EID": stranger_eid,
+        "stranger EID (hex)": stranger_eid.hex().encode(),
+        "stranger key (hex)": stranger.identity_key.hex().encode(),
+        "member MAC": member_mac.encode(),
+        "member MAC (hex)": member_mac.replace(":", "").lower().encode(),
+    }
+    written = [p for p in (tmp_path / "gw").rglob("*") if p.is_file()]
+    assert written, "the gateway wrote no files: the test would prove nothing"
+    for path in written:
+        data = path.read_bytes()
+        for what, needle in needles.items():
+            assert needle not in data, f"{what} found in {path.name}"
+    logs = "\n".join(r.getMessage() for r in caplog.records).encode()
+    for what, needle in needles.items():
+        assert needle not in logs, f"{what} found in the logs"
