@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,22 @@ from tests.fakes.radio import FakeAdvertSource
 CHAIN = "test-chain"
 STORE = "store-001"
 SETTLE_TIMEOUT_S = 60.0
+
+
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], what: str, timeout_s: float = 30.0
+) -> None:
+    """Poll `check` until it holds; fail naming `what` after timeout_s (a guard, not a timing test)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 @dataclass
@@ -49,17 +66,19 @@ class Rig:
 
     async def settled(self, expected_offers: int) -> None:
         """Wait until every offer reached the apps, was confirmed, and the outbox is empty."""
-        async with asyncio.timeout(SETTLE_TIMEOUT_S):
-            while True:
-                received = {t.event_id for t in self.triggers} <= self.apps.received.keys()
-                if (
-                    len(self.triggers) >= expected_offers
-                    and received
-                    and await self.gateway.store.count() == 0
-                    and await self.unconfirmed_offers() == 0
-                ):
-                    return
-                await asyncio.sleep(0.05)
+
+        async def done() -> bool:
+            received = {t.event_id for t in self.triggers} <= self.apps.received.keys()
+            return (
+                len(self.triggers) >= expected_offers
+                and received
+                and await self.gateway.store.count() == 0
+                and await self.unconfirmed_offers() == 0
+            )
+
+        await eventually(
+            done, f"{expected_offers} offers delivered and confirmed", SETTLE_TIMEOUT_S
+        )
 
     async def unconfirmed_offers(self) -> int:
         async with self.records.connection.execute(

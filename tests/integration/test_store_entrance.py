@@ -15,7 +15,7 @@ from edge.adapters.mqtt import Message, MqttSettings, PahoMqtt
 from edge.core import eid, wire
 from edge.sim.entrance import SimDevice
 from tests.fakes.radio import walk_in, walk_past
-from tests.integration.rig import store_rig
+from tests.integration.rig import eventually, store_rig
 
 
 async def test_members_walking_in_get_one_offer_each_and_passers_by_none(
@@ -41,9 +41,11 @@ async def test_members_walking_in_get_one_offer_each_and_passers_by_none(
         later = now + 400  # the first visits have timed out (visit_timeout_s = 300)
         for i, device in enumerate(entering):
             rig.source.push(walk_in(device, later + i))
-        async with asyncio.timeout(30):
-            while len(await rig.column("SELECT event_id FROM visits")) < 2 * len(entering):
-                await asyncio.sleep(0.05)
+
+        async def revisits_recorded() -> bool:
+            return len(await rig.column("SELECT event_id FROM visits")) == 2 * len(entering)
+
+        await eventually(revisits_recorded, "the second visits")
         assert len(await rig.column("SELECT event_id FROM offers")) == len(entering)
 
 
@@ -66,9 +68,7 @@ async def test_status_is_retained_and_counts_what_was_heard(
         )
         task = asyncio.create_task(monitor.run(), name="monitor")
         try:
-            async with asyncio.timeout(10):
-                while not seen:
-                    await asyncio.sleep(0.05)
+            await eventually(lambda: bool(seen), "the retained status")
         finally:
             await monitor.disconnect()
             task.cancel()
@@ -87,15 +87,16 @@ async def test_broker_killed_mid_flow_loses_and_duplicates_no_offer(
         waves = [rig.devices[0:12], rig.devices[12:24], rig.devices[24:36]]
         for i, device in enumerate(waves[0]):
             rig.source.push(walk_in(device, now + i))
-        async with asyncio.timeout(30):  # the flow is under way: some offers are out, not all
-            while not rig.apps.received:
-                await asyncio.sleep(0.01)
+        # The flow is under way: some offers are out, others still in flight.
+        await eventually(lambda: bool(rig.apps.received), "a first offer")
         mosquitto.kill()  # kill -9: whatever the broker had not saved is gone
         for i, device in enumerate(waves[1]):  # entries while the broker is down
             rig.source.push(walk_in(device, now + 20 + i))
-        async with asyncio.timeout(10):  # the gateway keeps deciding; its outbox holds the events
-            while await rig.gateway.store.count() < 2 * len(waves[1]):
-                await asyncio.sleep(0.05)
+
+        async def outbox_holds_wave_2() -> bool:  # the gateway keeps deciding, offline
+            return await rig.gateway.store.count() >= 2 * len(waves[1])
+
+        await eventually(outbox_holds_wave_2, "wave 2 in the outbox")
         await asyncio.sleep(1.0)
         mosquitto.start()
         for i, device in enumerate(waves[2]):
