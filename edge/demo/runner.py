@@ -99,7 +99,9 @@ class LiveView:
         self.line(t_s, "·", text, self._dim)
 
 
-async def load_enrolled_devices(records: SqliteLoyaltyRecords) -> tuple[list[SimDevice], dict[str, str]]:
+async def load_enrolled_devices(
+    records: SqliteLoyaltyRecords,
+) -> tuple[list[SimDevice], dict[str, str]]:
     """The enrolled devices as their apps and tags hold them (the demo's shoppers carry these)."""
     db = records.connection
     devices: list[SimDevice] = []
