@@ -205,6 +205,26 @@ class Gateway:
             },
         )
 
+    async def say_goodbye(self) -> None:
+        """On a planned stop: publish the retained "offline" status the will would have, then leave.
+
+        A clean DISCONNECT suppresses the last will, so without this a stopped gateway would look
+        online to the fleet forever.
+        """
+        if self.mqtt.connected:
+            offline = wire.Status(state="offline", ts=self._wall(), software=SOFTWARE)
+            try:
+                await self.mqtt.publish(
+                    wire.status_topic(self.address),
+                    wire.encode(offline),
+                    qos=1,
+                    retain=True,
+                    timeout_s=5.0,
+                )
+            except MqttError as exc:
+                _LOGGER.warning("could not publish the offline status: %s", exc)
+        await self.mqtt.disconnect()
+
     async def publish_status(self) -> None:
         try:
             await self.mqtt.publish(

@@ -113,13 +113,22 @@ async def _run_gateway(config_path: Path) -> int:
     source = SimulatedAdvertSource(entrance.adverts(), sim.speed)
     gateway = await Gateway.open(config, source)
     task = asyncio.create_task(gateway.run(), name="gateway")
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, stop.set)
     _LOGGER.info("gateway %s running", config.address.prefix)
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # a loop failed: raise it, systemd restarts the service
+        else:
+            await gateway.say_goodbye()
+    finally:
+        for pending in (task, stopper):
+            pending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    finally:
         await gateway.close()
     return 0

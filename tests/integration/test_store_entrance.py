@@ -147,3 +147,23 @@ async def test_unknown_adverts_leave_no_trace_in_storage_or_logs(
     logs = "\n".join(r.getMessage() for r in caplog.records).encode()
     for what, needle in needles.items():
         assert needle not in logs, f"{what} found in the logs"
+
+
+async def test_a_stopped_gateway_shows_offline(tmp_path: Path, mosquitto: MosquittoProcess) -> None:
+    async with store_rig(tmp_path, mosquitto) as rig:
+        await rig.gateway.say_goodbye()
+        assert not rig.gateway.mqtt.connected
+        seen: list[wire.Status] = []
+        monitor = PahoMqtt(
+            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-monitor-2"),
+            subscriptions=[(wire.STATUS_FILTER, 1)],
+            on_message=lambda m: seen.append(wire.decode_as(m.payload, wire.Status, m.topic)),
+        )
+        task = asyncio.create_task(monitor.run(), name="monitor")
+        try:
+            await eventually(lambda: bool(seen), "the retained status")
+        finally:
+            await monitor.disconnect()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert seen[-1].state == "offline"

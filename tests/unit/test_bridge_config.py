@@ -1,0 +1,50 @@
+"""The bridge's example config loads, and bad configs name the file and the field."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.config import BridgeConfig, load_bridge_config
+from edge.errors import ConfigError
+
+EXAMPLE = Path(__file__).parents[2] / "firmware_config" / "bridge.example.toml"
+
+
+def test_example_config_loads_and_shows_every_default() -> None:
+    config = load_bridge_config(EXAMPLE)
+    # The example documents every key with its default: loading it gives the default config.
+    assert config == BridgeConfig()
+    assert config.bridge.database == "/var/lib/threshold/loyalty.sqlite"
+
+
+def test_example_config_names_every_key() -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for section in dataclasses.fields(BridgeConfig):
+        assert f"[{section.name}]" in text
+        section_type = type(getattr(BridgeConfig(), section.name))
+        for key in dataclasses.fields(section_type):
+            assert f"\n{key.name} = " in text, f"{section.name}.{key.name} is not in the example"
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        ("[bridge]\nshare_grup = 'x'\n", "bridge.share_grup", "unknown key"),
+        ("[mqtt]\nhots = 'broker'\n", "mqtt.hots", "unknown key"),
+        ("[bridge]\nshare_group = 'Threshold Bridge'\n", "bridge.share_group", "not a valid id"),
+        ("[bridge]\nbatch = 0\n", "bridge.batch", "must be >= 1"),
+    ],
+)
+def test_bad_config_names_file_and_field(
+    tmp_path: Path, text: str, field: str, problem: str
+) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_bridge_config(path)
+    assert info.value.field == field
+    assert problem in info.value.problem
+    assert str(info.value).startswith(f"{path}: [{field}] ")
