@@ -167,3 +167,32 @@ async def test_a_stopped_gateway_shows_offline(tmp_path: Path, mosquitto: Mosqui
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
     assert seen[-1].state == "offline"
+
+
+async def test_bad_payloads_are_logged_once_with_their_topic_and_ignored(
+    tmp_path: Path, mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with store_rig(tmp_path, mosquitto) as rig:
+        address = rig.gateway.address
+        rogue = PahoMqtt(
+            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-rogue")
+        )
+        task = asyncio.create_task(rogue.run(), name="rogue")
+        try:
+            await rogue.wait_connected(10)
+            event_topic = wire.event_topic(address, "visit")
+            for payload in (b"not json", b'{"v": 1, "type": "visit"}', b"\xff" * 3):
+                await rogue.publish(event_topic, payload)
+            await rogue.publish(wire.ack_topic(address), b'{"v": 9, "type": "ack"}')
+            # The flow carries on.
+            rig.source.push(walk_in(rig.devices[0], time.time()))
+            await rig.settled(expected_offers=1)
+        finally:
+            await rogue.disconnect()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert rig.bridge.rejected == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum(event_topic in w for w in warnings) == 1  # once, then at DEBUG
+    assert sum(wire.ack_topic(address) in w and "version 9" in w for w in warnings) == 1

@@ -1,0 +1,35 @@
+"""The edge-gateway command as an installer meets it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.cli import main
+
+EXAMPLE = Path(__file__).parents[2] / "firmware_config" / "gateway.example.toml"
+
+
+def test_check_config_accepts_the_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    assert "OK (gateway threshold/v1/demo-chain/store-001/door-1)" in capsys.readouterr().out
+
+
+def test_check_config_names_file_field_and_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "gateway.toml"
+    bad.write_text("[presence]\nenter_dbm = 'loud'\n")
+    assert main(["check-config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: [presence.enter_dbm] must be a number, got 'loud'" in err
+
+
+def test_run_refuses_a_bad_config_before_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "gateway.toml"
+    bad.write_text("[radio]\nsource = 'bleak'\n")
+    assert main(["run", "--config", str(bad)]) == 2
+    assert "[radio.source]" in capsys.readouterr().err
