@@ -17,7 +17,10 @@ AD_TYPE_COMPLETE_16BIT_UUIDS = 0x03
 AD_TYPE_COMPLETE_LOCAL_NAME = 0x09
 AD_TYPE_TX_POWER = 0x0A
 AD_TYPE_SERVICE_DATA_16BIT = 0x16
+AD_TYPE_COMPLETE_128BIT_UUIDS = 0x07
+AD_TYPE_SERVICE_DATA_128BIT = 0x21
 AD_TYPE_MANUFACTURER_DATA = 0xFF
+BLUETOOTH_BASE_UUID_SUFFIX = "-0000-1000-8000-00805f9b34fb"
 
 # Eddystone protocol specification: service UUID 0xFEAA, frame type in the first byte.
 EDDYSTONE_UUID16 = 0xFEAA
@@ -200,3 +203,61 @@ def fast_pair_advert(model_id: bytes) -> bytes:
     """A Google Fast Pair discoverable advert (3-byte model id)."""
     uuid = FAST_PAIR_UUID16.to_bytes(2, "little")
     return FLAGS_LE_GENERAL + ad_structure(AD_TYPE_SERVICE_DATA_16BIT, uuid + model_id)
+
+
+def _uuid16(uuid: str) -> int | None:
+    """The 16-bit short form of a UUID on the Bluetooth base UUID, else None."""
+    u = uuid.lower()
+    if len(u) == 36 and u.startswith("0000") and u.endswith(BLUETOOTH_BASE_UUID_SUFFIX):
+        try:
+            return int(u[4:8], 16)
+        except ValueError:
+            return None
+    return None
+
+
+def _uuid128_le(uuid: str) -> bytes:
+    raw = bytes.fromhex(uuid.replace("-", ""))
+    if len(raw) != 16:
+        raise ValueError(f"not a 128-bit UUID: {uuid!r}")
+    return raw[::-1]  # AD structures carry UUIDs little-endian
+
+
+def encode_ad_fields(
+    *,
+    manufacturer_data: dict[int, bytes] | None = None,
+    service_data: dict[str, bytes] | None = None,
+    service_uuids: list[str] | None = None,
+    local_name: str | None = None,
+    tx_power_dbm: int | None = None,
+) -> bytes:
+    """AD bytes from the fields a host stack reports (bleak's AdvertisementData, a capture line).
+
+    BlueZ hands over parsed fields, not the raw report; re-encoding them lets every radio feed the
+    pipeline the same bytes. Service UUIDs on the Bluetooth base UUID use the 16-bit forms.
+    Raises ValueError on a malformed UUID or an oversized field.
+    """
+    out = bytearray()
+    uuids16 = [u16 for u in service_uuids or () if (u16 := _uuid16(u)) is not None]
+    uuids128 = [u for u in service_uuids or () if _uuid16(u) is None]
+    if uuids16:
+        out += ad_structure(
+            AD_TYPE_COMPLETE_16BIT_UUIDS, b"".join(u.to_bytes(2, "little") for u in uuids16)
+        )
+    if uuids128:
+        out += ad_structure(AD_TYPE_COMPLETE_128BIT_UUIDS, b"".join(map(_uuid128_le, uuids128)))
+    for uuid, data in (service_data or {}).items():
+        u16 = _uuid16(uuid)
+        if u16 is not None:
+            out += ad_structure(AD_TYPE_SERVICE_DATA_16BIT, u16.to_bytes(2, "little") + data)
+        else:
+            out += ad_structure(AD_TYPE_SERVICE_DATA_128BIT, _uuid128_le(uuid) + data)
+    for company, data in (manufacturer_data or {}).items():
+        if not 0 <= company <= 0xFFFF:
+            raise ValueError(f"company id {company} is not 16-bit")
+        out += ad_structure(AD_TYPE_MANUFACTURER_DATA, company.to_bytes(2, "little") + data)
+    if local_name is not None:
+        out += ad_structure(AD_TYPE_COMPLETE_LOCAL_NAME, local_name.encode("utf-8")[:248])
+    if tx_power_dbm is not None:
+        out += ad_structure(AD_TYPE_TX_POWER, struct.pack("b", max(-128, min(127, tx_power_dbm))))
+    return bytes(out)

@@ -77,3 +77,26 @@ def test_truncating_an_eid_advert_never_yields_a_wrong_eid(eid: bytes, cut: int)
     full = frames.eddystone_eid_advert(eid)
     result = frames.classify_advert(full[: len(full) - cut])
     assert result.eid is None or (cut == 0 and result.eid == eid)
+
+
+def test_host_stack_fields_reencode_to_the_same_frame() -> None:
+    feaa = "0000feaa-0000-1000-8000-00805f9b34fb"
+    frame = bytes((frames.FRAME_TYPE_EID, 0xEC)) + EID
+    payload = frames.encode_ad_fields(
+        service_data={feaa: frame},
+        service_uuids=[feaa, "6e400001-b5a3-f393-e0a9-e50e24dcca9e"],
+        manufacturer_data={frames.COMPANY_MICROSOFT: b"\x01\x09"},
+        local_name="tag",
+        tx_power_dbm=-4,
+    )
+    fields = frames.parse_ad(payload)
+    assert not isinstance(fields, str)
+    assert fields.service_data[frames.EDDYSTONE_UUID16] == frame
+    assert fields.manufacturer_data == {frames.COMPANY_MICROSOFT: b"\x01\x09"}
+    assert (fields.local_name, fields.tx_power_dbm) == ("tag", -4)
+    assert frames.classify_advert(payload).eid == EID
+
+
+def test_bad_uuid_is_refused_when_encoding() -> None:
+    with pytest.raises(ValueError, match="UUID"):
+        frames.encode_ad_fields(service_data={"not-a-uuid": b"x"})
