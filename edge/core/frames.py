@@ -217,7 +217,10 @@ def _uuid16(uuid: str) -> int | None:
 
 
 def _uuid128_le(uuid: str) -> bytes:
-    raw = bytes.fromhex(uuid.replace("-", ""))
+    try:
+        raw = bytes.fromhex(uuid.replace("-", ""))
+    except ValueError:
+        raw = b""
     if len(raw) != 16:
         raise ValueError(f"not a 128-bit UUID: {uuid!r}")
     return raw[::-1]  # AD structures carry UUIDs little-endian
