@@ -13,7 +13,9 @@ import aiosqlite
 
 from cloud_bridge.core.records import Delivery, IncomingEvent, RecordOutcome
 from cloud_bridge.errors import RecordsError
+from edge.adapters.sqlite_db import open_database
 from edge.core import wire
+from edge.errors import StorageError
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -109,18 +111,9 @@ class SqliteLoyaltyRecords:
     @classmethod
     async def open(cls, path: Path, chain: str) -> SqliteLoyaltyRecords:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(path)
-        except (OSError, sqlite3.Error) as exc:
-            raise RecordsError(f"cannot open loyalty records {path}: {exc}") from exc
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-            await db.execute("PRAGMA foreign_keys=ON")
-            await _migrate(db, path)
-        except (sqlite3.Error, RecordsError) as exc:
-            await db.close()
-            raise RecordsError(f"cannot prepare loyalty records {path}: {exc}") from exc
+            db = await open_database(path, _MIGRATIONS, "loyalty records", foreign_keys=True)
+        except StorageError as exc:
+            raise RecordsError(str(exc)) from exc
         return cls(db, path, chain)
 
     @property
@@ -309,17 +302,3 @@ class SqliteLoyaltyRecords:
         async with self._db.execute(f"SELECT count(*) FROM {table}") as cursor:
             row = await cursor.fetchone()
         return int(row[0]) if row else 0
-
-
-async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
-    async with db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        raise RecordsError(
-            f"{path} has schema version {version}, newer than this bridge ({SCHEMA_VERSION})"
-        )
-    for number in range(version, SCHEMA_VERSION):
-        await db.executescript(
-            f"BEGIN; {_MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
-        )

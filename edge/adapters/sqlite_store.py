@@ -7,16 +7,15 @@ pipeline's events arrive in batches, so one fsync covers many rows.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
+from edge.adapters.sqlite_db import open_database
 from edge.core import wire
 from edge.core.offers import OfferHistory
-from edge.errors import StorageError
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -61,19 +60,7 @@ class SqliteGatewayStore:
     @classmethod
     async def open(cls, path: Path) -> SqliteGatewayStore:
         """Open (creating and migrating) the database at `path`."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            db = await aiosqlite.connect(path)
-        except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot open gateway database {path}: {exc}") from exc
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=FULL")
-            await _migrate(db, path)
-        except (sqlite3.Error, StorageError) as exc:
-            await db.close()
-            raise StorageError(f"cannot prepare gateway database {path}: {exc}") from exc
-        return cls(db, path)
+        return cls(await open_database(path, _MIGRATIONS, "gateway database"), path)
 
     async def close(self) -> None:
         await self._db.close()
@@ -155,18 +142,3 @@ class SqliteGatewayStore:
         ) as cursor:
             row = await cursor.fetchone()
         return bytes(row[0]) if row else None
-
-
-async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
-    async with db.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        raise StorageError(
-            f"{path} has schema version {version}, newer than this software ({SCHEMA_VERSION}); "
-            "upgrade Threshold or restore the previous database"
-        )
-    for number in range(version, SCHEMA_VERSION):
-        await db.executescript(
-            f"BEGIN; {_MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
-        )

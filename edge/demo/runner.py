@@ -27,6 +27,7 @@ from edge.config import GatewayConfig, GatewaySection, MqttSection, UplinkSectio
 from edge.core import wire
 from edge.demo.shopper_apps import ReceivedOffer, ShopperApps
 from edge.demo.stats import percentile
+from edge.services.tasks import cancel_and_wait
 from edge.sim.entrance import EntranceConfig, GroundTruth, SimDevice, StoreEntrance
 
 CHAIN = "demo-chain"
@@ -251,14 +252,11 @@ async def _run(
         await _watch(source, gateway, truth, view)
         await _drain(gateway, apps, triggers)
     finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        await gateway.close()
-        await bridge.close()
-    for result in results:
-        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-            raise result
+        try:
+            await cancel_and_wait(tasks)
+        finally:
+            await gateway.close()
+            await bridge.close()
     summary = summarise(
         truth,
         visits,

@@ -21,6 +21,7 @@ from edge.config import GatewayConfig, GatewaySection, MqttSection, UplinkSectio
 from edge.core import wire
 from edge.demo.runner import load_enrolled_devices
 from edge.demo.shopper_apps import ShopperApps
+from edge.services.tasks import cancel_and_wait
 from edge.sim.entrance import SimDevice
 from tests.fakes.radio import FakeAdvertSource
 
@@ -130,11 +131,8 @@ async def store_rig(
             await gateway.sync.synced.wait()
         yield Rig(broker, records, bridge, gateway, source, apps, devices, events)
     finally:
-        for task in tasks:
-            task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        await gateway.close()
-        await bridge.close()
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                raise result
+        try:
+            await cancel_and_wait(tasks)
+        finally:
+            await gateway.close()
+            await bridge.close()
