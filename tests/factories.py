@@ -47,3 +47,34 @@ def make_campaigns(**overrides: Any) -> wire.CampaignSync:
     }
     fields.update(overrides)
     return wire.CampaignSync(**fields)
+
+
+def make_visit(**overrides: Any) -> wire.Visit:
+    n = next(_counter)
+    fields: dict[str, Any] = {
+        "event_id": f"ev-v{n:06d}",
+        "ts": T0 + n,
+        "detected_at": T0 + n + 0.5,
+        "member": f"m-{n:05d}",
+        "device": f"d-{n:05d}",
+        "tier": "gold",
+        "rssi_dbm": -62.0,
+    }
+    fields.update(overrides)
+    return wire.Visit(**fields)
+
+
+def make_offer_trigger(**overrides: Any) -> wire.OfferTrigger:
+    n = next(_counter)
+    fields: dict[str, Any] = {
+        "event_id": f"ev-o{n:06d}",
+        "visit_id": f"ev-v{n:06d}",
+        "ts": T0 + n,
+        "detected_at": T0 + n + 0.5,
+        "member": f"m-{n:05d}",
+        "device": f"d-{n:05d}",
+        "tier": "gold",
+        "campaign": "gold-points",
+    }
+    fields.update(overrides)
+    return wire.OfferTrigger(**fields)

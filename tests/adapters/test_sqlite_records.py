@@ -1,0 +1,411 @@
+"""SqliteLoyaltyRecords on a real SQLite file in tmp_path, seeded with cloud_bridge.seed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.core.records import IncomingEvent
+from cloud_bridge.errors import RecordsError
+from cloud_bridge.seed import DEMO_CAMPAIGNS, seed_records
+from edge.core import wire
+from edge.sim.entrance import make_members
+from tests.factories import T0, make_offer_trigger, make_visit
+
+CHAIN = "acme"
+STORE = "store-001"
+GW1 = wire.GatewayAddress(CHAIN, STORE, "gw-1")
+GW2 = wire.GatewayAddress(CHAIN, STORE, "gw-2")
+MEMBERS = 20
+SEED = 1
+NOW = T0 + 10.0
+# id → (title, body, tiers, cooldown_s, priority)
+CAMPAIGNS = {c[0]: c[1:] for c in DEMO_CAMPAIGNS}
+BAKERY = "welcome-bakery"
+
+
+@pytest.fixture
+async def records(tmp_path: Path) -> AsyncIterator[SqliteLoyaltyRecords]:
+    opened = await SqliteLoyaltyRecords.open(tmp_path / "bridge" / "loyalty.db", CHAIN)
+    try:
+        added = await seed_records(
+            opened, members=MEMBERS, seed=SEED, stores=(STORE,), joined_at=T0 - 86400
+        )
+        assert added == MEMBERS
+        yield opened
+    finally:
+        await opened.close()
+
+
+async def execute(records: SqliteLoyaltyRecords, sql: str, *params: object) -> None:
+    """An admin's change to the loyalty database (consent withdrawn, device lost, ...)."""
+    await records.connection.execute(sql, params)
+    await records.connection.commit()
+
+
+async def shopper_token(records: SqliteLoyaltyRecords, member: str) -> str:
+    async with records.connection.execute(
+        "SELECT shopper_token FROM members WHERE id = ?", (member,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def visit_and_offer(
+    member: str = "m-00000", device: str = "d-00000", campaign: str = BAKERY
+) -> tuple[wire.Visit, wire.OfferTrigger]:
+    visit = make_visit(member=member, device=device, ts=T0, detected_at=T0 + 1)
+    offer = make_offer_trigger(
+        visit_id=visit.event_id,
+        member=member,
+        device=device,
+        campaign=campaign,
+        ts=T0,
+        detected_at=T0 + 1,
+    )
+    return visit, offer
+
+
+async def record_offer(
+    records: SqliteLoyaltyRecords, member: str = "m-00000", campaign: str = BAKERY
+) -> wire.OfferTrigger:
+    _, offer = visit_and_offer(member, f"d-{member[2:]}", campaign)
+    await records.record([IncomingEvent(GW1, offer)], NOW)
+    return offer
+
+
+# --- Recording --------------------------------------------------------------------------------
+
+
+async def test_visit_and_offer_are_recorded_acked_and_the_offer_is_delivered(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    visit, offer = visit_and_offer("m-00000", "d-00000")
+    other_visit = make_visit(member="m-00001", device="d-00001")
+
+    outcome = await records.record(
+        [IncomingEvent(GW1, visit), IncomingEvent(GW1, offer), IncomingEvent(GW2, other_visit)],
+        NOW,
+    )
+
+    assert outcome.acks == {
+        GW1: [visit.event_id, offer.event_id],
+        GW2: [other_visit.event_id],
+    }
+    assert outcome.new_visits == [visit, other_visit]
+    assert outcome.new_offers == [offer]
+    assert outcome.duplicates == 0
+    assert await records.count("events") == 3
+    assert await records.count("visits") == 2
+    assert await records.count("offers") == 1
+
+    token = await shopper_token(records, "m-00000")
+    (delivery,) = outcome.deliveries
+    assert delivery.offer_id == offer.event_id
+    assert delivery.shopper == token
+    assert delivery.topic == wire.shopper_offer_topic(CHAIN, token)
+    title, body, *_ = CAMPAIGNS[BAKERY]
+    assert wire.decode_as(delivery.payload, wire.ShopperOffer) == wire.ShopperOffer(
+        offer_id=offer.event_id,
+        campaign=BAKERY,
+        title=title,
+        body=body,
+        store=STORE,
+        issued_at=NOW,
+        detected_at=offer.detected_at,
+    )
+
+
+async def test_each_member_gets_their_own_shopper_topic(records: SqliteLoyaltyRecords) -> None:
+    _, first = visit_and_offer("m-00002", "d-00002")
+    _, second = visit_and_offer("m-00003", "d-00003")
+
+    outcome = await records.record([IncomingEvent(GW1, first), IncomingEvent(GW1, second)], NOW)
+
+    tokens = [await shopper_token(records, m) for m in ("m-00002", "m-00003")]
+    assert tokens[0] != tokens[1]
+    assert [d.topic for d in outcome.deliveries] == [
+        wire.shopper_offer_topic(CHAIN, t) for t in tokens
+    ]
+
+
+async def test_recording_the_same_batch_again_only_acks_it(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    visit, offer = visit_and_offer()
+    batch = [IncomingEvent(GW1, visit), IncomingEvent(GW1, offer)]
+    await records.record(batch, NOW)
+
+    again = await records.record(batch, NOW + 30)
+
+    assert again.acks == {GW1: [visit.event_id, offer.event_id]}
+    assert again.duplicates == 2
+    assert again.new_visits == [] and again.new_offers == [] and again.deliveries == []
+    assert await records.count("events") == 2
+    assert await records.count("visits") == 1
+    assert await records.count("offers") == 1
+    due = await records.due_deliveries(NOW + 30, resend_after_s=60, max_attempts=3, limit=10)
+    assert [d.offer_id for d in due] == [offer.event_id]
+
+
+async def test_offer_for_a_member_who_withdrew_consent_is_suppressed(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await execute(records, "UPDATE members SET consent = 0 WHERE id = ?", "m-00004")
+    _, offer = visit_and_offer("m-00004", "d-00004")
+
+    outcome = await records.record([IncomingEvent(GW1, offer)], NOW)
+
+    assert outcome.acks == {GW1: [offer.event_id]}  # recorded, so the gateway may forget it
+    assert outcome.new_offers == [offer]
+    assert outcome.deliveries == []
+    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+
+
+async def test_offer_for_an_unknown_campaign_is_suppressed(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    _, offer = visit_and_offer("m-00005", "d-00005", campaign="no-such-campaign")
+
+    outcome = await records.record([IncomingEvent(GW1, offer)], NOW)
+
+    assert outcome.acks == {GW1: [offer.event_id]}
+    assert outcome.deliveries == []
+    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+
+
+async def test_offer_for_an_unknown_member_is_suppressed(records: SqliteLoyaltyRecords) -> None:
+    _, offer = visit_and_offer("m-99999", "d-99999")
+
+    outcome = await records.record([IncomingEvent(GW1, offer)], NOW)
+
+    assert outcome.deliveries == []
+    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+
+
+async def test_a_suppressed_offer_cannot_be_marked_sent_or_received(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await execute(records, "UPDATE members SET consent = 0 WHERE id = ?", "m-00004")
+    offer = await record_offer(records, "m-00004")
+    token = await shopper_token(records, "m-00004")
+
+    await records.mark_sent([offer.event_id], NOW)
+
+    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+    assert await records.mark_received(token, [offer.event_id], NOW) == 0
+
+
+# --- Delivery state ---------------------------------------------------------------------------
+
+
+async def test_pending_delivery_is_due_until_sent_then_again_after_resend_time(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    offer = await record_offer(records)
+
+    due = await records.due_deliveries(NOW, resend_after_s=60, max_attempts=3, limit=10)
+    assert [d.offer_id for d in due] == [offer.event_id]
+    # Not sent yet: still due later on too.
+    assert [d.offer_id for d in await records.due_deliveries(NOW + 5, 60, 3, 10)] == [
+        offer.event_id
+    ]
+
+    await records.mark_sent([offer.event_id], NOW + 5)
+
+    assert await records.due_deliveries(NOW + 5, 60, 3, 10) == []
+    assert await records.due_deliveries(NOW + 64, 60, 3, 10) == []
+    resend = await records.due_deliveries(NOW + 65, 60, 3, 10)
+    assert resend == due  # the same topic and payload as the first time
+
+
+async def test_delivery_is_given_up_after_max_attempts(records: SqliteLoyaltyRecords) -> None:
+    offer = await record_offer(records)
+
+    for attempt in range(3):
+        sent_at = NOW + attempt * 100
+        assert [d.offer_id for d in await records.due_deliveries(sent_at, 60, 3, 10)] == [
+            offer.event_id
+        ]
+        await records.mark_sent([offer.event_id], sent_at)
+
+    assert await records.due_deliveries(NOW + 10_000, 60, 3, 10) == []
+
+
+async def test_received_offer_is_never_due_again(records: SqliteLoyaltyRecords) -> None:
+    offer = await record_offer(records)
+    token = await shopper_token(records, "m-00000")
+    await records.mark_sent([offer.event_id], NOW)
+
+    confirmed = await records.mark_received(token, [offer.event_id], NOW + 1)
+
+    assert confirmed == 1
+    assert await records.due_deliveries(NOW + 10_000, 60, 3, 10) == []
+    # A late mark_sent (the PUBACK of a resend) must not bring it back.
+    await records.mark_sent([offer.event_id], NOW + 2)
+    assert await records.due_deliveries(NOW + 10_000, 60, 3, 10) == []
+    assert await records.mark_received(token, [offer.event_id], NOW + 3) == 0
+
+
+async def test_a_pending_offer_can_be_received_before_it_is_marked_sent(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    offer = await record_offer(records)
+    token = await shopper_token(records, "m-00000")
+
+    assert await records.mark_received(token, [offer.event_id], NOW) == 1
+    assert await records.due_deliveries(NOW, 60, 3, 10) == []
+
+
+async def test_receipt_from_another_shopper_changes_nothing(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    offer = await record_offer(records, "m-00000")
+    someone_else = await shopper_token(records, "m-00001")
+
+    assert await records.mark_received(someone_else, [offer.event_id], NOW) == 0
+    assert await records.mark_received("0" * 24, [offer.event_id], NOW) == 0
+
+    due = await records.due_deliveries(NOW, 60, 3, 10)
+    assert [d.offer_id for d in due] == [offer.event_id]
+
+
+async def test_due_deliveries_respects_the_limit_oldest_first(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    offers = []
+    for n in range(3):
+        _, offer = visit_and_offer(f"m-0000{n}", f"d-0000{n}")
+        await records.record([IncomingEvent(GW1, offer)], NOW + n)
+        offers.append(offer)
+
+    due = await records.due_deliveries(NOW + 10, 60, 3, limit=2)
+
+    assert [d.offer_id for d in due] == [offers[0].event_id, offers[1].event_id]
+
+
+# --- Sync payloads ----------------------------------------------------------------------------
+
+
+async def test_roster_lists_every_seeded_device_with_its_key(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    roster = await records.roster(STORE)
+
+    expected = {d.ref: d for d in make_members(MEMBERS, SEED)}
+    assert roster.store == STORE
+    assert roster.version == 1
+    assert [d.ref for d in roster.devices] == sorted(expected)
+    for device in roster.devices:
+        seeded = expected[device.ref]
+        assert (device.member, device.identity_key, device.exponent) == (
+            seeded.member,
+            seeded.identity_key,
+            seeded.exponent,
+        )
+        assert device.tier in ("bronze", "silver", "gold")
+    # What the bridge publishes, a gateway can read back.
+    assert wire.decode_as(wire.encode(roster), wire.RosterSync) == roster
+
+
+async def test_roster_excludes_inactive_devices_and_non_consenting_members(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await execute(records, "UPDATE devices SET active = 0 WHERE id = ?", "d-00003")
+    await execute(records, "UPDATE members SET consent = 0 WHERE id = ?", "m-00007")
+
+    roster = await records.roster(STORE)
+
+    refs = {d.ref for d in roster.devices}
+    members = {d.member for d in roster.devices}
+    assert "d-00003" not in refs
+    assert "m-00007" not in members and "d-00007" not in refs
+    assert len(roster.devices) == MEMBERS - 2
+
+
+async def test_roster_and_campaigns_carry_the_store_versions(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await execute(
+        records,
+        "UPDATE stores SET roster_version = 7, campaigns_version = 4 WHERE id = ?",
+        STORE,
+    )
+
+    assert (await records.roster(STORE)).version == 7
+    assert (await records.campaigns(STORE)).version == 4
+
+
+async def test_campaigns_carry_tiers_cooldowns_and_the_member_cooldown(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    sync = await records.campaigns(STORE)
+
+    assert sync.store == STORE
+    assert sync.version == 1
+    assert sync.member_cooldown_s == 4 * 3600.0
+    assert {c.id: (c.title, c.body, c.tiers, c.cooldown_s, c.priority) for c in sync.campaigns} == {
+        cid: (title, body, tuple(tiers.split(",")), cooldown_s, priority)
+        for cid, (title, body, tiers, cooldown_s, priority) in CAMPAIGNS.items()
+    }
+    coffee = next(c for c in sync.campaigns if c.id == "silver-free-coffee")
+    assert coffee.tiers == ("silver", "gold")
+    assert wire.decode_as(wire.encode(sync), wire.CampaignSync) == sync
+
+
+async def test_campaigns_leave_out_inactive_ones(records: SqliteLoyaltyRecords) -> None:
+    await execute(records, "UPDATE campaigns SET active = 0 WHERE id = ?", "silver-free-coffee")
+
+    sync = await records.campaigns(STORE)
+
+    assert {c.id for c in sync.campaigns} == set(CAMPAIGNS) - {"silver-free-coffee"}
+
+
+async def test_unknown_store_has_no_roster_or_campaigns(records: SqliteLoyaltyRecords) -> None:
+    with pytest.raises(RecordsError, match="store-999"):
+        await records.roster("store-999")
+    with pytest.raises(RecordsError, match="store-999"):
+        await records.campaigns("store-999")
+
+
+async def test_stores_lists_the_seeded_store(records: SqliteLoyaltyRecords) -> None:
+    assert await records.stores() == [STORE]
+
+
+# --- Seeding ----------------------------------------------------------------------------------
+
+
+async def test_seeding_twice_adds_nothing(records: SqliteLoyaltyRecords) -> None:
+    roster_before = await records.roster(STORE)
+
+    added = await seed_records(
+        records, members=MEMBERS, seed=SEED, stores=(STORE, "store-002"), joined_at=T0
+    )
+
+    assert added == 0
+    assert await records.count("members") == MEMBERS
+    assert await records.count("devices") == MEMBERS
+    assert await records.stores() == [STORE]
+    assert await records.roster(STORE) == roster_before
+
+
+async def test_records_survive_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "loyalty.db"
+    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    await seed_records(records, members=MEMBERS, seed=SEED, stores=(STORE,), joined_at=T0)
+    offer = await record_offer(records)
+    await records.close()
+
+    reopened = await SqliteLoyaltyRecords.open(path, CHAIN)
+    try:
+        again = await reopened.record([IncomingEvent(GW1, offer)], NOW + 60)
+        due = await reopened.due_deliveries(NOW + 60, 60, 3, 10)
+    finally:
+        await reopened.close()
+
+    assert again.duplicates == 1 and again.deliveries == []
+    assert [d.offer_id for d in due] == [offer.event_id]

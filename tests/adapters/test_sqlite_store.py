@@ -1,0 +1,378 @@
+"""SqliteGatewayStore on a real SQLite file in tmp_path: outbox, offer history, sync state, schema."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edge.adapters.sqlite_store import SCHEMA_VERSION, SqliteGatewayStore
+from edge.core import wire
+from edge.errors import StorageError
+from tests.factories import T0, make_offer_trigger, make_visit
+
+GUARD_S = 10.0  # only a guard against hangs
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "gateway" / "gateway.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteGatewayStore]:
+    opened = await SqliteGatewayStore.open(db_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def pragma(path: Path, name: str) -> object:
+    """Read a PRAGMA through a separate connection, as an operator's sqlite3 shell would."""
+    with sqlite3.connect(path) as conn:
+        value = conn.execute(f"PRAGMA {name}").fetchone()[0]
+    conn.close()
+    return value
+
+
+# --- Outbox ---------------------------------------------------------------------------------------
+
+
+async def test_appended_events_are_pending_oldest_first(store: SqliteGatewayStore) -> None:
+    visit = make_visit()
+    offer = make_offer_trigger(visit_id=visit.event_id, member=visit.member)
+    later = make_visit()
+    await store.append_events([visit, offer], now_s=T0)
+    await store.append_events([later], now_s=T0 + 1)
+
+    entries = await store.pending(limit=10)
+
+    assert [(e.event_id, e.kind) for e in entries] == [
+        (visit.event_id, "visit"),
+        (offer.event_id, "offer"),
+        (later.event_id, "visit"),
+    ]
+    assert [wire.decode(e.payload) for e in entries] == [visit, offer, later]
+    assert await store.count() == 3
+
+
+async def test_pending_honours_the_limit(store: SqliteGatewayStore) -> None:
+    events = [make_visit() for _ in range(5)]
+    await store.append_events(events, now_s=T0)
+
+    entries = await store.pending(limit=2)
+
+    assert [e.event_id for e in entries] == [events[0].event_id, events[1].event_id]
+
+
+async def test_pending_skips_events_in_flight_and_still_fills_the_limit(
+    store: SqliteGatewayStore,
+) -> None:
+    events = [make_visit() for _ in range(5)]
+    await store.append_events(events, now_s=T0)
+    in_flight = {events[0].event_id, events[2].event_id}
+
+    entries = await store.pending(limit=3, skip=in_flight)
+
+    assert [e.event_id for e in entries] == [e.event_id for e in (events[1], events[3], events[4])]
+
+
+async def test_pending_ignores_skip_ids_that_are_no_longer_stored(
+    store: SqliteGatewayStore,
+) -> None:
+    events = [make_visit() for _ in range(3)]
+    await store.append_events(events, now_s=T0)
+
+    entries = await store.pending(limit=2, skip={"ev-gone-1", "ev-gone-2", events[0].event_id})
+
+    assert [e.event_id for e in entries] == [events[1].event_id, events[2].event_id]
+
+
+async def test_remove_forgets_acknowledged_events_only(store: SqliteGatewayStore) -> None:
+    events = [make_visit() for _ in range(3)]
+    await store.append_events(events, now_s=T0)
+
+    removed = await store.remove([events[0].event_id, events[2].event_id])
+
+    assert removed == 2
+    assert [e.event_id for e in await store.pending(limit=10)] == [events[1].event_id]
+    assert await store.count() == 1
+
+
+async def test_remove_of_unknown_or_already_removed_ids_counts_nothing(
+    store: SqliteGatewayStore,
+) -> None:
+    event = make_visit()
+    await store.append_events([event], now_s=T0)
+    assert await store.remove([event.event_id]) == 1
+
+    assert await store.remove([event.event_id, "ev-never-stored"]) == 0
+    assert await store.remove([]) == 0
+    assert await store.count() == 0
+
+
+async def test_duplicate_event_id_keeps_its_place_and_first_payload(
+    store: SqliteGatewayStore,
+) -> None:
+    first = make_visit(rssi_dbm=-60.0)
+    other = make_visit()
+    again = make_visit(event_id=first.event_id, rssi_dbm=-75.0)
+    await store.append_events([first, other], now_s=T0)
+
+    await store.append_events([again], now_s=T0 + 5)
+
+    entries = await store.pending(limit=10)
+    assert [wire.decode(e.payload) for e in entries] == [first, other]
+    assert await store.count() == 2
+
+
+async def test_duplicate_within_one_batch_is_stored_once(store: SqliteGatewayStore) -> None:
+    first = make_visit(rssi_dbm=-60.0)
+    again = make_visit(event_id=first.event_id, rssi_dbm=-75.0)
+
+    await store.append_events([first, again], now_s=T0)
+
+    assert [wire.decode(e.payload) for e in await store.pending(limit=10)] == [first]
+
+
+async def test_outbox_survives_close_and_reopen(db_path: Path) -> None:
+    visit = make_visit()
+    offer = make_offer_trigger(visit_id=visit.event_id)
+    acked = make_visit()
+    store = await SqliteGatewayStore.open(db_path)
+    await store.append_events([acked, visit, offer], now_s=T0)
+    await store.remove([acked.event_id])
+    await store.close()
+
+    reopened = await SqliteGatewayStore.open(db_path)
+    try:
+        entries = await reopened.pending(limit=10)
+    finally:
+        await reopened.close()
+
+    assert [wire.decode(e.payload) for e in entries] == [visit, offer]
+
+
+async def test_events_appended_after_a_restart_queue_behind_the_old_ones(db_path: Path) -> None:
+    before = make_visit()
+    after = make_visit()
+    store = await SqliteGatewayStore.open(db_path)
+    await store.append_events([before], now_s=T0)
+    await store.close()
+
+    reopened = await SqliteGatewayStore.open(db_path)
+    try:
+        await reopened.append_events([after], now_s=T0 + 60)
+        entries = await reopened.pending(limit=10)
+    finally:
+        await reopened.close()
+
+    assert [e.event_id for e in entries] == [before.event_id, after.event_id]
+
+
+# --- Offer history --------------------------------------------------------------------------------
+
+
+async def test_offer_triggers_are_recorded_in_the_history(store: SqliteGatewayStore) -> None:
+    visit = make_visit(member="m-00001")
+    offer = make_offer_trigger(member="m-00001", campaign="bakery", ts=T0 + 10)
+    await store.append_events([visit, offer], now_s=T0)
+
+    history = await store.load_history()
+
+    assert history.last_by_campaign == {("m-00001", "bakery"): T0 + 10}
+    assert history.last_any == {"m-00001": T0 + 10}
+
+
+async def test_history_keeps_the_latest_offer_per_member_and_campaign(
+    store: SqliteGatewayStore,
+) -> None:
+    await store.append_events(
+        [make_offer_trigger(member="m-00001", campaign="bakery", ts=T0 + 100)], now_s=T0
+    )
+    # An older trigger arriving later (e.g. replayed) must not shorten the cooldown.
+    await store.append_events(
+        [make_offer_trigger(member="m-00001", campaign="bakery", ts=T0 + 50)], now_s=T0
+    )
+    await store.append_events(
+        [make_offer_trigger(member="m-00001", campaign="gold-points", ts=T0 + 200)], now_s=T0
+    )
+
+    history = await store.load_history()
+
+    assert history.last_by_campaign == {
+        ("m-00001", "bakery"): T0 + 100,
+        ("m-00001", "gold-points"): T0 + 200,
+    }
+    assert history.last_any == {"m-00001": T0 + 200}
+
+
+async def test_history_survives_restart_and_acks(db_path: Path) -> None:
+    offer = make_offer_trigger(member="m-00007", campaign="bakery", ts=T0)
+    store = await SqliteGatewayStore.open(db_path)
+    await store.append_events([offer], now_s=T0)
+    await store.remove([offer.event_id])  # the bridge acked it: the cooldown must still hold
+    await store.close()
+
+    reopened = await SqliteGatewayStore.open(db_path)
+    try:
+        history = await reopened.load_history()
+    finally:
+        await reopened.close()
+
+    assert history.last_by_campaign == {("m-00007", "bakery"): T0}
+
+
+async def test_visits_alone_leave_no_history(store: SqliteGatewayStore) -> None:
+    await store.append_events([make_visit(), make_visit()], now_s=T0)
+
+    history = await store.load_history()
+
+    assert history.last_any == {} and history.last_by_campaign == {}
+
+
+async def test_prune_history_drops_only_older_entries(store: SqliteGatewayStore) -> None:
+    await store.append_events(
+        [
+            make_offer_trigger(member="m-00001", campaign="bakery", ts=T0),
+            make_offer_trigger(member="m-00002", campaign="bakery", ts=T0 + 100),
+            make_offer_trigger(member="m-00003", campaign="bakery", ts=T0 + 200),
+        ],
+        now_s=T0,
+    )
+
+    await store.prune_history(before_ts=T0 + 100)
+
+    history = await store.load_history()
+    assert history.last_by_campaign == {
+        ("m-00002", "bakery"): T0 + 100,
+        ("m-00003", "bakery"): T0 + 200,
+    }
+
+
+# --- Sync state -----------------------------------------------------------------------------------
+
+
+async def test_save_and_load_sync_round_trip(store: SqliteGatewayStore) -> None:
+    await store.save_sync("roster", 3, b'{"roster":3}')
+    await store.save_sync("campaigns", 5, b'{"campaigns":5}')
+
+    assert await store.load_sync("roster") == b'{"roster":3}'
+    assert await store.load_sync("campaigns") == b'{"campaigns":5}'
+    assert await store.load_sync("nothing-saved") is None
+
+
+async def test_save_sync_replaces_the_previous_payload_and_survives_restart(
+    db_path: Path,
+) -> None:
+    store = await SqliteGatewayStore.open(db_path)
+    await store.save_sync("roster", 1, b"old")
+    await store.save_sync("roster", 2, b"new")
+    await store.close()
+
+    reopened = await SqliteGatewayStore.open(db_path)
+    try:
+        loaded = await reopened.load_sync("roster")
+    finally:
+        await reopened.close()
+
+    assert loaded == b"new"
+
+
+# --- Schema and opening ---------------------------------------------------------------------------
+
+
+async def test_new_database_is_in_wal_mode_with_the_current_schema_version(
+    store: SqliteGatewayStore, db_path: Path
+) -> None:
+    assert pragma(db_path, "journal_mode") == "wal"
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION
+    assert SCHEMA_VERSION >= 1
+
+
+async def test_reopening_a_current_database_keeps_its_version_and_data(db_path: Path) -> None:
+    event = make_visit()
+    store = await SqliteGatewayStore.open(db_path)
+    await store.append_events([event], now_s=T0)
+    await store.close()
+
+    reopened = await SqliteGatewayStore.open(db_path)
+    try:
+        assert await reopened.count() == 1
+    finally:
+        await reopened.close()
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION
+
+
+async def open_expecting_failure(path: Path) -> None:
+    """Open `path`; should it open after all, close it so the test fails without leaking a thread."""
+    before = set(threading.enumerate())
+    try:
+        store = await SqliteGatewayStore.open(path)
+        await store.close()
+    finally:
+        # After a failed connect aiosqlite stops its worker thread without waiting for it; the
+        # thread then reports back to this loop, so keep the loop running until it has.
+        async with asyncio.timeout(GUARD_S):
+            # No event to wait on: the thread is aiosqlite's, so poll it.
+            while any(t.is_alive() for t in threading.enumerate() if t not in before):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+
+
+def make_newer_database(path: Path, version: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.commit()
+    conn.close()
+
+
+async def test_database_from_newer_software_is_refused_with_what_to_do(db_path: Path) -> None:
+    make_newer_database(db_path, SCHEMA_VERSION + 1)
+
+    with pytest.raises(StorageError) as excinfo:
+        await open_expecting_failure(db_path)
+
+    message = str(excinfo.value)
+    assert str(db_path) in message
+    assert f"schema version {SCHEMA_VERSION + 1}" in message
+    assert "upgrade Threshold or restore the previous database" in message
+    # Refusing must not have touched the newer database.
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION + 1
+
+
+async def test_path_under_a_regular_file_is_a_storage_error(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "plain-file"
+    not_a_dir.write_text("not a directory")
+    path = not_a_dir / "gateway.db"
+
+    with pytest.raises(StorageError) as excinfo:
+        await open_expecting_failure(path)
+
+    assert str(path) in str(excinfo.value)
+
+
+async def test_path_that_is_a_directory_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    path.mkdir()
+
+    with pytest.raises(StorageError) as excinfo:
+        await open_expecting_failure(path)
+
+    assert str(path) in str(excinfo.value)
+
+
+async def test_file_that_is_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    path.write_bytes(b"this is not an SQLite database, it is a text file" * 100)
+
+    with pytest.raises(StorageError) as excinfo:
+        await open_expecting_failure(path)
+
+    assert str(path) in str(excinfo.value)
