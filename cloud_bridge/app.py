@@ -38,6 +38,7 @@ class Bridge:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
         self._deliver_wakeup = asyncio.Event()
         self._delivering: set[str] = set()
+        self._published: dict[tuple[str, str], int] = {}  # (store, kind) → version published
         self._payload_errors = OnceLogger(_LOGGER)
         self.outcome_listeners: list[OutcomeListener] = []
         self.delivery_listeners: list[DeliveryListener] = []
@@ -78,6 +79,7 @@ class Bridge:
             tg.create_task(self.mqtt.run(), name="bridge-mqtt")
             tg.create_task(self._process_inbox(), name="bridge-record")
             tg.create_task(self._deliver_loop(), name="bridge-deliver")
+            tg.create_task(self._sync_loop(), name="bridge-sync")
 
     def _on_message(self, message: Message) -> None:
         try:
@@ -89,28 +91,44 @@ class Bridge:
             )
 
     async def _on_connect(self) -> None:
+        self._published.clear()  # the broker may have lost retained messages: publish everything
         await self.publish_sync()
         self._deliver_wakeup.set()
 
     async def publish_sync(self) -> None:
-        """Publish every store's roster and campaigns, retained."""
+        """Publish, retained, every store's roster and campaigns that changed since last published."""
         chain = self.config.bridge.chain
         for store in await self.records.stores():
             roster = await self.records.roster(store)
+            if self._published.get((store, "roster")) != roster.version:
+                await self.mqtt.publish(
+                    wire.roster_topic(chain, store), wire.encode(roster), qos=1, retain=True
+                )
+                self._published[(store, "roster")] = roster.version
+                _LOGGER.info(
+                    "store %s: roster v%d published (%d devices)",
+                    store,
+                    roster.version,
+                    len(roster.devices),
+                )
             campaigns = await self.records.campaigns(store)
-            await self.mqtt.publish(
-                wire.roster_topic(chain, store), wire.encode(roster), qos=1, retain=True
-            )
-            await self.mqtt.publish(
-                wire.campaigns_topic(chain, store), wire.encode(campaigns), qos=1, retain=True
-            )
-            _LOGGER.info(
-                "synced store %s: roster v%d (%d devices), campaigns v%d",
-                store,
-                roster.version,
-                len(roster.devices),
-                campaigns.version,
-            )
+            if self._published.get((store, "campaigns")) != campaigns.version:
+                await self.mqtt.publish(
+                    wire.campaigns_topic(chain, store), wire.encode(campaigns), qos=1, retain=True
+                )
+                self._published[(store, "campaigns")] = campaigns.version
+                _LOGGER.info("store %s: campaigns v%d published", store, campaigns.version)
+
+    async def _sync_loop(self) -> None:
+        """Revocations, withdrawn consent and campaign edits reach gateways at the next sync."""
+        while True:
+            await asyncio.sleep(self.config.bridge.sync_interval_s)
+            if not self.mqtt.connected:
+                continue
+            try:
+                await self.publish_sync()
+            except MqttError as exc:  # the reconnect publishes everything again
+                _LOGGER.debug("sync not published: %s", exc)
 
     def _decode(self, message: Message) -> IncomingEvent | None:
         where = f"topic {message.topic}"

@@ -21,6 +21,7 @@ class BridgeSection:
     batch: int = 200
     offer_resend_s: float = 30.0  # resend an offer the app has not confirmed after this long
     offer_max_attempts: int = 5
+    sync_interval_s: float = 10.0  # how often to look for roster or campaign changes to publish
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,8 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
             raise ConfigError(path, f"bridge.{name}", exc.reason) from None
     if config.bridge.batch < 1:
         raise ConfigError(path, "bridge.batch", "must be >= 1")
+    if config.bridge.sync_interval_s <= 0:
+        raise ConfigError(path, "bridge.sync_interval_s", "must be > 0")
     if config.bridge.offer_resend_s <= 0 or config.bridge.offer_max_attempts < 1:
         raise ConfigError(path, "bridge", "offer_resend_s must be > 0, offer_max_attempts >= 1")
     return config

@@ -69,10 +69,6 @@ async def seed_records(
         return 0
     rng = random.Random(f"loyalty-{seed}")
     try:
-        await db.executemany(
-            "INSERT INTO stores (id, name) VALUES (?, ?)",
-            [(s, f"Store {s}") for s in stores],
-        )
         for device in make_members(members, seed):
             await db.execute(
                 "INSERT INTO members (id, name, tier, shopper_token, consent, joined_at) "
@@ -104,6 +100,11 @@ async def seed_records(
         )
         await db.execute(
             "INSERT INTO settings (key, value) VALUES ('member_cooldown_s', ?)", (str(4 * 3600.0),)
+        )
+        # Stores last, so their roster and campaign versions start at 1.
+        await db.executemany(
+            "INSERT INTO stores (id, name) VALUES (?, ?)",
+            [(s, f"Store {s}") for s in stores],
         )
         await db.commit()
     except sqlite3.Error:

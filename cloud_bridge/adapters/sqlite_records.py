@@ -94,6 +94,31 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX offers_unreceived ON offers (delivery) WHERE delivery IN ('pending', 'sent');
     CREATE INDEX visits_member ON visits (member_id, ts);
+    -- Any change a gateway must hear about bumps the version it syncs (gateways apply only newer).
+    CREATE TRIGGER devices_added AFTER INSERT ON devices
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER devices_changed AFTER UPDATE ON devices
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER devices_removed AFTER DELETE ON devices
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER members_changed AFTER UPDATE OF tier, consent ON members
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER members_removed AFTER DELETE ON members
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER campaigns_added AFTER INSERT ON campaigns BEGIN
+        UPDATE stores SET campaigns_version = campaigns_version + 1
+        WHERE NEW.store_id IS NULL OR id = NEW.store_id;
+    END;
+    CREATE TRIGGER campaigns_changed AFTER UPDATE ON campaigns BEGIN
+        UPDATE stores SET campaigns_version = campaigns_version + 1
+        WHERE NEW.store_id IS NULL OR OLD.store_id IS NULL OR id IN (NEW.store_id, OLD.store_id);
+    END;
+    CREATE TRIGGER campaigns_removed AFTER DELETE ON campaigns BEGIN
+        UPDATE stores SET campaigns_version = campaigns_version + 1
+        WHERE OLD.store_id IS NULL OR id = OLD.store_id;
+    END;
+    CREATE TRIGGER settings_changed AFTER UPDATE ON settings
+        BEGIN UPDATE stores SET campaigns_version = campaigns_version + 1; END;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -131,6 +156,7 @@ class SqliteLoyaltyRecords:
         new_visits: list[wire.Visit] = []
         new_offers: list[wire.OfferTrigger] = []
         duplicates = 0
+        suppressed = 0
         db = self._db
         try:
             for incoming in events:
@@ -143,6 +169,11 @@ class SqliteLoyaltyRecords:
                 )
                 if cursor.rowcount == 0:
                     duplicates += 1
+                    continue
+                if not await self._consents(event.member):
+                    # Consent withdrawn (or the member is gone) since the gateway's last sync: the
+                    # event is acknowledged so the gateway forgets it, and nothing is recorded.
+                    suppressed += 1
                     continue
                 if isinstance(event, wire.Visit):
                     await db.execute(
@@ -190,7 +221,13 @@ class SqliteLoyaltyRecords:
         except sqlite3.Error as exc:
             await db.rollback()
             raise RecordsError(f"cannot record events in {self.path}: {exc}") from exc
-        return RecordOutcome(acks, deliveries, new_visits, new_offers, duplicates)
+        return RecordOutcome(acks, deliveries, new_visits, new_offers, duplicates, suppressed)
+
+    async def _consents(self, member: str) -> bool:
+        async with self._db.execute(
+            "SELECT 1 FROM members WHERE id = ? AND consent", (member,)
+        ) as cursor:
+            return await cursor.fetchone() is not None
 
     async def _prepare_delivery(
         self, gw: wire.GatewayAddress, trigger: wire.OfferTrigger, now_s: float
@@ -198,12 +235,12 @@ class SqliteLoyaltyRecords:
         """The offer for the shopper's app, or None when the member cannot or must not get it."""
         async with self._db.execute(
             "SELECT m.shopper_token, m.consent, c.title, c.body FROM members m, campaigns c "
-            "WHERE m.id = ? AND c.id = ?",
-            (trigger.member, trigger.campaign),
+            "WHERE m.id = ? AND c.id = ? AND c.active AND (c.store_id IS NULL OR c.store_id = ?)",
+            (trigger.member, trigger.campaign, gw.store),
         ) as cursor:
             row = await cursor.fetchone()
         if row is None or not row[1]:
-            return None  # unknown member or campaign, or consent withdrawn since the last sync
+            return None  # unknown or inactive campaign, or one not running at this store
         token, _, title, body = row
         offer = wire.ShopperOffer(
             offer_id=trigger.event_id,

@@ -35,6 +35,7 @@ class RecordOutcome:
     new_visits: list[wire.Visit]
     new_offers: list[wire.OfferTrigger]
     duplicates: int
+    suppressed: int = 0  # events of members who withdrew consent: acknowledged, not recorded
 
 
 class LoyaltyRecords(Protocol):

@@ -152,18 +152,47 @@ async def test_recording_the_same_batch_again_only_acks_it(
     assert [d.offer_id for d in due] == [offer.event_id]
 
 
-async def test_offer_for_a_member_who_withdrew_consent_is_suppressed(
+async def test_events_of_a_member_who_withdrew_consent_are_acknowledged_not_recorded(
     records: SqliteLoyaltyRecords,
 ) -> None:
     await execute(records, "UPDATE members SET consent = 0 WHERE id = ?", "m-00004")
-    _, offer = visit_and_offer("m-00004", "d-00004")
+    visit, offer = visit_and_offer("m-00004", "d-00004")
+
+    outcome = await records.record([IncomingEvent(GW1, visit), IncomingEvent(GW1, offer)], NOW)
+
+    # Acknowledged, so the gateway forgets them; but no visit or offer of theirs is kept.
+    assert outcome.acks == {GW1: [visit.event_id, offer.event_id]}
+    assert outcome.new_visits == [] and outcome.new_offers == []
+    assert outcome.suppressed == 2 and outcome.deliveries == []
+    assert await records.count("visits") == 0 and await records.count("offers") == 0
+    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+
+
+async def test_offer_for_an_inactive_campaign_is_not_delivered(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await execute(records, "UPDATE campaigns SET active = 0 WHERE id = ?", "welcome-bakery")
+    _, offer = visit_and_offer("m-00006", "d-00006")
 
     outcome = await records.record([IncomingEvent(GW1, offer)], NOW)
 
-    assert outcome.acks == {GW1: [offer.event_id]}  # recorded, so the gateway may forget it
-    assert outcome.new_offers == [offer]
-    assert outcome.deliveries == []
-    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+    assert outcome.new_offers == [offer] and outcome.deliveries == []
+
+
+async def test_every_change_a_gateway_must_hear_bumps_its_sync_version(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    roster = (await records.roster("store-001")).version
+    campaigns = (await records.campaigns("store-001")).version
+    assert (roster, campaigns) == (1, 1)
+    await execute(records, "UPDATE members SET consent = 0 WHERE id = ?", "m-00001")
+    after_consent = await records.roster("store-001")
+    assert after_consent.version > roster
+    assert "m-00001" not in {d.member for d in after_consent.devices}
+    await execute(records, "UPDATE devices SET active = 0 WHERE id = ?", "d-00002")
+    assert (await records.roster("store-001")).version > after_consent.version
+    await execute(records, "UPDATE campaigns SET active = 0 WHERE id = ?", "welcome-bakery")
+    assert (await records.campaigns("store-001")).version > campaigns
 
 
 async def test_offer_for_an_unknown_campaign_is_suppressed(

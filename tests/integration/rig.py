@@ -104,7 +104,13 @@ async def store_rig(
     devices, _ = await load_enrolled_devices(records)
     bridge = Bridge(
         BridgeConfig(
-            BridgeSection(chain=CHAIN, database=str(records.path), offer_resend_s=resend_s), mqtt
+            BridgeSection(
+                chain=CHAIN,
+                database=str(records.path),
+                offer_resend_s=resend_s,
+                sync_interval_s=0.2,
+            ),
+            mqtt,
         ),
         records,
     )

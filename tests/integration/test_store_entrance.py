@@ -196,3 +196,22 @@ async def test_bad_payloads_are_logged_once_with_their_topic_and_ignored(
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert sum(event_topic in w for w in warnings) == 1  # once, then at DEBUG
     assert sum(wire.ack_topic(address) in w and "version 9" in w for w in warnings) == 1
+
+
+async def test_withdrawn_consent_reaches_the_gateway_at_the_next_sync(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    async with store_rig(tmp_path, mosquitto) as rig:
+        leaving, staying = rig.devices[0], rig.devices[1]
+        version = rig.gateway.sync.roster_version
+        db = rig.records.connection
+        await db.execute("UPDATE members SET consent = 0 WHERE id = ?", (leaving.member,))
+        await db.commit()
+        await eventually(lambda: rig.gateway.sync.roster_version > version, "the next roster")
+
+        now = time.time()
+        rig.source.push(walk_in(leaving, now))
+        rig.source.push(walk_in(staying, now))
+        await rig.settled(expected_offers=1)
+        assert [v.member for v in rig.visits] == [staying.member]  # not even recognised
+        assert await rig.column("SELECT member_id FROM visits") == [staying.member]
