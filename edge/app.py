@@ -15,10 +15,13 @@ from typing import Protocol
 
 from edge import __version__
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt, Will
+from edge.adapters.serial_radio import SerialAdvertSource
+from edge.adapters.simulated_radio import SimulatedAdvertSource
 from edge.adapters.sqlite_store import SqliteGatewayStore
 from edge.config import GatewayConfig
 from edge.core import wire
 from edge.core.advert import RawAdvert
+from edge.core.health import RadioHealth
 from edge.core.offers import OfferEngine
 from edge.core.pipeline import Pipeline
 from edge.core.presence import PresenceTracker
@@ -26,6 +29,8 @@ from edge.core.resolver import EidResolver
 from edge.logutil import OnceLogger
 from edge.services.sync import SyncApplier
 from edge.services.uplink import Uplink
+from edge.sim.entrance import EntranceConfig, StoreEntrance, make_members
+from firmware_config.profiles import load_profiles
 
 _LOGGER = logging.getLogger(__name__)
 INBOX_MAX = 10_000
@@ -38,6 +43,36 @@ class AdvertSource(Protocol):
     name: str
 
     def batches(self) -> AsyncIterator[list[RawAdvert]]: ...
+
+    def health(self) -> RadioHealth: ...
+
+
+def build_radio(config: GatewayConfig) -> AdvertSource:
+    """The radio source the config names."""
+    radio = config.radio
+    if radio.source == "serial":
+        s = radio.serial
+        return SerialAdvertSource(
+            s.port,
+            s.baudrate,
+            scan_mode=s.scan_mode,
+            scan_interval_ms=s.scan_interval_ms,
+            scan_window_ms=s.scan_window_ms,
+            hello_timeout_s=s.hello_timeout_s,
+            profiles=load_profiles(),
+        )
+    sim = radio.simulated
+    entrance = StoreEntrance(
+        EntranceConfig(
+            seed=sim.seed,
+            start_unix_s=time.time(),
+            duration_s=sim.duration_s,
+            arrivals_per_min=sim.arrivals_per_min,
+            passers_per_min=sim.passers_per_min,
+        ),
+        make_members(sim.members, sim.seed),
+    )
+    return SimulatedAdvertSource(entrance.adverts(), sim.speed)
 
 
 EventListener = Callable[[Sequence[wire.Event]], None]
@@ -193,7 +228,7 @@ class Gateway:
             roster_version=self.sync.roster_version,
             campaigns_version=self.sync.campaigns_version,
             radio={
-                "source": self.source.name,
+                **self.source.health().as_dict(),
                 "adverts_per_s": round(self.adverts_per_s, 1),
                 "radio_time": self._last_radio_s,
             },

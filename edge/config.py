@@ -49,9 +49,20 @@ class SimulatedRadioSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SerialRadioSection:
+    port: str = "/dev/ttyACM0"  # prefer the stable /dev/serial/by-id/... link
+    baudrate: int = 1_000_000
+    scan_mode: str = "passive"
+    scan_interval_ms: int = 100
+    scan_window_ms: int = 100
+    hello_timeout_s: float = 3.0
+
+
+@dataclass(frozen=True, slots=True)
 class RadioSection:
     source: str = "simulated"
     simulated: SimulatedRadioSection = field(default_factory=SimulatedRadioSection)
+    serial: SerialRadioSection = field(default_factory=SerialRadioSection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +120,8 @@ class GatewayConfig:
         return Path(self.gateway.data_dir) / "gateway.sqlite"
 
 
-RADIO_SOURCES = ("simulated",)
-PLANNED_RADIO_SOURCES = ("bleak", "serial")
+RADIO_SOURCES = ("simulated", "serial")
+PLANNED_RADIO_SOURCES = ("bleak",)
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -161,7 +172,7 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
         raise ConfigError(
             path,
             "radio.source",
-            f"{source!r} is not available in this release; use 'simulated'",
+            f"{source!r} is not available in this release; use 'serial' or 'simulated'",
         )
     if source not in RADIO_SOURCES:
         raise ConfigError(path, "radio.source", f"must be one of {RADIO_SOURCES}, got {source!r}")
@@ -177,6 +188,11 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
         raise ConfigError(path, "uplink", "batch must be >= 1 and ack_timeout_s > 0")
     if config.radio.simulated.speed <= 0:
         raise ConfigError(path, "radio.simulated.speed", "must be > 0")
+    serial = config.radio.serial
+    if serial.scan_mode not in ("passive", "active"):
+        raise ConfigError(path, "radio.serial.scan_mode", "must be 'passive' or 'active'")
+    if serial.baudrate <= 0 or not serial.port:
+        raise ConfigError(path, "radio.serial", "port must be set and baudrate > 0")
     return config
 
 

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from edge.core.advert import RawAdvert
+from edge.core.health import RadioHealth, RadioState
 
 TICK_S = 0.02  # wall seconds per delivered batch
 
@@ -35,6 +36,18 @@ class SimulatedAdvertSource:
         self.radio_time_s: float | None = None
         self.delivered = 0
         self.finished = False
+        self._last_batch_mono: float | None = None
+
+    def health(self) -> RadioHealth:
+        """The simulated radio never stalls; it stops when the simulation ends."""
+        if self.finished:
+            state = RadioState.STOPPED
+        elif self._last_batch_mono is None:
+            state = RadioState.STARTING
+        else:
+            state = RadioState.SCANNING
+        age = None if self._last_batch_mono is None else self._clock() - self._last_batch_mono
+        return RadioHealth(self.name, state, last_advert_age_s=age)
 
     async def batches(self) -> AsyncIterator[list[RawAdvert]]:
         """Yield batches of due adverts until the simulation ends (after `start` is set, if given)."""
@@ -58,6 +71,7 @@ class SimulatedAdvertSource:
             if batch:
                 self.radio_time_s = batch[-1].t_s
                 self.delivered += len(batch)
+                self._last_batch_mono = self._clock()
                 yield batch
             if pending is not None:
                 due_wall = wall_start + (pending.t_s - radio_start) / self._speed

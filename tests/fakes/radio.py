@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from edge.core import eid, frames
 from edge.core.advert import RawAdvert
+from edge.core.health import RadioHealth, RadioState
 from edge.sim.entrance import SimDevice
 
 
@@ -24,6 +25,9 @@ class FakeAdvertSource:
     async def batches(self) -> AsyncIterator[list[RawAdvert]]:
         while True:
             yield await self._queue.get()
+
+    def health(self) -> RadioHealth:
+        return RadioHealth(self.name, RadioState.SCANNING)
 
 
 def _ramp(

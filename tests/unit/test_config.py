@@ -51,3 +51,22 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_example_config_is_valid() -> None:
     example = Path(__file__).parents[2] / "firmware_config" / "gateway.example.toml"
     assert load_config(example).address.gateway == "door-1"
+
+
+def test_serial_radio_is_built_from_the_config() -> None:
+    from edge.adapters.serial_radio import SerialAdvertSource
+    from edge.app import build_radio
+
+    config = parse_config(
+        "[radio]\nsource = 'serial'\n[radio.serial]\nport = '/dev/serial/by-id/usb-nrf'\n"
+        "baudrate = 115200\nscan_mode = 'active'\n"
+    )
+    source = build_radio(config)
+    assert isinstance(source, SerialAdvertSource)
+    assert source.name == "serial"
+
+
+def test_serial_scan_mode_is_checked() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("[radio]\nsource = 'serial'\n[radio.serial]\nscan_mode = 'loud'\n", "g.toml")
+    assert info.value.field == "radio.serial.scan_mode"
