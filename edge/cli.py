@@ -1,4 +1,4 @@
-"""The `edge-gateway` command: run a gateway, run the demo, check a config file."""
+"""The `edge-gateway` command: run a gateway, run the demo, check a config file, scan, replay."""
 
 from __future__ import annotations
 
@@ -6,12 +6,21 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from edge.errors import EdgeError
+
+if TYPE_CHECKING:
+    from edge.app import AdvertSource
+    from edge.tools.scan import ScanDisplay, ScanView
+
+DEFAULT_CONFIG = Path("/etc/threshold/gateway.toml")
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -24,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the gateway with a config file")
-    run.add_argument("--config", type=Path, default=Path("/etc/threshold/gateway.toml"))
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
@@ -37,6 +46,68 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
     demo.add_argument("--quiet", action="store_true", help="no live view, summary only")
     demo.add_argument("--workdir", type=Path, help="keep broker, databases and logs here")
+
+    from edge.tools.scan import FRAME_TYPES
+
+    scan = sub.add_parser(
+        "scan",
+        help="live view of what the gateway hears (installer diagnostic)",
+        description="A live view of what the gateway's radio hears: device address, frame type, "
+        "smoothed RSSI, adverts/s, enrolled or not. Addresses are shown on screen only: scan "
+        "never logs or stores them anywhere except the --record file you name.",
+    )
+    scan.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    scan.add_argument(
+        "--filter-enrolled", action="store_true", help="show only devices of the roster"
+    )
+    scan.add_argument(
+        "--filter-type",
+        choices=FRAME_TYPES,
+        metavar="TYPE",
+        help=f"show one frame type: {', '.join(FRAME_TYPES)}",
+    )
+    scan.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE.jsonl",
+        help="also save every advert heard (unfiltered, with device addresses) to this capture "
+        "file (docs/capture.md); the only place scan writes addresses",
+    )
+    scan.add_argument(
+        "--roster",
+        type=Path,
+        metavar="ROSTER.json",
+        help="roster payload (as the bridge publishes it) to tell enrolled devices apart",
+    )
+    scan.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="radio source from here")
+
+    tools = sub.add_parser("tools", help="installer's tools")
+    tools_sub = tools.add_subparsers(dest="tool", required=True)
+    eid = tools_sub.add_parser(
+        "eid",
+        help="the Eddystone-EID a device should broadcast at a time",
+        description="Print the EID (hex) a device with this identity key and rotation exponent "
+        "broadcasts at a Unix time (the EID counter is Unix seconds mod 2**32).",
+    )
+    eid.add_argument("--identity-key", required=True, help="16-byte identity key, hex")
+    eid.add_argument("--exponent", type=int, required=True, help="rotation exponent K, 0..15")
+    eid.add_argument("--time", type=int, required=True, help="Unix time in seconds")
+
+    replay = sub.add_parser(
+        "replay",
+        help="run a capture through the pipeline as fast as possible",
+        description="Run a capture (docs/capture.md) through the gateway's pipeline on the "
+        "capture's own clock. Broken lines are reported on stderr with their line number and "
+        "skipped.",
+    )
+    replay.add_argument("capture", type=Path, metavar="FILE.jsonl")
+    replay.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    replay.add_argument(
+        "--roster",
+        type=Path,
+        metavar="ROSTER.json",
+        help="roster payload (as the bridge publishes it); without it nothing resolves",
+    )
     return parser
 
 
@@ -56,10 +127,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
             return asyncio.run(_run_gateway(args.config))
+        if args.command == "tools":
+            return _tool_eid(args)
+        if args.command == "replay":
+            return _replay(args)
+        if args.command == "scan":
+            return _scan(args)
         return _demo(args)
     except EdgeError as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return 2
+
+
+def _tool_eid(args: argparse.Namespace) -> int:
+    from edge.core.eid import compute_eid, counter_at
+
+    try:
+        key = bytes.fromhex(args.identity_key)
+        print(compute_eid(key, args.exponent, counter_at(args.time)).hex())
+    except ValueError as exc:
+        print(f"edge-gateway tools eid: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -89,28 +178,113 @@ def _demo(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-async def _run_gateway(config_path: Path) -> int:
-    from edge.adapters.simulated_radio import SimulatedAdvertSource
-    from edge.app import Gateway
+def _replay(args: argparse.Namespace) -> int:
+    import json
+
+    from edge.core.capture import CaptureError
+    from edge.tools import ToolError, load_roster
+    from edge.tools.replay import print_report, replay_lines
+
+    devices = load_roster(args.roster) if args.roster is not None else ()
+
+    def broken(exc: CaptureError) -> None:
+        print(f"{args.capture}: {exc}; line skipped", file=sys.stderr)
+
+    try:
+        with args.capture.open(encoding="utf-8", errors="replace") as lines:
+            report = replay_lines(lines, devices, broken)
+    except OSError as exc:
+        raise ToolError(f"{args.capture}: cannot be read: {exc.strerror}") from None
+    if args.json:
+        print(json.dumps(report.to_json()))
+    else:
+        enrolled = len(devices) if args.roster is not None else None
+        print_report(report, str(args.capture), enrolled, sys.stdout)
+    return 0
+
+
+def _scan(args: argparse.Namespace) -> int:
+    import shutil
+
+    from edge.app import build_radio
     from edge.config import load_config
-    from edge.sim.entrance import EntranceConfig, StoreEntrance, make_members
+    from edge.core.frames import FrameKind
+    from edge.core.resolver import EidResolver
+    from edge.tools import ToolError, load_roster
+    from edge.tools.scan import ScanDisplay, ScanView
+
+    config = load_config(args.config)
+    resolver = None
+    if args.roster is not None:
+        resolver = EidResolver(load_roster(args.roster), time.time(), config.identity.skew_windows)
+    elif args.filter_enrolled:
+        print("edge-gateway: --filter-enrolled needs --roster ROSTER.json", file=sys.stderr)
+        return 2
+    view = ScanView(
+        resolver,
+        filter_enrolled=args.filter_enrolled,
+        filter_type=FrameKind(args.filter_type) if args.filter_type else None,
+    )
+    with contextlib.ExitStack() as stack:
+        record = None
+        if args.record is not None:
+            try:
+                # Owner-only: a capture holds the addresses of everyone near the door.
+                fd = os.open(args.record, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                record = stack.enter_context(open(fd, "w", encoding="utf-8"))
+            except OSError as exc:
+                raise ToolError(f"{args.record}: cannot be written: {exc.strerror}") from None
+        source = build_radio(config)
+        tty = sys.stdout.isatty()
+        size = shutil.get_terminal_size()
+        display = ScanDisplay(
+            sys.stdout,
+            source.name,
+            tty=tty,
+            max_rows=max(1, size.lines - 4) if tty else 50,
+            width=max(20, size.columns - 1) if tty else None,
+        )
+        asyncio.run(_scan_until_stopped(source, view, display, args.seconds, record, tty))
+    recorded = f"; {view.adverts:,} recorded to {args.record}" if args.record else ""
+    print(f"scan: {view.adverts:,} adverts heard, {view.devices:,} devices in view{recorded}")
+    return 0
+
+
+async def _scan_until_stopped(
+    source: AdvertSource,
+    view: ScanView,
+    display: ScanDisplay,
+    seconds: float | None,
+    record: TextIO | None,
+    tty: bool,
+) -> None:
+    from edge.tools.scan import run_scan
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run_scan(
+            source,
+            view,
+            display,
+            seconds=seconds,
+            record=record,
+            refresh_s=1.0 if tty else 5.0,
+            stop=stop,
+        )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _run_gateway(config_path: Path) -> int:
+    from edge.app import Gateway, build_radio
+    from edge.config import load_config
 
     config = load_config(config_path)
-    sim = config.radio.simulated
-    # Only the simulated radio exists in this release; config validation rejects the others.
-    import time
-
-    entrance = StoreEntrance(
-        EntranceConfig(
-            seed=sim.seed,
-            start_unix_s=time.time(),
-            duration_s=sim.duration_s,
-            arrivals_per_min=sim.arrivals_per_min,
-            passers_per_min=sim.passers_per_min,
-        ),
-        make_members(sim.members, sim.seed),
-    )
-    source = SimulatedAdvertSource(entrance.adverts(), sim.speed)
+    source = build_radio(config)
     gateway = await Gateway.open(config, source)
     task = asyncio.create_task(gateway.run(), name="gateway")
     stop = asyncio.Event()

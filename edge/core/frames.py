@@ -1,8 +1,9 @@
-"""Advertising-data (AD) parsing and encoding for the frames Threshold meets at a store door.
+"""Advertising-data (AD) parsing, frame classification and advert encoders.
 
 Radio bytes are hostile: every length is bounds-checked and nothing raises out of `classify_advert`.
-References: Bluetooth Core Supplement Part A §1 (AD structures), Eddystone protocol specification
-(github.com/google/eddystone/blob/master/protocol-specification.md), Apple iBeacon spec.
+The beacon formats themselves (decoded frames, decoders) live in `edge.core.beacons`; this module finds
+the AD field a format travels in and says what the advert is. References: Bluetooth Core Supplement
+Part A §1 (AD structures); the specs listed in `edge.core.beacons`; docs/beacons.md.
 """
 
 from __future__ import annotations
@@ -10,6 +11,23 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+
+from edge.core import beacons
+from edge.core.beacons import ALTBEACON_CODE as ALTBEACON_CODE
+from edge.core.beacons import APP_MAGIC as APP_MAGIC
+from edge.core.beacons import COMPANY_APPLE as COMPANY_APPLE
+from edge.core.beacons import COMPANY_MICROSOFT as COMPANY_MICROSOFT
+from edge.core.beacons import COMPANY_TESTING as COMPANY_TESTING
+from edge.core.beacons import EDDYSTONE_UUID16 as EDDYSTONE_UUID16
+from edge.core.beacons import EID_FRAME_LEN as EID_FRAME_LEN
+from edge.core.beacons import FAST_PAIR_UUID16 as FAST_PAIR_UUID16
+from edge.core.beacons import FRAME_TYPE_EID as FRAME_TYPE_EID
+from edge.core.beacons import FRAME_TYPE_TLM as FRAME_TYPE_TLM
+from edge.core.beacons import FRAME_TYPE_UID as FRAME_TYPE_UID
+from edge.core.beacons import FRAME_TYPE_URL as FRAME_TYPE_URL
+from edge.core.beacons import IBEACON_PAYLOAD_LEN as IBEACON_PAYLOAD_LEN
+from edge.core.beacons import IBEACON_PREFIX as IBEACON_PREFIX
+from edge.core.beacons import Frame
 
 # Bluetooth Assigned Numbers, "Common Data Types".
 AD_TYPE_FLAGS = 0x01
@@ -22,35 +40,33 @@ AD_TYPE_SERVICE_DATA_128BIT = 0x21
 AD_TYPE_MANUFACTURER_DATA = 0xFF
 BLUETOOTH_BASE_UUID_SUFFIX = "-0000-1000-8000-00805f9b34fb"
 
-# Eddystone protocol specification: service UUID 0xFEAA, frame type in the first byte.
-EDDYSTONE_UUID16 = 0xFEAA
-FRAME_TYPE_UID = 0x00
-FRAME_TYPE_URL = 0x10
-FRAME_TYPE_TLM = 0x20
-FRAME_TYPE_EID = 0x30
-EID_FRAME_LEN = 10  # frame type, ranging data (int8 dBm at 0 m), 8-byte EID
-
-# Company identifiers (Bluetooth Assigned Numbers).
-COMPANY_APPLE = 0x004C
-COMPANY_MICROSOFT = 0x0006
-IBEACON_PREFIX = b"\x02\x15"  # Apple iBeacon: type 0x02, length 0x15
-IBEACON_PAYLOAD_LEN = 23  # prefix (2) + UUID (16) + major (2) + minor (2) + measured power (1)
-
-# Google Fast Pair announces on service UUID 0xFE2C.
-FAST_PAIR_UUID16 = 0xFE2C
-
 MAX_ADV_LEN = 255  # extended advertising caps a single report's data; legacy adverts use 31
 
 
 class FrameKind(enum.Enum):
     """What an advert is, as far as the gateway cares."""
 
-    EDDYSTONE_EID = "eddystone_eid"
-    EDDYSTONE_OTHER = "eddystone_other"
     IBEACON = "ibeacon"
-    NOISE = "noise"  # Apple continuity, Microsoft CDP, Fast Pair and other traffic we ignore
-    OTHER = "other"
+    ALTBEACON = "altbeacon"
+    EDDYSTONE_UID = "eddystone_uid"
+    EDDYSTONE_URL = "eddystone_url"
+    EDDYSTONE_TLM = "eddystone_tlm"  # plain TLM and encrypted eTLM alike
+    EDDYSTONE_EID = "eddystone_eid"
+    APP = "app"  # the shopper app's frame (docs/beacons.md); carries an EID like EDDYSTONE_EID
+    NOISE = "noise"  # Apple continuity, Microsoft CDP, Fast Pair: recognised, not decoded
+    OTHER = "other"  # well-formed, none of the above (including Eddystone frame types not listed)
     MALFORMED = "malformed"
+
+
+#: The six beacon formats `edge-gateway replay` reports one by one.
+BEACON_KINDS = (
+    FrameKind.IBEACON,
+    FrameKind.ALTBEACON,
+    FrameKind.EDDYSTONE_UID,
+    FrameKind.EDDYSTONE_URL,
+    FrameKind.EDDYSTONE_TLM,
+    FrameKind.EDDYSTONE_EID,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +81,22 @@ class AdFields:
 
 @dataclass(frozen=True, slots=True)
 class Classified:
-    """The outcome of classifying one advert; `eid` is set only for well-formed EID frames."""
+    """The outcome of classifying one advert.
+
+    `eid` is set only for well-formed EID-bearing frames (Eddystone-EID and the app frame); `frame` holds
+    the decoded frame of a well-formed beacon or the source of recognised noise.
+    """
 
     kind: FrameKind
     eid: bytes | None = None
     reason: str | None = None  # why MALFORMED, for counters and the installer's scan view
+    frame: Frame | None = None
+
+
+_OTHER = Classified(FrameKind.OTHER)
+_NOISE_APPLE = Classified(FrameKind.NOISE, frame=beacons.NOISE_APPLE)
+_NOISE_MICROSOFT = Classified(FrameKind.NOISE, frame=beacons.NOISE_MICROSOFT)
+_NOISE_FAST_PAIR = Classified(FrameKind.NOISE, frame=beacons.NOISE_FAST_PAIR)
 
 
 def parse_ad(payload: bytes) -> AdFields | str:
@@ -108,38 +135,81 @@ def parse_ad(payload: bytes) -> AdFields | str:
     return AdFields(service_data, manufacturer_data, local_name, tx_power)
 
 
+def _malformed(reason: str) -> Classified:
+    return Classified(FrameKind.MALFORMED, reason=reason)
+
+
 def classify_eddystone(frame: bytes) -> Classified:
-    """Classify the service data of UUID 0xFEAA."""
+    """Classify the service data of UUID 0xFEAA by its frame type."""
     if not frame:
-        return Classified(FrameKind.MALFORMED, reason="Eddystone service data is empty")
-    if frame[0] == FRAME_TYPE_EID:
-        if len(frame) != EID_FRAME_LEN:
-            return Classified(
-                FrameKind.MALFORMED,
-                reason=f"Eddystone-EID frame is {len(frame)} bytes, expected {EID_FRAME_LEN}",
-            )
-        return Classified(FrameKind.EDDYSTONE_EID, eid=bytes(frame[2:10]))
-    return Classified(FrameKind.EDDYSTONE_OTHER)
+        return _malformed("Eddystone service data is empty")
+    frame_type = frame[0]
+    if frame_type == FRAME_TYPE_EID:
+        eid = beacons.decode_eddystone_eid(frame)
+        if isinstance(eid, str):
+            return _malformed(eid)
+        return Classified(FrameKind.EDDYSTONE_EID, eid=eid.eid, frame=eid)
+    if frame_type == FRAME_TYPE_UID:
+        uid = beacons.decode_eddystone_uid(frame)
+        if isinstance(uid, str):
+            return _malformed(uid)
+        return Classified(FrameKind.EDDYSTONE_UID, frame=uid)
+    if frame_type == FRAME_TYPE_URL:
+        url = beacons.decode_eddystone_url(frame)
+        if isinstance(url, str):
+            return _malformed(url)
+        return Classified(FrameKind.EDDYSTONE_URL, frame=url)
+    if frame_type == FRAME_TYPE_TLM:
+        tlm = beacons.decode_eddystone_tlm(frame)
+        if isinstance(tlm, str):
+            return _malformed(tlm)
+        return Classified(FrameKind.EDDYSTONE_TLM, frame=tlm)
+    # 0x40 is reserved by the spec; other values are not Eddystone frame types we know of.
+    return _OTHER
+
+
+def classify_manufacturer_data(manufacturer_data: dict[int, bytes]) -> Classified | None:
+    """Classify manufacturer-specific data; None when none of it is a format Threshold knows."""
+    app = manufacturer_data.get(COMPANY_TESTING)
+    if app is not None and app[:2] == APP_MAGIC:
+        decoded = beacons.decode_app_frame(app)
+        if isinstance(decoded, str):
+            return _malformed(decoded)
+        return Classified(FrameKind.APP, eid=decoded.eid, frame=decoded)
+    apple = manufacturer_data.get(COMPANY_APPLE)
+    if apple is not None and apple[:2] == IBEACON_PREFIX:
+        ibeacon = beacons.decode_ibeacon(apple)
+        if isinstance(ibeacon, str):
+            return _malformed(ibeacon)
+        return Classified(FrameKind.IBEACON, frame=ibeacon)
+    for company, data in manufacturer_data.items():
+        if data[:2] == ALTBEACON_CODE:  # any company id: the beacon's maker puts its own
+            alt = beacons.decode_altbeacon(company, data)
+            if isinstance(alt, str):
+                return _malformed(alt)
+            return Classified(FrameKind.ALTBEACON, frame=alt)
+    if apple is not None:
+        return _NOISE_APPLE
+    if COMPANY_MICROSOFT in manufacturer_data:
+        return _NOISE_MICROSOFT
+    return None
 
 
 def classify_fields(fields: AdFields) -> Classified:
-    """Classify parsed AD fields."""
+    """Classify parsed AD fields: Eddystone first, then manufacturer data, then Fast Pair; never raises.
+
+    One advert normally carries one of these; when it carries several, that order decides.
+    """
     eddystone = fields.service_data.get(EDDYSTONE_UUID16)
     if eddystone is not None:
         return classify_eddystone(eddystone)
-    apple = fields.manufacturer_data.get(COMPANY_APPLE)
-    if apple is not None and apple[:2] == IBEACON_PREFIX:
-        if len(apple) != IBEACON_PAYLOAD_LEN:
-            return Classified(
-                FrameKind.MALFORMED,
-                reason=f"iBeacon payload is {len(apple)} bytes, expected {IBEACON_PAYLOAD_LEN}",
-            )
-        return Classified(FrameKind.IBEACON)
-    if apple is not None or COMPANY_MICROSOFT in fields.manufacturer_data:
-        return Classified(FrameKind.NOISE)
+    if fields.manufacturer_data:
+        classified = classify_manufacturer_data(fields.manufacturer_data)
+        if classified is not None:
+            return classified
     if FAST_PAIR_UUID16 in fields.service_data:
-        return Classified(FrameKind.NOISE)
-    return Classified(FrameKind.OTHER)
+        return _NOISE_FAST_PAIR
+    return _OTHER
 
 
 def classify_advert(payload: bytes) -> Classified:
@@ -203,6 +273,40 @@ def fast_pair_advert(model_id: bytes) -> bytes:
     """A Google Fast Pair discoverable advert (3-byte model id)."""
     uuid = FAST_PAIR_UUID16.to_bytes(2, "little")
     return FLAGS_LE_GENERAL + ad_structure(AD_TYPE_SERVICE_DATA_16BIT, uuid + model_id)
+
+
+COMPANY_RADIUS_NETWORKS = 0x0118  # the AltBeacon spec's example MFG ID
+
+
+def altbeacon_advert(
+    beacon_id: bytes, reference_rssi_dbm: int = -59, company_id: int = COMPANY_RADIUS_NETWORKS
+) -> bytes:
+    """An AltBeacon advert (20-byte beacon id)."""
+    return manufacturer_advert(company_id, beacons.encode_altbeacon(beacon_id, reference_rssi_dbm))
+
+
+def eddystone_url_advert(url: str, tx_power_dbm: int = -20) -> bytes:
+    """An Eddystone-URL advert; raises ValueError for a URL the format cannot carry."""
+    return eddystone_advert(beacons.encode_eddystone_url(url, tx_power_dbm))
+
+
+def eddystone_tlm_advert(
+    battery_mv: int | None, temperature_c: float | None, adv_count: int, uptime_s: float
+) -> bytes:
+    """A plain (version 0) Eddystone-TLM advert."""
+    return eddystone_advert(
+        beacons.encode_eddystone_tlm(battery_mv, temperature_c, adv_count, uptime_s)
+    )
+
+
+def eddystone_etlm_advert(etlm: bytes, salt: int, mic: int) -> bytes:
+    """An encrypted (version 1) Eddystone-TLM advert."""
+    return eddystone_advert(beacons.encode_eddystone_etlm(etlm, salt, mic))
+
+
+def app_advert(eid: bytes, flags: int = 0) -> bytes:
+    """The shopper app's advert: its EID in manufacturer data of COMPANY_TESTING (docs/beacons.md)."""
+    return manufacturer_advert(COMPANY_TESTING, beacons.encode_app_frame(eid, flags))
 
 
 def _uuid16(uuid: str) -> int | None:

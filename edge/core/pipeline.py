@@ -1,7 +1,8 @@
 """The gateway's decision path, advert in, events out: frame → identity → presence → offer.
 
 Pure and synchronous. Adverts that resolve to no enrolled device are dropped here, counted and nothing
-else: no address, payload or EID of theirs is kept beyond the bounded parse cache, logged or returned.
+else: no address, payload or EID of theirs is kept beyond the bounded classification cache, logged or
+returned.
 """
 
 from __future__ import annotations
@@ -16,10 +17,46 @@ from edge.core.presence import PresenceTracker
 from edge.core.resolver import EidResolver
 from edge.core.wire import Event, OfferTrigger, Visit
 
-PARSE_CACHE_MAX = (
-    4096  # distinct payloads; phones repeat the same bytes until the EID or MAC rotates
-)
+# Addresses remembered with their last bytes. A door hears a few hundred devices at a time, and
+# phones rotate their address every ~15 min; when the table is full it is cleared (memory stays bounded,
+# and a flood of made-up addresses costs re-parsing, never memory).
+ADDRESS_CACHE_MAX = 8192
 HOUSEKEEPING_EVERY_S = 1.0
+
+
+class AdvertClassifier:
+    """Classifies adverts, skipping the parse when an address repeats the bytes it sent last.
+
+    A device repeats the same advert until its EID, its payload or its address rotates, so nearly every
+    advert is a repeat (habluetooth's base_scanner skips work the same way). The cache holds addresses
+    and payloads of unresolved devices in memory only, bounded by `max_addresses`.
+    """
+
+    __slots__ = ("_last", "_max", "hits", "misses")
+
+    def __init__(self, max_addresses: int = ADDRESS_CACHE_MAX) -> None:
+        if max_addresses < 1:
+            raise ValueError("max_addresses must be >= 1")
+        self._last: dict[str, tuple[bytes, Classified]] = {}
+        self._max = max_addresses
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def classify(self, address: str, payload: bytes) -> Classified:
+        """Classify `payload` heard from `address`; never raises."""
+        last = self._last.get(address)
+        if last is not None and last[0] == payload:
+            self.hits += 1
+            return last[1]
+        self.misses += 1
+        classified = classify_advert(payload)
+        if last is None and len(self._last) >= self._max:
+            self._last.clear()
+        self._last[address] = (payload, classified)
+        return classified
 
 
 @dataclass(slots=True)
@@ -28,7 +65,7 @@ class PipelineCounters:
 
     adverts: int = 0
     malformed: int = 0
-    eid_frames: int = 0
+    eid_frames: int = 0  # adverts carrying an EID: Eddystone-EID and the app frame
     resolved: int = 0
     unresolved: int = 0
     ignored: int = 0  # well-formed adverts that are not EID frames: other beacons, phones, noise
@@ -54,7 +91,9 @@ class Pipeline:
         self.offers = offers
         self.counters = PipelineCounters()
         self._new_event_id = new_event_id
-        self._parse_cache: dict[bytes, Classified] = {}
+        self.classifier = AdvertClassifier()
+        #: Adverts by what they are, every FrameKind present (aliases share their member's count).
+        self.frame_counts: dict[FrameKind, int] = dict.fromkeys(FrameKind, 0)
         self._next_housekeeping_s = float("-inf")
         self.last_malformed_reason: str | None = None
 
@@ -65,13 +104,8 @@ class Pipeline:
         t_s = advert.t_s
         if t_s >= self._next_housekeeping_s:
             self.housekeeping(t_s)
-        payload = advert.payload
-        classified = self._parse_cache.get(payload)
-        if classified is None:
-            classified = classify_advert(payload)
-            if len(self._parse_cache) >= PARSE_CACHE_MAX:
-                self._parse_cache.clear()
-            self._parse_cache[payload] = classified
+        classified = self.classifier.classify(advert.address, advert.payload)
+        self.frame_counts[classified.kind] += 1
         eid = classified.eid
         if eid is None:
             if classified.kind is FrameKind.MALFORMED:

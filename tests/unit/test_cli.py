@@ -33,3 +33,19 @@ def test_run_refuses_a_bad_config_before_starting(
     bad.write_text("[radio]\nsource = 'bleak'\n")
     assert main(["run", "--config", str(bad)]) == 2
     assert "[radio.source]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("time_s", "expected"), [("0", "a9b76a71c5f89290"), ("2000", "4144413e45fefa58")]
+)
+def test_tools_eid_prints_the_published_vectors(
+    time_s: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = "0102030405060708090a111213141516"
+    assert main(["tools", "eid", "--identity-key", key, "--exponent", "10", "--time", time_s]) == 0
+    assert capsys.readouterr().out.strip() == expected
+
+
+def test_tools_eid_explains_a_bad_key(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["tools", "eid", "--identity-key", "0102", "--exponent", "10", "--time", "0"]) == 2
+    assert "identity key must be 16 bytes" in capsys.readouterr().err

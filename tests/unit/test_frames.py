@@ -28,7 +28,7 @@ def test_eid_golden_bytes() -> None:
 @pytest.mark.parametrize(
     ("payload", "kind"),
     [
-        (frames.eddystone_uid_advert(bytes(10), bytes(6)), FrameKind.EDDYSTONE_OTHER),
+        (frames.eddystone_uid_advert(bytes(10), bytes(6)), FrameKind.EDDYSTONE_UID),
         (frames.ibeacon_advert(bytes(16), 1, 2), FrameKind.IBEACON),
         (frames.manufacturer_advert(frames.COMPANY_APPLE, b"\x10\x05\x01\x18"), FrameKind.NOISE),
         (frames.manufacturer_advert(frames.COMPANY_MICROSOFT, b"\x01\x09\x20"), FrameKind.NOISE),

@@ -215,7 +215,7 @@ def test_noise_frames_of_every_kind_are_present(
 ) -> None:
     _, adverts = default_run
     kinds = {classify_advert(a.payload).kind for a in adverts}
-    assert {FrameKind.NOISE, FrameKind.IBEACON, FrameKind.EDDYSTONE_OTHER} <= kinds
+    assert {FrameKind.NOISE, FrameKind.IBEACON, FrameKind.EDDYSTONE_UID} <= kinds
     assert FrameKind.MALFORMED not in kinds
 
 
