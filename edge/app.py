@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from edge import __version__
+from edge.adapters.bleak_radio import BleakAdvertSource
+from edge.adapters.bluez_advertiser import BluezIBeaconAdvertiser
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt, Will
 from edge.adapters.serial_radio import SerialAdvertSource
 from edge.adapters.simulated_radio import SimulatedAdvertSource
@@ -50,6 +52,15 @@ class AdvertSource(Protocol):
 def build_radio(config: GatewayConfig) -> AdvertSource:
     """The radio source the config names."""
     radio = config.radio
+    if radio.source == "bleak":
+        b = radio.bleak
+        return BleakAdvertSource(
+            b.adapter or None,
+            mode="passive" if b.mode == "passive" else "active" if b.mode == "active" else "auto",
+            stall_timeout_s=b.stall_timeout_s,
+            restart_limit=b.restart_limit,
+            power_cycle_limit=b.power_cycle_limit,
+        )
     if radio.source == "serial":
         s = radio.serial
         return SerialAdvertSource(
@@ -160,6 +171,26 @@ class Gateway:
 
     async def run(self) -> None:
         """Run every loop until cancelled; the radio source ending does not stop the uplink."""
+        beacon = self.config.store_beacon
+        advertiser = None
+        if beacon.enabled:
+            advertiser = BluezIBeaconAdvertiser(
+                self.config.radio.bleak.adapter or None,
+                bytes.fromhex(beacon.uuid.replace("-", "")),
+                beacon.major,
+                beacon.minor,
+                beacon.measured_power,
+                beacon.interval_ms,
+            )
+            if not await advertiser.start():
+                _LOGGER.warning("store iBeacon not registered yet; retrying while BlueZ is away")
+        try:
+            await self._run_loops()
+        finally:
+            if advertiser is not None:
+                await advertiser.stop()
+
+    async def _run_loops(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.mqtt.run(), name="mqtt")
             tg.create_task(self.uplink.run(), name="uplink")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from edge.config import GatewayConfig
 from edge.errors import EdgeError
 
 if TYPE_CHECKING:
@@ -126,7 +127,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
-            return asyncio.run(_run_gateway(args.config))
+            from edge.config import load_config
+
+            config = load_config(args.config)  # a bad file stops here: exit 2, nothing started
+            code = 3
+            try:
+                code = asyncio.run(_run_gateway(config))
+            except* EdgeError as group:
+                # A loop gave up (e.g. the radio failed after every recovery step): exit non-zero
+                # so systemd restarts the service.
+                for exc in group.exceptions:
+                    print(f"edge-gateway: {exc}", file=sys.stderr)
+            return code
         if args.command == "tools":
             return _tool_eid(args)
         if args.command == "replay":
@@ -279,11 +291,9 @@ async def _scan_until_stopped(
             loop.remove_signal_handler(sig)
 
 
-async def _run_gateway(config_path: Path) -> int:
+async def _run_gateway(config: GatewayConfig) -> int:
     from edge.app import Gateway, build_radio
-    from edge.config import load_config
 
-    config = load_config(config_path)
     source = build_radio(config)
     gateway = await Gateway.open(config, source)
     task = asyncio.create_task(gateway.run(), name="gateway")

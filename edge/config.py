@@ -59,10 +59,34 @@ class SerialRadioSection:
 
 
 @dataclass(frozen=True, slots=True)
+class BleakRadioSection:
+    adapter: str = ""  # "hci0", an adapter address, or "" for the first powered adapter
+    mode: str = "auto"  # passive where BlueZ offers or_patterns monitors, else active
+    # No advert for this long is a stall. Passive scanning hears only Threshold's frames, so a
+    # closed store can be quiet for hours: keep this long there, or use active mode.
+    stall_timeout_s: float = 900.0
+    restart_limit: int = 3
+    power_cycle_limit: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class StoreBeaconSection:
+    """The store's own iBeacon, advertised through BlueZ so a backgrounded iOS app wakes up."""
+
+    enabled: bool = False
+    uuid: str = ""  # 32 hex digits (dashes allowed)
+    major: int = 0
+    minor: int = 0
+    measured_power: int = -59
+    interval_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class RadioSection:
     source: str = "simulated"
     simulated: SimulatedRadioSection = field(default_factory=SimulatedRadioSection)
     serial: SerialRadioSection = field(default_factory=SerialRadioSection)
+    bleak: BleakRadioSection = field(default_factory=BleakRadioSection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +120,7 @@ class GatewayConfig:
     presence: PresenceSection = field(default_factory=PresenceSection)
     identity: IdentitySection = field(default_factory=IdentitySection)
     uplink: UplinkSection = field(default_factory=UplinkSection)
+    store_beacon: StoreBeaconSection = field(default_factory=StoreBeaconSection)
 
     @property
     def address(self) -> GatewayAddress:
@@ -120,8 +145,7 @@ class GatewayConfig:
         return Path(self.gateway.data_dir) / "gateway.sqlite"
 
 
-RADIO_SOURCES = ("simulated", "serial")
-PLANNED_RADIO_SOURCES = ("bleak",)
+RADIO_SOURCES = ("bleak", "serial", "simulated")
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -168,12 +192,6 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
     except WireError as exc:
         raise ConfigError(path, "gateway", exc.reason) from None
     source = config.radio.source
-    if source in PLANNED_RADIO_SOURCES:
-        raise ConfigError(
-            path,
-            "radio.source",
-            f"{source!r} is not available in this release; use 'serial' or 'simulated'",
-        )
     if source not in RADIO_SOURCES:
         raise ConfigError(path, "radio.source", f"must be one of {RADIO_SOURCES}, got {source!r}")
     try:
@@ -193,6 +211,23 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
         raise ConfigError(path, "radio.serial.scan_mode", "must be 'passive' or 'active'")
     if serial.baudrate <= 0 or not serial.port:
         raise ConfigError(path, "radio.serial", "port must be set and baudrate > 0")
+    bleak = config.radio.bleak
+    if bleak.mode not in ("auto", "passive", "active"):
+        raise ConfigError(path, "radio.bleak.mode", "must be 'auto', 'passive' or 'active'")
+    if bleak.stall_timeout_s <= 0 or bleak.restart_limit < 0 or bleak.power_cycle_limit < 0:
+        raise ConfigError(path, "radio.bleak", "stall_timeout_s must be > 0, the limits >= 0")
+    beacon = config.store_beacon
+    if beacon.enabled:
+        try:
+            uuid = bytes.fromhex(beacon.uuid.replace("-", ""))
+        except ValueError:
+            uuid = b""
+        if len(uuid) != 16:
+            raise ConfigError(path, "store_beacon.uuid", "must be 32 hex digits (a UUID)")
+        if not (0 <= beacon.major <= 0xFFFF and 0 <= beacon.minor <= 0xFFFF):
+            raise ConfigError(path, "store_beacon", "major and minor must be 0..65535")
+        if not -127 <= beacon.measured_power <= 20:
+            raise ConfigError(path, "store_beacon.measured_power", "must be -127..20 dBm")
     return config
 
 

@@ -30,7 +30,7 @@ def test_run_refuses_a_bad_config_before_starting(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bad = tmp_path / "gateway.toml"
-    bad.write_text("[radio]\nsource = 'bleak'\n")
+    bad.write_text("[radio]\nsource = 'wifi'\n")
     assert main(["run", "--config", str(bad)]) == 2
     assert "[radio.source]" in capsys.readouterr().err
 

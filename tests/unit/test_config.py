@@ -26,7 +26,8 @@ def test_defaults_and_overrides() -> None:
         ("[mqtt]\nport = '1883'\n", "mqtt.port", "must be an integer"),
         ("[mqtt]\nport = 70000\n", "mqtt.port", "1..65535"),
         ("[presence]\nenter_dbm = -90\n", "presence", "must not be above enter_dbm"),
-        ("[radio]\nsource = 'bleak'\n", "radio.source", "not available in this release"),
+        ("[radio.bleak]\nmode = 'loud'\n", "radio.bleak.mode", "must be 'auto'"),
+        ("[store_beacon]\nenabled = true\nuuid = 'xyz'\n", "store_beacon.uuid", "32 hex digits"),
         ("[radio]\nsource = 'wifi'\n", "radio.source", "must be one of"),
         ("[gateway]\nid = 'Door 1'\n", "gateway", "not a valid id"),
         ("[uplink]\nbatch = 0\n", "uplink", "batch must be >= 1"),
@@ -70,3 +71,12 @@ def test_serial_scan_mode_is_checked() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config("[radio]\nsource = 'serial'\n[radio.serial]\nscan_mode = 'loud'\n", "g.toml")
     assert info.value.field == "radio.serial.scan_mode"
+
+
+def test_bleak_radio_is_built_from_the_config() -> None:
+    from edge.adapters.bleak_radio import BleakAdvertSource
+    from edge.app import build_radio
+
+    config = parse_config("[radio]\nsource = 'bleak'\n[radio.bleak]\nadapter = 'hci0'\n")
+    source = build_radio(config)
+    assert isinstance(source, BleakAdvertSource) and source.name == "bleak"
