@@ -171,10 +171,13 @@ def main() -> int:
     results.update(bench_pipeline(10_000, minutes=3 if args.quick else 10))
     from benchmarks import radio_bench
 
-    results["targets"] = {**TARGETS, **radio_bench.RADIO_TARGETS}
+    from benchmarks import bundle_bench
+
+    results["targets"] = {**TARGETS, **radio_bench.RADIO_TARGETS, **bundle_bench.BUNDLE_TARGETS}
     results.update(radio_bench.parse_adverts_per_s(quick=args.quick))
     results.update(radio_bench.parse_resolve_adverts_per_s(quick=args.quick))
     results.update(radio_bench.replay_adverts_per_s(quick=args.quick))
+    results.update(bundle_bench.bundle_sizes())
     results.update(asyncio.run(bench_e2e(minutes=3 if args.quick else 10, speed=60.0)))
     results["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = json.dumps(results, indent=2)

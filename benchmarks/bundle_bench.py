@@ -1,0 +1,118 @@
+"""Roster bundle benchmarks (issue 4): the size of a full 100k bundle and of a 1 % delta, and the time
+to build (bridge) and open (gateway) each. Numbers only; the targets are reported beside them.
+
+    python -m benchmarks.bundle_bench [--devices N]
+
+Sizes are the bytes published: MB = 10**6 bytes, kB = 10**3 bytes. A 1 % delta changes 1 % of the
+roster: a third revoked, a third with a new identity key, a third newly enrolled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any
+
+from edge.core import bundle, wire
+from edge.sim.entrance import make_members
+
+BUNDLE_TARGETS = {
+    "bundle_delta_kb_1pct": "<= 3 % of bundle_full_mb_100k",
+}
+_TIERS = ("bronze", "silver", "gold")
+
+
+def _roster(n: int) -> dict[str, wire.RosterDevice]:
+    return {
+        m.ref: wire.RosterDevice(m.ref, m.member, _TIERS[i % 3], m.identity_key, m.exponent)
+        for i, m in enumerate(make_members(n, seed=11))
+    }
+
+
+def _one_percent_changed(previous: dict[str, wire.RosterDevice]) -> dict[str, wire.RosterDevice]:
+    current = dict(previous)
+    refs = sorted(previous)
+    changes = max(3, len(refs) // 100)
+    third = changes // 3
+    for ref in refs[:third]:
+        del current[ref]
+    for ref in refs[third : 2 * third]:
+        old = current[ref]
+        current[ref] = wire.RosterDevice(ref, old.member, old.tier, os.urandom(16), old.exponent)
+    for i in range(changes - 2 * third):
+        ref = f"d-new-{i:06d}"
+        current[ref] = wire.RosterDevice(ref, f"m-new-{i:06d}", "gold", os.urandom(16), 10)
+    return current
+
+
+def bundle_sizes(devices: int = 100_000) -> dict[str, Any]:
+    """Sizes of a full bundle of `devices` and of a 1 % delta, with build and open times."""
+    signer = bundle.generate_signing_key(os.urandom)
+    gateway = bundle.generate_gateway_key(os.urandom)
+    address = {"chain": "acme", "store": "store-001", "gateway": "door-1"}
+
+    def build(change: bundle.RosterChange, version: int) -> bytes:
+        return bundle.build_bundle(
+            change,
+            **address,
+            version=version,
+            recipient_public_key=gateway.public_key(),
+            signing_key=signer,
+            random_bytes=os.urandom,
+        )
+
+    def open_(data: bytes, current_version: int) -> bundle.OpenedBundle:
+        return bundle.open_bundle(
+            data,
+            gateway_private_key=gateway,
+            trusted_signer_public_keys=[signer.public_key()],
+            expected_chain=address["chain"],
+            expected_store=address["store"],
+            expected_gateway=address["gateway"],
+            current_version=current_version,
+        )
+
+    previous = _roster(devices)
+    current = _one_percent_changed(previous)
+
+    start = time.perf_counter()
+    full = build(bundle.plan_sync(None, previous, None), 1)
+    full_build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    in_force = open_(full, 0).roster_after({})
+    full_open_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    change = bundle.plan_sync(previous, current, 1)
+    delta = build(change, 2)
+    delta_build_s = time.perf_counter() - start
+    start = time.perf_counter()
+    after = open_(delta, 1).roster_after(in_force)
+    delta_open_s = time.perf_counter() - start
+    if not isinstance(change, bundle.RosterDelta) or after != current:
+        raise RuntimeError("the 1 % delta did not reproduce the changed roster")
+
+    suffix = "100k" if devices == 100_000 else f"{devices}"
+    return {
+        f"bundle_full_mb_{suffix}": round(len(full) / 1e6, 3),
+        "bundle_delta_kb_1pct": round(len(delta) / 1e3, 1),
+        "bundle_delta_pct_of_full": round(100 * len(delta) / len(full), 2),
+        f"bundle_full_build_s_{suffix}": round(full_build_s, 3),
+        f"bundle_full_open_s_{suffix}": round(full_open_s, 3),
+        "bundle_delta_build_s_1pct": round(delta_build_s, 3),
+        "bundle_delta_open_apply_s_1pct": round(delta_open_s, 3),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--devices", type=int, default=100_000)
+    args = parser.parse_args()
+    print(json.dumps(bundle_sizes(args.devices), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
