@@ -169,9 +169,7 @@ def main() -> int:
     results["resolver_build_s_10k"] = round(bench_resolver_build(10_000), 3)
     results["resolver_build_s_100k"] = round(bench_resolver_build(100_000), 3)
     results.update(bench_pipeline(10_000, minutes=3 if args.quick else 10))
-    from benchmarks import radio_bench
-
-    from benchmarks import bundle_bench
+    from benchmarks import bundle_bench, radio_bench
 
     results["targets"] = {**TARGETS, **radio_bench.RADIO_TARGETS, **bundle_bench.BUNDLE_TARGETS}
     results.update(radio_bench.parse_adverts_per_s(quick=args.quick))
