@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile
+from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
@@ -47,6 +49,7 @@ class Bridge:
         self.rejected = 0
         self.delivered = 0
         self.received = 0
+        self.api_server: EnrollmentApiServer | None = None
         m, b = config.mqtt, config.bridge
         self.mqtt = PahoMqtt(
             MqttSettings(
@@ -75,6 +78,29 @@ class Bridge:
         await self.records.close()
 
     async def run(self) -> None:
+        """Run every loop until cancelled; with [api] enabled, the enrollment API too."""
+        api = self.config.api
+        if not api.enabled:
+            await self._run_loops()
+            return
+        tokens = TokenFile(Path(api.tokens_file))
+        tokens.load()  # a missing or unsafe tokens file stops start-up with what to do
+        # Its own connection: enrollment transactions must not interleave with recording's.
+        enrollment = await SqliteEnrollment.open(
+            Path(self.config.bridge.database), self.config.bridge.chain
+        )
+        try:
+            server = EnrollmentApiServer(enrollment, tokens, api.host, api.port)
+            await server.start()
+            self.api_server = server
+            try:
+                await self._run_loops()
+            finally:
+                await server.close()
+        finally:
+            await enrollment.close()
+
+    async def _run_loops(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.mqtt.run(), name="bridge-mqtt")
             tg.create_task(self._process_inbox(), name="bridge-record")

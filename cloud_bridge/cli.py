@@ -1,10 +1,11 @@
-"""The `cloud-bridge` command: run the bridge, seed a demo loyalty database."""
+"""The `cloud-bridge` command: run the bridge, seed a demo loyalty database, enroll devices."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -12,7 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from cloud_bridge.errors import BridgeError
+from cloud_bridge.core.enrollment import DEFAULT_EXPONENT
+from cloud_bridge.errors import BridgeError, RecordsError
 from edge.errors import EdgeError
 
 _LOGGER = logging.getLogger(__name__)
@@ -30,7 +32,54 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=int, default=7)
     seed.add_argument("--chain", default="demo-chain")
     seed.add_argument("--store", action="append", default=None, help="store id (repeatable)")
+    store = sub.add_parser("add-store", help="add a store (its gateways get the roster)")
+    store.add_argument("database", type=Path)
+    store.add_argument("store", help="store id, as in the gateways' [gateway] store")
+    store.add_argument("--name", default="", help="a readable name")
+    store.add_argument("--chain", default="demo-chain")
+    _add_enrollment_commands(sub)
     return parser
+
+
+def _add_enrollment_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Enrollment from the command line: the same operations as the enrollment API."""
+    database = argparse.ArgumentParser(add_help=False)
+    database.add_argument(
+        "--database", type=Path, required=True, help="the bridge's loyalty database"
+    )
+    enroll = sub.add_parser(
+        "enroll",
+        parents=[database],
+        help="enroll a device for a member; prints its identity key, once",
+    )
+    enroll.add_argument("member", help="member id (created if --tier is given and it is new)")
+    enroll.add_argument("--kind", choices=("app", "tag"), required=True)
+    enroll.add_argument("--tier", default=None, help="the tier of a new member")
+    enroll.add_argument(
+        "--exponent", type=int, default=DEFAULT_EXPONENT, help="EID rotation exponent, 0..15"
+    )
+    enroll.add_argument(
+        "--consent",
+        action="store_true",
+        help="the member agreed to be recognised in stores (required: consent first)",
+    )
+    enroll.add_argument("--chain", default="demo-chain", help="chain id, for the offer topic")
+    revoke = sub.add_parser("revoke", parents=[database], help="revoke a device (erases its key)")
+    revoke.add_argument("device")
+    withdraw = sub.add_parser(
+        "withdraw-consent",
+        parents=[database],
+        help="record a member's withdrawn consent and deactivate all their devices",
+    )
+    withdraw.add_argument("member")
+    member = sub.add_parser(
+        "member", parents=[database], help="print a member's status as JSON (no keys)"
+    )
+    member.add_argument("member")
+    token = sub.add_parser(
+        "api-token", help="create an enrollment API token; prints it once, stores its hash"
+    )
+    token.add_argument("--tokens-file", type=Path, required=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -42,10 +91,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "seed":
             return asyncio.run(_seed(args))
+        if args.command in ("enroll", "revoke", "withdraw-consent", "member"):
+            return asyncio.run(_enrollment(args))
+        if args.command == "add-store":
+            return asyncio.run(_add_store(args))
+        if args.command == "api-token":
+            return _api_token(args.tokens_file)
         return asyncio.run(_run(args.config))
     except (BridgeError, EdgeError) as exc:
         print(f"cloud-bridge: {exc}", file=sys.stderr)
         return 2
+
+
+async def _add_store(args: argparse.Namespace) -> int:
+    from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+    from edge.core.wire import WireError, check_id
+
+    try:
+        check_id(args.store, "store")
+    except WireError as exc:
+        print(f"cloud-bridge add-store: {exc.reason}", file=sys.stderr)
+        return 2
+    records = await SqliteLoyaltyRecords.open(args.database, args.chain)
+    try:
+        added = await records.add_store(args.store, args.name or f"Store {args.store}")
+    finally:
+        await records.close()
+    print(f"store {args.store}: {'added' if added else 'already there'}")
+    return 0
 
 
 async def _seed(args: argparse.Namespace) -> int:
@@ -65,6 +138,60 @@ async def _seed(args: argparse.Namespace) -> int:
         await records.close()
     print(
         f"{args.database}: {added} members added" if added else f"{args.database}: already seeded"
+    )
+    return 0
+
+
+async def _enrollment(args: argparse.Namespace) -> int:
+    from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
+    from cloud_bridge.core.enrollment import EnrollRequest
+
+    request: EnrollRequest | None = None
+    if args.command == "enroll":
+        if not args.consent:
+            print(
+                "cloud-bridge: enroll: --consent is required: enroll a device only after the "
+                "member agreed to be recognised in stores",
+                file=sys.stderr,
+            )
+            return 2
+        request = EnrollRequest(args.member, args.kind, args.tier, args.exponent)
+    if not args.database.is_file():
+        raise RecordsError(
+            f"{args.database}: no loyalty database there; check --database (the bridge creates "
+            "it on its first run)"
+        )
+    enrollment = await SqliteEnrollment.open(args.database, getattr(args, "chain", "-"))
+    try:
+        result: dict[str, object]
+        if request is not None:
+            result = (await enrollment.enroll(request)).to_json()
+        elif args.command == "revoke":
+            result = (await enrollment.revoke(args.device)).to_json()
+        elif args.command == "withdraw-consent":
+            result = (await enrollment.withdraw_consent(args.member)).to_json()
+        else:
+            result = (await enrollment.member_status(args.member)).to_json()
+    finally:
+        await enrollment.close()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _api_token(tokens_file: Path) -> int:
+    from cloud_bridge.adapters.http_api import add_token_hash, new_api_token, token_hash
+
+    token = new_api_token()
+    try:
+        add_token_hash(tokens_file, token_hash(token))
+    except OSError as exc:
+        print(f"cloud-bridge: {tokens_file}: cannot add the token: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(token)
+    print(
+        f"{tokens_file}: token hash added. The token is shown only now: store it in the app "
+        "backend's secrets; delete its hash line from the file to revoke it.",
+        file=sys.stderr,
     )
     return 0
 

@@ -25,9 +25,22 @@ class BridgeSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiSection:
+    """The enrollment API for the retailer's app backend (docs/enrollment-api.md)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"  # put a TLS reverse proxy in front before listening beyond loopback
+    port: int = 8480
+    tokens_file: str = (
+        "/etc/threshold/api-tokens"  # SHA-256 hashes, made by `cloud-bridge api-token`
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class BridgeConfig:
     bridge: BridgeSection = field(default_factory=BridgeSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
+    api: ApiSection = field(default_factory=ApiSection)
 
 
 def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
@@ -44,6 +57,8 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
             raise ConfigError(path, f"bridge.{name}", exc.reason) from None
     if config.bridge.batch < 1:
         raise ConfigError(path, "bridge.batch", "must be >= 1")
+    if not 0 <= config.api.port <= 65535:
+        raise ConfigError(path, "api.port", f"must be 0..65535, got {config.api.port}")
     if config.bridge.sync_interval_s <= 0:
         raise ConfigError(path, "bridge.sync_interval_s", "must be > 0")
     if config.bridge.offer_resend_s <= 0 or config.bridge.offer_max_attempts < 1:

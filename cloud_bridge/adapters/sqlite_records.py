@@ -284,6 +284,14 @@ class SqliteLoyaltyRecords:
         await self._db.commit()
         return cursor.rowcount
 
+    async def add_store(self, store: str, name: str) -> bool:
+        """Add a store; return False if it was already there."""
+        cursor = await self._db.execute(
+            "INSERT OR IGNORE INTO stores (id, name) VALUES (?, ?)", (store, name)
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
+
     async def stores(self) -> list[str]:
         async with self._db.execute("SELECT id FROM stores ORDER BY id") as cursor:
             return [r[0] async for r in cursor]

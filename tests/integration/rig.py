@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import Bridge
-from cloud_bridge.config import BridgeConfig, BridgeSection
+from cloud_bridge.config import ApiSection, BridgeConfig, BridgeSection
 from cloud_bridge.seed import seed_records
 from edge.adapters.mosquitto import MosquittoProcess
 from edge.adapters.mqtt import MqttSettings
@@ -95,7 +95,11 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def store_rig(
-    workdir: Path, broker: MosquittoProcess, members: int = 40, resend_s: float = 2.0
+    workdir: Path,
+    broker: MosquittoProcess,
+    members: int = 40,
+    resend_s: float = 2.0,
+    api_tokens: Path | None = None,
 ) -> AsyncIterator[Rig]:
     """Build and run everything; tear it all down on exit."""
     mqtt = MqttSection(host=broker.host, port=broker.port)
@@ -111,6 +115,9 @@ async def store_rig(
                 sync_interval_s=0.2,
             ),
             mqtt,
+            ApiSection(enabled=True, port=0, tokens_file=str(api_tokens))
+            if api_tokens
+            else ApiSection(),
         ),
         records,
     )
@@ -135,6 +142,8 @@ async def store_rig(
         async with asyncio.timeout(30):
             await apps.mqtt.wait_connected()
             await gateway.sync.synced.wait()
+        if api_tokens:
+            await eventually(lambda: bridge.api_server is not None, "the enrollment API")
         yield Rig(broker, records, bridge, gateway, source, apps, devices, events)
     finally:
         try:

@@ -215,3 +215,42 @@ async def test_withdrawn_consent_reaches_the_gateway_at_the_next_sync(
         await rig.settled(expected_offers=1)
         assert [v.member for v in rig.visits] == [staying.member]  # not even recognised
         assert await rig.column("SELECT member_id FROM visits") == [staying.member]
+
+
+async def test_a_device_enrolled_over_the_api_is_recognised_at_the_door(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    from cloud_bridge.adapters.http_api import add_token_hash, new_api_token, token_hash
+    from tests.fakes.http import request
+
+    token = new_api_token()
+    tokens = tmp_path / "api-tokens"
+    add_token_hash(tokens, token_hash(token))
+    async with store_rig(tmp_path, mosquitto, api_tokens=tokens) as rig:
+        assert rig.bridge.api_server is not None
+        port = rig.bridge.api_server.port
+        version = rig.gateway.sync.roster_version
+        reply = await request(
+            port,
+            "POST",
+            "/v1/members/m-new-1/devices",
+            token=token,
+            json_body={"kind": "tag", "consent": True, "tier": "gold"},
+        )
+        assert reply.status == 201, reply.raw_body
+        enrolled = reply.json()
+        unauthenticated = await request(port, "GET", "/v1/members/m-new-1")
+        assert unauthenticated.status == 401
+        await eventually(lambda: rig.gateway.sync.roster_version > version, "the next roster")
+
+        tag = SimDevice(
+            enrolled["device"],
+            "m-new-1",
+            bytes.fromhex(enrolled["identity_key"]),
+            enrolled["exponent"],
+            "tag",
+        )
+        rig.source.push(walk_in(tag, time.time()))
+        await rig.settled(expected_offers=1)
+        assert await rig.column("SELECT member_id FROM visits") == ["m-new-1"]
+        assert len(rig.apps.received) == 1

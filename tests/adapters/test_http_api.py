@@ -1,0 +1,564 @@
+"""The enrollment API over real HTTP on loopback, on a real, seeded SQLite loyalty database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_bridge.adapters.http_api import (
+    MAX_BODY_BYTES,
+    EnrollmentApiServer,
+    TokenFile,
+    add_token_hash,
+    new_api_token,
+    serve_api,
+    token_hash,
+)
+from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
+from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.core.enrollment import EID_COUNTER_BASIS, RecordsUnavailable
+from cloud_bridge.core.records import IncomingEvent
+from cloud_bridge.seed import seed_records
+from edge.core import wire
+from edge.errors import ConfigError
+from tests.factories import T0, make_offer_trigger
+from tests.fakes.http import HttpReply, build_request, exchange, request
+
+CHAIN = "acme"
+STORE = "store-001"
+APP_MEMBER = "m-00000"  # seeded with app d-00000
+TAG_MEMBER = "m-00001"  # seeded with tag d-00001
+NEW_MEMBER = "m-new-1"
+
+
+@dataclass
+class Api:
+    server: EnrollmentApiServer
+    records: SqliteLoyaltyRecords
+    token: str
+    tokens_file: Path
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> HttpReply:
+        kwargs.setdefault("token", self.token)
+        return await request(self.port, method, path, **kwargs)
+
+    async def enroll(self, member: str, **body: Any) -> HttpReply:
+        return await self.call("POST", f"/v1/members/{member}/devices", json_body=body)
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    path = tmp_path / "bridge" / "loyalty.db"
+    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    enrollment: SqliteEnrollment | None = None
+    server: EnrollmentApiServer | None = None
+    try:
+        await seed_records(records, members=10, seed=1, stores=(STORE,), joined_at=T0 - 86400)
+        enrollment = await SqliteEnrollment.open(path, CHAIN)
+        token = new_api_token()
+        tokens_file = tmp_path / "api-tokens"
+        add_token_hash(tokens_file, token_hash(token))
+        server = await serve_api(enrollment, tokens_file, "127.0.0.1", 0)
+        yield Api(server, records, token, tokens_file)
+    finally:
+        if server is not None:
+            await server.close()
+        if enrollment is not None:
+            await enrollment.close()
+        await records.close()
+
+
+def roster_devices(roster: wire.RosterSync, member: str) -> list[wire.RosterDevice]:
+    return [d for d in roster.devices if d.member == member]
+
+
+async def stored_key(api: Api, device: str) -> bytes:
+    async with api.records.connection.execute(
+        "SELECT identity_key FROM devices WHERE id = ?", (device,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return bytes(row[0])
+
+
+# --- what the app backend does ----------------------------------------------------------------
+
+
+async def test_enroll_a_new_member_returns_what_the_app_needs_and_reaches_the_roster(
+    api: Api,
+) -> None:
+    before = await api.records.roster(STORE)
+
+    reply = await api.enroll(NEW_MEMBER, kind="app", tier="silver", consent=True)
+
+    assert reply.status == 201, reply.raw_body
+    assert reply.headers["cache-control"] == "no-store"
+    assert reply.headers["location"] == f"/v1/members/{NEW_MEMBER}"
+    body = reply.json()
+    assert body["member"] == NEW_MEMBER
+    assert body["kind"] == "app"
+    assert body["tier"] == "silver"
+    assert body["member_created"] is True
+    assert body["exponent"] == 10
+    assert body["eid_counter"] == EID_COUNTER_BASIS == "unix_time_s_mod_2^32"
+    key = bytes.fromhex(body["identity_key"])
+    assert len(key) == 16
+    assert len(body["shopper_token"]) == 24
+    assert body["offer_topic"] == wire.shopper_offer_topic(CHAIN, body["shopper_token"])
+    after = await api.records.roster(STORE)
+    assert after.version > before.version
+    (device,) = roster_devices(after, NEW_MEMBER)
+    assert (device.ref, device.tier, device.identity_key, device.exponent) == (
+        body["device"],
+        "silver",
+        key,
+        10,
+    )
+
+
+async def test_status_lists_devices_but_never_a_key(api: Api) -> None:
+    enrolled = (await api.enroll(APP_MEMBER, kind="tag", consent=True, exponent=12)).json()
+    assert enrolled["member_created"] is False
+    assert enrolled["tier"] == (await api.call("GET", f"/v1/members/{APP_MEMBER}")).json()["tier"]
+
+    reply = await api.call("GET", f"/v1/members/{APP_MEMBER}")
+
+    assert reply.status == 200
+    body = reply.json()
+    assert body["consent"] is True
+    assert [(d["device"], d["kind"], d["active"]) for d in body["devices"]] == [
+        ("d-00000", "app", True),
+        (enrolled["device"], "tag", True),
+    ]
+    assert all(set(d) == {"device", "kind", "active", "enrolled_at"} for d in body["devices"])
+    assert b"identity_key" not in reply.raw_body
+    assert enrolled["identity_key"].encode() not in reply.raw_body
+    assert b"shopper_token" not in reply.raw_body
+
+
+async def test_revoke_takes_the_device_off_the_roster(api: Api) -> None:
+    before = await api.records.roster(STORE)
+
+    reply = await api.call("DELETE", "/v1/devices/d-00001")
+
+    assert reply.status == 200
+    assert reply.json() == {
+        "device": "d-00001",
+        "member": TAG_MEMBER,
+        "active": False,
+        "was_active": True,
+    }
+    after = await api.records.roster(STORE)
+    assert after.version > before.version
+    assert roster_devices(after, TAG_MEMBER) == []
+    status = (await api.call("GET", f"/v1/members/{TAG_MEMBER}")).json()
+    assert status["devices"][0]["active"] is False
+    assert await stored_key(api, "d-00001") == bytes(16)  # erased: nothing needs it again
+    # Revoking again is harmless and says so.
+    again = await api.call("DELETE", "/v1/devices/d-00001")
+    assert again.status == 200 and again.json()["was_active"] is False
+    # A new tag can be enrolled once the old one is revoked.
+    assert (await api.enroll(TAG_MEMBER, kind="tag", consent=True)).status == 201
+
+
+async def test_withdrawn_consent_removes_every_device_from_the_roster(api: Api) -> None:
+    second = (await api.enroll(TAG_MEMBER, kind="app", consent=True)).json()
+    before = await api.records.roster(STORE)
+    assert len(roster_devices(before, TAG_MEMBER)) == 2
+
+    reply = await api.call("POST", f"/v1/members/{TAG_MEMBER}/consent/withdraw", json_body={})
+
+    assert reply.status == 200, reply.raw_body
+    body = reply.json()
+    assert body["consent"] is False
+    assert {d["device"]: d["active"] for d in body["devices"]} == {
+        "d-00001": False,
+        second["device"]: False,
+    }
+    after = await api.records.roster(STORE)
+    assert after.version > before.version
+    assert roster_devices(after, TAG_MEMBER) == []
+    assert len(after.devices) == len(before.devices) - 2
+
+
+async def test_a_member_who_withdrew_consent_gets_no_more_offers(api: Api) -> None:
+    trigger = make_offer_trigger(member=TAG_MEMBER, device="d-00001", campaign="welcome-bakery")
+    gateway = wire.GatewayAddress(CHAIN, STORE, "door-1")
+    outcome = await api.records.record([IncomingEvent(gateway, trigger)], T0)
+    assert [d.offer_id for d in outcome.deliveries] == [trigger.event_id]
+
+    await api.call("POST", f"/v1/members/{TAG_MEMBER}/consent/withdraw", json_body={})
+
+    assert await api.records.due_deliveries(T0 + 3600, 30.0, 5, 100) == []
+    assert await stored_key(api, "d-00001") == bytes(16)
+
+
+async def test_withdrawing_needs_no_body_and_can_be_repeated(api: Api) -> None:
+    path = f"/v1/members/{APP_MEMBER}/consent/withdraw"
+    first = await api.call("POST", path, body=b"", content_type=None)
+    version = (await api.records.roster(STORE)).version
+    second = await api.call("POST", path, body=b"", content_type=None)
+
+    assert first.status == second.status == 200
+    assert second.json()["consent"] is False
+    assert (await api.records.roster(STORE)).version == version  # nothing changed
+
+
+async def test_enrolling_again_after_withdrawal_records_consent_again(api: Api) -> None:
+    await api.call("POST", f"/v1/members/{APP_MEMBER}/consent/withdraw", json_body={})
+
+    reply = await api.enroll(APP_MEMBER, kind="app", consent=True)
+
+    assert reply.status == 201
+    status = (await api.call("GET", f"/v1/members/{APP_MEMBER}")).json()
+    assert status["consent"] is True
+    assert len(roster_devices(await api.records.roster(STORE), APP_MEMBER)) == 1
+
+
+# --- authentication ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer thr_not-a-token"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer"},
+        {"Authorization": "bearer a b c"},
+    ],
+    ids=["none", "unknown-token", "basic", "empty-bearer", "malformed"],
+)
+async def test_requests_without_a_valid_token_are_refused_alike(
+    api: Api, headers: dict[str, str]
+) -> None:
+    for method, path, body in [
+        ("GET", f"/v1/members/{APP_MEMBER}", None),
+        ("POST", f"/v1/members/{NEW_MEMBER}/devices", {"kind": "app", "consent": True}),
+        ("DELETE", "/v1/devices/d-00000", None),
+        ("GET", "/v1/no-such-endpoint", None),  # no hint of which endpoints exist
+    ]:
+        kwargs: dict[str, Any] = {"token": None, "headers": headers}
+        if body is not None:
+            kwargs["json_body"] = body
+        reply = await api.call(method, path, **kwargs)
+
+        assert reply.status == 401, (method, path)
+        assert reply.json()["error"] == "unauthorized"
+        assert reply.headers["www-authenticate"].startswith("Bearer")
+    assert len(roster_devices(await api.records.roster(STORE), APP_MEMBER)) == 1
+
+
+async def test_a_token_added_while_running_works_without_a_restart(api: Api) -> None:
+    token = new_api_token()
+    assert (await api.call("GET", f"/v1/members/{APP_MEMBER}", token=token)).status == 401
+
+    add_token_hash(api.tokens_file, token_hash(token))
+
+    assert (await api.call("GET", f"/v1/members/{APP_MEMBER}", token=token)).status == 200
+    assert api.tokens_file.stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_token_whose_hash_line_is_deleted_is_refused(api: Api) -> None:
+    api.tokens_file.write_text("# every token revoked\n")
+    api.tokens_file.chmod(0o600)
+
+    assert (await api.call("GET", f"/v1/members/{APP_MEMBER}")).status == 401
+
+
+async def test_the_api_refuses_to_start_on_a_bad_tokens_file(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(new_api_token() + "\n")  # a plain token, not its hash
+    tokens.chmod(0o600)
+    with pytest.raises(ConfigError, match=r"line 1.*SHA-256"):
+        await serve_api(_NoEnrollment(), tokens, "127.0.0.1", 0)
+    tokens.write_text(token_hash("x") + "\n")
+    tokens.chmod(0o666)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        await serve_api(_NoEnrollment(), tokens, "127.0.0.1", 0)
+    tokens.write_text("")
+    tokens.chmod(0o600)
+    with pytest.raises(ConfigError, match="no API token"):
+        await serve_api(_NoEnrollment(), tokens, "127.0.0.1", 0)
+
+
+class _NoEnrollment:
+    """Raises `error` from every operation (by default: none is expected to be reached)."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error or AssertionError("not expected to be called")
+
+    async def enroll(self, request: Any) -> Any:
+        raise self.error
+
+    async def revoke(self, device: str) -> Any:
+        raise self.error
+
+    async def withdraw_consent(self, member: str) -> Any:
+        raise self.error
+
+    async def member_status(self, member: str) -> Any:
+        raise self.error
+
+
+async def test_a_busy_database_or_a_bug_still_gets_an_answer(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = new_api_token()
+    add_token_hash(tmp_path / "tokens", token_hash(token))
+    busy = RecordsUnavailable("cannot read member status: database is locked")
+    async with EnrollmentApiServer(
+        _NoEnrollment(busy), TokenFile(tmp_path / "tokens"), "127.0.0.1", 0
+    ) as server:
+        reply = await request(server.port, "GET", f"/v1/members/{APP_MEMBER}", token=token)
+        assert reply.status == 503
+        assert reply.headers["retry-after"] == "5"
+    async with EnrollmentApiServer(
+        _NoEnrollment(RuntimeError("a bug")), TokenFile(tmp_path / "tokens"), "127.0.0.1", 0
+    ) as server:
+        reply = await request(server.port, "DELETE", "/v1/devices/d-00000", token=token)
+        assert reply.status == 500
+        assert reply.json()["error"] == "internal_error"
+        assert "a bug" not in reply.json()["message"]
+        assert any(r.exc_info for r in caplog.records)
+
+
+# --- bad requests -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"consent": True}, "kind"),
+        ({"kind": "app"}, "consent"),
+        ({"kind": "phone", "consent": True}, "kind"),
+        ({"kind": 1, "consent": True}, "kind"),
+        ({"kind": "app", "consent": "yes"}, "consent"),
+        ({"kind": "app", "consent": 1}, "consent"),
+        ({"kind": "app", "consent": True, "tier": 3}, "tier"),
+        ({"kind": "app", "consent": True, "tier": "Gold Plus"}, "tier"),
+        ({"kind": "app", "consent": True, "exponent": "10"}, "exponent"),
+        ({"kind": "app", "consent": True, "exponent": 16}, "exponent"),
+        ({"kind": "app", "consent": True, "exponent": 10.0}, "exponent"),
+        ({"kind": "app", "consent": True, "identity_key": "00" * 16}, "identity_key"),
+    ],
+)
+async def test_a_bad_field_is_refused_naming_it(api: Api, body: dict[str, Any], field: str) -> None:
+    reply = await api.enroll(NEW_MEMBER, **body)
+
+    assert reply.status == 400
+    error = reply.json()
+    assert error["field"] == field
+    assert f"'{field}'" in error["message"]
+    assert error["message"].startswith(f"POST /v1/members/{NEW_MEMBER}/devices: ")
+
+
+async def test_enrollment_without_consent_is_refused(api: Api) -> None:
+    reply = await api.enroll(NEW_MEMBER, kind="app", tier="gold", consent=False)
+
+    assert reply.status == 400
+    assert reply.json()["error"] == "consent_required"
+    assert reply.json()["field"] == "consent"
+    assert (await api.call("GET", f"/v1/members/{NEW_MEMBER}")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"kind": "app", "consent": true', "invalid_json"),
+        (b"[]", "invalid_json"),
+        (b'"app"', "invalid_json"),
+        (b'{"kind": "app", "consent": NaN}', "invalid_json"),
+        (b'{"kind": "app", "kind": "tag", "consent": true}', "invalid_field"),
+        (b"\xff\xfe{}", "invalid_json"),
+        (b"[" * 60_000, "invalid_json"),
+    ],
+    ids=["truncated", "array", "string", "nan", "duplicate-key", "not-utf8", "deep-nesting"],
+)
+async def test_a_body_that_is_not_a_json_object_is_refused(
+    api: Api, body: bytes, code: str
+) -> None:
+    reply = await api.call("POST", f"/v1/members/{NEW_MEMBER}/devices", body=body)
+
+    assert reply.status == 400
+    assert reply.json()["error"] == code
+
+
+async def test_an_invalid_id_in_the_path_is_refused_naming_it(api: Api) -> None:
+    reply = await api.call("GET", "/v1/members/M%2000")
+    assert reply.status == 400 and reply.json()["field"] == "member"
+    reply = await api.call("DELETE", "/v1/devices/..")
+    assert reply.status == 400 and reply.json()["field"] == "device"
+
+
+async def test_unknown_members_and_devices_are_not_found(api: Api) -> None:
+    status = await api.call("GET", "/v1/members/m-nobody")
+    assert status.status == 404 and status.json()["error"] == "unknown_member"
+    revoke = await api.call("DELETE", "/v1/devices/d-nothing")
+    assert revoke.status == 404 and revoke.json()["error"] == "unknown_device"
+    withdraw = await api.call("POST", "/v1/members/m-nobody/consent/withdraw", json_body={})
+    assert withdraw.status == 404
+    # Enrolling an unknown member without a tier is most likely a mistyped id: not created.
+    enroll = await api.enroll("m-nobody", kind="app", consent=True)
+    assert enroll.status == 404
+    assert "send 'tier'" in enroll.json()["message"]
+    assert (await api.call("GET", "/v1/nowhere")).status == 404
+
+
+async def test_a_second_active_device_of_a_kind_is_a_conflict(api: Api) -> None:
+    before = await api.records.roster(STORE)
+
+    reply = await api.enroll(APP_MEMBER, kind="app", consent=True)
+
+    assert reply.status == 409
+    assert reply.json()["error"] == "already_enrolled"
+    assert "d-00000" in reply.json()["message"]  # the device to revoke first
+    assert await api.records.roster(STORE) == before
+
+
+async def test_a_different_tier_for_an_existing_member_is_a_conflict(api: Api) -> None:
+    tier = (await api.call("GET", f"/v1/members/{TAG_MEMBER}")).json()["tier"]
+    other = "gold" if tier != "gold" else "bronze"
+
+    reply = await api.enroll(TAG_MEMBER, kind="app", tier=other, consent=True)
+
+    assert reply.status == 409
+    assert reply.json()["error"] == "tier_conflict"
+    assert (await api.enroll(TAG_MEMBER, kind="app", tier=tier, consent=True)).status == 201
+
+
+async def test_an_oversized_body_is_refused(api: Api) -> None:
+    body = b'{"kind": "app", "consent": true, "pad": "' + b"x" * MAX_BODY_BYTES + b'"}'
+
+    reply = await api.call("POST", f"/v1/members/{NEW_MEMBER}/devices", body=body)
+
+    assert reply.status == 413
+    assert reply.json()["error"] == "body_too_large"
+    assert (await api.call("GET", f"/v1/members/{NEW_MEMBER}")).status == 404
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", None, "application/json; charset=latin-1"],
+)
+async def test_a_body_that_is_not_json_by_content_type_is_refused(
+    api: Api, content_type: str | None
+) -> None:
+    reply = await api.call(
+        "POST",
+        f"/v1/members/{NEW_MEMBER}/devices",
+        body=b'{"kind": "app", "consent": true, "tier": "gold"}',
+        content_type=content_type,
+    )
+
+    assert reply.status == 415
+    assert reply.json()["error"] == "unsupported_media_type"
+
+
+async def test_json_with_a_utf8_charset_is_accepted(api: Api) -> None:
+    reply = await api.call(
+        "POST",
+        f"/v1/members/{NEW_MEMBER}/devices",
+        body=b'{"kind": "tag", "consent": true, "tier": "gold"}',
+        content_type="Application/JSON; charset=UTF-8",
+    )
+    assert reply.status == 201
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("GET", f"/v1/members/{APP_MEMBER}/devices", "POST"),
+        ("PUT", f"/v1/members/{APP_MEMBER}", "GET"),
+        ("DELETE", f"/v1/members/{APP_MEMBER}", "GET"),
+        ("GET", "/v1/devices/d-00000", "DELETE"),
+        ("GET", f"/v1/members/{APP_MEMBER}/consent/withdraw", "POST"),
+    ],
+)
+async def test_a_wrong_method_is_refused_with_the_allowed_one(
+    api: Api, method: str, path: str, allow: str
+) -> None:
+    reply = await api.call(method, path)
+
+    assert reply.status == 405
+    assert reply.headers["allow"] == allow
+    assert reply.json()["error"] == "method_not_allowed"
+
+
+async def test_a_get_with_a_body_is_refused(api: Api) -> None:
+    reply = await api.call("GET", f"/v1/members/{APP_MEMBER}", json_body={"x": 1})
+    assert reply.status == 400
+
+
+async def test_framing_the_server_does_not_speak_is_refused(api: Api) -> None:
+    auth = {"Authorization": f"Bearer {api.token}"}
+    chunked = (
+        build_request(
+            "POST",
+            f"/v1/members/{NEW_MEMBER}/devices",
+            headers={**auth, "Transfer-Encoding": "chunked", "Content-Type": "application/json"},
+        )
+        + b"2\r\n{}\r\n0\r\n\r\n"
+    )
+    assert (await exchange(api.port, chunked)).status == 411
+    no_length = build_request("POST", f"/v1/members/{NEW_MEMBER}/devices", headers=auth)
+    assert (await exchange(api.port, no_length)).status == 411
+    huge_head = build_request(
+        "GET", f"/v1/members/{APP_MEMBER}", headers={**auth, "X-Pad": "x" * 20_000}
+    )
+    assert (await exchange(api.port, huge_head)).status == 431
+    assert (await exchange(api.port, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n")).status == 505
+    assert (await exchange(api.port, b"NONSENSE\r\n\r\n")).status == 400
+    query = build_request("GET", f"/v1/members/{APP_MEMBER}?x=1", token=api.token)
+    assert (await exchange(api.port, query)).status == 400
+    twice = build_request("GET", f"/v1/members/{APP_MEMBER}", token=api.token, headers={**auth})
+    assert (await exchange(api.port, twice)).status == 400
+
+
+async def test_a_client_that_hangs_up_does_not_stop_the_api(api: Api) -> None:
+    partial = build_request("POST", f"/v1/members/{NEW_MEMBER}/devices", json_body={})[:-1]
+    _, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    writer.write(partial)
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+    assert (await api.call("GET", f"/v1/members/{APP_MEMBER}")).status == 200
+
+
+async def test_closing_the_api_ends_connections_in_progress(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", api.port)
+    writer.write(b"GET /v1/members/m-00000 HTTP/1.1\r\n")  # and then nothing more
+    await writer.drain()
+    await api.call("GET", f"/v1/members/{APP_MEMBER}")  # the server has taken the connection
+
+    await api.server.close()
+
+    async with asyncio.timeout(5):
+        assert await reader.read() == b""
+    writer.close()
+    await writer.wait_closed()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_concurrent_enrollments_of_the_same_device_kind_enroll_one(api: Api) -> None:
+    replies = await asyncio.gather(
+        *(api.enroll(NEW_MEMBER, kind="tag", tier="gold", consent=True) for _ in range(8)),
+        *(api.enroll(f"m-crowd-{i}", kind="app", tier="bronze", consent=True) for i in range(8)),
+    )
+
+    statuses = [r.status for r in replies]
+    assert sorted(statuses[:8]) == [201] + [409] * 7
+    assert statuses[8:] == [201] * 8
+    assert len(roster_devices(await api.records.roster(STORE), NEW_MEMBER)) == 1
