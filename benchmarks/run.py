@@ -176,6 +176,10 @@ def main() -> int:
     results.update(radio_bench.parse_resolve_adverts_per_s(quick=args.quick))
     results.update(radio_bench.replay_adverts_per_s(quick=args.quick))
     results.update(bundle_bench.bundle_sizes())
+    from benchmarks import resolver_bench
+
+    results["targets"].update(resolver_bench.RESOLVER_TARGETS)
+    results.update(resolver_bench.resolver_results(quick=args.quick))
     results.update(asyncio.run(bench_e2e(minutes=3 if args.quick else 10, speed=60.0)))
     results["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = json.dumps(results, indent=2)

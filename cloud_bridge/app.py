@@ -1,20 +1,35 @@
-"""Composition root of the bridge: records, MQTT, and the loops that join them."""
+"""Composition root of the bridge: records, MQTT, and the loops that join them.
+
+Rosters go to each registered gateway as a signed bundle sealed to its key, on its own retained topic
+(edge/core/bundle.py, docs/mqtt.md). The first bundle to a gateway is a full snapshot; later ones are
+deltas from the roster last published to it, kept in memory per store. A gateway's retained status
+corrects that guess: if it holds a version other than the one a delta builds on (a restart of the
+gateway without its database, a lost message), or rejects a delta with `base_mismatch`, it gets a
+full snapshot. After a restart or reconnect of the bridge every gateway gets a full snapshot.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
-from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
+from edge.adapters.keystore import load_signing_key_file
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
-from edge.core import wire
+from edge.core import bundle, wire
 from edge.logutil import OnceLogger
 
 _LOGGER = logging.getLogger(__name__)
@@ -23,6 +38,26 @@ REDELIVER_EVERY_S = 1.0
 
 OutcomeListener = Callable[[RecordOutcome], None]
 DeliveryListener = Callable[[Sequence[Delivery]], None]
+Roster = dict[str, wire.RosterDevice]
+
+# Rejections a full snapshot cures: the gateway was not at the version the delta builds on.
+_NEEDS_FULL = frozenset({bundle.RejectReason.BASE_MISMATCH, bundle.RejectReason.DELTA_CONFLICT})
+
+
+class GatewayRegistry(Protocol):
+    """Where the bridge finds the gateways it seals rosters to (SqliteLoyaltyRecords)."""
+
+    async def gateways(self) -> list[RegisteredGateway]: ...
+
+
+@dataclass(slots=True)
+class _Published:
+    """The roster bundle last published to one gateway."""
+
+    version: int
+    key_id: str  # the gateway key it was sealed to
+    base_version: int | None  # None: a full snapshot
+    full_needed: bool = False  # the gateway cannot apply it: send a full one
 
 
 class Bridge:
@@ -32,15 +67,23 @@ class Bridge:
         self,
         config: BridgeConfig,
         records: LoyaltyRecords,
+        registry: GatewayRegistry,
+        signing_key: Ed25519PrivateKey,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.records = records
+        self.registry = registry
+        self._signing_key = signing_key
         self._wall = wall_clock
+        self._sync_wakeup = asyncio.Event()
+        self._rosters: dict[wire.GatewayAddress, _Published] = {}
+        self._snapshots: dict[str, tuple[int, Roster]] = {}  # store → last roster published
+        self._registered: dict[wire.GatewayAddress, bytes] | None = None  # None: not read yet
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
         self._deliver_wakeup = asyncio.Event()
         self._delivering: set[str] = set()
-        self._published: dict[tuple[str, str], int] = {}  # (store, kind) → version published
+        self._published: dict[str, int] = {}  # store → campaigns version published
         self._payload_errors = OnceLogger(_LOGGER)
         self.outcome_listeners: list[OutcomeListener] = []
         self.delivery_listeners: list[DeliveryListener] = []
@@ -64,6 +107,8 @@ class Bridge:
             subscriptions=[
                 (f"$share/{b.share_group}/{wire.EVENT_FILTER}", 1),
                 (f"$share/{b.share_group}/{wire.RECEIPT_FILTER}", 1),
+                # Not shared: every instance learns which roster each gateway holds.
+                (wire.STATUS_FILTER, 1),
             ],
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -71,8 +116,12 @@ class Bridge:
 
     @classmethod
     async def open(cls, config: BridgeConfig) -> Bridge:
+        signing_key = await asyncio.to_thread(
+            load_signing_key_file, Path(config.bridge.signing_key_file)
+        )
         records = await SqliteLoyaltyRecords.open(Path(config.bridge.database), config.bridge.chain)
-        return cls(config, records)
+        _LOGGER.info("signing rosters with key %s", bundle.key_id(signing_key))
+        return cls(config, records, records, signing_key)
 
     async def close(self) -> None:
         await self.records.close()
@@ -117,38 +166,161 @@ class Bridge:
             )
 
     async def _on_connect(self) -> None:
-        self._published.clear()  # the broker may have lost retained messages: publish everything
+        # The broker may have lost retained messages: publish everything again, rosters in full.
+        self._published.clear()
+        self._rosters.clear()
         await self.publish_sync()
         self._deliver_wakeup.set()
 
     async def publish_sync(self) -> None:
-        """Publish, retained, every store's roster and campaigns that changed since last published."""
+        """Publish, retained, every roster and campaigns set that changed since last published."""
         chain = self.config.bridge.chain
+        registered = await self.registry.gateways()
+        by_store: dict[str, list[tuple[wire.GatewayAddress, bytes]]] = {}
+        for r in registered:
+            address = wire.GatewayAddress(chain, r.store, r.gateway)
+            by_store.setdefault(r.store, []).append((address, r.public_key))
+        self._registered = {a: k for gateways in by_store.values() for a, k in gateways}
+        for address in [a for a in self._rosters if a not in self._registered]:
+            # Removed from the registry: no more bundles, and clear the last one (sealed to it).
+            await self.mqtt.publish(wire.roster_bundle_topic(address), b"", qos=1, retain=True)
+            del self._rosters[address]
+            _LOGGER.info("gateway %s removed: its roster topic cleared", address.prefix)
+        last: tuple[tuple[wire.RosterDevice, ...], Roster] | None = None
         for store in await self.records.stores():
             roster = await self.records.roster(store)
-            if self._published.get((store, "roster")) != roster.version:
-                await self.mqtt.publish(
-                    wire.roster_topic(chain, store), wire.encode(roster), qos=1, retain=True
-                )
-                self._published[(store, "roster")] = roster.version
-                _LOGGER.info(
-                    "store %s: roster v%d published (%d devices)",
-                    store,
-                    roster.version,
-                    len(roster.devices),
-                )
+            # Every store gets the chain's roster today: share one dict between them.
+            if last is None or last[0] != roster.devices:
+                last = (roster.devices, {d.ref: d for d in roster.devices})
+            await self._publish_rosters(store, roster.version, last[1], by_store.get(store, []))
             campaigns = await self.records.campaigns(store)
-            if self._published.get((store, "campaigns")) != campaigns.version:
+            if self._published.get(store) != campaigns.version:
                 await self.mqtt.publish(
                     wire.campaigns_topic(chain, store), wire.encode(campaigns), qos=1, retain=True
                 )
-                self._published[(store, "campaigns")] = campaigns.version
+                self._published[store] = campaigns.version
                 _LOGGER.info("store %s: campaigns v%d published", store, campaigns.version)
+
+    async def _publish_rosters(
+        self,
+        store: str,
+        version: int,
+        current: Roster,
+        gateways: Sequence[tuple[wire.GatewayAddress, bytes]],
+    ) -> None:
+        """Seal the store's roster at `version` to each of its gateways that lacks it."""
+        snapshot = self._snapshots.get(store)
+        changes: dict[int | None, bundle.RosterChange] = {}  # by base version
+        for address, public_key in gateways:
+            kid = bundle.key_id(public_key)
+            sent = self._rosters.get(address)
+            if sent and (sent.version, sent.key_id) == (version, kid) and not sent.full_needed:
+                continue
+            base = None
+            if (
+                sent is not None
+                and snapshot is not None
+                and not sent.full_needed
+                and sent.key_id == kid
+                and sent.version == snapshot[0] < version
+            ):
+                base = snapshot
+            base_version = base[0] if base else None
+            if base_version not in changes:
+                changes[base_version] = await asyncio.to_thread(
+                    bundle.plan_sync, base[1] if base else None, current, base_version
+                )
+            change = changes[base_version]
+            data = await asyncio.to_thread(
+                bundle.build_bundle,
+                change,
+                chain=address.chain,
+                store=store,
+                gateway=address.gateway,
+                version=version,
+                recipient_public_key=X25519PublicKey.from_public_bytes(public_key),
+                signing_key=self._signing_key,
+                random_bytes=os.urandom,
+            )
+            await self.mqtt.publish(wire.roster_bundle_topic(address), data, qos=1, retain=True)
+            delta_from = change.base_version if isinstance(change, bundle.RosterDelta) else None
+            self._rosters[address] = _Published(version, kid, delta_from)
+            _LOGGER.info(
+                "gateway %s: roster v%d published (%s, %d bytes)",
+                address.prefix,
+                version,
+                f"delta from v{change.base_version}: {change.size} changes"
+                if isinstance(change, bundle.RosterDelta)
+                else f"full: {len(current)} devices",
+                len(data),
+            )
+        self._snapshots[store] = (version, current)
+
+    def _handle_status(self, message: Message) -> None:
+        """Learn which roster a gateway holds; a full snapshot for one a delta cannot reach."""
+        if not message.payload:
+            return  # a retained status cleared
+        try:
+            address = wire.parse_status_topic(message.topic)
+            status = wire.decode_as(message.payload, wire.Status, f"topic {message.topic}")
+        except wire.WireError as exc:
+            self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
+            return
+        if address.chain != self.config.bridge.chain or status.state != "online":
+            return
+        if self._registered is not None and address not in self._registered:
+            self._payload_errors.warning(
+                f"unregistered {address.prefix}",
+                "gateway %s has no registered key, so it gets no roster: run `cloud-bridge "
+                "add-gateway DATABASE %s %s --public-key KEY` with the key `edge-gateway provision` "
+                "printed on it",
+                address.prefix,
+                address.store,
+                address.gateway,
+            )
+            return
+        sent = self._rosters.get(address)
+        if sent is None or status.roster_version == sent.version or sent.full_needed:
+            return
+        rejection = status.sync.get("last_rejection")
+        rejected = (
+            isinstance(rejection, dict)
+            and rejection.get("what") == "roster"
+            and rejection.get("version") == sent.version
+        )
+        reason = rejection.get("reason") if isinstance(rejection, dict) and rejected else None
+        if sent.base_version is not None and (
+            status.roster_version != sent.base_version or reason in _NEEDS_FULL
+        ):
+            sent.full_needed = True
+            self._sync_wakeup.set()
+            _LOGGER.info(
+                "gateway %s holds roster v%d, not v%d that the delta to v%d builds on: "
+                "sending a full roster",
+                address.prefix,
+                status.roster_version,
+                sent.base_version,
+                sent.version,
+            )
+        elif rejected:
+            self._payload_errors.warning(
+                f"rejected {address.prefix} v{sent.version}",
+                "gateway %s rejected roster v%d [%s]: %s",
+                address.prefix,
+                sent.version,
+                reason,
+                rejection.get("message") if isinstance(rejection, dict) else "",
+            )
 
     async def _sync_loop(self) -> None:
         """Revocations, withdrawn consent and campaign edits reach gateways at the next sync."""
         while True:
-            await asyncio.sleep(self.config.bridge.sync_interval_s)
+            try:
+                async with asyncio.timeout(self.config.bridge.sync_interval_s):
+                    await self._sync_wakeup.wait()
+            except TimeoutError:
+                pass
+            self._sync_wakeup.clear()
             if not self.mqtt.connected:
                 continue
             try:
@@ -196,6 +368,8 @@ class Bridge:
             for message in messages:
                 if message.topic.endswith("/receipt"):
                     await self._handle_receipt(message)
+                elif message.topic.endswith("/status"):
+                    self._handle_status(message)
                 else:
                     events.append(message)
             incoming = [e for e in map(self._decode, events) if e is not None]

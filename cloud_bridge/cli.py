@@ -1,4 +1,4 @@
-"""The `cloud-bridge` command: run the bridge, seed a demo loyalty database, enroll devices."""
+"""The `cloud-bridge` command: run the bridge, keys and gateways, a demo database, enrollment."""
 
 from __future__ import annotations
 
@@ -37,8 +37,52 @@ def _parser() -> argparse.ArgumentParser:
     store.add_argument("store", help="store id, as in the gateways' [gateway] store")
     store.add_argument("--name", default="", help="a readable name")
     store.add_argument("--chain", default="demo-chain")
+    _add_key_commands(sub)
     _add_enrollment_commands(sub)
     return parser
+
+
+def _add_key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The bridge's signing key and the registry of gateways it seals rosters to."""
+    from cloud_bridge.config import BridgeSection
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="create the bridge's roster signing key (0600); prints its public key",
+        description="Create the Ed25519 key that signs every roster bundle, mode 0600, and print "
+        "its public key for every gateway's [identity] trusted_signers. An existing key is never "
+        "replaced: its public key is printed again.",
+    )
+    keygen.add_argument(
+        "--key",
+        type=Path,
+        default=Path(BridgeSection().signing_key_file),
+        help="the key file ([bridge] signing_key_file; default %(default)s)",
+    )
+    add = sub.add_parser(
+        "add-gateway",
+        help="register a gateway's public key: it gets its store's roster, sealed to that key",
+    )
+    add.add_argument("database", type=Path)
+    add.add_argument("store", help="store id, as in the gateway's [gateway] store")
+    add.add_argument("gateway", help="gateway id, as in its [gateway] id")
+    add.add_argument(
+        "--public-key",
+        required=True,
+        help="the public key `edge-gateway provision` printed (base64 or hex)",
+    )
+    add.add_argument("--chain", default="demo-chain")
+    remove = sub.add_parser(
+        "remove-gateway",
+        help="forget a gateway: no more rosters for it (and its retained one is cleared)",
+    )
+    remove.add_argument("database", type=Path)
+    remove.add_argument("store")
+    remove.add_argument("gateway")
+    remove.add_argument("--chain", default="demo-chain")
+    listing = sub.add_parser("gateways", help="list the registered gateways and their key ids")
+    listing.add_argument("database", type=Path)
+    listing.add_argument("--chain", default="demo-chain")
 
 
 def _add_enrollment_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_enrollment(args))
         if args.command == "add-store":
             return asyncio.run(_add_store(args))
+        if args.command == "keygen":
+            return _keygen(args.key)
+        if args.command in ("add-gateway", "remove-gateway", "gateways"):
+            return asyncio.run(_gateways(args))
         if args.command == "api-token":
             return _api_token(args.tokens_file)
         return asyncio.run(_run(args.config))
@@ -118,6 +166,55 @@ async def _add_store(args: argparse.Namespace) -> int:
     finally:
         await records.close()
     print(f"store {args.store}: {'added' if added else 'already there'}")
+    return 0
+
+
+def _keygen(path: Path) -> int:
+    from edge.adapters.keystore import create_signing_key_file
+    from edge.core.bundle import key_id, key_to_text, public_key_bytes
+
+    key, created = create_signing_key_file(path)
+    public = key_to_text(public_key_bytes(key))
+    print(f"{path}: {'created (mode 0600)' if created else 'exists, kept'}")
+    print(f"public key: {public}")
+    print(f"key id:     {key_id(key)}")
+    print("Put it in every gateway's config, then restart them:")
+    print(f'  [identity]\n  trusted_signers = ["{public}"]')
+    return 0
+
+
+async def _gateways(args: argparse.Namespace) -> int:
+    from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+    from edge.core.bundle import KeyFormatError, key_id, load_gateway_public_key
+    from edge.core.wire import WireError, check_id
+
+    public_key = b""
+    try:
+        if args.command != "gateways":
+            check_id(args.store, "store")
+            check_id(args.gateway, "gateway")
+        if args.command == "add-gateway":
+            public_key = load_gateway_public_key(args.public_key, "--public-key").public_bytes_raw()
+    except (WireError, KeyFormatError) as exc:
+        print(f"cloud-bridge {args.command}: {exc.reason}", file=sys.stderr)
+        return 2
+    if not args.database.is_file():
+        raise RecordsError(f"{args.database}: no loyalty database there; check the path")
+    records = await SqliteLoyaltyRecords.open(args.database, args.chain)
+    try:
+        if args.command == "add-gateway":
+            outcome = await records.add_gateway(args.store, args.gateway, public_key, time.time())
+            print(f"gateway {args.store}/{args.gateway}: {outcome} (key id {key_id(public_key)})")
+            if outcome != "unchanged":
+                print("The running bridge sends it a full roster within [bridge] sync_interval_s.")
+        elif args.command == "remove-gateway":
+            removed = await records.remove_gateway(args.store, args.gateway)
+            print(f"gateway {args.store}/{args.gateway}: {'removed' if removed else 'not there'}")
+        else:
+            for gateway in await records.gateways():
+                print(f"{gateway.store}\t{gateway.gateway}\t{key_id(gateway.public_key)}")
+    finally:
+        await records.close()
     return 0
 
 

@@ -22,6 +22,8 @@ class BridgeSection:
     offer_resend_s: float = 30.0  # resend an offer the app has not confirmed after this long
     offer_max_attempts: int = 5
     sync_interval_s: float = 10.0  # how often to look for roster or campaign changes to publish
+    # The Ed25519 key that signs every roster bundle (0600; `cloud-bridge keygen` creates it).
+    signing_key_file: str = "/var/lib/threshold/bridge-signing.key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,8 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
         raise ConfigError(path, "bridge.batch", "must be >= 1")
     if not 0 <= config.api.port <= 65535:
         raise ConfigError(path, "api.port", f"must be 0..65535, got {config.api.port}")
+    if not config.bridge.signing_key_file:
+        raise ConfigError(path, "bridge.signing_key_file", "must name the signing key file")
     if config.bridge.sync_interval_s <= 0:
         raise ConfigError(path, "bridge.sync_interval_s", "must be > 0")
     if config.bridge.offer_resend_s <= 0 or config.bridge.offer_max_attempts < 1:

@@ -13,21 +13,25 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from edge import __version__
 from edge.adapters.bleak_radio import BleakAdvertSource
 from edge.adapters.bluez_advertiser import BluezIBeaconAdvertiser
+from edge.adapters.keystore import GatewayKeys, load_gateway_keys, load_trusted_signers
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt, Will
 from edge.adapters.serial_radio import SerialAdvertSource
 from edge.adapters.simulated_radio import SimulatedAdvertSource
 from edge.adapters.sqlite_store import SqliteGatewayStore
 from edge.config import GatewayConfig
-from edge.core import wire
+from edge.core import bundle, wire
 from edge.core.advert import RawAdvert
 from edge.core.health import RadioHealth
 from edge.core.offers import OfferEngine
 from edge.core.pipeline import Pipeline
 from edge.core.presence import PresenceTracker
 from edge.core.resolver import EidResolver
+from edge.errors import ConfigError
 from edge.logutil import OnceLogger
 from edge.services.sync import SyncApplier
 from edge.services.uplink import Uplink
@@ -102,9 +106,12 @@ class Gateway:
         config: GatewayConfig,
         source: AdvertSource,
         store: SqliteGatewayStore,
+        keys: GatewayKeys,
+        trusted_signers: Sequence[Ed25519PublicKey],
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.keys = keys
         self.address = config.address
         self.source = source
         self.store = store
@@ -119,9 +126,18 @@ class Gateway:
         )
         self._last_radio_s: float | None = None
         self.sync = SyncApplier(
-            self.pipeline, store, self.address, config.identity.skew_windows, self.radio_now
+            self.pipeline,
+            store,
+            self.address,
+            config.identity.skew_windows,
+            self.radio_now,
+            keys,
+            trusted_signers,
+            wall_clock,
         )
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
+        self._status_wakeup = asyncio.Event()
+        self._leaving = False
         self.inbox_dropped = 0
         self._payload_errors = OnceLogger(_LOGGER)
         m = config.mqtt
@@ -141,7 +157,7 @@ class Gateway:
             ),
             subscriptions=[
                 (wire.ack_topic(self.address), 1),
-                (wire.roster_topic(self.address.chain, self.address.store), 1),
+                (wire.roster_bundle_topic(self.address), 1),
                 (wire.campaigns_topic(self.address.chain, self.address.store), 1),
             ],
             on_message=self._on_message,
@@ -155,11 +171,38 @@ class Gateway:
 
     @classmethod
     async def open(cls, config: GatewayConfig, source: AdvertSource) -> Gateway:
-        """Open the gateway's database and restore its last good roster and campaigns."""
+        """Open the gateway's keys and database and restore its last good roster and campaigns."""
+        identity = config.identity
+        signers, problems = await asyncio.to_thread(
+            load_trusted_signers, identity.trusted_signers, identity.trusted_signers_file
+        )
+        if problems:
+            raise ConfigError("gateway config", "identity.trusted_signers", "; ".join(problems))
+        if not signers:
+            raise ConfigError(
+                "gateway config",
+                "identity.trusted_signers",
+                "no trusted bridge key, so every roster would be rejected: add the public key "
+                "`cloud-bridge keygen` printed",
+            )
+        # Reading the OTP key shells out: off the event loop.
+        keys = await asyncio.to_thread(
+            load_gateway_keys, config.data_dir, identity.key_source, identity.otp_command
+        )
         store = await SqliteGatewayStore.open(config.database_path)
-        gateway = cls(config, source, store)
-        gateway.pipeline.offers.history = await store.load_history()
-        await gateway.sync.restore()
+        try:
+            gateway = cls(config, source, store, keys, signers)
+            gateway.pipeline.offers.history = await store.load_history()
+            await gateway.sync.restore()
+        except BaseException:
+            await store.close()
+            raise
+        _LOGGER.info(
+            "gateway key %s (sealed with the %s), trusting bridge keys %s",
+            keys.key_id,
+            "Pi's OTP key" if keys.source == "otp" else "key file: weaker",
+            ", ".join(bundle.key_id(k) for k in signers),
+        )
         return gateway
 
     async def close(self) -> None:
@@ -221,7 +264,7 @@ class Gateway:
 
     async def _process_inbox(self) -> None:
         ack = wire.ack_topic(self.address)
-        roster = wire.roster_topic(self.address.chain, self.address.store)
+        roster = wire.roster_bundle_topic(self.address)
         campaigns = wire.campaigns_topic(self.address.chain, self.address.store)
         while True:
             message = await self._inbox.get()
@@ -231,10 +274,16 @@ class Gateway:
                     await self.uplink.handle_ack(wire.decode_as(message.payload, wire.Ack, where))
                 except wire.WireError as exc:
                     self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
-            elif message.topic == roster:
-                await self.sync.apply_roster(message.payload, where)
-            elif message.topic == campaigns:
-                await self.sync.apply_campaigns(message.payload, where)
+            elif message.topic in (roster, campaigns):
+                rejections = self.sync.rejections
+                if message.topic == roster:
+                    applied = await self.sync.apply_roster(message.payload, where)
+                else:
+                    applied = await self.sync.apply_campaigns(message.payload, where)
+                if applied or self.sync.rejections != rejections:
+                    # Tell the bridge (and monitoring) soon: the version is the bridge's
+                    # acknowledgement, a rejection may ask it for a full roster.
+                    self._status_wakeup.set()
             else:
                 self._payload_errors.warning(message.topic, "ignored message on %s", where)
 
@@ -269,6 +318,7 @@ class Gateway:
                 "events_acked": self.uplink.acked,
                 "inbox_dropped": self.inbox_dropped,
             },
+            sync=self.sync.status_json(),
         )
 
     async def say_goodbye(self) -> None:
@@ -277,6 +327,7 @@ class Gateway:
         A clean DISCONNECT suppresses the last will, so without this a stopped gateway would look
         online to the fleet forever.
         """
+        self._leaving = True  # no "online" status may follow the "offline" one
         if self.mqtt.connected:
             offline = wire.Status(state="offline", ts=self._wall(), software=SOFTWARE)
             try:
@@ -292,6 +343,8 @@ class Gateway:
         await self.mqtt.disconnect()
 
     async def publish_status(self) -> None:
+        if self._leaving:
+            return
         try:
             await self.mqtt.publish(
                 wire.status_topic(self.address), wire.encode(self.status()), qos=1, retain=True
@@ -300,8 +353,20 @@ class Gateway:
             _LOGGER.debug("status not published: %s", exc)
 
     async def _publish_status_periodically(self) -> None:
+        interval_s = self.config.uplink.status_interval_s
+        next_tick = time.monotonic() + interval_s
         while True:
-            await asyncio.sleep(self.config.uplink.status_interval_s)
+            try:
+                async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
+                    await self._status_wakeup.wait()
+            except TimeoutError:
+                pass
+            if self._status_wakeup.is_set():  # a roster applied or rejected: say so now
+                self._status_wakeup.clear()
+                if self.mqtt.connected:
+                    await self.publish_status()
+                continue
+            next_tick = time.monotonic() + interval_s
             self.uplink.pending = await self.store.count()
             keep_s = self.pipeline.offers.longest_cooldown_s
             self.pipeline.offers.history.prune(self.radio_now(), keep_s)

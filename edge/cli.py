@@ -1,4 +1,4 @@
-"""The `edge-gateway` command: run a gateway, run the demo, check a config file, scan, replay."""
+"""The `edge-gateway` command: run, provision keys, check a config, run the demo, scan, replay."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", type=Path)
 
+    provision = sub.add_parser(
+        "provision",
+        help="create this gateway's key pair and print the public key to register with the bridge",
+        description="Create the gateway's X25519 key pair in [gateway] data_dir, sealed at rest "
+        "(docs/security.md), mode 0600, and print its public key and key id with the "
+        "`cloud-bridge add-gateway` line to run on the bridge. Run it once, as the user the "
+        "gateway runs as; run again, it changes nothing and prints the same key.",
+    )
+    provision.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
     demo = sub.add_parser("demo", help="a simulated store entrance, end to end")
     demo.add_argument("--minutes", type=float, default=8.0, help="simulated minutes (default 8)")
     demo.add_argument("--speed", type=float, default=30.0, help="simulated s per wall s")
@@ -78,7 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         "--roster",
         type=Path,
         metavar="ROSTER.json",
-        help="roster payload (as the bridge publishes it) to tell enrolled devices apart",
+        help="a roster file (the `roster` payload of docs/mqtt.md, holding identity keys in "
+        "clear: keep it safe) to tell enrolled devices apart",
     )
     scan.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="radio source from here")
 
@@ -107,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
         "--roster",
         type=Path,
         metavar="ROSTER.json",
-        help="roster payload (as the bridge publishes it); without it nothing resolves",
+        help="a roster file (the `roster` payload of docs/mqtt.md); without it nothing resolves",
     )
     return parser
 
@@ -124,21 +135,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             config = load_config(args.config)
             print(f"{args.config}: OK (gateway {config.address.prefix})")
+            if not config.identity.trusted_signers and not config.identity.trusted_signers_file:
+                print(
+                    f"{args.config}: note: [identity] trusted_signers is empty: `run` refuses to "
+                    "start until it names the bridge's public key (`cloud-bridge keygen`)"
+                )
             return 0
         if args.command == "run":
             logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
             from edge.config import load_config
 
             config = load_config(args.config)  # a bad file stops here: exit 2, nothing started
+            from edge.adapters.keystore import KeystoreError
+            from edge.errors import ConfigError
+
             code = 3
             try:
                 code = asyncio.run(_run_gateway(config))
+            except* (ConfigError, KeystoreError) as setup:
+                # Keys or trusted signers missing or unusable: a person must act, not a retry.
+                for problem in setup.exceptions:
+                    print(f"edge-gateway: {problem}", file=sys.stderr)
+                code = 2
             except* EdgeError as group:
                 # A loop gave up (e.g. the radio failed after every recovery step): exit non-zero
                 # so systemd restarts the service.
                 for exc in group.exceptions:
                     print(f"edge-gateway: {exc}", file=sys.stderr)
             return code
+        if args.command == "provision":
+            return _provision(args.config)
         if args.command == "tools":
             return _tool_eid(args)
         if args.command == "replay":
@@ -149,6 +175,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeError as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return 2
+
+
+def _provision(config_path: Path) -> int:
+    from edge.adapters.keystore import SEAL_KEY_FILE, provision_gateway_keys
+    from edge.config import load_config
+    from edge.core.bundle import key_to_text
+
+    config = load_config(config_path)
+    identity = config.identity
+    keys, created = provision_gateway_keys(
+        config.data_dir, identity.key_source, identity.otp_command
+    )
+    sealed = (
+        "sealed with this Pi's OTP key"
+        if keys.source == "otp"
+        else f"sealed with the key file {config.data_dir / SEAL_KEY_FILE} "
+        "(weaker: a copy of the card opens it; see docs/security.md)"
+    )
+    public = key_to_text(keys.public_key)
+    address = config.address
+    print(
+        f"gateway {address.prefix}: key {'created' if created else 'already provisioned'}, {sealed}"
+    )
+    print(f"public key: {public}")
+    print(f"key id:     {keys.key_id}")
+    print("Register it on the bridge (the bridge's [bridge] database):")
+    print(
+        f"  cloud-bridge add-gateway /var/lib/threshold/loyalty.sqlite {address.store} "
+        f"{address.gateway} --public-key {public}"
+    )
+    if not identity.trusted_signers and not identity.trusted_signers_file:
+        print(
+            "Then add the bridge's public key (`cloud-bridge keygen` prints it) to "
+            f'{config_path}: [identity] trusted_signers = ["..."]'
+        )
+    return 0
 
 
 def _tool_eid(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.core.bundle import KeyFormatError, load_signer_public_key
 from edge.core.presence import PresenceConfig
 from edge.core.wire import GatewayAddress, WireError
 from edge.errors import ConfigError
@@ -103,6 +104,14 @@ class PresenceSection:
 @dataclass(frozen=True, slots=True)
 class IdentitySection:
     skew_windows: int = 1
+    # The bridge's Ed25519 public keys (base64 or hex), as `cloud-bridge keygen` prints them; a
+    # bundle signed by any other key is rejected. Two during a key rollover.
+    trusted_signers: tuple[str, ...] = ()
+    trusted_signers_file: str = ""  # or/and a file of such keys, one a line ('#' comments)
+    # What seals the gateway's keys at rest: "auto" (the Pi's OTP key where readable, else a key
+    # file), "otp" (refuse to run without it) or "file" (docs/security.md: weaker).
+    key_source: str = "auto"
+    otp_command: str = "rpi-otp-private-key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +150,16 @@ class GatewayConfig:
         )
 
     @property
+    def data_dir(self) -> Path:
+        return Path(self.gateway.data_dir)
+
+    @property
     def database_path(self) -> Path:
-        return Path(self.gateway.data_dir) / "gateway.sqlite"
+        return self.data_dir / "gateway.sqlite"
 
 
 RADIO_SOURCES = ("bleak", "serial", "simulated")
+KEY_SOURCES = ("auto", "otp", "file")
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -169,6 +183,11 @@ def build_dataclass(cls: type[Any], raw: dict[str, Any], path: str, where: str) 
             continue
         if isinstance(hint, types.UnionType):  # not used yet; keep the loader honest if it is
             raise ConfigError(path, field_name, "unsupported field type")
+        if typing.get_origin(hint) is tuple:  # tuple[str, ...]: a TOML array of strings
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(path, field_name, f"must be a list of strings, got {value!r:.60}")
+            values[name] = tuple(value)
+            continue
         ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
         if hint is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
@@ -198,8 +217,22 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
         config.presence_config  # noqa: B018 - validates threshold relations
     except ValueError as exc:
         raise ConfigError(path, "presence", str(exc)) from None
-    if not 0 <= config.identity.skew_windows <= 4:
+    identity = config.identity
+    if not 0 <= identity.skew_windows <= 4:
         raise ConfigError(path, "identity.skew_windows", "must be 0..4")
+    for i, text in enumerate(identity.trusted_signers):
+        try:
+            load_signer_public_key(text, f"entry {i}")
+        except KeyFormatError as exc:
+            raise ConfigError(path, "identity.trusted_signers", exc.reason) from None
+    if identity.key_source not in KEY_SOURCES:
+        raise ConfigError(
+            path,
+            "identity.key_source",
+            f"must be one of {KEY_SOURCES}, got {identity.key_source!r}",
+        )
+    if not identity.otp_command.strip():
+        raise ConfigError(path, "identity.otp_command", "must name the OTP tool")
     if not 1 <= config.mqtt.port <= 65535:
         raise ConfigError(path, "mqtt.port", f"must be 1..65535, got {config.mqtt.port}")
     if config.uplink.batch < 1 or config.uplink.ack_timeout_s <= 0:

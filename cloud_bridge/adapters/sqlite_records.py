@@ -7,7 +7,9 @@ An offer's delivery to the shopper is itself durable: the offer row is its outbo
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import aiosqlite
 
@@ -120,9 +122,29 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER settings_changed AFTER UPDATE ON settings
         BEGIN UPDATE stores SET campaigns_version = campaigns_version + 1; END;
     """,
+    # 2: the gateways the bridge seals rosters to (issue 4): each one's X25519 public key, as
+    # `edge-gateway provision` printed it. The database serves one chain (`[bridge] chain`).
+    """
+    CREATE TABLE gateways (
+        store_id TEXT NOT NULL REFERENCES stores (id),
+        id TEXT NOT NULL,
+        public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+        added_at REAL NOT NULL,
+        PRIMARY KEY (store_id, id)
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredGateway:
+    """A gateway the bridge sends rosters to, sealed to `public_key` (raw X25519, 32 bytes)."""
+
+    store: str
+    gateway: str
+    public_key: bytes
 
 
 class SqliteLoyaltyRecords:
@@ -291,6 +313,48 @@ class SqliteLoyaltyRecords:
         )
         await self._db.commit()
         return cursor.rowcount == 1
+
+    async def add_gateway(
+        self, store: str, gateway: str, public_key: bytes, now_s: float
+    ) -> Literal["added", "replaced", "unchanged"]:
+        """Register (or re-key) a gateway of `store`; RecordsError if the store is unknown."""
+        if len(public_key) != 32:
+            raise ValueError(f"a gateway public key is 32 bytes, got {len(public_key)}")
+        async with self._db.execute(
+            "SELECT public_key FROM gateways WHERE store_id = ? AND id = ?", (store, gateway)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is not None and bytes(row[0]) == public_key:
+            return "unchanged"
+        try:
+            await self._db.execute(
+                "INSERT INTO gateways (store_id, id, public_key, added_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (store_id, id) DO UPDATE SET public_key = excluded.public_key, "
+                "added_at = excluded.added_at",
+                (store, gateway, public_key, now_s),
+            )
+            await self._db.commit()
+        except sqlite3.IntegrityError:
+            await self._db.rollback()
+            raise RecordsError(
+                f"store {store!r} is not in {self.path}: add it first (`cloud-bridge add-store`)"
+            ) from None
+        return "added" if row is None else "replaced"
+
+    async def remove_gateway(self, store: str, gateway: str) -> bool:
+        """Forget a gateway: the bridge stops sealing rosters to it. False if it was not there."""
+        cursor = await self._db.execute(
+            "DELETE FROM gateways WHERE store_id = ? AND id = ?", (store, gateway)
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
+
+    async def gateways(self) -> list[RegisteredGateway]:
+        """Every registered gateway, by store and id."""
+        async with self._db.execute(
+            "SELECT store_id, id, public_key FROM gateways ORDER BY store_id, id"
+        ) as cursor:
+            return [RegisteredGateway(r[0], r[1], bytes(r[2])) async for r in cursor]
 
     async def stores(self) -> list[str]:
         async with self._db.execute("SELECT id FROM stores ORDER BY id") as cursor:

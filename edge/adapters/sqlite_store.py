@@ -3,10 +3,14 @@
 An event leaves the outbox only when the bridge acknowledges it. Writes use synchronous=FULL: in WAL
 mode NORMAL may roll back the last commits on power loss, and a lost visit is a lost offer. The
 pipeline's events arrive in batches, so one fsync covers many rows.
+
+The roster is stored sealed (edge/services/sync.py seals it; this module stores bytes). secure_delete
+is on, so a replaced or deleted row leaves zeros, not its old bytes, in the file's free pages.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +20,7 @@ import aiosqlite
 from edge.adapters.sqlite_db import open_database
 from edge.core import wire
 from edge.core.offers import OfferHistory
+from edge.errors import StorageError
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -39,6 +44,13 @@ _MIGRATIONS: tuple[str, ...] = (
         payload BLOB NOT NULL
     );
     """,
+    # 2: the roster is kept sealed (issue 4). Version 1 stored it as clear JSON: erase it, with
+    # secure_delete so its pages are zeroed; the gateway starts without a roster until the bridge's
+    # next bundle (the WAL is truncated right after opening, in SqliteGatewayStore.open).
+    """
+    PRAGMA secure_delete = ON;
+    DELETE FROM sync_state WHERE kind = 'roster';
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -60,7 +72,16 @@ class SqliteGatewayStore:
     @classmethod
     async def open(cls, path: Path) -> SqliteGatewayStore:
         """Open (creating and migrating) the database at `path`."""
-        return cls(await open_database(path, _MIGRATIONS, "gateway database"), path)
+        db = await open_database(path, _MIGRATIONS, "gateway database")
+        try:
+            await db.execute("PRAGMA secure_delete = ON")
+            # Old page images (e.g. migration 2's erased roster) can sit in the WAL: fold it into
+            # the database, where secure_delete zeroed them, and cut the WAL file to nothing.
+            await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            await db.close()
+            raise StorageError(f"cannot prepare gateway database {path}: {exc}") from exc
+        return cls(db, path)
 
     async def close(self) -> None:
         await self._db.close()
@@ -128,6 +149,7 @@ class SqliteGatewayStore:
         await self._db.commit()
 
     async def save_sync(self, kind: str, version: int, payload: bytes) -> None:
+        """Replace what is saved for `kind` (the roster: sealed bytes, never clear keys)."""
         await self._db.execute(
             "INSERT INTO sync_state (kind, version, payload) VALUES (?,?,?) "
             "ON CONFLICT (kind) DO UPDATE SET version = excluded.version, "
@@ -137,6 +159,7 @@ class SqliteGatewayStore:
         await self._db.commit()
 
     async def load_sync(self, kind: str) -> bytes | None:
+        """The payload last saved for `kind`, or None."""
         async with self._db.execute(
             "SELECT payload FROM sync_state WHERE kind = ?", (kind,)
         ) as cursor:

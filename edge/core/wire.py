@@ -20,7 +20,7 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 EVENT_FILTER = f"{TOPIC_ROOT}/+/+/+/event/+"
 #: What the bridge subscribes to (shared): shopper apps' receipts of offers.
 RECEIPT_FILTER = f"{TOPIC_ROOT}/+/shopper/+/receipt"
-#: What fleet monitoring subscribes to: every gateway's retained status.
+#: What fleet monitoring and the bridge subscribe to: every gateway's retained status.
 STATUS_FILTER = f"{TOPIC_ROOT}/+/+/+/status"
 
 
@@ -78,9 +78,9 @@ def ack_topic(gw: GatewayAddress) -> str:
     return f"{gw.prefix}/ack"
 
 
-def roster_topic(chain: str, store: str) -> str:
-    """Bridge → the store's gateways: enrolled devices, retained."""
-    return f"{TOPIC_ROOT}/{chain}/{store}/sync/roster"
+def roster_bundle_topic(gw: GatewayAddress) -> str:
+    """Bridge → one gateway: its signed roster bundle, sealed to its key (edge/core/bundle.py), retained."""
+    return f"{gw.prefix}/sync/roster"
 
 
 def campaigns_topic(chain: str, store: str) -> str:
@@ -119,6 +119,14 @@ def parse_receipt_topic(topic: str) -> ShopperTopic:
             f"topic {topic!r} is not a receipt topic ({TOPIC_ROOT}/C/shopper/T/receipt)"
         )
     return ShopperTopic(check_id(parts[2], "chain"), check_id(parts[4], "shopper"))
+
+
+def parse_status_topic(topic: str) -> GatewayAddress:
+    """Parse `threshold/v1/<chain>/<store>/<gateway>/status`."""
+    parts = topic.split("/")
+    if len(parts) != 6 or "/".join(parts[:2]) != TOPIC_ROOT or parts[5] != "status":
+        raise WireError(f"topic {topic!r} is not a status topic ({TOPIC_ROOT}/C/S/G/status)")
+    return GatewayAddress(parts[2], parts[3], parts[4])
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +214,9 @@ class Status:
     campaigns_version: int = 0
     radio: dict[str, Any] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    # Roster sync health: the gateway's key id and its last rejected bundle (docs/mqtt.md). Added
+    # after 0.1.0's first statuses: absent in older payloads, which decode with {}.
+    sync: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -218,6 +229,7 @@ class Status:
             "campaigns_version": self.campaigns_version,
             "radio": self.radio,
             "counters": self.counters,
+            "sync": self.sync,
         }
 
     @classmethod
@@ -235,6 +247,7 @@ class Status:
             campaigns_version=int(r.obj.get("campaigns_version", 0)),
             radio=dict(r.obj.get("radio", {})),
             counters=dict(r.obj.get("counters", {})),
+            sync=r.obj_field("sync") if "sync" in r.obj else {},
         )
 
 
@@ -430,7 +443,9 @@ class RosterDevice:
 
 @dataclass(frozen=True, slots=True)
 class RosterSync:
-    """The store's enrolled devices, a full snapshot at `version` (signing and sealing: issue 4)."""
+    """Enrolled devices at `version`, in clear: sealed at rest, read by tools, never published."""
+
+    # On MQTT a roster travels only inside a signed bundle sealed to one gateway (edge/core/bundle.py).
 
     TYPE: ClassVar[str] = "roster"
     store: str

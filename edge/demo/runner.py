@@ -1,5 +1,9 @@
 """The demo: a private Mosquitto, the bridge with a seeded loyalty database, one gateway on a simulated
 store entrance, and the shoppers' apps. Prints a live view, then a summary checked against ground truth.
+
+Set up as an installer would: the bridge's signing key (`cloud-bridge keygen`), the gateway provisioned
+(`edge-gateway provision`, keys sealed at rest) and registered (`cloud-bridge add-gateway`), and a
+gateway config file naming the bridge's public key, all in the work directory.
 """
 
 from __future__ import annotations
@@ -11,20 +15,23 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import Bridge
 from cloud_bridge.config import BridgeConfig, BridgeSection
 from cloud_bridge.seed import seed_records
+from edge.adapters.keystore import create_signing_key_file, provision_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
 from edge.adapters.mqtt import MqttSettings
 from edge.adapters.simulated_radio import SimulatedAdvertSource
 from edge.app import Gateway
-from edge.config import GatewayConfig, GatewaySection, MqttSection, UplinkSection
-from edge.core import wire
+from edge.config import IdentitySection, MqttSection, load_config
+from edge.core import bundle, wire
 from edge.demo.shopper_apps import ReceivedOffer, ShopperApps
 from edge.demo.stats import percentile
 from edge.services.tasks import cancel_and_wait
@@ -32,7 +39,10 @@ from edge.sim.entrance import EntranceConfig, GroundTruth, SimDevice, StoreEntra
 
 CHAIN = "demo-chain"
 STORE = "store-001"
+GATEWAY = "door-1"
 DRAIN_TIMEOUT_S = 20.0
+# The demo seals the gateway's keys with a key file in its work directory, wherever it runs.
+DEMO_KEY_SOURCE = "file"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +55,7 @@ class DemoOptions:
     passers_per_min: float = 14.0
     live: bool = True
     workdir: Path | None = None
+    start_unix_s: float | None = None  # when the simulation starts (default: now)
 
 
 class LiveView:
@@ -118,6 +129,22 @@ async def load_enrolled_devices(
     return devices, tiers
 
 
+def demo_entrance(
+    options: DemoOptions, devices: Sequence[SimDevice], start_unix_s: float
+) -> StoreEntrance:
+    """The simulated entrance the demo's gateway hears; the same options give the same adverts."""
+    return StoreEntrance(
+        EntranceConfig(
+            seed=options.seed,
+            start_unix_s=start_unix_s,
+            duration_s=options.minutes * 60.0,
+            arrivals_per_min=options.arrivals_per_min,
+            passers_per_min=options.passers_per_min,
+        ),
+        devices,
+    )
+
+
 def summarise(
     truth: GroundTruth,
     visits: Sequence[wire.Visit],
@@ -187,36 +214,37 @@ async def _run(
     wall_start = time.monotonic()
     mqtt = MqttSection(host=broker.host, port=broker.port)
     records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
-    sim_start = time.time()
+    sim_start = time.time() if options.start_unix_s is None else options.start_unix_s
     await seed_records(
         records, members=options.members, seed=options.seed, stores=(STORE,), joined_at=sim_start
     )
     devices, tiers = await load_enrolled_devices(records)
+    signing_key_file = workdir / "bridge-signing.key"
+    signing_key, _ = await asyncio.to_thread(create_signing_key_file, signing_key_file)
     bridge = Bridge(
         BridgeConfig(
-            BridgeSection(chain=CHAIN, database=str(records.path), offer_resend_s=5.0), mqtt
+            BridgeSection(
+                chain=CHAIN,
+                database=str(records.path),
+                offer_resend_s=5.0,
+                signing_key_file=str(signing_key_file),
+            ),
+            mqtt,
         ),
         records,
+        records,
+        signing_key,
     )
-    entrance = StoreEntrance(
-        EntranceConfig(
-            seed=options.seed,
-            start_unix_s=sim_start,
-            duration_s=options.minutes * 60.0,
-            arrivals_per_min=options.arrivals_per_min,
-            passers_per_min=options.passers_per_min,
-        ),
-        devices,
-    )
+    entrance = demo_entrance(options, devices, sim_start)
     truth = entrance.truth
     go = asyncio.Event()
     source = SimulatedAdvertSource(entrance.adverts(), options.speed, start=go)
-    config = GatewayConfig(
-        gateway=GatewaySection(chain=CHAIN, store=STORE, id="door-1", data_dir=str(workdir / "gw")),
-        mqtt=mqtt,
-        uplink=replace(UplinkSection(), ack_timeout_s=5.0, status_interval_s=5.0),
-    )
-    gateway = await Gateway.open(config, source)
+    config_path = await provision_demo_gateway(records, workdir, broker, signing_key)
+    try:
+        gateway = await Gateway.open(load_config(config_path), source)
+    except BaseException:
+        await records.close()
+        raise
     view = LiveView(out, sim_start, tiers, options.live)
     visits: list[wire.Visit] = []
     triggers: list[wire.OfferTrigger] = []
@@ -274,6 +302,41 @@ async def _run(
         },
     )
     return summary
+
+
+async def provision_demo_gateway(
+    records: SqliteLoyaltyRecords,
+    workdir: Path,
+    broker: MosquittoProcess,
+    signing_key: Ed25519PrivateKey,
+) -> Path:
+    """Provision the gateway, register it with the bridge, write its config; return the config's path."""
+    data_dir = workdir / "gw"
+    keys, _ = await asyncio.to_thread(
+        provision_gateway_keys, data_dir, DEMO_KEY_SOURCE, IdentitySection().otp_command
+    )
+    await records.add_gateway(STORE, GATEWAY, keys.public_key, time.time())
+    signer = bundle.key_to_text(bundle.public_key_bytes(signing_key))
+    lines = [
+        "# The demo gateway's config, written by `edge-gateway demo`.",
+        "[gateway]",
+        f"chain = {json.dumps(CHAIN)}",
+        f"store = {json.dumps(STORE)}",
+        f"id = {json.dumps(GATEWAY)}",
+        f"data_dir = {json.dumps(str(data_dir))}",
+        "[mqtt]",
+        f"host = {json.dumps(broker.host)}",
+        f"port = {broker.port}",
+        "[uplink]",
+        "ack_timeout_s = 5.0",
+        "status_interval_s = 5.0",
+        "[identity]",
+        f"trusted_signers = [{json.dumps(signer)}]",
+        f"key_source = {json.dumps(DEMO_KEY_SOURCE)}",
+    ]
+    path = workdir / "gateway.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 async def _watch(

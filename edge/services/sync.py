@@ -1,24 +1,70 @@
-"""Applies the roster and campaigns the bridge publishes, keeping the last good set on any error."""
+"""Applies the roster bundles and campaigns the bridge publishes, keeping the last good set on any error.
+
+A roster arrives as a signed bundle sealed to this gateway (edge/core/bundle.py). It is verified and
+opened off the event loop, the resolver for the new roster is built there too, and only then is it
+swapped in, so a rejected bundle changes nothing. Rejections are kept for the status topic; a
+retained copy of the version in force (`replayed_version`) comes back on every reconnect and is not
+one. The roster in force is saved sealed with the gateway's at-rest key (edge/adapters/keystore.py),
+never in clear, so the gateway restarts with it while the broker is down.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.adapters.keystore import GatewayKeys, KeystoreError
 from edge.adapters.sqlite_store import SqliteGatewayStore
-from edge.core import wire
+from edge.core import bundle, wire
 from edge.core.pipeline import Pipeline
 from edge.core.resolver import EidResolver
+from edge.logutil import OnceLogger
 
 _LOGGER = logging.getLogger(__name__)
 
 ROSTER = "roster"
 CAMPAIGNS = "campaigns"
+MESSAGE_MAX = 300  # characters of a rejection's message kept for the status topic
+
+Roster = dict[str, wire.RosterDevice]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A sync payload the gateway refused: `reason` is a code (bundle.RejectReason, or malformed...)."""
+
+    what: Literal["roster", "campaigns"]
+    reason: str
+    version: int | None  # the version it claimed, where it could be read
+    at: float  # wall clock, Unix s
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "what": self.what,
+            "reason": self.reason,
+            "version": self.version,
+            "at": round(self.at, 3),
+            "message": self.message[:MESSAGE_MAX],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    version: int
+    kind: str
+    roster: Roster
+    resolver: EidResolver
 
 
 class SyncApplier:
-    """Validates, persists and applies sync payloads; older or equal versions are ignored."""
+    """Verifies, persists (sealed) and applies roster bundles and campaigns; only newer versions."""
 
     def __init__(
         self,
@@ -27,54 +73,132 @@ class SyncApplier:
         address: wire.GatewayAddress,
         skew_windows: int,
         radio_now: Callable[[], float],
+        keys: GatewayKeys,
+        trusted_signers: Sequence[Ed25519PublicKey],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._pipeline = pipeline
         self._store = store
         self._address = address
         self._skew_windows = skew_windows
         self._radio_now = radio_now
+        self._keys = keys
+        self._trusted = tuple(trusted_signers)
+        self._wall = wall_clock
+        self._roster: Roster = {}
+        self._warnings = OnceLogger(_LOGGER)
         self.roster_version = 0
         self.campaigns_version = 0
-        self.last_rejection: str | None = None
+        self.last_rejection: Rejection | None = None
+        self.rejections = 0
         self.synced = asyncio.Event()  # set once a roster and campaigns are in force
+
+    @property
+    def _sealed_purpose(self) -> str:
+        a = self._address
+        return f"roster/{a.chain}/{a.store}/{a.gateway}"
+
+    def status_json(self) -> dict[str, Any]:
+        """The `sync` object of the status payload."""
+        return {
+            "key_id": self._keys.key_id,
+            "rejections": self.rejections,
+            "last_rejection": self.last_rejection.to_json() if self.last_rejection else None,
+        }
 
     async def restore(self) -> None:
         """Apply what was saved before a restart, so the gateway works with the broker down."""
-        roster = await self._store.load_sync(ROSTER)
-        if roster is not None:
-            await self.apply_roster(roster, "saved roster", persist=False)
+        sealed = await self._store.load_sync(ROSTER)
+        if sealed is not None:
+            try:
+                version, roster, resolver = await asyncio.to_thread(
+                    self._unseal_roster, sealed, self._radio_now()
+                )
+            except (KeystoreError, wire.WireError) as exc:
+                # Not fatal: the bridge's next full bundle replaces it (a retained delta is refused
+                # with base_mismatch, the status says so, and the bridge sends a full one).
+                _LOGGER.error("saved roster not restored, waiting for the bridge's: %s", exc)
+            else:
+                self._swap(version, roster, resolver)
+                _LOGGER.info("saved roster v%d restored: %d devices", version, len(roster))
         campaigns = await self._store.load_sync(CAMPAIGNS)
         if campaigns is not None:
             await self.apply_campaigns(campaigns, "saved campaigns", persist=False)
 
-    async def apply_roster(self, data: bytes, where: str, *, persist: bool = True) -> bool:
-        try:
-            roster = wire.decode_as(data, wire.RosterSync, where)
-        except wire.WireError as exc:
-            return self._reject(exc.reason)
-        if roster.store != self._address.store:
-            return self._reject(f"{where}: roster is for store {roster.store!r}")
-        if roster.version <= self.roster_version:
+    async def apply_roster(self, data: bytes, where: str) -> bool:
+        """Apply a roster bundle; False (and a rejection, unless routine) if it must not apply."""
+        if not data:
+            _LOGGER.debug("%s: empty payload (retained bundle cleared by the bridge)", where)
             return False
-        # Building the table costs ~10 µs per device; off the event loop, swapped in atomically.
-        resolver = await asyncio.to_thread(
-            EidResolver, roster.devices, self._radio_now(), self._skew_windows
+        try:
+            opened = await asyncio.to_thread(
+                self._open, data, where, self.roster_version, self._roster, self._radio_now()
+            )
+        except bundle.BundleRejected as exc:
+            if exc.reason is bundle.RejectReason.REPLAYED_VERSION:
+                _LOGGER.debug("%s", exc.message)  # the retained copy of what is in force
+                return False
+            return self._reject("roster", exc.reason.value, exc.version, exc.message)
+        sealed = await asyncio.to_thread(self._seal_roster, opened.version, opened.roster)
+        await self._store.save_sync(ROSTER, opened.version, sealed)
+        self._swap(opened.version, opened.roster, opened.resolver)
+        _LOGGER.info(
+            "roster v%d applied (%s bundle): %d devices",
+            opened.version,
+            opened.kind,
+            len(opened.roster),
         )
-        if persist:
-            await self._store.save_sync(ROSTER, roster.version, data)
-        self._pipeline.resolver = resolver
-        self.roster_version = roster.version
-        self._check_synced()
-        _LOGGER.info("roster version %d applied: %d devices", roster.version, len(resolver))
         return True
+
+    def _open(
+        self, data: bytes, where: str, current_version: int, current: Roster, now_s: float
+    ) -> _Opened:
+        """Verify, decrypt, apply and index a bundle (worker thread; BundleRejected if refused)."""
+        opened = bundle.open_bundle(
+            data,
+            gateway_private_key=self._keys.gateway_key,
+            trusted_signer_public_keys=self._trusted,
+            expected_chain=self._address.chain,
+            expected_store=self._address.store,
+            expected_gateway=self._address.gateway,
+            current_version=current_version,
+            where=where,
+        )
+        roster = opened.roster_after(current)
+        # Building the table costs ~10 µs per device: here, off the event loop, swapped in after.
+        resolver = EidResolver(tuple(roster.values()), now_s, self._skew_windows)
+        return _Opened(opened.version, opened.kind, roster, resolver)
+
+    def _seal_roster(self, version: int, roster: Roster) -> bytes:
+        devices = tuple(roster[ref] for ref in sorted(roster))
+        plaintext = wire.encode(wire.RosterSync(self._address.store, version, devices))
+        return self._keys.sealer.seal(self._sealed_purpose, plaintext)
+
+    def _unseal_roster(self, sealed: bytes, now_s: float) -> tuple[int, Roster, EidResolver]:
+        plaintext = self._keys.sealer.open(self._sealed_purpose, sealed, "the saved roster")
+        saved = wire.decode_as(plaintext, wire.RosterSync, "the saved roster")
+        roster = {d.ref: d for d in saved.devices}
+        return saved.version, roster, EidResolver(saved.devices, now_s, self._skew_windows)
+
+    def _swap(self, version: int, roster: Roster, resolver: EidResolver) -> None:
+        self._pipeline.resolver = resolver
+        self._roster = roster
+        self.roster_version = version
+        self._check_synced()
 
     async def apply_campaigns(self, data: bytes, where: str, *, persist: bool = True) -> bool:
         try:
             sync = wire.decode_as(data, wire.CampaignSync, where)
         except wire.WireError as exc:
-            return self._reject(exc.reason)
+            return self._reject("campaigns", "malformed", None, exc.reason)
         if sync.store != self._address.store:
-            return self._reject(f"{where}: campaigns are for store {sync.store!r}")
+            return self._reject(
+                "campaigns",
+                "wrong_store",
+                sync.version,
+                f"{where}: campaigns are for store {sync.store!r}, this gateway is in "
+                f"{self._address.store!r}",
+            )
         if sync.version <= self.campaigns_version:
             return False
         if persist:
@@ -91,7 +215,16 @@ class SyncApplier:
         if self.roster_version and self.campaigns_version:
             self.synced.set()
 
-    def _reject(self, reason: str) -> bool:
-        self.last_rejection = reason
-        _LOGGER.warning("sync rejected, keeping the last good set: %s", reason)
+    def _reject(
+        self, what: Literal["roster", "campaigns"], reason: str, version: int | None, message: str
+    ) -> bool:
+        self.last_rejection = Rejection(what, reason, version, self._wall(), message)
+        self.rejections += 1
+        self._warnings.warning(
+            f"{what}:{reason}",
+            "%s rejected [%s], keeping the last good one: %s",
+            what,
+            reason,
+            message,
+        )
         return False

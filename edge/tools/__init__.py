@@ -22,7 +22,7 @@ def load_roster(path: Path) -> tuple[wire.RosterDevice, ...]:
         roster = wire.decode_as(data, wire.RosterSync, str(path))
     except wire.WireError as exc:
         raise ToolError(
-            f"{exc.reason} (expected the roster payload the bridge publishes on "
-            "threshold/v1/<chain>/<store>/sync/roster)"
+            f"{exc.reason} (expected a roster file: the JSON `roster` payload of docs/mqtt.md, "
+            "version 1, with the devices to treat as enrolled)"
         ) from None
     return roster.devices

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.adapters.sqlite_records import (
+    SCHEMA_VERSION,
+    RegisteredGateway,
+    SqliteLoyaltyRecords,
+)
 from cloud_bridge.core.records import IncomingEvent
 from cloud_bridge.errors import RecordsError
 from cloud_bridge.seed import DEMO_CAMPAIGNS, seed_records
@@ -438,3 +442,57 @@ async def test_records_survive_reopening(tmp_path: Path) -> None:
 
     assert again.duplicates == 1 and again.deliveries == []
     assert [d.offer_id for d in due] == [offer.event_id]
+
+
+# --- Gateways (migration 2) -------------------------------------------------------------------
+
+GW_KEY = bytes(range(32))
+NEW_KEY = bytes(range(1, 33))
+
+
+async def test_a_gateway_is_registered_rekeyed_listed_and_removed(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    assert await records.add_gateway(STORE, "door-1", GW_KEY, T0) == "added"
+    assert await records.add_gateway(STORE, "door-1", GW_KEY, T0) == "unchanged"
+    assert await records.add_gateway(STORE, "door-2", GW_KEY, T0) == "added"
+    assert await records.add_gateway(STORE, "door-1", NEW_KEY, T0) == "replaced"
+
+    assert await records.gateways() == [
+        RegisteredGateway(STORE, "door-1", NEW_KEY),
+        RegisteredGateway(STORE, "door-2", GW_KEY),
+    ]
+    assert await records.remove_gateway(STORE, "door-2") is True
+    assert await records.remove_gateway(STORE, "door-2") is False
+    assert [g.gateway for g in await records.gateways()] == ["door-1"]
+
+
+async def test_a_gateway_of_an_unknown_store_is_refused(records: SqliteLoyaltyRecords) -> None:
+    with pytest.raises(RecordsError, match="add-store"):
+        await records.add_gateway("store-999", "door-1", GW_KEY, T0)
+    assert await records.gateways() == []
+
+
+async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: Path) -> None:
+    import sqlite3
+
+    from cloud_bridge.adapters.sqlite_records import _MIGRATIONS
+
+    path = tmp_path / "loyalty.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO stores (id, name) VALUES (?, 'High Street')", (STORE,))
+    conn.commit()
+    conn.close()
+
+    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    try:
+        assert await records.stores() == [STORE]
+        assert await records.gateways() == []
+        assert await records.add_gateway(STORE, "door-1", GW_KEY, T0) == "added"
+        async with records.connection.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+    finally:
+        await records.close()
+    assert row is not None and row[0] == SCHEMA_VERSION == 2

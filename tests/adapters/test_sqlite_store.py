@@ -376,3 +376,51 @@ async def test_file_that_is_not_a_database_is_a_storage_error(tmp_path: Path) ->
         await open_expecting_failure(path)
 
     assert str(path) in str(excinfo.value)
+
+
+# --- Migration 2: no roster in clear ----------------------------------------------------------
+
+
+def read_files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def make_v1_database(path: Path, roster: bytes) -> None:
+    """A gateway database as 0.1.0 before sealing left it: the roster as clear JSON."""
+    from edge.adapters.sqlite_store import _MIGRATIONS
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path)
+    conn.executescript(_MIGRATIONS[0])
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO sync_state (kind, version, payload) VALUES ('roster', 7, ?)", (roster,)
+    )
+    conn.execute(
+        "INSERT INTO sync_state (kind, version, payload) VALUES ('campaigns', 2, ?)",
+        (b'{"campaigns":2}',),
+    )
+    conn.commit()
+    conn.close()
+
+
+async def test_migration_2_erases_the_clear_roster_of_a_v1_database_from_the_file(
+    db_path: Path,
+) -> None:
+    key = bytes.fromhex("8e1f5c2a9b7d4e3f60718293a4b5c6d7")
+    roster = wire.encode(
+        wire.RosterSync("store-001", 7, (wire.RosterDevice("d-1", "m-1", "gold", key, 10),))
+    )
+    make_v1_database(db_path, roster)
+
+    store = await SqliteGatewayStore.open(db_path)
+    try:
+        assert await store.load_sync("roster") is None
+        assert await store.load_sync("campaigns") == b'{"campaigns":2}'  # kept: no secrets
+        while_open = read_files(db_path.parent)  # the database, its WAL and shared memory
+    finally:
+        await store.close()
+
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 2
+    for name, data in (while_open | read_files(db_path.parent)).items():
+        assert key.hex().encode() not in data, f"the old roster's key is still in {name}"

@@ -1,24 +1,81 @@
-"""Golden edge ↔ bridge payloads: what is on the wire today must keep decoding, and the docs match."""
+"""Golden edge ↔ bridge payloads: what is on the wire today must keep decoding, and the docs match.
+
+The roster bundle's golden copy is sealed with deterministic test keys (below): the test rebuilds it
+byte for byte, so any change to the bundle format shows up here, and opens it as the gateway would.
+"""
 
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edge.core import wire
+from edge.core import bundle, wire
 
 ROOT = Path(__file__).parents[2]
-GOLDEN = sorted((Path(__file__).parent / "golden").glob("*.json"))
+GOLDEN_DIR = Path(__file__).parent / "golden"
+GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
+BUNDLE_GOLDEN = GOLDEN_DIR / "roster_bundle.json"
+
+# Test keys only: derived from public seeds, never used outside this test.
+GOLDEN_SIGNER = bundle.generate_signing_key(random.Random("golden-bridge").randbytes)
+GOLDEN_GATEWAY = bundle.generate_gateway_key(random.Random("golden-door-1").randbytes)
+GOLDEN_DEVICE = wire.RosterDevice(
+    "d-00042", "m-00042", "gold", bytes.fromhex("0102030405060708090a111213141516"), 10
+)
 
 
-@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+def golden_bundle() -> bytes:
+    """The golden roster bundle: v3 of store-001's roster for door-1, one device."""
+    return bundle.build_bundle(
+        bundle.FullRoster((GOLDEN_DEVICE,)),
+        chain="demo-chain",
+        store="store-001",
+        gateway="door-1",
+        version=3,
+        recipient_public_key=GOLDEN_GATEWAY.public_key(),
+        signing_key=GOLDEN_SIGNER,
+        random_bytes=random.Random("golden-bundle").randbytes,
+    )
+
+
+def is_bundle(obj: dict[str, Any]) -> bool:
+    return obj.get("type") == bundle.BUNDLE_TYPE
+
+
+@pytest.mark.parametrize("path", [p for p in GOLDEN if p != BUNDLE_GOLDEN], ids=lambda p: p.stem)
 def test_golden_payload_decodes_and_re_encodes_identically(path: Path) -> None:
     data = path.read_bytes()
     payload = wire.decode(data, str(path))
     assert json.loads(wire.encode(payload)) == json.loads(data)
+
+
+def test_golden_roster_bundle_is_rebuilt_byte_for_byte_and_opens() -> None:
+    assert BUNDLE_GOLDEN.read_bytes() == golden_bundle()
+    opened = bundle.open_bundle(
+        BUNDLE_GOLDEN.read_bytes(),
+        gateway_private_key=GOLDEN_GATEWAY,
+        trusted_signer_public_keys=[GOLDEN_SIGNER.public_key()],
+        expected_chain="demo-chain",
+        expected_store="store-001",
+        expected_gateway="door-1",
+        current_version=2,
+    )
+    assert opened.version == 3
+    assert opened.roster_after({}) == {GOLDEN_DEVICE.ref: GOLDEN_DEVICE}
+
+
+def test_an_old_status_without_sync_still_decodes() -> None:
+    """Statuses from before bundles (0.1.0's first payloads) carry no `sync` object."""
+    old = json.loads((GOLDEN_DIR / "status_online.json").read_bytes())
+    del old["sync"]
+    status = wire.decode_as(json.dumps(old).encode(), wire.Status)
+    assert status.sync == {}
+    assert status.roster_version == old["roster_version"]
 
 
 def test_every_payload_type_has_a_golden_copy() -> None:
@@ -31,6 +88,7 @@ def test_every_payload_type_has_a_golden_copy() -> None:
         "offer",
         "offer_receipt",
         "roster",
+        "roster_bundle",
         "campaigns",
     }
 
@@ -39,8 +97,11 @@ def test_docs_show_every_golden_payload_and_decodable_examples() -> None:
     doc = (ROOT / "docs" / "mqtt.md").read_text()
     blocks = re.findall(r"```json\n(.*?)```", doc, flags=re.S)
     documented = [json.loads(b) for b in blocks]
-    for block in blocks:
-        wire.decode(block.encode(), "docs/mqtt.md")
+    for obj in documented:
+        if is_bundle(obj):
+            assert bundle.canonical_json(obj) == golden_bundle()
+        else:
+            wire.decode(json.dumps(obj).encode(), "docs/mqtt.md")
     for path in GOLDEN:
         assert json.loads(path.read_bytes()) in documented, f"docs/mqtt.md lacks {path.name}"
 
@@ -52,8 +113,9 @@ def test_docs_name_every_topic() -> None:
         "/event/visit",
         "/event/offer",
         "/ack",
-        "/sync/roster",
-        "/sync/campaigns",
+        "{gateway}/sync/roster",
+        "{store}/sync/campaigns",
         "/shopper/{shopper}/offer",
     ):
         assert suffix in doc, f"docs/mqtt.md does not name the topic ending {suffix}"
+    assert "{store}/sync/roster" not in doc, "the store-level plain roster topic is gone"

@@ -1,4 +1,8 @@
-"""A store entrance on real parts: a spawned Mosquitto, the bridge on SQLite, one gateway, the apps."""
+"""A store entrance on real parts: a spawned Mosquitto, the bridge on SQLite, one gateway, the apps.
+
+Keys as in a deployment: the bridge's signing key, the gateway provisioned (keys sealed with a key
+file) and registered with the bridge, its config trusting the bridge's public key.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +14,24 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import Bridge
 from cloud_bridge.config import ApiSection, BridgeConfig, BridgeSection
 from cloud_bridge.seed import seed_records
+from edge.adapters.keystore import GatewayKeys, create_signing_key_file, provision_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
 from edge.adapters.mqtt import MqttSettings
 from edge.app import Gateway
-from edge.config import GatewayConfig, GatewaySection, MqttSection, UplinkSection
-from edge.core import wire
+from edge.config import (
+    GatewayConfig,
+    GatewaySection,
+    IdentitySection,
+    MqttSection,
+    UplinkSection,
+)
+from edge.core import bundle, wire
 from edge.demo.runner import load_enrolled_devices
 from edge.demo.shopper_apps import ShopperApps
 from edge.services.tasks import cancel_and_wait
@@ -27,6 +40,7 @@ from tests.fakes.radio import FakeAdvertSource
 
 CHAIN = "test-chain"
 STORE = "store-001"
+GATEWAY = "door-1"
 SETTLE_TIMEOUT_S = 60.0
 
 
@@ -56,6 +70,9 @@ class Rig:
     apps: ShopperApps
     devices: list[SimDevice]
     events: list[wire.Event]
+    signing_key: Ed25519PrivateKey
+    gateway_keys: GatewayKeys
+    workdir: Path
 
     @property
     def triggers(self) -> list[wire.OfferTrigger]:
@@ -106,6 +123,11 @@ async def store_rig(
     records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
     await seed_records(records, members=members, seed=3, stores=(STORE,), joined_at=time.time())
     devices, _ = await load_enrolled_devices(records)
+    signing_key_file = workdir / "bridge-signing.key"
+    signing_key, _ = create_signing_key_file(signing_key_file)
+    data_dir = workdir / "gw"
+    gateway_keys, _ = provision_gateway_keys(data_dir, "file", "rpi-otp-private-key")
+    await records.add_gateway(STORE, GATEWAY, gateway_keys.public_key, time.time())
     bridge = Bridge(
         BridgeConfig(
             BridgeSection(
@@ -113,6 +135,7 @@ async def store_rig(
                 database=str(records.path),
                 offer_resend_s=resend_s,
                 sync_interval_s=0.2,
+                signing_key_file=str(signing_key_file),
             ),
             mqtt,
             ApiSection(enabled=True, port=0, tokens_file=str(api_tokens))
@@ -120,14 +143,24 @@ async def store_rig(
             else ApiSection(),
         ),
         records,
+        records,
+        signing_key,
     )
     source = FakeAdvertSource()
     config = GatewayConfig(
-        gateway=GatewaySection(chain=CHAIN, store=STORE, id="door-1", data_dir=str(workdir / "gw")),
+        gateway=GatewaySection(chain=CHAIN, store=STORE, id=GATEWAY, data_dir=str(data_dir)),
         mqtt=mqtt,
         uplink=UplinkSection(ack_timeout_s=resend_s, batch=100, status_interval_s=1.0),
+        identity=IdentitySection(
+            trusted_signers=(bundle.key_to_text(bundle.public_key_bytes(signing_key)),),
+            key_source="file",
+        ),
     )
-    gateway = await Gateway.open(config, source)
+    try:
+        gateway = await Gateway.open(config, source)
+    except BaseException:
+        await records.close()
+        raise
     events: list[wire.Event] = []
     gateway.listeners.append(events.extend)
     apps = ShopperApps(
@@ -144,7 +177,19 @@ async def store_rig(
             await gateway.sync.synced.wait()
         if api_tokens:
             await eventually(lambda: bridge.api_server is not None, "the enrollment API")
-        yield Rig(broker, records, bridge, gateway, source, apps, devices, events)
+        yield Rig(
+            broker,
+            records,
+            bridge,
+            gateway,
+            source,
+            apps,
+            devices,
+            events,
+            signing_key,
+            gateway_keys,
+            workdir,
+        )
     finally:
         try:
             await cancel_and_wait(tasks)

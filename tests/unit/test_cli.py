@@ -49,3 +49,60 @@ def test_tools_eid_prints_the_published_vectors(
 def test_tools_eid_explains_a_bad_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tools", "eid", "--identity-key", "0102", "--exponent", "10", "--time", "0"]) == 2
     assert "identity key must be 16 bytes" in capsys.readouterr().err
+
+
+def gateway_config(tmp_path: Path, identity: str = "") -> Path:
+    """A gateway config whose data_dir is in tmp_path and whose keys are sealed with a key file."""
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'[gateway]\ndata_dir = "{tmp_path / "state"}"\n[identity]\nkey_source = "file"\n{identity}'
+    )
+    return path
+
+
+def test_provision_prints_the_public_key_and_the_line_to_run_on_the_bridge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = gateway_config(tmp_path)
+
+    assert main(["provision", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    public = out.split("public key: ")[1].split()[0]
+    assert "key created, sealed with the key file" in out
+    assert "weaker" in out
+    assert "cloud-bridge add-gateway /var/lib/threshold/loyalty.sqlite store-001 door-1 " in out
+    assert f"--public-key {public}" in out
+    assert "trusted_signers" in out  # the config does not trust a bridge yet
+
+    assert main(["provision", "--config", str(config)]) == 0
+    again = capsys.readouterr().out
+    assert "already provisioned" in again and f"public key: {public}" in again
+    private_files = sorted(p.name for p in (tmp_path / "state").iterdir())
+    assert private_files == ["gateway.key", "seal.key"]
+
+
+def test_run_without_a_provisioned_key_says_how_to_provision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signer = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"
+    config = gateway_config(tmp_path, f'trusted_signers = ["{signer}"]\n')
+
+    assert main(["run", "--config", str(config)]) == 2
+    assert "edge-gateway provision" in capsys.readouterr().err
+
+
+def test_run_without_a_trusted_bridge_key_refuses_to_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = gateway_config(tmp_path)
+    main(["provision", "--config", str(config)])
+    capsys.readouterr()
+
+    assert main(["run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "[identity.trusted_signers]" in err and "cloud-bridge keygen" in err
+
+
+def test_check_config_notes_a_missing_trusted_signer(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(EXAMPLE)]) == 0
+    assert "trusted_signers is empty" in capsys.readouterr().out

@@ -80,3 +80,37 @@ def test_bleak_radio_is_built_from_the_config() -> None:
     config = parse_config("[radio]\nsource = 'bleak'\n[radio.bleak]\nadapter = 'hci0'\n")
     source = build_radio(config)
     assert isinstance(source, BleakAdvertSource) and source.name == "bleak"
+
+
+SIGNER_HEX = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"  # RFC 8032 test 1
+
+
+def test_trusted_signers_and_key_source_are_read() -> None:
+    config = parse_config(
+        f'[identity]\ntrusted_signers = ["{SIGNER_HEX}"]\nkey_source = "otp"\n'
+        'otp_command = "/usr/bin/rpi-otp-private-key"\n'
+    )
+    assert config.identity.trusted_signers == (SIGNER_HEX,)
+    assert config.identity.key_source == "otp"
+    assert config.data_dir == Path("/var/lib/threshold")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "problem"),
+    [
+        ('[identity]\ntrusted_signers = "abc"\n', "identity.trusted_signers", "list of strings"),
+        ("[identity]\ntrusted_signers = [1]\n", "identity.trusted_signers", "list of strings"),
+        (
+            '[identity]\ntrusted_signers = ["abc"]\n',
+            "identity.trusted_signers",
+            "entry 0: not a key",
+        ),
+        ('[identity]\nkey_source = "tpm"\n', "identity.key_source", "must be one of"),
+        ('[identity]\notp_command = " "\n', "identity.otp_command", "OTP tool"),
+    ],
+)
+def test_bad_identity_settings_are_named(text: str, field: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "gw.toml")
+    assert info.value.field == field
+    assert problem in info.value.problem

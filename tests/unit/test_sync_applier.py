@@ -1,26 +1,92 @@
-"""SyncApplier: roster and campaign payloads into a real Pipeline, persisted in a real store."""
+"""SyncApplier: roster bundles and campaigns into a real Pipeline, persisted (sealed) in a real store."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
-from collections.abc import AsyncIterator
+import random
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from edge.adapters.keystore import GatewayKeys, Sealer
 from edge.adapters.sqlite_store import SqliteGatewayStore
-from edge.core import eid, wire
+from edge.core import bundle, eid, wire
+from edge.core.bundle import FullRoster, RejectReason, RosterDelta
 from edge.core.offers import OfferEngine
 from edge.core.pipeline import Pipeline
 from edge.core.presence import PresenceConfig, PresenceTracker
 from edge.core.resolver import EidResolver
+from edge.services import sync
 from edge.services.sync import CAMPAIGNS, ROSTER, SyncApplier
 from tests.factories import T0, make_campaigns, make_device
 
+CHAIN = "acme"
 STORE = "store-001"
-GW = wire.GatewayAddress("acme", STORE, "gw-1")
+GW = wire.GatewayAddress(CHAIN, STORE, "gw-1")
+WALL_S = 1_795_000_000.0
+TOPIC = f"topic {wire.roster_bundle_topic(GW)}"
+
+
+def seeded(seed: object) -> Callable[[int], bytes]:
+    return random.Random(str(seed)).randbytes
+
+
+SIGNER = bundle.generate_signing_key(seeded("bridge"))
+ROGUE_SIGNER = bundle.generate_signing_key(seeded("rogue"))
+GW_KEY = bundle.generate_gateway_key(seeded("gw-1"))
+OTHER_GW_KEY = bundle.generate_gateway_key(seeded("gw-2"))
+ROOT = seeded("seal-root")(32)
+
+
+def gateway_keys(root: bytes = ROOT, key: Any = GW_KEY) -> GatewayKeys:
+    return GatewayKeys(key, Sealer.from_root(root, "file"))
+
+
+_nonces = itertools.count()
+
+
+def seal(
+    change: bundle.RosterChange,
+    version: int,
+    *,
+    recipient: Any = GW_KEY,
+    signer: Any = SIGNER,
+    gateway: str = GW.gateway,
+    store: str = STORE,
+) -> bytes:
+    """A bundle as the bridge would build it (or a rogue with `signer`)."""
+    return bundle.build_bundle(
+        change,
+        chain=CHAIN,
+        store=store,
+        gateway=gateway,
+        version=version,
+        recipient_public_key=recipient.public_key(),
+        signing_key=signer,
+        random_bytes=seeded(next(_nonces)),
+    )
+
+
+def full(version: int, *devices: wire.RosterDevice, **kwargs: Any) -> bytes:
+    return seal(FullRoster(devices), version, **kwargs)
+
+
+def delta(base: int, version: int, **changes: Any) -> bytes:
+    return seal(RosterDelta(base, **changes), version)
+
+
+def forged(data: bytes) -> bytes:
+    """The bundle with one ciphertext bit flipped, signature left as it was: a forger's edit."""
+    obj = json.loads(data)
+    raw = bytearray(base64.b64decode(obj["ciphertext"]))
+    raw[0] ^= 0x01
+    obj["ciphertext"] = base64.b64encode(bytes(raw)).decode()
+    return bundle.canonical_json(obj)
 
 
 def make_pipeline() -> Pipeline:
@@ -33,12 +99,19 @@ def make_pipeline() -> Pipeline:
     )
 
 
-def make_applier(pipeline: Pipeline, store: SqliteGatewayStore) -> SyncApplier:
-    return SyncApplier(pipeline, store, GW, skew_windows=1, radio_now=lambda: T0)
-
-
-def roster_bytes(version: int, *devices: wire.RosterDevice, store: str = STORE) -> bytes:
-    return wire.encode(wire.RosterSync(store=store, version=version, devices=devices))
+def make_applier(
+    pipeline: Pipeline, store: SqliteGatewayStore, keys: GatewayKeys | None = None
+) -> SyncApplier:
+    return SyncApplier(
+        pipeline,
+        store,
+        GW,
+        skew_windows=1,
+        radio_now=lambda: T0,
+        keys=keys or gateway_keys(),
+        trusted_signers=[SIGNER.public_key()],
+        wall_clock=lambda: WALL_S,
+    )
 
 
 def campaigns_bytes(version: int, **overrides: Any) -> bytes:
@@ -62,9 +135,32 @@ def campaign_ids(pipeline: Pipeline) -> set[str]:
     return {c.id for c in pipeline.offers.campaigns}
 
 
+_keys = random.Random("device-keys")
+
+
+def keyed_device(**overrides: Any) -> wire.RosterDevice:
+    """A device with a random-looking key (the factory's counter keys are mostly zero bytes)."""
+    return make_device(identity_key=_keys.randbytes(16), **overrides)
+
+
+def secrets_of(*devices: wire.RosterDevice) -> dict[str, bytes]:
+    return {
+        **{f"{d.ref} key": d.identity_key for d in devices},
+        **{f"{d.ref} key (hex)": d.identity_key.hex().encode() for d in devices},
+    }
+
+
+def files_holding(directory: Path, needles: dict[str, bytes]) -> list[str]:
+    found = []
+    for path in directory.iterdir():
+        data = path.read_bytes()
+        found += [f"{what} in {path.name}" for what, needle in needles.items() if needle in data]
+    return found
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "gateway.db"
+    return tmp_path / "gw" / "gateway.sqlite"
 
 
 @pytest.fixture
@@ -86,57 +182,227 @@ def applier(pipeline: Pipeline, store: SqliteGatewayStore) -> SyncApplier:
     return make_applier(pipeline, store)
 
 
-# --- Roster -----------------------------------------------------------------------------------
+# --- Applying bundles -----------------------------------------------------------------------------
 
 
-async def test_valid_roster_is_applied_and_persisted(
-    applier: SyncApplier, pipeline: Pipeline, store: SqliteGatewayStore
+async def test_a_full_bundle_is_applied_and_saved_sealed(
+    applier: SyncApplier, pipeline: Pipeline, store: SqliteGatewayStore, db_path: Path
 ) -> None:
-    alice, bob = make_device(), make_device(exponent=8)
-    data = roster_bytes(3, alice, bob)
+    alice, bob = keyed_device(), keyed_device(exponent=8)
 
-    assert await applier.apply_roster(data, "test roster") is True
+    assert await applier.apply_roster(full(3, alice, bob), TOPIC) is True
 
     assert recognises(pipeline, alice) and recognises(pipeline, bob)
     assert applier.roster_version == 3
     assert applier.last_rejection is None
-    assert await store.load_sync(ROSTER) == data
+    saved = await store.load_sync(ROSTER)
+    assert saved is not None and saved.startswith(b"TSEAL")
+    assert files_holding(db_path.parent, secrets_of(alice, bob)) == []
 
 
-async def test_new_roster_replaces_the_old_one(applier: SyncApplier, pipeline: Pipeline) -> None:
-    leaver, stayer, joiner = make_device(), make_device(), make_device()
-    await applier.apply_roster(roster_bytes(1, leaver, stayer), "v1")
+async def test_a_delta_adds_removes_and_rotates_on_top_of_the_roster_in_force(
+    applier: SyncApplier, pipeline: Pipeline
+) -> None:
+    revoked, rotated, stays = make_device(), make_device(), make_device()
+    await applier.apply_roster(full(1, revoked, rotated, stays), TOPIC)
+    new_key = make_device(ref=rotated.ref, member=rotated.member, identity_key=b"\x42" * 16)
+    joiner = make_device()
 
-    assert await applier.apply_roster(roster_bytes(2, stayer, joiner), "v2") is True
+    applied = await applier.apply_roster(
+        delta(1, 2, add=(joiner,), remove=(revoked.ref,), rotate=(new_key,)), TOPIC
+    )
 
-    assert not recognises(pipeline, leaver)
-    assert recognises(pipeline, stayer) and recognises(pipeline, joiner)
+    assert applied is True
     assert applier.roster_version == 2
+    assert not recognises(pipeline, revoked)  # revocation took effect within one sync
+    assert not recognises(pipeline, rotated) and recognises(pipeline, new_key)
+    assert recognises(pipeline, stays) and recognises(pipeline, joiner)
+
+
+async def test_a_retained_copy_of_the_roster_in_force_is_ignored_quietly(
+    applier: SyncApplier, pipeline: Pipeline
+) -> None:
+    member = make_device()
+    data = full(2, member)
+    await applier.apply_roster(data, TOPIC)
+
+    assert await applier.apply_roster(data, TOPIC) is False
+
+    assert applier.last_rejection is None and applier.rejections == 0
+    assert recognises(pipeline, member)
+
+
+async def test_an_empty_payload_is_a_cleared_retained_bundle_and_changes_nothing(
+    applier: SyncApplier, pipeline: Pipeline
+) -> None:
+    member = make_device()
+    await applier.apply_roster(full(2, member), TOPIC)
+
+    assert await applier.apply_roster(b"", TOPIC) is False
+
+    assert applier.last_rejection is None
+    assert recognises(pipeline, member) and applier.roster_version == 2
+
+
+async def test_bundles_are_opened_off_the_event_loop(
+    applier: SyncApplier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[threading.Thread] = []
+    real_open = bundle.open_bundle
+
+    def spy(*args: Any, **kwargs: Any) -> bundle.OpenedBundle:
+        threads.append(threading.current_thread())
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(sync.bundle, "open_bundle", spy)
+
+    await applier.apply_roster(full(1, make_device()), TOPIC)
+
+    assert threads and threads[0] is not threading.main_thread()
+
+
+# --- Rejections -----------------------------------------------------------------------------------
+
+
+def bad_bundles(current: wire.RosterDevice) -> dict[str, tuple[Callable[[], bytes], RejectReason]]:
+    """case → (bundle, reason) for a gateway holding v5 of a roster with `current`."""
+    other = make_device()
+    return {
+        "forged-signature": (lambda: forged(full(6, other)), RejectReason.BAD_SIGNATURE),
+        "unknown-signer": (
+            lambda: full(6, other, signer=ROGUE_SIGNER),
+            RejectReason.UNKNOWN_SIGNER,
+        ),
+        "wrong-recipient": (
+            lambda: full(6, other, recipient=OTHER_GW_KEY),
+            RejectReason.WRONG_RECIPIENT,
+        ),
+        "stale-version": (lambda: full(4, other), RejectReason.STALE_VERSION),
+        "truncated": (lambda: full(6, other)[:200], RejectReason.TRUNCATED),
+        "malformed": (lambda: b"not a bundle}", RejectReason.MALFORMED),
+        "plain-roster": (
+            lambda: wire.encode(wire.RosterSync(STORE, 6, (other,))),
+            RejectReason.UNKNOWN_TYPE,
+        ),
+        "other-gateway": (lambda: full(6, other, gateway="gw-2"), RejectReason.WRONG_GATEWAY),
+        "other-store": (lambda: full(6, other, store="store-002"), RejectReason.WRONG_STORE),
+        "delta-from-another-version": (
+            lambda: delta(3, 6, add=(other,)),
+            RejectReason.BASE_MISMATCH,
+        ),
+        "delta-that-does-not-fit": (
+            lambda: delta(5, 6, add=(current,)),
+            RejectReason.DELTA_CONFLICT,
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", list(bad_bundles(make_device())))
+async def test_a_bad_bundle_is_rejected_with_its_reason_and_the_last_good_roster_is_kept(
+    applier: SyncApplier, pipeline: Pipeline, store: SqliteGatewayStore, case: str
+) -> None:
+    member = make_device()
+    await applier.apply_roster(full(5, member), TOPIC)
+    saved = await store.load_sync(ROSTER)
+    make_bad, reason = bad_bundles(member)[case]
+
+    assert await applier.apply_roster(make_bad(), TOPIC) is False
+
+    rejection = applier.last_rejection
+    assert rejection is not None
+    assert (rejection.what, rejection.reason) == ("roster", reason.value)
+    assert rejection.at == WALL_S
+    assert applier.status_json()["last_rejection"]["reason"] == reason.value
+    assert applier.rejections == 1
+    assert recognises(pipeline, member)
+    assert applier.roster_version == 5
+    assert await store.load_sync(ROSTER) == saved
+
+
+async def test_a_rejection_names_the_topic_and_the_claimed_version(applier: SyncApplier) -> None:
+    await applier.apply_roster(forged(full(7, make_device())), TOPIC)
+
+    rejection = applier.last_rejection
+    assert rejection is not None
+    assert rejection.version == 7
+    assert wire.roster_bundle_topic(GW) in rejection.message
+    assert rejection.to_json()["version"] == 7
+
+
+async def test_a_good_bundle_after_a_rejected_one_is_applied(
+    applier: SyncApplier, pipeline: Pipeline
+) -> None:
+    member = make_device()
+    await applier.apply_roster(full(5, member, recipient=OTHER_GW_KEY), TOPIC)
+
+    assert await applier.apply_roster(full(5, member), TOPIC) is True
+
+    assert recognises(pipeline, member)
+    assert applier.roster_version == 5
+    assert applier.status_json()["rejections"] == 1  # the history stays for monitoring
+
+
+async def test_status_names_the_gateway_key(applier: SyncApplier) -> None:
+    assert applier.status_json() == {
+        "key_id": bundle.key_id(GW_KEY),
+        "rejections": 0,
+        "last_rejection": None,
+    }
+
+
+# --- Restart --------------------------------------------------------------------------------------
 
 
 async def test_saved_roster_and_campaigns_are_restored_after_a_restart(db_path: Path) -> None:
-    member = make_device()
-    roster, campaigns = roster_bytes(4, member), campaigns_bytes(6)
+    member, revoked = keyed_device(), keyed_device()
     store = await SqliteGatewayStore.open(db_path)
     first = make_applier(make_pipeline(), store)
-    await first.apply_roster(roster, "roster")
-    await first.apply_campaigns(campaigns, "campaigns")
+    await first.apply_roster(full(3, member, revoked), TOPIC)
+    await first.apply_roster(delta(3, 4, remove=(revoked.ref,)), TOPIC)
+    await first.apply_campaigns(campaigns_bytes(6), "campaigns")
     await store.close()
 
+    # The broker is down: only what the gateway saved is there.
     reopened = await SqliteGatewayStore.open(db_path)
     try:
         pipeline = make_pipeline()
         fresh = make_applier(pipeline, reopened)
         await fresh.restore()
-        saved = (await reopened.load_sync(ROSTER), await reopened.load_sync(CAMPAIGNS))
+        # The bridge's retained delta to v5 applies on top of the restored v4.
+        joiner = keyed_device()
+        assert await fresh.apply_roster(delta(4, 5, add=(joiner,)), TOPIC) is True
+    finally:
+        await reopened.close()
+
+    assert recognises(pipeline, member) and recognises(pipeline, joiner)
+    assert not recognises(pipeline, revoked)
+    assert campaign_ids(pipeline) == {"gold-points", "bakery"}
+    assert (fresh.roster_version, fresh.campaigns_version) == (5, 6)
+    assert fresh.synced.is_set()
+    assert files_holding(db_path.parent, secrets_of(member, revoked, joiner)) == []
+
+
+async def test_a_roster_sealed_with_another_key_is_not_restored_and_a_full_bundle_recovers(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    member = make_device()
+    store = await SqliteGatewayStore.open(db_path)
+    await make_applier(make_pipeline(), store).apply_roster(full(3, member), TOPIC)
+    await store.close()
+
+    reopened = await SqliteGatewayStore.open(db_path)
+    try:
+        pipeline = make_pipeline()
+        # The card in another Pi: its OTP key derives another sealing key.
+        moved = make_applier(pipeline, reopened, gateway_keys(root=bytes(range(32))))
+        await moved.restore()
+        assert moved.roster_version == 0 and len(pipeline.resolver) == 0
+        assert "saved roster not restored" in caplog.text
+        assert await moved.apply_roster(full(4, member), TOPIC) is True
     finally:
         await reopened.close()
 
     assert recognises(pipeline, member)
-    assert campaign_ids(pipeline) == {"gold-points", "bakery"}
-    assert (fresh.roster_version, fresh.campaigns_version) == (4, 6)
-    assert fresh.synced.is_set()
-    assert saved == (roster, campaigns)
 
 
 async def test_restore_with_nothing_saved_leaves_the_gateway_unsynced(
@@ -147,81 +413,6 @@ async def test_restore_with_nothing_saved_leaves_the_gateway_unsynced(
     assert (applier.roster_version, applier.campaigns_version) == (0, 0)
     assert not applier.synced.is_set()
     assert len(pipeline.resolver) == 0
-
-
-@pytest.mark.parametrize("older_version", [2, 1], ids=["equal", "lower"])
-async def test_roster_with_an_older_or_equal_version_is_ignored(
-    applier: SyncApplier,
-    pipeline: Pipeline,
-    store: SqliteGatewayStore,
-    older_version: int,
-) -> None:
-    current, other = make_device(), make_device()
-    good = roster_bytes(2, current)
-    await applier.apply_roster(good, "v2")
-
-    assert await applier.apply_roster(roster_bytes(older_version, other), "older") is False
-
-    assert recognises(pipeline, current) and not recognises(pipeline, other)
-    assert applier.roster_version == 2
-    assert applier.last_rejection is None  # a retained copy of what we have is not an error
-    assert await store.load_sync(ROSTER) == good
-
-
-def bad_rosters(device: wire.RosterDevice) -> dict[str, tuple[bytes, str]]:
-    """case → (payload, what last_rejection must name) for rosters the gateway must refuse."""
-    valid = roster_bytes(9, device)
-    short_key = device.to_json() | {"identity_key": "00" * 15}
-    non_hex_key = device.to_json() | {"identity_key": "zz" * 16}
-    return {
-        "other-store": (roster_bytes(9, device, store="store-002"), "store-002"),
-        "malformed-json": (b'{"v":1,"type":"roster","store":', "not JSON"),
-        "not-utf8": (b"\xff\xfe\x00", "not JSON"),
-        "wrong-type": (campaigns_bytes(9), "expected a 'roster' payload"),
-        "wrong-wire-version": (tampered(valid, v=2), "version 2"),
-        "short-identity-key": (tampered(valid, devices=[short_key]), "'identity_key'"),
-        "non-hex-identity-key": (tampered(valid, devices=[non_hex_key]), "'identity_key'"),
-        "version-not-integer": (tampered(valid, version="9"), "'version'"),
-    }
-
-
-@pytest.mark.parametrize("case", list(bad_rosters(make_device())))
-async def test_bad_roster_is_rejected_naming_why_and_the_last_good_one_is_kept(
-    applier: SyncApplier, pipeline: Pipeline, store: SqliteGatewayStore, case: str
-) -> None:
-    member = make_device()
-    good = roster_bytes(1, member)
-    await applier.apply_roster(good, "good roster")
-    bad, reason = bad_rosters(make_device())[case]
-
-    assert await applier.apply_roster(bad, "sync/roster") is False
-
-    assert applier.last_rejection is not None
-    assert reason in applier.last_rejection
-    assert recognises(pipeline, member)
-    assert applier.roster_version == 1
-    assert await store.load_sync(ROSTER) == good
-
-
-async def test_rejection_message_names_where_the_payload_came_from(
-    applier: SyncApplier,
-) -> None:
-    await applier.apply_roster(b"{", "threshold/v1/acme/store-001/sync/roster")
-
-    assert applier.last_rejection is not None
-    assert "threshold/v1/acme/store-001/sync/roster" in applier.last_rejection
-
-
-async def test_a_good_roster_after_a_rejected_one_is_applied(
-    applier: SyncApplier, pipeline: Pipeline
-) -> None:
-    member = make_device()
-    await applier.apply_roster(roster_bytes(5, member, store="store-002"), "wrong store")
-
-    assert await applier.apply_roster(roster_bytes(5, member), "right store") is True
-
-    assert recognises(pipeline, member)
-    assert applier.roster_version == 5
 
 
 # --- Campaigns --------------------------------------------------------------------------------
@@ -265,19 +456,24 @@ async def test_campaigns_with_an_older_or_equal_version_are_ignored(
     assert await store.load_sync(CAMPAIGNS) == good
 
 
-def bad_campaigns() -> dict[str, tuple[bytes, str]]:
-    """case → (payload, what last_rejection must name) for campaigns the gateway must refuse."""
+def bad_campaigns() -> dict[str, tuple[bytes, str, str]]:
+    """case → (payload, reason code, what the message must name) for campaigns to refuse."""
     valid = campaigns_bytes(9)
     negative = make_campaigns().campaigns[0].to_json() | {"cooldown_s": -1}
     bad_tiers = make_campaigns().campaigns[0].to_json() | {"tiers": "gold"}
     return {
-        "other-store": (campaigns_bytes(9, store="store-002"), "store-002"),
-        "malformed-json": (b"[campaigns", "not JSON"),
-        "wrong-type": (roster_bytes(9, make_device()), "expected a 'campaigns' payload"),
-        "negative-cooldown": (tampered(valid, campaigns=[negative]), "'cooldown_s'"),
-        "tiers-not-a-list": (tampered(valid, campaigns=[bad_tiers]), "'tiers'"),
+        "other-store": (campaigns_bytes(9, store="store-002"), "wrong_store", "store-002"),
+        "malformed-json": (b"[campaigns", "malformed", "not JSON"),
+        "wrong-type": (
+            wire.encode(wire.RosterSync(STORE, 9, (make_device(),))),
+            "malformed",
+            "expected a 'campaigns' payload",
+        ),
+        "negative-cooldown": (tampered(valid, campaigns=[negative]), "malformed", "'cooldown_s'"),
+        "tiers-not-a-list": (tampered(valid, campaigns=[bad_tiers]), "malformed", "'tiers'"),
         "member-cooldown-missing": (
             tampered(valid, member_cooldown_s=None),
+            "malformed",
             "'member_cooldown_s'",
         ),
     }
@@ -289,12 +485,14 @@ async def test_bad_campaigns_are_rejected_naming_why_and_the_last_good_set_is_ke
 ) -> None:
     good = campaigns_bytes(1)
     await applier.apply_campaigns(good, "good campaigns")
-    bad, reason = bad_campaigns()[case]
+    bad, reason, named = bad_campaigns()[case]
 
     assert await applier.apply_campaigns(bad, "sync/campaigns") is False
 
-    assert applier.last_rejection is not None
-    assert reason in applier.last_rejection
+    rejection = applier.last_rejection
+    assert rejection is not None
+    assert (rejection.what, rejection.reason) == ("campaigns", reason)
+    assert named in rejection.message
     assert campaign_ids(pipeline) == {"gold-points", "bakery"}
     assert applier.campaigns_version == 1
     assert await store.load_sync(CAMPAIGNS) == good
@@ -319,7 +517,7 @@ async def test_new_campaigns_keep_the_offer_history(
 async def test_synced_only_once_both_roster_and_campaigns_are_in_force(
     applier: SyncApplier,
 ) -> None:
-    await applier.apply_roster(roster_bytes(1, make_device()), "roster")
+    await applier.apply_roster(full(1, make_device()), TOPIC)
     assert not applier.synced.is_set()
 
     await applier.apply_campaigns(b"not json", "campaigns")
@@ -331,6 +529,6 @@ async def test_synced_only_once_both_roster_and_campaigns_are_in_force(
 
 async def test_campaigns_alone_do_not_make_the_gateway_synced(applier: SyncApplier) -> None:
     await applier.apply_campaigns(campaigns_bytes(1), "campaigns")
-    await applier.apply_roster(roster_bytes(1, make_device(), store="store-002"), "roster")
+    await applier.apply_roster(full(1, make_device(), recipient=OTHER_GW_KEY), TOPIC)
 
     assert not applier.synced.is_set()

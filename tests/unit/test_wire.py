@@ -13,6 +13,9 @@ PAYLOADS: list[wire.Payload] = [
     wire.Status(
         "online", 1.5, "threshold-edge 0.1.0", 3.0, 2, 7, 3, {"source": "simulated"}, {"adverts": 9}
     ),
+    wire.Status(
+        "online", 1.5, sync={"key_id": "af98dc1bbd4312aa", "rejections": 0, "last_rejection": None}
+    ),
     wire.Visit("e1", 10.0, 11.0, "m-1", "d-1", "gold", -61.5),
     wire.OfferTrigger("e2", "e1", 10.0, 11.0, "m-1", "d-1", "gold", "gold-points"),
     wire.Ack(("e1", "e2")),
@@ -31,10 +34,32 @@ def test_topics() -> None:
     assert wire.status_topic(GW) == "threshold/v1/acme/store-042/door-1/status"
     assert wire.event_topic(GW, "offer") == "threshold/v1/acme/store-042/door-1/event/offer"
     assert wire.ack_topic(GW) == "threshold/v1/acme/store-042/door-1/ack"
-    assert wire.roster_topic("acme", "store-042") == "threshold/v1/acme/store-042/sync/roster"
+    assert wire.roster_bundle_topic(GW) == "threshold/v1/acme/store-042/door-1/sync/roster"
+    assert wire.campaigns_topic("acme", "store-042") == "threshold/v1/acme/store-042/sync/campaigns"
     assert wire.shopper_offer_topic("acme", "ab12") == "threshold/v1/acme/shopper/ab12/offer"
     parsed = wire.parse_event_topic("threshold/v1/acme/store-042/door-1/event/visit")
     assert parsed == wire.EventTopic(GW, "visit")
+    assert wire.parse_status_topic("threshold/v1/acme/store-042/door-1/status") == GW
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        "threshold/v1/acme/store-042/door-1/ack",
+        "threshold/v1/acme/store-042/status",
+        "threshold/v2/acme/store-042/door-1/status",
+        "threshold/v1/acme/Store 42/door-1/status",
+    ],
+)
+def test_bad_status_topics(topic: str) -> None:
+    with pytest.raises(wire.WireError):
+        wire.parse_status_topic(topic)
+
+
+def test_status_sync_must_be_an_object() -> None:
+    data = b'{"v":1,"type":"status","state":"online","ts":1,"sync":[1]}'
+    with pytest.raises(wire.WireError, match="field 'sync' must be an object"):
+        wire.decode(data)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,227 @@
+"""The bridge's roster sync on real loyalty records, with a FakePublisher for the broker.
+
+Full bundle first, deltas afterwards, a full one when a gateway's status shows it cannot apply the
+delta; nothing for gateways without a registered key. Each bundle is opened as that gateway would.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.app import Bridge
+from cloud_bridge.config import BridgeConfig, BridgeSection
+from cloud_bridge.seed import seed_records
+from edge.adapters.mqtt import Message
+from edge.core import bundle, wire
+from tests.factories import T0
+from tests.fakes.publisher import FakePublisher
+
+CHAIN = "acme"
+STORE = "store-001"
+DOOR_1 = wire.GatewayAddress(CHAIN, STORE, "door-1")
+DOOR_2 = wire.GatewayAddress(CHAIN, STORE, "door-2")
+SIGNER = bundle.generate_signing_key(random.Random("bridge").randbytes)
+KEYS = {
+    DOOR_1: bundle.generate_gateway_key(random.Random("door-1").randbytes),
+    DOOR_2: bundle.generate_gateway_key(random.Random("door-2").randbytes),
+}
+
+
+@dataclass
+class Setup:
+    bridge: Bridge
+    records: SqliteLoyaltyRecords
+    broker: FakePublisher
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    records = await SqliteLoyaltyRecords.open(tmp_path / "loyalty.db", CHAIN)
+    await seed_records(records, members=6, seed=1, stores=(STORE,), joined_at=T0)
+    for address, key in KEYS.items():
+        public = bundle.public_key_bytes(key)
+        await records.add_gateway(address.store, address.gateway, public, T0)
+    bridge = Bridge(BridgeConfig(BridgeSection(chain=CHAIN)), records, records, SIGNER)
+    broker = FakePublisher()
+    bridge.mqtt = broker  # type: ignore[assignment]
+    try:
+        yield Setup(bridge, records, broker)
+    finally:
+        await records.close()
+
+
+def bundles_to(broker: FakePublisher, address: wire.GatewayAddress) -> list[bytes]:
+    topic = wire.roster_bundle_topic(address)
+    return [m.payload for m in broker.messages if m.topic == topic]
+
+
+def open_for(address: wire.GatewayAddress, data: bytes, current_version: int) -> Any:
+    return bundle.open_bundle(
+        data,
+        gateway_private_key=KEYS[address],
+        trusted_signer_public_keys=[SIGNER.public_key()],
+        expected_chain=CHAIN,
+        expected_store=STORE,
+        expected_gateway=address.gateway,
+        current_version=current_version,
+    )
+
+
+def status(address: wire.GatewayAddress, roster_version: int, **sync: Any) -> Message:
+    payload = wire.Status("online", T0, roster_version=roster_version, sync=sync)
+    return Message(wire.status_topic(address), wire.encode(payload), retain=True, qos=1)
+
+
+async def execute(records: SqliteLoyaltyRecords, sql: str, *params: object) -> None:
+    await records.connection.execute(sql, params)
+    await records.connection.commit()
+
+
+async def test_each_registered_gateway_gets_a_full_bundle_only_it_can_open(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+
+    first = bundles_to(setup.broker, DOOR_1)
+    assert len(first) == 1 and len(bundles_to(setup.broker, DOOR_2)) == 1
+    assert all(m.retain for m in setup.broker.messages)
+    opened = open_for(DOOR_1, first[0], current_version=0)
+    assert opened.kind == "full" and len(opened.roster_after({})) == 6
+    with pytest.raises(bundle.BundleRejected) as info:
+        bundle.open_bundle(
+            first[0],
+            gateway_private_key=KEYS[DOOR_2],
+            trusted_signer_public_keys=[SIGNER.public_key()],
+            expected_chain=CHAIN,
+            expected_store=STORE,
+            expected_gateway="door-2",
+            current_version=0,
+        )
+    assert info.value.reason is bundle.RejectReason.WRONG_RECIPIENT
+    await setup.bridge.publish_sync()
+    assert len(bundles_to(setup.broker, DOOR_1)) == 1  # nothing changed, nothing published
+
+
+async def test_a_revocation_reaches_each_gateway_as_a_delta(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+    full = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[0], 0)
+    roster = full.roster_after({})
+    await execute(setup.records, "UPDATE devices SET active = 0 WHERE id = 'd-00002'")
+
+    await setup.bridge.publish_sync()
+
+    opened = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[-1], full.version)
+    assert opened.kind == "delta"
+    assert opened.change.remove == ("d-00002",) and opened.change.size == 1
+    assert "d-00002" not in opened.roster_after(roster)
+    assert open_for(DOOR_2, bundles_to(setup.broker, DOOR_2)[-1], full.version).kind == "delta"
+
+
+async def test_a_gateway_not_at_the_delta_base_gets_a_full_bundle(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+    await execute(setup.records, "UPDATE members SET consent = 0 WHERE id = 'm-00001'")
+    await setup.bridge.publish_sync()
+    version = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[-1], 1).version
+
+    # door-1 lost its database (holds nothing); door-2 is at the base, the delta is on its way.
+    setup.bridge._handle_status(status(DOOR_1, 0))
+    setup.bridge._handle_status(status(DOOR_2, 1))
+    await setup.bridge.publish_sync()
+
+    resent = bundles_to(setup.broker, DOOR_1)
+    assert len(resent) == 3
+    opened = open_for(DOOR_1, resent[-1], 0)
+    assert (opened.kind, opened.version) == ("full", version)
+    assert "m-00001" not in {d.member for d in opened.roster_after({}).values()}
+    assert len(bundles_to(setup.broker, DOOR_2)) == 2
+
+
+async def test_a_base_mismatch_rejection_brings_a_full_bundle(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+    await execute(setup.records, "UPDATE devices SET active = 0 WHERE id = 'd-00003'")
+    await setup.bridge.publish_sync()
+    version = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[-1], 1).version
+    rejection = {"what": "roster", "reason": "base_mismatch", "version": version}
+
+    setup.bridge._handle_status(status(DOOR_1, 1, last_rejection=rejection))
+    await setup.bridge.publish_sync()
+
+    assert open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[-1], 1).kind == "full"
+
+
+async def test_a_rejection_a_full_bundle_cannot_cure_is_logged_once(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    await setup.bridge.publish_sync()
+    rejection = {"what": "roster", "reason": "decrypt_failed", "version": 1, "message": "m"}
+
+    for _ in range(3):
+        setup.bridge._handle_status(status(DOOR_1, 0, last_rejection=rejection))
+    await setup.bridge.publish_sync()
+
+    assert len(bundles_to(setup.broker, DOOR_1)) == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "rejected roster v1 [decrypt_failed]" in warnings[0].message
+
+
+async def test_a_reconnect_sends_every_gateway_a_full_bundle_again(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+    await execute(setup.records, "UPDATE devices SET active = 0 WHERE id = 'd-00004'")
+
+    await setup.bridge._on_connect()
+
+    assert open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[-1], 1).kind == "full"
+
+
+async def test_an_unregistered_gateway_gets_nothing_and_is_named_once(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    stranger = wire.GatewayAddress(CHAIN, STORE, "door-9")
+    await setup.bridge.publish_sync()
+
+    setup.bridge._handle_status(status(stranger, 0))
+    setup.bridge._handle_status(status(stranger, 0))
+
+    assert bundles_to(setup.broker, stranger) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert f"add-gateway DATABASE {STORE} door-9" in warnings[0]
+
+
+async def test_a_removed_gateway_gets_its_retained_bundle_cleared(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+    await setup.records.remove_gateway(STORE, "door-2")
+
+    await setup.bridge.publish_sync()
+
+    assert bundles_to(setup.broker, DOOR_2)[-1] == b""
+    await execute(setup.records, "UPDATE devices SET active = 0 WHERE id = 'd-00005'")
+    await setup.bridge.publish_sync()
+    assert bundles_to(setup.broker, DOOR_2)[-1] == b""  # no more bundles for it
+
+
+async def test_a_rekeyed_gateway_gets_a_full_bundle_sealed_to_its_new_key(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+    new_key = bundle.generate_gateway_key(random.Random("door-1 again").randbytes)
+    public = bundle.public_key_bytes(new_key)
+    await setup.records.add_gateway(STORE, "door-1", public, T0)
+
+    await setup.bridge.publish_sync()
+
+    latest = bundles_to(setup.broker, DOOR_1)[-1]
+    opened = bundle.open_bundle(
+        latest,
+        gateway_private_key=new_key,
+        trusted_signer_public_keys=[SIGNER.public_key()],
+        expected_chain=CHAIN,
+        expected_store=STORE,
+        expected_gateway="door-1",
+        current_version=0,
+    )
+    assert opened.kind == "full"

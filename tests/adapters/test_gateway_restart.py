@@ -1,0 +1,85 @@
+"""The composition root on real files, without a broker: a provisioned gateway restarts with its roster."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from edge.adapters.keystore import provision_gateway_keys
+from edge.app import Gateway
+from edge.config import GatewayConfig, GatewaySection, IdentitySection
+from edge.core import bundle, eid
+from tests.factories import make_device
+from tests.fakes.radio import FakeAdvertSource
+
+SIGNER = bundle.generate_signing_key(random.Random("bridge").randbytes)
+
+
+def config_for(tmp_path: Path, **identity: object) -> GatewayConfig:
+    return GatewayConfig(
+        gateway=GatewaySection(
+            chain="acme", store="store-001", id="door-1", data_dir=str(tmp_path)
+        ),
+        identity=IdentitySection(**identity),  # type: ignore[arg-type]
+    )
+
+
+def trusting(tmp_path: Path) -> GatewayConfig:
+    signer = bundle.key_to_text(bundle.public_key_bytes(SIGNER))
+    return config_for(tmp_path, trusted_signers=(signer,), key_source="file")
+
+
+async def test_a_restarted_gateway_recognises_its_members_with_the_broker_down(
+    tmp_path: Path,
+) -> None:
+    config = trusting(tmp_path)
+    keys, _ = provision_gateway_keys(tmp_path, "file", "rpi-otp-private-key")
+    member = make_device(identity_key=random.Random("member").randbytes(16))
+    data = bundle.build_bundle(
+        bundle.FullRoster((member,)),
+        chain="acme",
+        store="store-001",
+        gateway="door-1",
+        version=4,
+        recipient_public_key=keys.gateway_key.public_key(),
+        signing_key=SIGNER,
+        random_bytes=random.Random("nonce").randbytes,
+    )
+    first = await Gateway.open(config, FakeAdvertSource())
+    try:
+        assert await first.sync.apply_roster(data, "test") is True
+    finally:
+        await first.close()
+
+    again = await Gateway.open(config, FakeAdvertSource())  # no broker anywhere
+    try:
+        now = again.radio_now()
+        value = eid.compute_eid(member.identity_key, member.exponent, eid.counter_at(now))
+        assert again.pipeline.resolver.resolve(value) == member
+        assert again.status().roster_version == 4
+        assert again.status().sync["key_id"] == keys.key_id
+    finally:
+        await again.close()
+
+
+async def test_a_gateway_without_keys_or_trust_does_not_open(tmp_path: Path) -> None:
+    from edge.adapters.keystore import KeystoreError
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trusted_signers"):
+        await Gateway.open(config_for(tmp_path), FakeAdvertSource())
+    with pytest.raises(KeystoreError, match="edge-gateway provision"):
+        await Gateway.open(trusting(tmp_path), FakeAdvertSource())
+    assert not (tmp_path / "gateway.sqlite").exists()  # nothing created before the keys open
+
+
+async def test_a_bad_trusted_signers_file_is_named(tmp_path: Path) -> None:
+    from edge.errors import ConfigError
+
+    keys_file = tmp_path / "bridge-keys"
+    keys_file.write_text("garbage\n")
+    config = config_for(tmp_path, trusted_signers_file=str(keys_file))
+    with pytest.raises(ConfigError, match=f"{keys_file}:1"):
+        await Gateway.open(config, FakeAdvertSource())
