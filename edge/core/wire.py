@@ -177,6 +177,14 @@ class _Reader:
         except WireError as exc:
             raise WireError(f"{self.where}: {exc.reason}") from None
 
+    def idents(self, name: str, what: str) -> tuple[str, ...]:
+        """A list of ids; names the first bad element."""
+        values = self.items(name)
+        for i, value in enumerate(values):
+            if not isinstance(value, str) or not _ID_RE.match(value):
+                raise WireError(f"{self.where}: {name}[{i}] is not a valid {what}")
+        return tuple(values)
+
     def integer(self, name: str) -> int:
         return int(self._get(name, (int,), "an integer"))
 
@@ -345,11 +353,7 @@ class Ack:
 
     @classmethod
     def from_json(cls, r: _Reader) -> Ack:
-        ids = r.items("event_ids")
-        for i, value in enumerate(ids):
-            if not isinstance(value, str) or not _ID_RE.match(value):
-                raise WireError(f"{r.where}: event_ids[{i}] is not a valid event id")
-        return cls(tuple(ids))
+        return cls(r.idents("event_ids", "event id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,11 +405,7 @@ class OfferReceipt:
 
     @classmethod
     def from_json(cls, r: _Reader) -> OfferReceipt:
-        ids = r.items("offer_ids")
-        for i, value in enumerate(ids):
-            if not isinstance(value, str) or not _ID_RE.match(value):
-                raise WireError(f"{r.where}: offer_ids[{i}] is not a valid offer id")
-        return cls(tuple(ids))
+        return cls(r.idents("offer_ids", "offer id"))
 
 
 @dataclass(frozen=True, slots=True)
