@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
+from edge.adapters.sqlite_store import SqliteGatewayStore
 from tests.fakes.broker import MosquittoProcess
 
 THREAD_GRACE_S = 2.0
@@ -38,3 +39,19 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where the gateway's database lives in a test (the directory does not exist yet)."""
+    return tmp_path / "gw" / "gateway.sqlite"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteGatewayStore]:
+    """An open gateway store on real SQLite, closed after the test."""
+    opened = await SqliteGatewayStore.open(db_path)
+    try:
+        yield opened
+    finally:
+        await opened.close()

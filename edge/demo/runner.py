@@ -61,10 +61,9 @@ class DemoOptions:
 class LiveView:
     """A readable running commentary: entries, offers, people walking past, a heartbeat line."""
 
-    def __init__(self, out: TextIO, start_s: float, tiers: dict[str, str], enabled: bool) -> None:
+    def __init__(self, out: TextIO, start_s: float, enabled: bool) -> None:
         self._out = out
         self._start_s = start_s
-        self._tiers = tiers
         self._enabled = enabled
         color = enabled and out.isatty()
         self._bold = "\033[1m" if color else ""
@@ -111,9 +110,7 @@ class LiveView:
         self.line(t_s, "·", text, self._dim)
 
 
-async def load_enrolled_devices(
-    records: SqliteLoyaltyRecords,
-) -> tuple[list[SimDevice], dict[str, str]]:
+async def load_enrolled_devices(records: SqliteLoyaltyRecords) -> list[SimDevice]:
     """The enrolled devices as their apps and tags hold them (the demo's shoppers carry these)."""
     db = records.connection
     devices: list[SimDevice] = []
@@ -122,11 +119,7 @@ async def load_enrolled_devices(
     ) as cursor:
         async for ref, member, key, exponent, kind in cursor:
             devices.append(SimDevice(ref, member, bytes(key), exponent, kind))
-    tiers: dict[str, str] = {}
-    async with db.execute("SELECT id, tier FROM members") as cursor:
-        async for member, tier in cursor:
-            tiers[member] = tier
-    return devices, tiers
+    return devices
 
 
 def demo_entrance(
@@ -218,7 +211,7 @@ async def _run(
     await seed_records(
         records, members=options.members, seed=options.seed, stores=(STORE,), joined_at=sim_start
     )
-    devices, tiers = await load_enrolled_devices(records)
+    devices = await load_enrolled_devices(records)
     signing_key_file = workdir / "bridge-signing.key"
     signing_key, _ = await asyncio.to_thread(create_signing_key_file, signing_key_file)
     bridge = Bridge(
@@ -245,7 +238,7 @@ async def _run(
     except BaseException:
         await records.close()
         raise
-    view = LiveView(out, sim_start, tiers, options.live)
+    view = LiveView(out, sim_start, options.live)
     visits: list[wire.Visit] = []
     triggers: list[wire.OfferTrigger] = []
 

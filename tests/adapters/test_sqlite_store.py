@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,20 +15,6 @@ from edge.errors import StorageError
 from tests.factories import T0, make_offer_trigger, make_visit
 
 GUARD_S = 10.0  # only a guard against hangs
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "gateway" / "gateway.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteGatewayStore]:
-    opened = await SqliteGatewayStore.open(db_path)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 def pragma(path: Path, name: str) -> object:

@@ -122,7 +122,7 @@ async def store_rig(
     mqtt = MqttSection(host=broker.host, port=broker.port)
     records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
     await seed_records(records, members=members, seed=3, stores=(STORE,), joined_at=time.time())
-    devices, _ = await load_enrolled_devices(records)
+    devices = await load_enrolled_devices(records)
     signing_key_file = workdir / "bridge-signing.key"
     signing_key, _ = create_signing_key_file(signing_key_file)
     data_dir = workdir / "gw"

@@ -249,7 +249,7 @@ async def test_the_demo_leaves_no_identity_key_mac_or_eid_in_anything_its_gatewa
     assert options.start_unix_s is not None
     records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", DEMO_CHAIN)
     try:
-        devices, _ = await load_enrolled_devices(records)
+        devices = await load_enrolled_devices(records)
     finally:
         await records.close()
     needles = Needles()

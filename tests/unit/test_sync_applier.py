@@ -7,7 +7,7 @@ import itertools
 import json
 import random
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -156,20 +156,6 @@ def files_holding(directory: Path, needles: dict[str, bytes]) -> list[str]:
         data = path.read_bytes()
         found += [f"{what} in {path.name}" for what, needle in needles.items() if needle in data]
     return found
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "gw" / "gateway.sqlite"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteGatewayStore]:
-    opened = await SqliteGatewayStore.open(db_path)
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -34,15 +32,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now_s += seconds
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteGatewayStore]:
-    opened = await SqliteGatewayStore.open(tmp_path / "gateway.db")
-    try:
-        yield opened
-    finally:
-        await opened.close()
 
 
 @pytest.fixture
