@@ -15,6 +15,7 @@ import os
 import time
 from typing import Any
 
+from cloud_bridge.core.pseudonyms import Serials, StorePseudonyms, pseudonymize, store_key
 from edge.core import bundle, wire
 from edge.sim.entrance import make_members
 
@@ -76,22 +77,39 @@ def bundle_sizes(devices: int = 100_000) -> dict[str, Any]:
 
     previous = _roster(devices)
     current = _one_percent_changed(previous)
+    # As the bridge sends them: every id a store pseudonym (26 characters, not the records' ids).
+    serials = Serials(
+        {ref: n for n, ref in enumerate(sorted(previous.keys() | current.keys()), 1)},
+        {
+            m: n
+            for n, m in enumerate(
+                sorted({d.member for d in [*previous.values(), *current.values()]}), 1
+            )
+        },
+    )
+    store = StorePseudonyms(store_key(os.urandom(32), address["chain"], address["store"]))
 
     start = time.perf_counter()
-    full = build(bundle.plan_sync(None, previous, None), 1)
+    planned = bundle.plan_sync(None, previous, None)
+    start_pseudonyms = time.perf_counter()
+    masked = pseudonymize(planned, serials, store)
+    pseudonymize_s = time.perf_counter() - start_pseudonyms
+    full = build(masked, 1)
     full_build_s = time.perf_counter() - start
     start = time.perf_counter()
     in_force = open_(full, 0).roster_after({})
     full_open_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    change = bundle.plan_sync(previous, current, 1)
+    change = pseudonymize(bundle.plan_sync(previous, current, 1), serials, store)
     delta = build(change, 2)
     delta_build_s = time.perf_counter() - start
     start = time.perf_counter()
     after = open_(delta, 1).roster_after(in_force)
     delta_open_s = time.perf_counter() - start
-    if not isinstance(change, bundle.RosterDelta) or after != current:
+    expected = pseudonymize(bundle.FullRoster(tuple(current.values())), serials, store)
+    assert isinstance(expected, bundle.FullRoster)
+    if not isinstance(change, bundle.RosterDelta) or after != {d.ref: d for d in expected.devices}:
         raise RuntimeError("the 1 % delta did not reproduce the changed roster")
 
     suffix = "100k" if devices == 100_000 else f"{devices}"
@@ -100,6 +118,7 @@ def bundle_sizes(devices: int = 100_000) -> dict[str, Any]:
         "bundle_delta_kb_1pct": round(len(delta) / 1e3, 1),
         "bundle_delta_pct_of_full": round(100 * len(delta) / len(full), 2),
         f"bundle_full_build_s_{suffix}": round(full_build_s, 3),
+        f"bundle_pseudonymize_s_{suffix}": round(pseudonymize_s, 3),
         f"bundle_full_open_s_{suffix}": round(full_open_s, 3),
         "bundle_delta_build_s_1pct": round(delta_build_s, 3),
         "bundle_delta_open_apply_s_1pct": round(delta_open_s, 3),

@@ -26,6 +26,7 @@ from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
 from cloud_bridge.config import BridgeConfig
+from cloud_bridge.core.pseudonyms import Serials, pseudonymize
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
 from edge.adapters.keystore import load_signing_key_file
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
@@ -79,6 +80,7 @@ class Bridge:
         self._sync_wakeup = asyncio.Event()
         self._rosters: dict[wire.GatewayAddress, _Published] = {}
         self._snapshots: dict[str, tuple[int, Roster]] = {}  # store → last roster published
+        self._serials = Serials({}, {})
         self._registered: dict[wire.GatewayAddress, bytes] | None = None  # None: not read yet
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
         self._deliver_wakeup = asyncio.Event()
@@ -211,6 +213,7 @@ class Bridge:
         """Seal the store's roster at `version` to each of its gateways that lacks it."""
         snapshot = self._snapshots.get(store)
         changes: dict[int | None, bundle.RosterChange] = {}  # by base version
+        serials: Serials | None = None
         for address, public_key in gateways:
             kid = bundle.key_id(public_key)
             sent = self._rosters.get(address)
@@ -227,8 +230,15 @@ class Bridge:
                 base = snapshot
             base_version = base[0] if base else None
             if base_version not in changes:
-                changes[base_version] = await asyncio.to_thread(
+                if serials is None:
+                    serials = await self._fresh_serials()
+                planned = await asyncio.to_thread(
                     bundle.plan_sync, base[1] if base else None, current, base_version
+                )
+                # Planned in the records' ids (one snapshot serves every store); each store's
+                # gateways see only its own pseudonyms.
+                changes[base_version] = await asyncio.to_thread(
+                    pseudonymize, planned, serials, self.records.pseudonyms(store)
                 )
             change = changes[base_version]
             data = await asyncio.to_thread(
@@ -255,6 +265,15 @@ class Bridge:
                 len(data),
             )
         self._snapshots[store] = (version, current)
+
+    async def _fresh_serials(self) -> Serials:
+        """Every serial the records hold, plus those already known: a delta still names devices
+        whose records are gone."""
+        fresh = await self.records.serials()
+        self._serials = Serials(
+            {**self._serials.devices, **fresh.devices}, {**self._serials.members, **fresh.members}
+        )
+        return self._serials
 
     def _handle_status(self, message: Message) -> None:
         """Learn which roster a gateway holds; a full snapshot for one a delta cannot reach."""

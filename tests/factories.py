@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
+from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.core.pseudonyms import Kind
+from cloud_bridge.core.records import IncomingEvent
 from edge.core import eid, frames, wire
 from edge.core.advert import RawAdvert
 
@@ -78,3 +82,19 @@ def make_offer_trigger(**overrides: Any) -> wire.OfferTrigger:
     }
     fields.update(overrides)
     return wire.OfferTrigger(**fields)
+
+
+async def as_sent(
+    records: SqliteLoyaltyRecords, gateway: wire.GatewayAddress, *events: wire.Event
+) -> list[IncomingEvent]:
+    """`events` (written with the records' ids) as `gateway` sends them: under its store's pseudonyms."""
+    serials = await records.serials()
+    pseudonyms = records.pseudonyms(gateway.store)
+    sent: list[IncomingEvent] = []
+    for event in events:
+        member = pseudonyms.one(Kind.MEMBER, serials.members[event.member])
+        device = pseudonyms.one(Kind.DEVICE, serials.devices[event.device])
+        sent.append(
+            IncomingEvent(gateway, dataclasses.replace(event, member=member, device=device))
+        )
+    return sent

@@ -6,6 +6,7 @@ An offer's delivery to the shopper is itself durable: the offer row is its outbo
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,13 @@ from typing import Literal
 
 import aiosqlite
 
+from cloud_bridge.core.pseudonyms import (
+    SECRET_BYTES,
+    Kind,
+    Serials,
+    StorePseudonyms,
+    store_key,
+)
 from cloud_bridge.core.records import Delivery, IncomingEvent, RecordOutcome
 from cloud_bridge.errors import RecordsError
 from edge.adapters.sqlite_db import open_database
@@ -133,6 +141,27 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (store_id, id)
     );
     """,
+    # 3: per-store pseudonyms (issue 4). Every member and device gets a serial number, never reused
+    # (AUTOINCREMENT), that the bridge turns into a different pseudonym for each store
+    # (cloud_bridge/core/pseudonyms.py) and maps back through this table.
+    """
+    CREATE TABLE serials (
+        serial INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind INTEGER NOT NULL CHECK (kind IN (1, 2)),  -- 1: device, 2: member
+        record_id TEXT NOT NULL,
+        UNIQUE (kind, record_id)
+    );
+    INSERT INTO serials (kind, record_id) SELECT 2, id FROM members ORDER BY rowid;
+    INSERT INTO serials (kind, record_id) SELECT 1, id FROM devices ORDER BY rowid;
+    CREATE TRIGGER members_serial AFTER INSERT ON members
+        BEGIN INSERT OR IGNORE INTO serials (kind, record_id) VALUES (2, NEW.id); END;
+    CREATE TRIGGER devices_serial AFTER INSERT ON devices
+        BEGIN INSERT OR IGNORE INTO serials (kind, record_id) VALUES (1, NEW.id); END;
+    CREATE TRIGGER members_serial_gone AFTER DELETE ON members
+        BEGIN DELETE FROM serials WHERE kind = 2 AND record_id = OLD.id; END;
+    CREATE TRIGGER devices_serial_gone AFTER DELETE ON devices
+        BEGIN DELETE FROM serials WHERE kind = 1 AND record_id = OLD.id; END;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
@@ -147,13 +176,42 @@ class RegisteredGateway:
     public_key: bytes
 
 
+async def _pseudonym_secret(db: aiosqlite.Connection, path: Path) -> bytes:
+    """The chain's pseudonym secret, made on first open. Kept with the records it protects: whoever
+    reads this database can read the members anyway; the secret keeps the wire and gateways blind."""
+    try:
+        await db.execute(
+            "INSERT OR IGNORE INTO settings (key, value) VALUES ('pseudonym_secret', ?)",
+            (os.urandom(SECRET_BYTES).hex(),),
+        )
+        await db.commit()
+        async with db.execute(
+            "SELECT value FROM settings WHERE key = 'pseudonym_secret'"
+        ) as cursor:
+            row = await cursor.fetchone()
+    except sqlite3.Error as exc:
+        raise RecordsError(f"cannot read the pseudonym secret in {path}: {exc}") from exc
+    try:
+        secret = bytes.fromhex(str(row[0])) if row else b""
+    except ValueError:
+        secret = b""
+    if len(secret) != SECRET_BYTES:
+        raise RecordsError(
+            f"settings 'pseudonym_secret' in {path} is not {SECRET_BYTES} bytes of hex: restore it "
+            "from a backup (a new one would make every gateway's pending events unreadable)"
+        )
+    return secret
+
+
 class SqliteLoyaltyRecords:
     """The loyalty records on one SQLite file, through aiosqlite's single writer thread."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, chain: str) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, chain: str, secret: bytes) -> None:
         self._db = db
         self.path = path
         self.chain = chain
+        self._secret = secret
+        self._pseudonyms: dict[str, StorePseudonyms] = {}
 
     @classmethod
     async def open(cls, path: Path, chain: str) -> SqliteLoyaltyRecords:
@@ -161,7 +219,59 @@ class SqliteLoyaltyRecords:
             db = await open_database(path, _MIGRATIONS, "loyalty records", foreign_keys=True)
         except StorageError as exc:
             raise RecordsError(str(exc)) from exc
-        return cls(db, path, chain)
+        try:
+            secret = await _pseudonym_secret(db, path)
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path, chain, secret)
+
+    def pseudonyms(self, store: str) -> StorePseudonyms:
+        """How `store`'s gateways know members and devices (cloud_bridge/core/pseudonyms.py)."""
+        found = self._pseudonyms.get(store)
+        if found is None:
+            found = StorePseudonyms(store_key(self._secret, self.chain, store))
+            self._pseudonyms[store] = found
+        return found
+
+    async def serials(self) -> Serials:
+        """Every device's and member's serial, for pseudonymizing rosters."""
+        devices: dict[str, int] = {}
+        members: dict[str, int] = {}
+        async with self._db.execute("SELECT serial, kind, record_id FROM serials") as cursor:
+            async for serial, kind, record_id in cursor:
+                (devices if kind == Kind.DEVICE else members)[record_id] = serial
+        return Serials(devices, members)
+
+    async def _unmask(self, store: str, event: wire.Event) -> tuple[str, str | None] | None:
+        """The records' member id (and device id, for a visit) behind `event`'s pseudonyms."""
+        pseudonyms = self.pseudonyms(store)
+        member_serial = pseudonyms.decode(Kind.MEMBER, event.member)
+        if member_serial is None:
+            return None
+        serials = [member_serial]
+        if isinstance(event, wire.Visit):
+            device_serial = pseudonyms.decode(Kind.DEVICE, event.device)
+            if device_serial is None:
+                return None
+            serials.append(device_serial)
+        ids: dict[int, tuple[int, str]] = {}
+        async with self._db.execute(
+            f"SELECT serial, kind, record_id FROM serials WHERE serial IN "
+            f"({','.join('?' * len(serials))})",
+            serials,
+        ) as cursor:
+            async for serial, kind, record_id in cursor:
+                ids[serial] = (kind, record_id)
+        member = ids.get(member_serial)
+        if member is None or member[0] != Kind.MEMBER:
+            return None
+        if len(serials) == 1:
+            return member[1], None
+        device = ids.get(serials[1])
+        if device is None or device[0] != Kind.DEVICE:
+            return None
+        return member[1], device[1]
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -179,6 +289,7 @@ class SqliteLoyaltyRecords:
         new_offers: list[wire.OfferTrigger] = []
         duplicates = 0
         suppressed = 0
+        unknown = 0
         db = self._db
         try:
             for incoming in events:
@@ -192,7 +303,15 @@ class SqliteLoyaltyRecords:
                 if cursor.rowcount == 0:
                     duplicates += 1
                     continue
-                if not await self._consents(event.member):
+                ids = await self._unmask(gw.store, event)
+                if ids is None:
+                    # Not a pseudonym the bridge gave this store: a gateway of another store
+                    # replaying events, or a forgery. Acknowledged (so it is not resent forever),
+                    # counted, not recorded.
+                    unknown += 1
+                    continue
+                member, device = ids
+                if not await self._consents(member):
                     # Consent withdrawn (or the member is gone) since the gateway's last sync: the
                     # event is acknowledged so the gateway forgets it, and nothing is recorded.
                     suppressed += 1
@@ -203,8 +322,8 @@ class SqliteLoyaltyRecords:
                         "ts, detected_at, recorded_at, rssi_dbm) VALUES (?,?,?,?,?,?,?,?,?)",
                         (
                             event.event_id,
-                            event.member,
-                            event.device,
+                            member,
+                            device,
                             gw.store,
                             gw.gateway,
                             event.ts,
@@ -215,7 +334,7 @@ class SqliteLoyaltyRecords:
                     )
                     new_visits.append(event)
                     continue
-                delivery = await self._prepare_delivery(gw, event, now_s)
+                delivery = await self._prepare_delivery(gw, event, member, now_s)
                 await db.execute(
                     "INSERT INTO offers (event_id, visit_id, member_id, campaign_id, store_id, "
                     "gateway, ts, detected_at, recorded_at, delivery, shopper_token, "
@@ -223,7 +342,7 @@ class SqliteLoyaltyRecords:
                     (
                         event.event_id,
                         event.visit_id,
-                        event.member,
+                        member,
                         event.campaign,
                         gw.store,
                         gw.gateway,
@@ -243,7 +362,9 @@ class SqliteLoyaltyRecords:
         except sqlite3.Error as exc:
             await db.rollback()
             raise RecordsError(f"cannot record events in {self.path}: {exc}") from exc
-        return RecordOutcome(acks, deliveries, new_visits, new_offers, duplicates, suppressed)
+        return RecordOutcome(
+            acks, deliveries, new_visits, new_offers, duplicates, suppressed, unknown
+        )
 
     async def _consents(self, member: str) -> bool:
         async with self._db.execute(
@@ -252,13 +373,13 @@ class SqliteLoyaltyRecords:
             return await cursor.fetchone() is not None
 
     async def _prepare_delivery(
-        self, gw: wire.GatewayAddress, trigger: wire.OfferTrigger, now_s: float
+        self, gw: wire.GatewayAddress, trigger: wire.OfferTrigger, member: str, now_s: float
     ) -> Delivery | None:
         """The offer for the shopper's app, or None when the member cannot or must not get it."""
         async with self._db.execute(
             "SELECT m.shopper_token, m.consent, c.title, c.body FROM members m, campaigns c "
             "WHERE m.id = ? AND c.id = ? AND c.active AND (c.store_id IS NULL OR c.store_id = ?)",
-            (trigger.member, trigger.campaign, gw.store),
+            (member, trigger.campaign, gw.store),
         ) as cursor:
             row = await cursor.fetchone()
         if row is None or not row[1]:

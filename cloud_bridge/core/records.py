@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from cloud_bridge.core.pseudonyms import Serials, StorePseudonyms
 from edge.core import wire
 
 
@@ -36,6 +37,7 @@ class RecordOutcome:
     new_offers: list[wire.OfferTrigger]
     duplicates: int
     suppressed: int = 0  # events of members who withdrew consent: acknowledged, not recorded
+    unknown: int = 0  # events under pseudonyms this store was never given: acknowledged, dropped
 
 
 class LoyaltyRecords(Protocol):
@@ -55,7 +57,13 @@ class LoyaltyRecords(Protocol):
 
     async def stores(self) -> list[str]: ...
 
-    async def roster(self, store: str) -> wire.RosterSync: ...
+    async def roster(self, store: str) -> wire.RosterSync:
+        """The store's roster under the records' own ids: pseudonymized before it leaves."""
+        ...
+
+    def pseudonyms(self, store: str) -> StorePseudonyms: ...
+
+    async def serials(self) -> Serials: ...
 
     async def campaigns(self, store: str) -> wire.CampaignSync: ...
 

@@ -14,7 +14,7 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import Bridge
 from cloud_bridge.config import BridgeConfig, BridgeSection
+from cloud_bridge.core.pseudonyms import Kind
 from cloud_bridge.seed import seed_records
 from edge.adapters.keystore import create_signing_key_file, provision_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
@@ -85,12 +86,14 @@ class LiveView:
                 self.line(
                     event.ts,
                     "ENTRY",
-                    f"member {event.member}  {event.tier:<6}  "
-                    f"device {event.device}  {event.rssi_dbm:.0f} dBm",
+                    f"member {event.member[:8]}…  {event.tier:<6}  "
+                    f"device {event.device[:8]}…  {event.rssi_dbm:.0f} dBm",
                     self._bold,
                 )
             else:
-                self.line(event.ts, "OFFER", f"member {event.member}  campaign {event.campaign}")
+                self.line(
+                    event.ts, "OFFER", f"member {event.member[:8]}…  campaign {event.campaign}"
+                )
 
     def offer_received(self, received: ReceivedOffer, radio_now: float) -> None:
         self.line(
@@ -140,25 +143,29 @@ def demo_entrance(
 
 def summarise(
     truth: GroundTruth,
-    visits: Sequence[wire.Visit],
+    visitors: Sequence[str | None],
     triggers: Sequence[wire.OfferTrigger],
     received: Sequence[ReceivedOffer],
     extra: dict[str, Any],
 ) -> dict[str, Any]:
-    """The demo's outcome, scored against what the simulated people really did."""
+    """The demo's outcome, scored against what the simulated people really did.
+
+    `visitors`: the member behind each visit, as the bridge maps the store's pseudonym back (None: a
+    pseudonym the bridge never gave out).
+    """
     present = {p.device.member for p in truth.people if p.device is not None}
     entered = truth.entered_members()
     passing = truth.passing_members()
-    recognised = {v.member for v in visits}
+    recognised = {v for v in visitors if v is not None}
     latencies = [r.latency_ms for r in received]
     p50 = percentile(latencies, 50)
     p99 = percentile(latencies, 99)
     return {
-        "entered": len(visits),
+        "entered": len(visitors),
         "members_recognised": len(recognised & entered),
         "members_really_entered": len(entered),
-        "non_members_recognised": sum(1 for v in visits if v.member not in present),
-        "passers_by_entered": sum(1 for v in visits if v.member in passing),
+        "non_members_recognised": sum(1 for v in visitors if v is None or v not in present),
+        "passers_by_entered": sum(1 for v in visitors if v in passing),
         "members_walked_past": len(passing),
         "offers_triggered": len(triggers),
         "offers_delivered": len(received),
@@ -212,6 +219,7 @@ async def _run(
         records, members=options.members, seed=options.seed, stores=(STORE,), joined_at=sim_start
     )
     devices = await load_enrolled_devices(records)
+    member_of = await unmasker(records, STORE)
     signing_key_file = workdir / "bridge-signing.key"
     signing_key, _ = await asyncio.to_thread(create_signing_key_file, signing_key_file)
     bridge = Bridge(
@@ -280,7 +288,7 @@ async def _run(
             await bridge.close()
     summary = summarise(
         truth,
-        visits,
+        [member_of(v.member) for v in visits],
         triggers,
         list(apps.received.values()),
         {
@@ -295,6 +303,18 @@ async def _run(
         },
     )
     return summary
+
+
+async def unmasker(records: SqliteLoyaltyRecords, store: str) -> Callable[[str], str | None]:
+    """Maps `store`'s member pseudonyms back to member ids, as only the bridge can: for scoring."""
+    by_serial = {serial: member for member, serial in (await records.serials()).members.items()}
+    pseudonyms = records.pseudonyms(store)
+
+    def member_of(pseudonym: str) -> str | None:
+        serial = pseudonyms.decode(Kind.MEMBER, pseudonym)
+        return None if serial is None else by_serial.get(serial)
+
+    return member_of
 
 
 async def provision_demo_gateway(

@@ -28,10 +28,12 @@ CHAIN = "acme"
 STORE = "store-001"
 DOOR_1 = wire.GatewayAddress(CHAIN, STORE, "door-1")
 DOOR_2 = wire.GatewayAddress(CHAIN, STORE, "door-2")
+ELSEWHERE = wire.GatewayAddress(CHAIN, "store-002", "door-1")
 SIGNER = bundle.generate_signing_key(random.Random("bridge").randbytes)
 KEYS = {
     DOOR_1: bundle.generate_gateway_key(random.Random("door-1").randbytes),
     DOOR_2: bundle.generate_gateway_key(random.Random("door-2").randbytes),
+    ELSEWHERE: bundle.generate_gateway_key(random.Random("elsewhere").randbytes),
 }
 
 
@@ -45,7 +47,7 @@ class Setup:
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     records = await SqliteLoyaltyRecords.open(tmp_path / "loyalty.db", CHAIN)
-    await seed_records(records, members=6, seed=1, stores=(STORE,), joined_at=T0)
+    await seed_records(records, members=6, seed=1, stores=(STORE, ELSEWHERE.store), joined_at=T0)
     for address, key in KEYS.items():
         public = bundle.public_key_bytes(key)
         await records.add_gateway(address.store, address.gateway, public, T0)
@@ -69,7 +71,7 @@ def open_for(address: wire.GatewayAddress, data: bytes, current_version: int) ->
         gateway_private_key=KEYS[address],
         trusted_signer_public_keys=[SIGNER.public_key()],
         expected_chain=CHAIN,
-        expected_store=STORE,
+        expected_store=address.store,
         expected_gateway=address.gateway,
         current_version=current_version,
     )
@@ -83,6 +85,36 @@ def status(address: wire.GatewayAddress, roster_version: int, **sync: Any) -> Me
 async def execute(records: SqliteLoyaltyRecords, sql: str, *params: object) -> None:
     await records.connection.execute(sql, params)
     await records.connection.commit()
+
+
+async def stored_key(records: SqliteLoyaltyRecords, device: str) -> bytes:
+    async with records.connection.execute(
+        "SELECT identity_key FROM devices WHERE id = ?", (device,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return bytes(row[0])
+
+
+async def test_each_store_knows_members_and_devices_only_by_its_own_pseudonyms(
+    setup: Setup,
+) -> None:
+    await setup.bridge.publish_sync()
+    here = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[0], 0).roster_after({})
+    door_2 = open_for(DOOR_2, bundles_to(setup.broker, DOOR_2)[0], 0).roster_after({})
+    there = open_for(ELSEWHERE, bundles_to(setup.broker, ELSEWHERE)[0], 0).roster_after({})
+    records = {d.ref: d for d in (await setup.records.roster(STORE)).devices}
+
+    assert here == door_2  # one store, one set of pseudonyms
+    by_key = {d.identity_key: d for d in there.values()}
+    assert len(here) == len(there) == len(records) == 6
+    for device in here.values():
+        elsewhere = by_key[device.identity_key]
+        assert device.ref not in records and device.member not in {
+            r.member for r in records.values()
+        }
+        assert (device.ref, device.member) != (elsewhere.ref, elsewhere.member)
+        assert device.ref != elsewhere.ref and device.member != elsewhere.member
 
 
 async def test_each_registered_gateway_gets_a_full_bundle_only_it_can_open(setup: Setup) -> None:
@@ -118,8 +150,10 @@ async def test_a_revocation_reaches_each_gateway_as_a_delta(setup: Setup) -> Non
 
     opened = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[-1], full.version)
     assert opened.kind == "delta"
-    assert opened.change.remove == ("d-00002",) and opened.change.size == 1
-    assert "d-00002" not in opened.roster_after(roster)
+    (removed,) = opened.change.remove
+    assert opened.change.size == 1
+    assert removed in roster and removed not in opened.roster_after(roster)
+    assert roster[removed].identity_key == await stored_key(setup.records, "d-00002")
     assert open_for(DOOR_2, bundles_to(setup.broker, DOOR_2)[-1], full.version).kind == "delta"
 
 

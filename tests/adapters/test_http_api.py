@@ -22,11 +22,10 @@ from cloud_bridge.adapters.http_api import (
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.core.enrollment import EID_COUNTER_BASIS, RecordsUnavailable
-from cloud_bridge.core.records import IncomingEvent
 from cloud_bridge.seed import seed_records
 from edge.core import wire
 from edge.errors import ConfigError
-from tests.factories import T0, make_offer_trigger
+from tests.factories import T0, as_sent, make_offer_trigger
 from tests.fakes.http import HttpReply, build_request, exchange, request
 
 CHAIN = "acme"
@@ -193,7 +192,7 @@ async def test_withdrawn_consent_removes_every_device_from_the_roster(api: Api) 
 async def test_a_member_who_withdrew_consent_gets_no_more_offers(api: Api) -> None:
     trigger = make_offer_trigger(member=TAG_MEMBER, device="d-00001", campaign="welcome-bakery")
     gateway = wire.GatewayAddress(CHAIN, STORE, "door-1")
-    outcome = await api.records.record([IncomingEvent(gateway, trigger)], T0)
+    outcome = await api.records.record(await as_sent(api.records, gateway, trigger), T0)
     assert [d.offer_id for d in outcome.deliveries] == [trigger.event_id]
 
     await api.call("POST", f"/v1/members/{TAG_MEMBER}/consent/withdraw", json_body={})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from cloud_bridge.errors import RecordsError
 from cloud_bridge.seed import DEMO_CAMPAIGNS, seed_records
 from edge.core import wire
 from edge.sim.entrance import make_members
-from tests.factories import T0, make_offer_trigger, make_visit
+from tests.factories import T0, as_sent, make_offer_trigger, make_visit
 
 CHAIN = "acme"
 STORE = "store-001"
@@ -78,7 +79,7 @@ async def record_offer(
     records: SqliteLoyaltyRecords, member: str = "m-00000", campaign: str = BAKERY
 ) -> wire.OfferTrigger:
     _, offer = visit_and_offer(member, f"d-{member[2:]}", campaign)
-    await records.record([IncomingEvent(GW1, offer)], NOW)
+    await records.record(await as_sent(records, GW1, offer), NOW)
     return offer
 
 
@@ -91,17 +92,16 @@ async def test_visit_and_offer_are_recorded_acked_and_the_offer_is_delivered(
     visit, offer = visit_and_offer("m-00000", "d-00000")
     other_visit = make_visit(member="m-00001", device="d-00001")
 
-    outcome = await records.record(
-        [IncomingEvent(GW1, visit), IncomingEvent(GW1, offer), IncomingEvent(GW2, other_visit)],
-        NOW,
-    )
+    sent = [*await as_sent(records, GW1, visit, offer), *await as_sent(records, GW2, other_visit)]
+
+    outcome = await records.record(sent, NOW)
 
     assert outcome.acks == {
         GW1: [visit.event_id, offer.event_id],
         GW2: [other_visit.event_id],
     }
-    assert outcome.new_visits == [visit, other_visit]
-    assert outcome.new_offers == [offer]
+    assert outcome.new_visits == [sent[0].event, sent[2].event]
+    assert outcome.new_offers == [sent[1].event]
     assert outcome.duplicates == 0
     assert await records.count("events") == 3
     assert await records.count("visits") == 2
@@ -128,7 +128,7 @@ async def test_each_member_gets_their_own_shopper_topic(records: SqliteLoyaltyRe
     _, first = visit_and_offer("m-00002", "d-00002")
     _, second = visit_and_offer("m-00003", "d-00003")
 
-    outcome = await records.record([IncomingEvent(GW1, first), IncomingEvent(GW1, second)], NOW)
+    outcome = await records.record(await as_sent(records, GW1, first, second), NOW)
 
     tokens = [await shopper_token(records, m) for m in ("m-00002", "m-00003")]
     assert tokens[0] != tokens[1]
@@ -141,7 +141,7 @@ async def test_recording_the_same_batch_again_only_acks_it(
     records: SqliteLoyaltyRecords,
 ) -> None:
     visit, offer = visit_and_offer()
-    batch = [IncomingEvent(GW1, visit), IncomingEvent(GW1, offer)]
+    batch = await as_sent(records, GW1, visit, offer)
     await records.record(batch, NOW)
 
     again = await records.record(batch, NOW + 30)
@@ -162,7 +162,7 @@ async def test_events_of_a_member_who_withdrew_consent_are_acknowledged_not_reco
     await execute(records, "UPDATE members SET consent = 0 WHERE id = ?", "m-00004")
     visit, offer = visit_and_offer("m-00004", "d-00004")
 
-    outcome = await records.record([IncomingEvent(GW1, visit), IncomingEvent(GW1, offer)], NOW)
+    outcome = await records.record(await as_sent(records, GW1, visit, offer), NOW)
 
     # Acknowledged, so the gateway forgets them; but no visit or offer of theirs is kept.
     assert outcome.acks == {GW1: [visit.event_id, offer.event_id]}
@@ -178,9 +178,11 @@ async def test_offer_for_an_inactive_campaign_is_not_delivered(
     await execute(records, "UPDATE campaigns SET active = 0 WHERE id = ?", "welcome-bakery")
     _, offer = visit_and_offer("m-00006", "d-00006")
 
-    outcome = await records.record([IncomingEvent(GW1, offer)], NOW)
+    sent = await as_sent(records, GW1, offer)
 
-    assert outcome.new_offers == [offer] and outcome.deliveries == []
+    outcome = await records.record(sent, NOW)
+
+    assert outcome.new_offers == [sent[0].event] and outcome.deliveries == []
 
 
 async def test_every_change_a_gateway_must_hear_bumps_its_sync_version(
@@ -204,20 +206,46 @@ async def test_offer_for_an_unknown_campaign_is_suppressed(
 ) -> None:
     _, offer = visit_and_offer("m-00005", "d-00005", campaign="no-such-campaign")
 
-    outcome = await records.record([IncomingEvent(GW1, offer)], NOW)
+    outcome = await records.record(await as_sent(records, GW1, offer), NOW)
 
     assert outcome.acks == {GW1: [offer.event_id]}
     assert outcome.deliveries == []
     assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
 
 
-async def test_offer_for_an_unknown_member_is_suppressed(records: SqliteLoyaltyRecords) -> None:
-    _, offer = visit_and_offer("m-99999", "d-99999")
+async def test_events_under_pseudonyms_this_store_was_never_given_are_acked_not_recorded(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await records.add_store("store-002", "Station Road")
+    visit, offer = visit_and_offer("m-00000", "d-00000")
+    elsewhere = await as_sent(records, wire.GatewayAddress(CHAIN, "store-002", "gw-1"), visit)
+    replayed = IncomingEvent(GW1, elsewhere[0].event)  # another store's pseudonyms, sent here
+    in_clear = IncomingEvent(GW1, offer)  # the records' own ids are not pseudonyms either
+    forged = IncomingEvent(GW1, dataclasses.replace(visit, event_id="ev-forged", member="a" * 26))
 
-    outcome = await records.record([IncomingEvent(GW1, offer)], NOW)
+    outcome = await records.record([replayed, in_clear, forged], NOW)
 
-    assert outcome.deliveries == []
+    assert outcome.acks == {GW1: [visit.event_id, offer.event_id, "ev-forged"]}
+    assert outcome.unknown == 3
+    assert outcome.new_visits == [] and outcome.new_offers == [] and outcome.deliveries == []
+    assert await records.count("visits") == 0 and await records.count("offers") == 0
     assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+
+
+async def test_a_member_has_a_different_pseudonym_at_each_store_and_the_same_one_within_it(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await records.add_store("store-002", "Station Road")
+    visit = make_visit(member="m-00000", device="d-00000")
+    here = (await as_sent(records, GW1, visit))[0].event
+    again = (await as_sent(records, GW2, visit))[0].event
+    there = (await as_sent(records, wire.GatewayAddress(CHAIN, "store-002", "g"), visit))[0].event
+
+    assert (here.member, here.device) == (again.member, again.device)
+    assert here.member != there.member and here.device != there.device
+    assert here.member != here.device
+    roster_ids = {d.ref for d in (await records.roster(STORE)).devices}
+    assert "m-00000" not in here.member and here.device not in roster_ids
 
 
 async def test_a_suppressed_offer_cannot_be_marked_sent_or_received(
@@ -313,7 +341,7 @@ async def test_due_deliveries_respects_the_limit_oldest_first(
     offers = []
     for n in range(3):
         _, offer = visit_and_offer(f"m-0000{n}", f"d-0000{n}")
-        await records.record([IncomingEvent(GW1, offer)], NOW + n)
+        await records.record(await as_sent(records, GW1, offer), NOW + n)
         offers.append(offer)
 
     due = await records.due_deliveries(NOW + 10, 60, 3, limit=2)
@@ -435,7 +463,7 @@ async def test_records_survive_reopening(tmp_path: Path) -> None:
 
     reopened = await SqliteLoyaltyRecords.open(path, CHAIN)
     try:
-        again = await reopened.record([IncomingEvent(GW1, offer)], NOW + 60)
+        again = await reopened.record(await as_sent(reopened, GW1, offer), NOW + 60)
         due = await reopened.due_deliveries(NOW + 60, 60, 3, 10)
     finally:
         await reopened.close()
@@ -495,4 +523,4 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
             row = await cursor.fetchone()
     finally:
         await records.close()
-    assert row is not None and row[0] == SCHEMA_VERSION == 2
+    assert row is not None and row[0] == SCHEMA_VERSION == 3

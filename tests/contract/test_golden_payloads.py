@@ -25,7 +25,11 @@ BUNDLE_GOLDEN = GOLDEN_DIR / "roster_bundle.json"
 GOLDEN_SIGNER = bundle.generate_signing_key(random.Random("golden-bridge").randbytes)
 GOLDEN_GATEWAY = bundle.generate_gateway_key(random.Random("golden-door-1").randbytes)
 GOLDEN_DEVICE = wire.RosterDevice(
-    "d-00042", "m-00042", "gold", bytes.fromhex("0102030405060708090a111213141516"), 10
+    "b1f4d07e8a25c96e3f0d4a1b7c82e965",
+    "5c0e9a7f31d2b84e6a0f17c3d9e2b458",
+    "gold",
+    bytes.fromhex("0102030405060708090a111213141516"),
+    10,
 )
 
 

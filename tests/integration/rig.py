@@ -32,7 +32,7 @@ from edge.config import (
     UplinkSection,
 )
 from edge.core import bundle, wire
-from edge.demo.runner import load_enrolled_devices
+from edge.demo.runner import load_enrolled_devices, unmasker
 from edge.demo.shopper_apps import ShopperApps
 from edge.services.tasks import cancel_and_wait
 from edge.sim.entrance import SimDevice
@@ -81,6 +81,13 @@ class Rig:
     @property
     def visits(self) -> list[wire.Visit]:
         return [e for e in self.events if isinstance(e, wire.Visit)]
+
+    async def members_of(self, events: list[wire.Visit] | list[wire.OfferTrigger]) -> list[str]:
+        """The records' member ids behind the store's pseudonyms in `events` (only the bridge can)."""
+        member_of = await unmasker(self.records, STORE)
+        found = [member_of(e.member) for e in events]
+        assert None not in found, f"not all of {[e.member for e in events]} are {STORE}'s"
+        return [m for m in found if m is not None]
 
     async def settled(self, expected_offers: int) -> None:
         """Wait until every offer reached the apps, was confirmed, and the outbox is empty."""

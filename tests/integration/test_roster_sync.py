@@ -170,7 +170,7 @@ async def test_a_revoked_device_is_not_recognised_after_one_sync_delivered_as_a_
         rig.source.push(walk_in(revoked, now))
         rig.source.push(walk_in(kept, now, address="4A:00:00:00:00:09"))
         await rig.settled(expected_offers=1)
-        assert [v.member for v in rig.visits] == [kept.member]
+        assert await rig.members_of(rig.visits) == [kept.member]
 
 
 async def test_a_gateway_that_lost_its_roster_gets_a_full_one_again(

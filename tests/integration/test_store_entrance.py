@@ -213,7 +213,7 @@ async def test_withdrawn_consent_reaches_the_gateway_at_the_next_sync(
         rig.source.push(walk_in(leaving, now))
         rig.source.push(walk_in(staying, now))
         await rig.settled(expected_offers=1)
-        assert [v.member for v in rig.visits] == [staying.member]  # not even recognised
+        assert await rig.members_of(rig.visits) == [staying.member]  # not even recognised
         assert await rig.column("SELECT member_id FROM visits") == [staying.member]
 
 
