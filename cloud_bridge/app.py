@@ -81,6 +81,9 @@ class Bridge:
         self._rosters: dict[wire.GatewayAddress, _Published] = {}
         self._snapshots: dict[str, tuple[int, Roster]] = {}  # store → last roster published
         self._serials = Serials({}, {})
+        # What each online gateway says it holds (roster version, its key id), from its status.
+        self._held: dict[wire.GatewayAddress, tuple[int, str]] = {}
+        self._sync_not_before = 0.0  # monotonic: no roster publishing before (the status grace)
         self._registered: dict[wire.GatewayAddress, bytes] | None = None  # None: not read yet
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
         self._deliver_wakeup = asyncio.Event()
@@ -91,6 +94,7 @@ class Bridge:
         self.delivery_listeners: list[DeliveryListener] = []
         self.recorded = 0
         self.duplicates = 0
+        self.unknown = 0  # events under pseudonyms their store was never given
         self.rejected = 0
         self.delivered = 0
         self.received = 0
@@ -168,10 +172,13 @@ class Bridge:
             )
 
     async def _on_connect(self) -> None:
-        # The broker may have lost retained messages: publish everything again, rosters in full.
+        # The broker may have lost retained messages: publish everything again. The gateways'
+        # retained statuses arrive first, for a grace period: a gateway that already holds the
+        # current roster (after a bridge restart, most of them) is not sent it in full again.
         self._published.clear()
         self._rosters.clear()
-        await self.publish_sync()
+        self._sync_not_before = time.monotonic() + self.config.bridge.status_grace_s
+        self._sync_wakeup.set()
         self._deliver_wakeup.set()
 
     async def publish_sync(self) -> None:
@@ -218,6 +225,11 @@ class Bridge:
             kid = bundle.key_id(public_key)
             sent = self._rosters.get(address)
             if sent and (sent.version, sent.key_id) == (version, kid) and not sent.full_needed:
+                continue
+            if sent is None and self._held.get(address) == (version, kid):
+                # Its status says it holds this version, opened with its current key.
+                self._rosters[address] = _Published(version, kid, None)
+                _LOGGER.info("gateway %s holds roster v%d already", address.prefix, version)
                 continue
             base = None
             if (
@@ -285,7 +297,14 @@ class Bridge:
         except wire.WireError as exc:
             self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
             return
-        if address.chain != self.config.bridge.chain or status.state != "online":
+        if address.chain != self.config.bridge.chain:
+            return
+        key_id = status.sync.get("key_id")
+        if status.state == "online" and isinstance(key_id, str):
+            self._held[address] = (status.roster_version, key_id)
+        else:
+            self._held.pop(address, None)  # offline: whatever it held, send what it needs
+        if status.state != "online":
             return
         if self._registered is not None and address not in self._registered:
             self._payload_errors.warning(
@@ -340,6 +359,9 @@ class Bridge:
             except TimeoutError:
                 pass
             self._sync_wakeup.clear()
+            grace_s = self._sync_not_before - time.monotonic()
+            if grace_s > 0:
+                await asyncio.sleep(grace_s)
             if not self.mqtt.connected:
                 continue
             try:
@@ -397,6 +419,16 @@ class Bridge:
             outcome = await self.records.record(incoming, self._wall())
             self.recorded += len(outcome.new_visits) + len(outcome.new_offers)
             self.duplicates += outcome.duplicates
+            if outcome.unknown:
+                self.unknown += outcome.unknown
+                self._payload_errors.warning(
+                    "unknown pseudonyms",
+                    "%d event(s) name members or devices under pseudonyms their store was never "
+                    "given (another store's events replayed, or forged): acknowledged, not recorded "
+                    "(%d so far)",
+                    outcome.unknown,
+                    self.unknown,
+                )
             for listener in self.outcome_listeners:
                 listener(outcome)
             await self._send_acks(outcome.acks)

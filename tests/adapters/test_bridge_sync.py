@@ -209,8 +209,56 @@ async def test_a_reconnect_sends_every_gateway_a_full_bundle_again(setup: Setup)
     await execute(setup.records, "UPDATE devices SET active = 0 WHERE id = 'd-00004'")
 
     await setup.bridge._on_connect()
+    await setup.bridge.publish_sync()  # what the sync loop does after the status grace
 
     assert open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[-1], 1).kind == "full"
+
+
+def held(address: wire.GatewayAddress, version: int) -> Message:
+    key_id = bundle.key_id(bundle.public_key_bytes(KEYS[address]))
+    return status(address, version, key_id=key_id)
+
+
+async def test_after_a_restart_a_gateway_that_holds_the_current_roster_gets_nothing(
+    tmp_path: Path, setup: Setup
+) -> None:
+    await setup.bridge.publish_sync()
+    version = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[0], 0).version
+    restarted = Bridge(
+        BridgeConfig(BridgeSection(chain=CHAIN)), setup.records, setup.records, SIGNER
+    )
+    broker = FakePublisher()
+    restarted.mqtt = broker  # type: ignore[assignment]
+
+    await restarted._on_connect()
+    restarted._handle_status(held(DOOR_1, version))  # retained: it holds the current roster
+    restarted._handle_status(held(DOOR_2, version - 1))  # it missed the last one
+    restarted._handle_status(held(ELSEWHERE, version))
+    restarted._handle_status(status(ELSEWHERE, 0, key_id="0" * 16))  # re-keyed since: wrong key
+    await restarted.publish_sync()
+
+    assert bundles_to(broker, DOOR_1) == []
+    assert open_for(DOOR_2, bundles_to(broker, DOOR_2)[-1], version - 1).kind == "full"
+    assert len(bundles_to(broker, ELSEWHERE)) == 1
+    # Later changes reach the adopted gateway as a delta from the version it holds.
+    await execute(setup.records, "UPDATE devices SET active = 0 WHERE id = 'd-00004'")
+    await restarted.publish_sync()
+    assert open_for(DOOR_1, bundles_to(broker, DOOR_1)[-1], version).kind == "delta"
+
+
+async def test_a_gateway_gone_offline_is_sent_its_roster_even_if_it_held_it(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+    version = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[0], 0).version
+    setup.bridge._handle_status(held(DOOR_1, version))
+    offline = wire.Status("offline", T0)
+    setup.bridge._handle_status(
+        Message(wire.status_topic(DOOR_1), wire.encode(offline), retain=True, qos=1)
+    )
+
+    await setup.bridge._on_connect()
+    await setup.bridge.publish_sync()
+
+    assert len(bundles_to(setup.broker, DOOR_1)) == 2
 
 
 async def test_an_unregistered_gateway_gets_nothing_and_is_named_once(

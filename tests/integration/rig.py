@@ -142,6 +142,7 @@ async def store_rig(
                 database=str(records.path),
                 offer_resend_s=resend_s,
                 sync_interval_s=0.2,
+                status_grace_s=0.2,
                 signing_key_file=str(signing_key_file),
             ),
             mqtt,
