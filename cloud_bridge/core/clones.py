@@ -108,11 +108,11 @@ class ClonePolicy:
         if not (math.isfinite(self.clock_tolerance_s) and self.clock_tolerance_s >= 0):
             raise ValueError(f"clock_tolerance_s must be >= 0, got {self.clock_tolerance_s}")
 
-    def horizon_s(self, uncertainty_s: float) -> float:
-        """No sighting further apart in time than this from one of `uncertainty_s` can be flagged."""
-        longest = max(self.min_gap_s, MAX_DISTANCE_KM / self.max_speed_kmh * 3600.0)
-        # The other sighting's own uncertainty is unknown here; a generous bound on it is ours.
-        return longest + 2 * uncertainty_s + 2 * self.clock_tolerance_s
+    def horizon_s(self) -> float:
+        """Sightings further apart in time than this are never flagged, whatever their clocks say."""
+        # Clock doubt only ever lengthens the time allowed, so the longest flaggable gap is the
+        # slowest impossible trip: to the antipodes, or the minimum gap between unknown places.
+        return max(self.min_gap_s, MAX_DISTANCE_KM / self.max_speed_kmh * 3600.0)
 
 
 @dataclass(frozen=True, slots=True)

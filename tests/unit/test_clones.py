@@ -231,11 +231,12 @@ def test_the_new_sighting_itself_among_the_recorded_ones_is_ignored() -> None:
     assert check_sighting(new, [new], EXACT) == []
 
 
-def test_the_horizon_covers_the_slowest_impossible_trip() -> None:
-    policy = ClonePolicy(max_speed_kmh=200.0, clock_tolerance_s=10.0)
+def test_the_horizon_covers_the_slowest_impossible_trip_and_no_more() -> None:
+    policy = ClonePolicy(max_speed_kmh=200.0, clock_tolerance_s=0.0)
+    horizon = policy.horizon_s()
     a = seen("store-001", T0, GeoPoint(0.0, 0.0))
-    horizon = policy.horizon_s(a.uncertainty_s(policy))
-    # Just inside the horizon, the antipodes are still too far; the horizon is not much longer.
-    b = seen("store-002", T0 + MAX_DISTANCE_KM / 200.0 * 3600 - 60, GeoPoint(0.0, 180.0))
-    assert b.ts - a.ts < horizon < b.ts - a.ts + 3600
-    assert impossible_travel(a, b, policy) is not None
+    inside = seen("store-002", T0 + horizon - 1, GeoPoint(0.0, 180.0))
+    beyond = seen("store-002", T0 + horizon + 1, GeoPoint(0.0, 180.0))
+    assert impossible_travel(a, inside, policy) is not None
+    assert impossible_travel(a, beyond, policy) is None
+    assert ClonePolicy(max_speed_kmh=1e9, min_gap_s=120.0).horizon_s() == 120.0
