@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from edge.core import wire
@@ -36,6 +36,8 @@ class RecordOutcome:
     new_offers: list[wire.OfferTrigger]
     duplicates: int
     suppressed: int = 0  # events of members who withdrew consent: acknowledged, not recorded
+    # Devices seen at two stores too far apart for the time between (cloned tags): new ones only.
+    clone_alerts: list[wire.CloneAlert] = field(default_factory=list)
 
 
 class LoyaltyRecords(Protocol):
