@@ -47,6 +47,19 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--clear", action="store_true", help="forget the store's location")
     where.add_argument("--chain", default="demo-chain")
     _add_location_options(where)
+    clones = sub.add_parser(
+        "clones",
+        help="list open clone alerts (devices seen at two stores too far apart); revoke or dismiss",
+        description="List the open clone alerts: devices seen at two stores too far apart for the "
+        "time between. --revoke revokes the alert's device (as `cloud-bridge revoke` does: it "
+        "leaves every gateway's roster at the next sync); --dismiss closes a false alarm.",
+    )
+    clones.add_argument("database", type=Path)
+    clones.add_argument("--all", action="store_true", help="also revoked and dismissed alerts")
+    clones.add_argument("--json", action="store_true", help="print the alerts as JSON")
+    act = clones.add_mutually_exclusive_group()
+    act.add_argument("--revoke", type=int, metavar="ALERT_ID", help="revoke the alert's device")
+    act.add_argument("--dismiss", type=int, metavar="ALERT_ID", help="dismiss the alert")
     _add_key_commands(sub)
     _add_enrollment_commands(sub)
     return parser
@@ -158,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_enrollment(args))
         if args.command in ("add-store", "set-store-location"):
             return asyncio.run(_add_store(args))
+        if args.command == "clones":
+            return asyncio.run(_clones(args))
         if args.command == "keygen":
             return _keygen(args.key)
         if args.command in ("add-gateway", "remove-gateway", "gateways"):
@@ -222,6 +237,39 @@ async def _add_store(args: argparse.Namespace) -> int:
         print(f"store {args.store}: {where}")
     else:
         print(f"store {args.store}: {'already there' if existed else 'added'}, {where}")
+    return 0
+
+
+async def _clones(args: argparse.Namespace) -> int:
+    from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
+    from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+    from cloud_bridge.services.clones import describe, dismiss_alert, revoke_for_alert
+
+    if not args.database.is_file():
+        raise RecordsError(f"{args.database}: no loyalty database there; check the path")
+    records = await SqliteLoyaltyRecords.open(args.database, "-")
+    try:
+        if args.revoke is not None:
+            enrollment = await SqliteEnrollment.open(args.database, "-")
+            try:
+                alert = await revoke_for_alert(records, enrollment, args.revoke, time.time())
+            finally:
+                await enrollment.close()
+            print(f"{describe(alert)}: device revoked; it leaves every roster at the next sync")
+            return 0
+        if args.dismiss is not None:
+            alert = await dismiss_alert(records, args.dismiss, time.time())
+            print(f"{describe(alert)}: dismissed")
+            return 0
+        alerts = await records.clone_alerts(include_closed=args.all)
+    finally:
+        await records.close()
+    if args.json:
+        print(json.dumps([a.to_json() for a in alerts], indent=2))
+    elif not alerts:
+        print("no clone alerts" if args.all else "no open clone alerts")
+    for alert in [] if args.json else alerts:
+        print(describe(alert))
     return 0
 
 
