@@ -174,14 +174,14 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
 
 
-_ALERT_SELECT = (
+ALERT_SELECT = (
     "SELECT id, device_id, member_id, reason, first_event_id, first_store_id, first_ts, "
     "second_event_id, second_store_id, second_ts, elapsed_s, distance_km, speed_kmh, status, "
     "created_at FROM clone_alerts"
 )
 
 
-def _alert(r: sqlite3.Row | tuple[Any, ...]) -> wire.CloneAlert:
+def alert_from_row(r: sqlite3.Row | tuple[Any, ...]) -> wire.CloneAlert:
     return wire.CloneAlert(
         int(r[0]),
         r[1],
@@ -404,13 +404,13 @@ class SqliteLoyaltyRecords:
     async def clone_alerts(self, include_closed: bool = False) -> list[wire.CloneAlert]:
         """Open alerts (or every alert), oldest first."""
         where = "" if include_closed else "WHERE status = 'open' "
-        async with self._db.execute(f"{_ALERT_SELECT} {where}ORDER BY id") as cursor:
-            return [_alert(r) async for r in cursor]
+        async with self._db.execute(f"{ALERT_SELECT} {where}ORDER BY id") as cursor:
+            return [alert_from_row(r) async for r in cursor]
 
     async def clone_alert(self, alert_id: int) -> wire.CloneAlert | None:
-        async with self._db.execute(f"{_ALERT_SELECT} WHERE id = ?", (alert_id,)) as cursor:
+        async with self._db.execute(f"{ALERT_SELECT} WHERE id = ?", (alert_id,)) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else _alert(row)
+        return None if row is None else alert_from_row(row)
 
     async def close_clone_alert(
         self, alert_id: int, status: Literal["revoked", "dismissed"], now_s: float
