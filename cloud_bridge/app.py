@@ -11,6 +11,7 @@ full snapshot. After a restart or reconnect of the bridge every gateway gets a f
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -26,8 +27,10 @@ from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
 from cloud_bridge.config import BridgeConfig
+from cloud_bridge.core.enrollment import Enrollment, EnrollmentError
 from cloud_bridge.core.pseudonyms import Serials, pseudonymize
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
+from cloud_bridge.services.clones import AlertError, CloneAlerts, describe, revoke_for_alert
 from edge.adapters.keystore import load_signing_key_file
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
 from edge.core import bundle, wire
@@ -51,6 +54,10 @@ class GatewayRegistry(Protocol):
     async def gateways(self) -> list[RegisteredGateway]: ...
 
 
+class Registry(GatewayRegistry, CloneAlerts, Protocol):
+    """The gateways, and the clone alerts the bridge closes when it revokes a device itself."""
+
+
 @dataclass(slots=True)
 class _Published:
     """The roster bundle last published to one gateway."""
@@ -68,7 +75,7 @@ class Bridge:
         self,
         config: BridgeConfig,
         records: LoyaltyRecords,
-        registry: GatewayRegistry,
+        registry: Registry,
         signing_key: Ed25519PrivateKey,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -99,6 +106,8 @@ class Bridge:
         self.delivered = 0
         self.received = 0
         self.api_server: EnrollmentApiServer | None = None
+        self.enrollment: Enrollment | None = None  # while running, with the API or auto-revoke
+        self.clone_alerts = 0
         m, b = config.mqtt, config.bridge
         self.mqtt = PahoMqtt(
             MqttSettings(
@@ -125,7 +134,9 @@ class Bridge:
         signing_key = await asyncio.to_thread(
             load_signing_key_file, Path(config.bridge.signing_key_file)
         )
-        records = await SqliteLoyaltyRecords.open(Path(config.bridge.database), config.bridge.chain)
+        records = await SqliteLoyaltyRecords.open(
+            Path(config.bridge.database), config.bridge.chain, config.bridge.clone_policy()
+        )
         _LOGGER.info("signing rosters with key %s", bundle.key_id(signing_key))
         return cls(config, records, records, signing_key)
 
@@ -135,16 +146,21 @@ class Bridge:
     async def run(self) -> None:
         """Run every loop until cancelled; with [api] enabled, the enrollment API too."""
         api = self.config.api
-        if not api.enabled:
+        if not api.enabled and not self.config.bridge.clone_auto_revoke:
             await self._run_loops()
             return
         tokens = TokenFile(Path(api.tokens_file))
-        tokens.load()  # a missing or unsafe tokens file stops start-up with what to do
+        if api.enabled:
+            tokens.load()  # a missing or unsafe tokens file stops start-up with what to do
         # Its own connection: enrollment transactions must not interleave with recording's.
         enrollment = await SqliteEnrollment.open(
             Path(self.config.bridge.database), self.config.bridge.chain
         )
+        self.enrollment = enrollment
         try:
+            if not api.enabled:
+                await self._run_loops()
+                return
             server = EnrollmentApiServer(enrollment, tokens, api.host, api.port)
             await server.start()
             self.api_server = server
@@ -153,6 +169,7 @@ class Bridge:
             finally:
                 await server.close()
         finally:
+            self.enrollment = None
             await enrollment.close()
 
     async def _run_loops(self) -> None:
@@ -432,8 +449,47 @@ class Bridge:
             for listener in self.outcome_listeners:
                 listener(outcome)
             await self._send_acks(outcome.acks)
+            if outcome.clone_alerts:
+                await self._raise_clone_alerts(outcome.clone_alerts)
             if outcome.deliveries:
                 await self._deliver(outcome.deliveries)
+
+    async def _raise_clone_alerts(self, alerts: Sequence[wire.CloneAlert]) -> None:
+        """Log each new clone alert, revoke its device if configured to, and tell IT monitoring."""
+        topic = wire.bridge_alerts_topic(self.config.bridge.chain)
+        for alert in alerts:
+            self.clone_alerts += 1
+            if self.config.bridge.clone_auto_revoke and self.enrollment is not None:
+                try:
+                    alert = await revoke_for_alert(
+                        self.registry, self.enrollment, alert.alert_id, self._wall()
+                    )
+                    self._sync_wakeup.set()  # the revocation reaches the gateways now
+                except (EnrollmentError, AlertError) as exc:
+                    _LOGGER.error(
+                        "clone alert %d: device %s not revoked: %s; revoke it with "
+                        "`cloud-bridge clones DATABASE --revoke %d`",
+                        alert.alert_id,
+                        alert.device,
+                        exc,
+                        alert.alert_id,
+                    )
+            _LOGGER.warning(
+                "%s%s",
+                describe(alert),
+                ": device revoked"
+                if alert.status == "revoked"
+                else f"; `cloud-bridge clones DATABASE --revoke {alert.alert_id}` revokes it",
+            )
+            try:
+                # Without the member id: the broker, and whoever reads the topic, get no member id.
+                published = dataclasses.replace(alert, member=None)
+                await self.mqtt.publish(topic, wire.encode(published), qos=1)
+            except MqttError as exc:
+                # The database keeps the alert: `cloud-bridge clones` and GET /v1/alerts list it.
+                _LOGGER.warning(
+                    "clone alert %d not published on %s: %s", alert.alert_id, topic, exc
+                )
 
     async def _send_acks(self, acks: dict[wire.GatewayAddress, list[str]]) -> None:
         for gateway, event_ids in acks.items():

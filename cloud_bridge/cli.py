@@ -37,9 +37,41 @@ def _parser() -> argparse.ArgumentParser:
     store.add_argument("store", help="store id, as in the gateways' [gateway] store")
     store.add_argument("--name", default="", help="a readable name")
     store.add_argument("--chain", default="demo-chain")
+    _add_location_options(store)
+    where = sub.add_parser(
+        "set-store-location",
+        help="set where a store is (for cloned-tag detection), or --clear it",
+    )
+    where.add_argument("database", type=Path)
+    where.add_argument("store")
+    where.add_argument("--clear", action="store_true", help="forget the store's location")
+    where.add_argument("--chain", default="demo-chain")
+    _add_location_options(where)
+    clones = sub.add_parser(
+        "clones",
+        help="list open clone alerts (devices seen at two stores too far apart); revoke or dismiss",
+        description="List the open clone alerts: devices seen at two stores too far apart for the "
+        "time between. --revoke revokes the alert's device (as `cloud-bridge revoke` does: it "
+        "leaves every gateway's roster at the next sync); --dismiss closes a false alarm.",
+    )
+    clones.add_argument("database", type=Path)
+    clones.add_argument("--all", action="store_true", help="also revoked and dismissed alerts")
+    clones.add_argument("--json", action="store_true", help="print the alerts as JSON")
+    act = clones.add_mutually_exclusive_group()
+    act.add_argument("--revoke", type=int, metavar="ALERT_ID", help="revoke the alert's device")
+    act.add_argument("--dismiss", type=int, metavar="ALERT_ID", help="dismiss the alert")
     _add_key_commands(sub)
     _add_enrollment_commands(sub)
     return parser
+
+
+def _add_location_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lat", type=float, default=None, help="latitude, decimal degrees (-90..90, north +)"
+    )
+    parser.add_argument(
+        "--lon", type=float, default=None, help="longitude, decimal degrees (-180..180, east +)"
+    )
 
 
 def _add_key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -137,8 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_seed(args))
         if args.command in ("enroll", "revoke", "withdraw-consent", "member"):
             return asyncio.run(_enrollment(args))
-        if args.command == "add-store":
+        if args.command in ("add-store", "set-store-location"):
             return asyncio.run(_add_store(args))
+        if args.command == "clones":
+            return asyncio.run(_clones(args))
         if args.command == "keygen":
             return _keygen(args.key)
         if args.command in ("add-gateway", "remove-gateway", "gateways"):
@@ -152,20 +186,90 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _add_store(args: argparse.Namespace) -> int:
+    """`add-store` and `set-store-location`: a store and where it is."""
     from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+    from cloud_bridge.core.clones import LocationError, location_from
     from edge.core.wire import WireError, check_id
 
+    command = f"cloud-bridge {args.command}"
     try:
         check_id(args.store, "store")
+        location = location_from(args.lat, args.lon)
     except WireError as exc:
-        print(f"cloud-bridge add-store: {exc.reason}", file=sys.stderr)
+        print(f"{command}: {exc.reason}", file=sys.stderr)
         return 2
+    except LocationError as exc:
+        option = "--lat" if exc.field == "latitude" else "--lon"
+        print(f"{command}: {option}: {exc.field} {exc.problem}", file=sys.stderr)
+        return 2
+    setting = args.command == "set-store-location"
+    if setting and (location is None) != args.clear:
+        print(
+            f"{command}: give --lat and --lon, or --clear to forget the location", file=sys.stderr
+        )
+        return 2
+    if setting and not args.database.is_file():
+        raise RecordsError(f"{args.database}: no loyalty database there; check the path")
     records = await SqliteLoyaltyRecords.open(args.database, args.chain)
     try:
-        added = await records.add_store(args.store, args.name or f"Store {args.store}")
+        if setting:
+            found = await records.set_store_location(args.store, location)
+            existed = True
+        else:
+            found = True
+            existed = not await records.add_store(
+                args.store, args.name or f"Store {args.store}", location
+            )
+            if existed and location is not None:
+                found = await records.set_store_location(args.store, location)
+        location = await records.store_location(args.store)
     finally:
         await records.close()
-    print(f"store {args.store}: {'added' if added else 'already there'}")
+    if not found:
+        print(
+            f"{command}: store {args.store!r} is not in {args.database}: add it first "
+            f"(`cloud-bridge add-store {args.database} {args.store} --lat LAT --lon LON`)",
+            file=sys.stderr,
+        )
+        return 2
+    where = f"at {location.lat:.5f}, {location.lon:.5f}" if location else "location unknown"
+    if setting:
+        print(f"store {args.store}: {where}")
+    else:
+        print(f"store {args.store}: {'already there' if existed else 'added'}, {where}")
+    return 0
+
+
+async def _clones(args: argparse.Namespace) -> int:
+    from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
+    from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+    from cloud_bridge.services.clones import describe, dismiss_alert, revoke_for_alert
+
+    if not args.database.is_file():
+        raise RecordsError(f"{args.database}: no loyalty database there; check the path")
+    records = await SqliteLoyaltyRecords.open(args.database, "-")
+    try:
+        if args.revoke is not None:
+            enrollment = await SqliteEnrollment.open(args.database, "-")
+            try:
+                alert = await revoke_for_alert(records, enrollment, args.revoke, time.time())
+            finally:
+                await enrollment.close()
+            print(f"{describe(alert)}: device revoked; it leaves every roster at the next sync")
+            return 0
+        if args.dismiss is not None:
+            alert = await dismiss_alert(records, args.dismiss, time.time())
+            print(f"{describe(alert)}: dismissed")
+            return 0
+        alerts = await records.clone_alerts(include_closed=args.all)
+    finally:
+        await records.close()
+    if args.json:
+        print(json.dumps([a.to_json() for a in alerts], indent=2))
+    elif not alerts:
+        print("no clone alerts" if args.all else "no open clone alerts")
+    for alert in [] if args.json else alerts:
+        print(describe(alert))
     return 0
 
 

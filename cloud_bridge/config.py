@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud_bridge.core.clones import (
+    DEFAULT_CLOCK_TOLERANCE_S,
+    DEFAULT_MAX_SPEED_KMH,
+    DEFAULT_MIN_GAP_S,
+    ClonePolicy,
+)
 from edge.config import MqttSection, build_dataclass
 from edge.core.wire import WireError, check_id
 from edge.errors import ConfigError
@@ -27,6 +34,19 @@ class BridgeSection:
     status_grace_s: float = 2.0
     # The Ed25519 key that signs every roster bundle (0600; `cloud-bridge keygen` creates it).
     signing_key_file: str = "/var/lib/threshold/bridge-signing.key"
+    # Cloned tags (cloud_bridge/core/clones.py says why these defaults): a device seen at two stores
+    # faster apart than this speed, or within clone_min_gap_s where a store has no location.
+    clone_max_speed_kmh: float = DEFAULT_MAX_SPEED_KMH
+    clone_min_gap_s: float = DEFAULT_MIN_GAP_S
+    clone_clock_tolerance_s: float = DEFAULT_CLOCK_TOLERANCE_S  # per gateway clock
+    clone_auto_revoke: bool = False  # revoke the device at once, not only alert
+
+    def clone_policy(self) -> ClonePolicy:
+        return ClonePolicy(
+            max_speed_kmh=self.clone_max_speed_kmh,
+            min_gap_s=self.clone_min_gap_s,
+            clock_tolerance_s=self.clone_clock_tolerance_s,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +92,15 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
         raise ConfigError(path, "bridge.status_grace_s", "must be between 0 and 60 seconds")
     if config.bridge.offer_resend_s <= 0 or config.bridge.offer_max_attempts < 1:
         raise ConfigError(path, "bridge", "offer_resend_s must be > 0, offer_max_attempts >= 1")
+    b = config.bridge
+    for name, value, rule in (
+        ("clone_max_speed_kmh", b.clone_max_speed_kmh, "must be > 0 (km/h)"),
+        ("clone_min_gap_s", b.clone_min_gap_s, "must be >= 0 (seconds)"),
+        ("clone_clock_tolerance_s", b.clone_clock_tolerance_s, "must be >= 0 (seconds)"),
+    ):
+        ok = value > 0 if name == "clone_max_speed_kmh" else value >= 0
+        if not (ok and math.isfinite(value)):
+            raise ConfigError(path, f"bridge.{name}", f"{rule}, got {value}")
     return config
 
 

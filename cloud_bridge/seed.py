@@ -44,6 +44,17 @@ DEMO_CAMPAIGNS = (
 )
 
 
+# Where the demo stores are (latitude, longitude): high streets of UK cities, a few hundred km apart,
+# so a tag cloned between two of them shows up as impossible travel. More stores than these get none.
+DEMO_LOCATIONS = (
+    (51.5152, -0.1419),  # London, Oxford Street
+    (53.4831, -2.2441),  # Manchester, Market Street
+    (52.4797, -1.8983),  # Birmingham, New Street
+    (55.8611, -4.2556),  # Glasgow, Buchanan Street
+    (53.7974, -1.5438),  # Leeds, Briggate
+)
+
+
 def tier_for(rng: random.Random) -> str:
     x = rng.random()
     for tier, share in TIERS:
@@ -102,9 +113,10 @@ async def seed_records(
             "INSERT INTO settings (key, value) VALUES ('member_cooldown_s', ?)", (str(4 * 3600.0),)
         )
         # Stores last, so their roster and campaign versions start at 1.
+        located = [*DEMO_LOCATIONS, *[(None, None)] * max(0, len(stores) - len(DEMO_LOCATIONS))]
         await db.executemany(
-            "INSERT INTO stores (id, name) VALUES (?, ?)",
-            [(s, f"Store {s}") for s in stores],
+            "INSERT INTO stores (id, name, latitude, longitude) VALUES (?, ?, ?, ?)",
+            [(s, f"Store {s}", *where) for s, where in zip(stores, located, strict=False)],
         )
         await db.commit()
     except sqlite3.Error:

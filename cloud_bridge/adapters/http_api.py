@@ -395,6 +395,10 @@ class EnrollmentApi:
     async def member_status(self, request: _Request, member: str) -> HttpResponse:
         return HttpResponse(200, (await self.enrollment.member_status(member)).to_json())
 
+    async def clone_alerts(self, request: _Request, _: str) -> HttpResponse:
+        alerts = await self.enrollment.clone_alerts()
+        return HttpResponse(200, {"alerts": [a.to_json() for a in alerts]})
+
 
 # (path pattern, {method: handler}); path segments are validated by the handlers (ids).
 _ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
@@ -405,6 +409,7 @@ _ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
         {"POST": EnrollmentApi.withdraw_consent},
     ),
     (re.compile(r"^/v1/members/([^/]+)$"), {"GET": EnrollmentApi.member_status}),
+    (re.compile(r"^/v1/(alerts)$"), {"GET": EnrollmentApi.clone_alerts}),
 )
 
 

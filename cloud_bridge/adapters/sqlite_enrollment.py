@@ -20,7 +20,11 @@ from typing import TypeVar
 
 import aiosqlite
 
-from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.adapters.sqlite_records import (
+    ALERT_SELECT,
+    SqliteLoyaltyRecords,
+    alert_from_row,
+)
 from cloud_bridge.core.enrollment import (
     IDENTITY_KEY_BYTES,
     AlreadyEnrolled,
@@ -39,6 +43,7 @@ from cloud_bridge.core.enrollment import (
     enroll_result,
     new_device,
 )
+from edge.core import wire
 
 _LOGGER = logging.getLogger(__name__)
 SHOPPER_TOKEN_BYTES = 12  # the member's opaque offer delivery token: 24 hex digits
@@ -184,6 +189,13 @@ class SqliteEnrollment:
         return await self._transaction(
             "read member status", lambda db: _member_status(db, member), write=False
         )
+
+    async def clone_alerts(self) -> list[wire.CloneAlert]:
+        async def read(db: aiosqlite.Connection) -> list[wire.CloneAlert]:
+            async with db.execute(f"{ALERT_SELECT} WHERE status = 'open' ORDER BY id") as cursor:
+                return [alert_from_row(r) async for r in cursor]
+
+        return await self._transaction("read clone alerts", read, write=False)
 
     async def _transaction(
         self,

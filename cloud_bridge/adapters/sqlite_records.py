@@ -10,10 +10,18 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import aiosqlite
 
+from cloud_bridge.core.clones import (
+    ClonePolicy,
+    GeoPoint,
+    LocationError,
+    Sighting,
+    check_sighting,
+    location_from,
+)
 from cloud_bridge.core.pseudonyms import (
     SECRET_BYTES,
     Kind,
@@ -162,9 +170,72 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER devices_serial_gone AFTER DELETE ON devices
         BEGIN DELETE FROM serials WHERE kind = 1 AND record_id = OLD.id; END;
     """,
+    # 4: cloned tags (issue 4): where each store is (NULL: unknown), a device's visits by time, and
+    # the alerts for devices seen at two stores too far apart for the time between.
+    """
+    ALTER TABLE stores ADD COLUMN latitude REAL CHECK (latitude BETWEEN -90 AND 90);
+    ALTER TABLE stores ADD COLUMN longitude REAL CHECK (longitude BETWEEN -180 AND 180);
+    CREATE INDEX visits_device ON visits (device_id, ts);
+    CREATE TABLE clone_alerts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        device_id TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (reason IN ('too_fast', 'simultaneous')),
+        -- The two visits, earlier first by radio time: one alert per pair, however often resent.
+        first_event_id TEXT NOT NULL REFERENCES visits (event_id),
+        first_store_id TEXT NOT NULL,
+        first_ts REAL NOT NULL,
+        second_event_id TEXT NOT NULL REFERENCES visits (event_id),
+        second_store_id TEXT NOT NULL,
+        second_ts REAL NOT NULL,
+        elapsed_s REAL NOT NULL,
+        distance_km REAL,                   -- NULL: a store's location is unknown
+        speed_kmh REAL,                     -- NULL: distance unknown, or no time between
+        created_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'revoked', 'dismissed')),
+        closed_at REAL,
+        UNIQUE (first_event_id, second_event_id)
+    );
+    CREATE INDEX clone_alerts_open ON clone_alerts (id) WHERE status = 'open';
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
+
+
+ALERT_SELECT = (
+    "SELECT id, device_id, member_id, reason, first_event_id, first_store_id, first_ts, "
+    "second_event_id, second_store_id, second_ts, elapsed_s, distance_km, speed_kmh, status, "
+    "created_at FROM clone_alerts"
+)
+
+
+def alert_from_row(r: sqlite3.Row | tuple[Any, ...]) -> wire.CloneAlert:
+    return wire.CloneAlert(
+        int(r[0]),
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        r[8],
+        r[9],
+        r[10],
+        r[11],
+        r[12],
+        r[13],
+        r[14],
+    )
+
+
+def _location_or_none(lat: float | None, lon: float | None) -> GeoPoint | None:
+    """A stored location; a half or out-of-range one (edited by hand) counts as unknown."""
+    try:
+        return location_from(lat, lon)
+    except LocationError:
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,15 +277,25 @@ async def _pseudonym_secret(db: aiosqlite.Connection, path: Path) -> bytes:
 class SqliteLoyaltyRecords:
     """The loyalty records on one SQLite file, through aiosqlite's single writer thread."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, chain: str, secret: bytes) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        path: Path,
+        chain: str,
+        secret: bytes,
+        clone_policy: ClonePolicy | None = None,
+    ) -> None:
         self._db = db
         self.path = path
         self.chain = chain
         self._secret = secret
         self._pseudonyms: dict[str, StorePseudonyms] = {}
+        self.clone_policy = clone_policy or ClonePolicy()
 
     @classmethod
-    async def open(cls, path: Path, chain: str) -> SqliteLoyaltyRecords:
+    async def open(
+        cls, path: Path, chain: str, clone_policy: ClonePolicy | None = None
+    ) -> SqliteLoyaltyRecords:
         try:
             db = await open_database(path, _MIGRATIONS, "loyalty records", foreign_keys=True)
         except StorageError as exc:
@@ -224,7 +305,7 @@ class SqliteLoyaltyRecords:
         except BaseException:
             await db.close()
             raise
-        return cls(db, path, chain, secret)
+        return cls(db, path, chain, secret, clone_policy)
 
     def pseudonyms(self, store: str) -> StorePseudonyms:
         """How `store`'s gateways know members and devices (cloud_bridge/core/pseudonyms.py)."""
@@ -287,6 +368,7 @@ class SqliteLoyaltyRecords:
         deliveries: list[Delivery] = []
         new_visits: list[wire.Visit] = []
         new_offers: list[wire.OfferTrigger] = []
+        clone_alerts: list[wire.CloneAlert] = []
         duplicates = 0
         suppressed = 0
         unknown = 0
@@ -333,6 +415,8 @@ class SqliteLoyaltyRecords:
                         ),
                     )
                     new_visits.append(event)
+                    assert device is not None  # a visit names its device
+                    clone_alerts += await self._check_clone(gw.store, event, member, device, now_s)
                     continue
                 delivery = await self._prepare_delivery(gw, event, member, now_s)
                 await db.execute(
@@ -363,8 +447,102 @@ class SqliteLoyaltyRecords:
             await db.rollback()
             raise RecordsError(f"cannot record events in {self.path}: {exc}") from exc
         return RecordOutcome(
-            acks, deliveries, new_visits, new_offers, duplicates, suppressed, unknown
+            acks, deliveries, new_visits, new_offers, duplicates, suppressed, unknown, clone_alerts
         )
+
+    async def _check_clone(
+        self, store: str, visit: wire.Visit, member: str, device: str, now_s: float
+    ) -> list[wire.CloneAlert]:
+        """Alerts for a just-recorded visit that its device's nearest visits elsewhere cannot explain."""
+        policy = self.clone_policy
+        new = Sighting(
+            visit.event_id, store, visit.ts, visit.detected_at, await self._location(store)
+        )
+        horizon_s = policy.horizon_s()
+        async with self._db.execute(
+            "SELECT v.event_id, v.store_id, v.ts, v.detected_at, s.latitude, s.longitude "
+            "FROM visits v LEFT JOIN stores s ON s.id = v.store_id "
+            "WHERE v.device_id = ? AND v.ts BETWEEN ? AND ? AND v.store_id != ?",
+            (device, visit.ts - horizon_s, visit.ts + horizon_s, store),
+        ) as cursor:
+            others = [
+                Sighting(r[0], r[1], r[2], r[3], _location_or_none(r[4], r[5]))
+                async for r in cursor
+            ]
+        alerts = []
+        for found in check_sighting(new, others, policy):
+            a, b = found.earlier, found.later
+            cursor = await self._db.execute(
+                "INSERT OR IGNORE INTO clone_alerts (device_id, member_id, reason, "
+                "first_event_id, first_store_id, first_ts, second_event_id, second_store_id, "
+                "second_ts, elapsed_s, distance_km, speed_kmh, created_at) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    device,
+                    member,
+                    found.reason,
+                    a.event_id,
+                    a.store,
+                    a.ts,
+                    b.event_id,
+                    b.store,
+                    b.ts,
+                    found.elapsed_s,
+                    found.distance_km,
+                    found.speed_kmh,
+                    now_s,
+                ),
+            )
+            if cursor.rowcount == 1 and cursor.lastrowid is not None:
+                alerts.append(
+                    wire.CloneAlert(
+                        cursor.lastrowid,
+                        device,
+                        member,
+                        found.reason,
+                        a.event_id,
+                        a.store,
+                        a.ts,
+                        b.event_id,
+                        b.store,
+                        b.ts,
+                        found.elapsed_s,
+                        found.distance_km,
+                        found.speed_kmh,
+                        "open",
+                        now_s,
+                    )
+                )
+        return alerts
+
+    async def _location(self, store: str) -> GeoPoint | None:
+        async with self._db.execute(
+            "SELECT latitude, longitude FROM stores WHERE id = ?", (store,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else _location_or_none(row[0], row[1])
+
+    async def clone_alerts(self, include_closed: bool = False) -> list[wire.CloneAlert]:
+        """Open alerts (or every alert), oldest first."""
+        where = "" if include_closed else "WHERE status = 'open' "
+        async with self._db.execute(f"{ALERT_SELECT} {where}ORDER BY id") as cursor:
+            return [alert_from_row(r) async for r in cursor]
+
+    async def clone_alert(self, alert_id: int) -> wire.CloneAlert | None:
+        async with self._db.execute(f"{ALERT_SELECT} WHERE id = ?", (alert_id,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else alert_from_row(row)
+
+    async def close_clone_alert(
+        self, alert_id: int, status: Literal["revoked", "dismissed"], now_s: float
+    ) -> bool:
+        """Mark an open alert revoked or dismissed; False if it is unknown or already closed."""
+        cursor = await self._db.execute(
+            "UPDATE clone_alerts SET status = ?, closed_at = ? WHERE id = ? AND status = 'open'",
+            (status, now_s, alert_id),
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
 
     async def _consents(self, member: str) -> bool:
         async with self._db.execute(
@@ -427,13 +605,28 @@ class SqliteLoyaltyRecords:
         await self._db.commit()
         return cursor.rowcount
 
-    async def add_store(self, store: str, name: str) -> bool:
-        """Add a store; return False if it was already there."""
+    async def add_store(self, store: str, name: str, location: GeoPoint | None = None) -> bool:
+        """Add a store (where it is, if known); return False if it was already there."""
+        lat, lon = (location.lat, location.lon) if location else (None, None)
         cursor = await self._db.execute(
-            "INSERT OR IGNORE INTO stores (id, name) VALUES (?, ?)", (store, name)
+            "INSERT OR IGNORE INTO stores (id, name, latitude, longitude) VALUES (?, ?, ?, ?)",
+            (store, name, lat, lon),
         )
         await self._db.commit()
         return cursor.rowcount == 1
+
+    async def set_store_location(self, store: str, location: GeoPoint | None) -> bool:
+        """Set (or, with None, forget) where a store is; False if the store is unknown."""
+        lat, lon = (location.lat, location.lon) if location else (None, None)
+        cursor = await self._db.execute(
+            "UPDATE stores SET latitude = ?, longitude = ? WHERE id = ?", (lat, lon, store)
+        )
+        await self._db.commit()
+        return cursor.rowcount == 1
+
+    async def store_location(self, store: str) -> GeoPoint | None:
+        """Where a store is, or None if unknown (or the store is not there)."""
+        return await self._location(store)
 
     async def add_gateway(
         self, store: str, gateway: str, public_key: bytes, now_s: float
@@ -527,7 +720,7 @@ class SqliteLoyaltyRecords:
         return int(row[0])
 
     async def count(self, table: str) -> int:
-        if table not in ("visits", "offers", "events", "members", "devices"):
+        if table not in ("visits", "offers", "events", "members", "devices", "clone_alerts"):
             raise ValueError(table)
         async with self._db.execute(f"SELECT count(*) FROM {table}") as cursor:
             row = await cursor.fetchone()

@@ -407,3 +407,7 @@ class Enrollment(Protocol):
     async def member_status(self, member: str) -> MemberStatus:
         """Tier, consent and devices (no keys); raises UnknownMember."""
         ...
+
+    async def clone_alerts(self) -> list[wire.CloneAlert]:
+        """Open clone alerts, oldest first: devices seen at two stores too far apart."""
+        ...

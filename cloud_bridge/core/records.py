@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cloud_bridge.core.pseudonyms import Serials, StorePseudonyms
@@ -38,6 +38,8 @@ class RecordOutcome:
     duplicates: int
     suppressed: int = 0  # events of members who withdrew consent: acknowledged, not recorded
     unknown: int = 0  # events under pseudonyms this store was never given: acknowledged, dropped
+    # Devices seen at two stores too far apart for the time between (cloned tags): new ones only.
+    clone_alerts: list[wire.CloneAlert] = field(default_factory=list)
 
 
 class LoyaltyRecords(Protocol):

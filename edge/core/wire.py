@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -22,6 +23,8 @@ EVENT_FILTER = f"{TOPIC_ROOT}/+/+/+/event/+"
 RECEIPT_FILTER = f"{TOPIC_ROOT}/+/shopper/+/receipt"
 #: What fleet monitoring and the bridge subscribe to: every gateway's retained status.
 STATUS_FILTER = f"{TOPIC_ROOT}/+/+/+/status"
+#: What IT monitoring subscribes to: every chain's bridge alerts (cloned tags).
+ALERTS_FILTER = f"{TOPIC_ROOT}/+/bridge/alerts"
 
 
 class WireError(ValueError):
@@ -96,6 +99,11 @@ def shopper_offer_topic(chain: str, shopper: str) -> str:
 def shopper_receipt_topic(chain: str, shopper: str) -> str:
     """One shopper's app → bridge: which offers it has received, QoS 1."""
     return f"{TOPIC_ROOT}/{chain}/shopper/{shopper}/receipt"
+
+
+def bridge_alerts_topic(chain: str) -> str:
+    """Bridge → IT monitoring: security alerts (cloned tags), QoS 1, not retained."""
+    return f"{TOPIC_ROOT}/{check_id(chain, 'chain')}/bridge/alerts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +198,26 @@ class _Reader:
 
     def number(self, name: str) -> float:
         return float(self._get(name, (int, float), "a number"))
+
+    def optional_number(self, name: str) -> float | None:
+        """A number or null; the field must be there either way."""
+        if self.obj.get(name, 0) is None:
+            return None
+        return float(self._get(name, (int, float), "a number or null"))
+
+    def optional_ident(self, name: str) -> str | None:
+        """An id or null; the field must be there either way."""
+        if self.obj.get(name, "") is None:
+            return None
+        return self.ident(name)
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if value not in allowed:
+            raise WireError(
+                f"{self.where}: field {name!r} must be one of {', '.join(allowed)}, got {value!r:.60}"
+            )
+        return value
 
     def items(self, name: str) -> list[Any]:
         return list(self._get(name, (list,), "a list"))
@@ -541,8 +569,96 @@ class CampaignSync:
         )
 
 
+CloneReason = Literal["too_fast", "simultaneous"]
+AlertStatus = Literal["open", "revoked", "dismissed"]
+CLONE_REASONS: tuple[CloneReason, ...] = ("too_fast", "simultaneous")
+ALERT_STATUSES: tuple[AlertStatus, ...] = ("open", "revoked", "dismissed")
+
+
+@dataclass(frozen=True, slots=True)
+class CloneAlert:
+    """One device seen at two stores too far apart for the time between: a cloned tag, or a bug.
+
+    `first_*` is the earlier sighting by radio time. `distance_km` and `speed_kmh` are null when a
+    store has no location (reason `simultaneous`); `speed_kmh` also when both times are equal.
+    """
+
+    TYPE: ClassVar[str] = "clone_alert"
+    alert_id: int
+    device: str
+    member: str | None  # null on MQTT: the member id stays in the loyalty records
+    reason: CloneReason
+    first_event_id: str
+    first_store: str
+    first_ts: float
+    second_event_id: str
+    second_store: str
+    second_ts: float
+    elapsed_s: float
+    distance_km: float | None
+    speed_kmh: float | None
+    status: AlertStatus
+    created_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "alert_id": self.alert_id,
+            "device": self.device,
+            "member": self.member,
+            "reason": self.reason,
+            "first_event_id": self.first_event_id,
+            "first_store": self.first_store,
+            "first_ts": self.first_ts,
+            "second_event_id": self.second_event_id,
+            "second_store": self.second_store,
+            "second_ts": self.second_ts,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "distance_km": None if self.distance_km is None else round(self.distance_km, 3),
+            "speed_kmh": None if self.speed_kmh is None else round(self.speed_kmh, 1),
+            "status": self.status,
+            "created_at": self.created_at,
+        }
+
+    @classmethod
+    def from_json(cls, r: _Reader) -> CloneAlert:
+        alert_id = r.integer("alert_id")
+        if alert_id < 1:
+            raise WireError(f"{r.where}: field 'alert_id' must be >= 1, got {alert_id}")
+        reason = r.choice("reason", CLONE_REASONS)
+        status = r.choice("status", ALERT_STATUSES)
+        return cls(
+            alert_id=alert_id,
+            device=r.ident("device"),
+            member=r.optional_ident("member"),
+            reason=typing.cast(CloneReason, reason),
+            first_event_id=r.ident("first_event_id"),
+            first_store=r.ident("first_store"),
+            first_ts=r.number("first_ts"),
+            second_event_id=r.ident("second_event_id"),
+            second_store=r.ident("second_store"),
+            second_ts=r.number("second_ts"),
+            elapsed_s=r.number("elapsed_s"),
+            distance_km=r.optional_number("distance_km"),
+            speed_kmh=r.optional_number("speed_kmh"),
+            status="open"
+            if status == "open"
+            else "revoked"
+            if status == "revoked"
+            else "dismissed",
+            created_at=r.number("created_at"),
+        )
+
+
 Payload = (
-    Status | Visit | OfferTrigger | Ack | ShopperOffer | OfferReceipt | RosterSync | CampaignSync
+    Status
+    | Visit
+    | OfferTrigger
+    | Ack
+    | ShopperOffer
+    | OfferReceipt
+    | RosterSync
+    | CampaignSync
+    | CloneAlert
 )
 _T = TypeVar(
     "_T",
@@ -554,6 +670,7 @@ _T = TypeVar(
     OfferReceipt,
     RosterSync,
     CampaignSync,
+    CloneAlert,
 )
 _TYPES: dict[str, type[Payload]] = {
     cls.TYPE: cls
@@ -566,6 +683,7 @@ _TYPES: dict[str, type[Payload]] = {
         OfferReceipt,
         RosterSync,
         CampaignSync,
+        CloneAlert,
     )
 }
 

@@ -21,11 +21,12 @@ from cloud_bridge.adapters.http_api import (
 )
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.core.clones import GeoPoint
 from cloud_bridge.core.enrollment import EID_COUNTER_BASIS, RecordsUnavailable
 from cloud_bridge.seed import seed_records
 from edge.core import wire
 from edge.errors import ConfigError
-from tests.factories import T0, as_sent, make_offer_trigger
+from tests.factories import T0, as_sent, make_offer_trigger, make_visit
 from tests.fakes.http import HttpReply, build_request, exchange, request
 
 CHAIN = "acme"
@@ -308,6 +309,9 @@ class _NoEnrollment:
     async def member_status(self, member: str) -> Any:
         raise self.error
 
+    async def clone_alerts(self) -> Any:
+        raise self.error
+
 
 async def test_a_busy_database_or_a_bug_still_gets_an_answer(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -561,3 +565,26 @@ async def test_concurrent_enrollments_of_the_same_device_kind_enroll_one(api: Ap
     assert sorted(statuses[:8]) == [201] + [409] * 7
     assert statuses[8:] == [201] * 8
     assert len(roster_devices(await api.records.roster(STORE), NEW_MEMBER)) == 1
+
+
+async def test_open_clone_alerts_are_listed_for_it_and_need_a_token(api: Api) -> None:
+    assert (await api.call("GET", "/v1/alerts")).json() == {"alerts": []}
+    await api.records.add_store("store-002", "Arndale", GeoPoint(53.4794, -2.2453))
+    await api.records.set_store_location(STORE, GeoPoint(51.5138, -0.0984))
+    sent = []
+    for store, dt in ((STORE, 0.0), ("store-002", 60.0)):
+        sent += await as_sent(
+            api.records,
+            wire.GatewayAddress(CHAIN, store, "door-1"),
+            make_visit(ts=T0 + dt, detected_at=T0 + dt, member="m-00000", device="d-00000"),
+        )
+    outcome = await api.records.record(sent, T0 + 120)
+    (alert,) = outcome.clone_alerts
+
+    reply = await api.call("GET", "/v1/alerts")
+    refused = await api.call("GET", "/v1/alerts", token=None)
+
+    assert reply.status == 200
+    assert reply.json() == {"alerts": [alert.to_json()]}
+    assert refused.status == 401
+    assert (await api.call("DELETE", "/v1/alerts")).status == 405

@@ -94,6 +94,7 @@ def test_every_payload_type_has_a_golden_copy() -> None:
         "roster",
         "roster_bundle",
         "campaigns",
+        "clone_alert",
     }
 
 
@@ -120,6 +121,7 @@ def test_docs_name_every_topic() -> None:
         "{gateway}/sync/roster",
         "{store}/sync/campaigns",
         "/shopper/{shopper}/offer",
+        "{chain}/bridge/alerts",
     ):
         assert suffix in doc, f"docs/mqtt.md does not name the topic ending {suffix}"
     assert "{store}/sync/roster" not in doc, "the store-level plain roster topic is gone"

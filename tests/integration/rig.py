@@ -11,8 +11,9 @@ import contextlib
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -73,6 +74,8 @@ class Rig:
     signing_key: Ed25519PrivateKey
     gateway_keys: GatewayKeys
     workdir: Path
+    # The gateway (door-1) of each other store the rig was asked for, and its radio.
+    others: dict[str, tuple[Gateway, FakeAdvertSource]] = field(default_factory=dict)
 
     @property
     def triggers(self) -> list[wire.OfferTrigger]:
@@ -124,17 +127,30 @@ async def store_rig(
     members: int = 40,
     resend_s: float = 2.0,
     api_tokens: Path | None = None,
+    other_stores: tuple[str, ...] = (),
+    bridge_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Rig]:
-    """Build and run everything; tear it all down on exit."""
+    """Build and run everything; tear it all down on exit.
+
+    `other_stores` get a gateway each too (seeded stores have locations: cloud_bridge/seed.py);
+    `bridge_options` are more [bridge] settings.
+    """
     mqtt = MqttSection(host=broker.host, port=broker.port)
     records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
-    await seed_records(records, members=members, seed=3, stores=(STORE,), joined_at=time.time())
+    await seed_records(
+        records, members=members, seed=3, stores=(STORE, *other_stores), joined_at=time.time()
+    )
     devices = await load_enrolled_devices(records)
     signing_key_file = workdir / "bridge-signing.key"
     signing_key, _ = create_signing_key_file(signing_key_file)
     data_dir = workdir / "gw"
     gateway_keys, _ = provision_gateway_keys(data_dir, "file", "rpi-otp-private-key")
     await records.add_gateway(STORE, GATEWAY, gateway_keys.public_key, time.time())
+    for store in other_stores:
+        other_keys, _ = provision_gateway_keys(
+            workdir / f"gw-{store}", "file", "rpi-otp-private-key"
+        )
+        await records.add_gateway(store, GATEWAY, other_keys.public_key, time.time())
     bridge = Bridge(
         BridgeConfig(
             BridgeSection(
@@ -144,6 +160,7 @@ async def store_rig(
                 sync_interval_s=0.2,
                 status_grace_s=0.2,
                 signing_key_file=str(signing_key_file),
+                **(bridge_options or {}),
             ),
             mqtt,
             ApiSection(enabled=True, port=0, tokens_file=str(api_tokens))
@@ -154,19 +171,27 @@ async def store_rig(
         records,
         signing_key,
     )
+    trusted = (bundle.key_to_text(bundle.public_key_bytes(signing_key)),)
+
+    def gateway_config(store: str, gateway_dir: Path) -> GatewayConfig:
+        return GatewayConfig(
+            gateway=GatewaySection(chain=CHAIN, store=store, id=GATEWAY, data_dir=str(gateway_dir)),
+            mqtt=mqtt,
+            uplink=UplinkSection(ack_timeout_s=resend_s, batch=100, status_interval_s=1.0),
+            identity=IdentitySection(trusted_signers=trusted, key_source="file"),
+        )
+
     source = FakeAdvertSource()
-    config = GatewayConfig(
-        gateway=GatewaySection(chain=CHAIN, store=STORE, id=GATEWAY, data_dir=str(data_dir)),
-        mqtt=mqtt,
-        uplink=UplinkSection(ack_timeout_s=resend_s, batch=100, status_interval_s=1.0),
-        identity=IdentitySection(
-            trusted_signers=(bundle.key_to_text(bundle.public_key_bytes(signing_key)),),
-            key_source="file",
-        ),
-    )
+    others: dict[str, tuple[Gateway, FakeAdvertSource]] = {}
     try:
-        gateway = await Gateway.open(config, source)
+        gateway = await Gateway.open(gateway_config(STORE, data_dir), source)
+        for store in other_stores:
+            other_source = FakeAdvertSource()
+            other = await Gateway.open(gateway_config(store, workdir / f"gw-{store}"), other_source)
+            others[store] = (other, other_source)
     except BaseException:
+        for other, _ in others.values():
+            await other.close()
         await records.close()
         raise
     events: list[wire.Event] = []
@@ -178,11 +203,14 @@ async def store_rig(
         asyncio.create_task(bridge.run(), name="rig-bridge"),
         asyncio.create_task(apps.run(), name="rig-apps"),
         asyncio.create_task(gateway.run(), name="rig-gateway"),
+        *(asyncio.create_task(g.run(), name=f"rig-gateway-{s}") for s, (g, _) in others.items()),
     ]
     try:
         async with asyncio.timeout(30):
             await apps.mqtt.wait_connected()
             await gateway.sync.synced.wait()
+            for other, _ in others.values():
+                await other.sync.synced.wait()
         if api_tokens:
             await eventually(lambda: bridge.api_server is not None, "the enrollment API")
         yield Rig(
@@ -197,10 +225,13 @@ async def store_rig(
             signing_key,
             gateway_keys,
             workdir,
+            others,
         )
     finally:
         try:
             await cancel_and_wait(tasks)
         finally:
             await gateway.close()
+            for other, _ in others.values():
+                await other.close()
             await bridge.close()

@@ -36,6 +36,10 @@ def test_example_config_names_every_key() -> None:
         ("[mqtt]\nhots = 'broker'\n", "mqtt.hots", "unknown key"),
         ("[bridge]\nshare_group = 'Threshold Bridge'\n", "bridge.share_group", "not a valid id"),
         ("[bridge]\nbatch = 0\n", "bridge.batch", "must be >= 1"),
+        ("[bridge]\nclone_max_speed_kmh = 0\n", "bridge.clone_max_speed_kmh", "must be > 0"),
+        ("[bridge]\nclone_min_gap_s = -1.0\n", "bridge.clone_min_gap_s", "must be >= 0"),
+        ("[bridge]\nclone_clock_tolerance_s = nan\n", "bridge.clone_clock_tolerance_s", ">= 0"),
+        ("[bridge]\nclone_auto_revoke = 'yes'\n", "bridge.clone_auto_revoke", "true or false"),
     ],
 )
 def test_bad_config_names_file_and_field(

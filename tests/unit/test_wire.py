@@ -22,7 +22,43 @@ PAYLOADS: list[wire.Payload] = [
     wire.ShopperOffer("e2", "gold-points", "Double points", "Today only", "store-042", 12.0, 11.0),
     wire.RosterSync("store-042", 3, (make_device(), make_device(exponent=12))),
     make_campaigns(),
+    wire.CloneAlert(
+        7,
+        "d-1",
+        "m-1",
+        "too_fast",
+        "e1",
+        "store-001",
+        10.0,
+        "e3",
+        "store-002",
+        310.0,
+        300.0,
+        262.5,
+        3150.0,
+        "open",
+        320.0,
+    ),
+    wire.CloneAlert(
+        8,
+        "d-1",
+        "m-1",
+        "simultaneous",
+        "e1",
+        "store-001",
+        10.0,
+        "e4",
+        "store-009",
+        10.0,
+        0.0,
+        None,
+        None,
+        "revoked",
+        320.0,
+    ),
 ]
+
+ALERT = wire.encode(PAYLOADS[-1]).decode()
 
 
 @pytest.mark.parametrize("payload", PAYLOADS, ids=lambda p: p.TYPE)
@@ -37,6 +73,7 @@ def test_topics() -> None:
     assert wire.roster_bundle_topic(GW) == "threshold/v1/acme/store-042/door-1/sync/roster"
     assert wire.campaigns_topic("acme", "store-042") == "threshold/v1/acme/store-042/sync/campaigns"
     assert wire.shopper_offer_topic("acme", "ab12") == "threshold/v1/acme/shopper/ab12/offer"
+    assert wire.bridge_alerts_topic("acme") == "threshold/v1/acme/bridge/alerts"
     parsed = wire.parse_event_topic("threshold/v1/acme/store-042/door-1/event/visit")
     assert parsed == wire.EventTopic(GW, "visit")
     assert wire.parse_status_topic("threshold/v1/acme/store-042/door-1/status") == GW
@@ -116,3 +153,21 @@ def test_booleans_are_not_numbers() -> None:
     )
     with pytest.raises(wire.WireError, match="'ts'"):
         wire.decode(data)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('"reason":"simultaneous"', '"reason":"teleport"'), "'reason' must be one of"),
+        (('"status":"revoked"', '"status":"closed"'), "'status' must be one of"),
+        (('"distance_km":null,', ""), "missing field 'distance_km'"),
+        (('"speed_kmh":null', '"speed_kmh":"fast"'), "'speed_kmh' must be a number or null"),
+        (('"alert_id":8', '"alert_id":0'), "'alert_id' must be >= 1"),
+        (('"device":"d-1"', '"device":"D 1"'), "device 'D 1' is not a valid id"),
+    ],
+)
+def test_a_clone_alert_is_decoded_strictly(change: tuple[str, str], message: str) -> None:
+    assert change[0] in ALERT
+    with pytest.raises(wire.WireError, match=message) as info:
+        wire.decode(ALERT.replace(*change).encode(), "topic threshold/v1/acme/bridge/alerts")
+    assert "threshold/v1/acme/bridge/alerts" in info.value.reason
