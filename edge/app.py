@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -30,7 +30,7 @@ from edge.core.health import RadioHealth
 from edge.core.offers import OfferEngine
 from edge.core.pipeline import Pipeline
 from edge.core.presence import PresenceTracker
-from edge.core.resolver import EidResolver
+from edge.core.resolver import ClockCheck, EidResolver
 from edge.errors import ConfigError
 from edge.logutil import OnceLogger
 from edge.services.sync import SyncApplier
@@ -168,6 +168,8 @@ class Gateway:
         )
         self._adverts_window = (time.monotonic(), 0)
         self.adverts_per_s = 0.0
+        #: Judges the gateway's clock from the windows resolved EIDs come from; fed every status tick.
+        self.clock_check = ClockCheck()
 
     @classmethod
     async def open(cls, config: GatewayConfig, source: AdvertSource) -> Gateway:
@@ -319,7 +321,31 @@ class Gateway:
                 "inbox_dropped": self.inbox_dropped,
             },
             sync=self.sync.status_json(),
+            clock=self.clock_json(),
         )
+
+    def clock_json(self) -> dict[str, Any]:
+        """The `clock` object of the status payload: the clock check's last verdict."""
+        check = self.clock_check
+        return {
+            "suspect": check.clock_suspect,
+            "offset_windows": check.offset_windows,
+            "reason": check.reason,
+            "resolved": check.resolved,
+            "unknown_eids": check.unknown_eids,
+        }
+
+    def check_clock(self) -> bool:
+        """Give the clock check the resolver's counters; log when its verdict changes."""
+        check = self.clock_check
+        was_suspect = check.clock_suspect
+        suspect = check.observe(self._wall(), self.pipeline.resolver.clock_sample())
+        if suspect and not was_suspect:
+            # Once per episode: a wrong clock stops the gateway recognising anyone.
+            _LOGGER.warning("the gateway's clock looks wrong: %s", check.reason)
+        elif was_suspect and not suspect:
+            _LOGGER.info("the gateway's clock looks right again (EIDs resolve in its windows)")
+        return suspect
 
     async def say_goodbye(self) -> None:
         """On a planned stop: publish the retained "offline" status the will would have, then leave.
@@ -367,6 +393,7 @@ class Gateway:
                     await self.publish_status()
                 continue
             next_tick = time.monotonic() + interval_s
+            self.check_clock()
             self.uplink.pending = await self.store.count()
             keep_s = self.pipeline.offers.longest_cooldown_s
             self.pipeline.offers.history.prune(self.radio_now(), keep_s)

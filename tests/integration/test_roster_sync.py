@@ -31,29 +31,8 @@ from edge.core.bundle import FullRoster, RejectReason
 from edge.demo.runner import CHAIN as DEMO_CHAIN
 from edge.demo.runner import DemoOptions, demo_entrance, load_enrolled_devices, run_demo
 from tests.fakes.radio import walk_in
-from tests.integration.rig import Rig, eventually, store_rig
+from tests.integration.rig import Rig, eventually, status_monitor, store_rig
 from tests.integration.secrets_scan import Needles, find_secrets, scan_files
-
-
-@asynccontextmanager
-async def status_monitor(
-    broker: MosquittoProcess, address: wire.GatewayAddress
-) -> AsyncIterator[list[wire.Status]]:
-    """Every status the gateway publishes (the retained one first), as fleet monitoring sees it."""
-    seen: list[wire.Status] = []
-    monitor = PahoMqtt(
-        MqttSettings(host=broker.host, port=broker.port, client_id="test-status-monitor"),
-        subscriptions=[(wire.status_topic(address), 1)],
-        on_message=lambda m: seen.append(wire.decode_as(m.payload, wire.Status, m.topic)),
-    )
-    task = asyncio.create_task(monitor.run(), name="status-monitor")
-    try:
-        await monitor.wait_connected(10)
-        yield seen
-    finally:
-        await monitor.disconnect()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @asynccontextmanager
