@@ -134,6 +134,7 @@ class Gateway:
             keys,
             trusted_signers,
             wall_clock,
+            retention_s=config.privacy.retention_s,
         )
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
         self._status_wakeup = asyncio.Event()
@@ -378,6 +379,14 @@ class Gateway:
         except MqttError as exc:  # best effort: the next tick or reconnect publishes it again
             _LOGGER.debug("status not published: %s", exc)
 
+    async def purge_history(self) -> int:
+        """Forget offers older than the longest cooldown, or the retention if that is shorter
+        (`[privacy] retention_s`), in memory and on disk; return how many rows were purged."""
+        keep_s = min(self.config.privacy.retention_s, self.pipeline.offers.longest_cooldown_s)
+        now_s = self.radio_now()
+        self.pipeline.offers.history.prune(now_s, keep_s)
+        return await self.store.purge_history(now_s - keep_s)
+
     async def _publish_status_periodically(self) -> None:
         interval_s = self.config.uplink.status_interval_s
         next_tick = time.monotonic() + interval_s
@@ -395,8 +404,6 @@ class Gateway:
             next_tick = time.monotonic() + interval_s
             self.check_clock()
             self.uplink.pending = await self.store.count()
-            keep_s = self.pipeline.offers.longest_cooldown_s
-            self.pipeline.offers.history.prune(self.radio_now(), keep_s)
-            await self.store.prune_history(self.radio_now() - keep_s)
+            await self.purge_history()
             if self.mqtt.connected:
                 await self.publish_status()

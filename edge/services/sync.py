@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -76,6 +77,8 @@ class SyncApplier:
         keys: GatewayKeys,
         trusted_signers: Sequence[Ed25519PublicKey],
         wall_clock: Callable[[], float] = time.time,
+        *,
+        retention_s: float = math.inf,
     ) -> None:
         self._pipeline = pipeline
         self._store = store
@@ -85,6 +88,7 @@ class SyncApplier:
         self._keys = keys
         self._trusted = tuple(trusted_signers)
         self._wall = wall_clock
+        self._retention_s = retention_s
         self._roster: Roster = {}
         self._warnings = OnceLogger(_LOGGER)
         self.roster_version = 0
@@ -209,7 +213,25 @@ class SyncApplier:
         _LOGGER.info(
             "campaigns version %d applied: %d campaigns", sync.version, len(sync.campaigns)
         )
+        self._warn_cooldowns_beyond_retention(sync)
         return True
+
+    def _warn_cooldowns_beyond_retention(self, sync: wire.CampaignSync) -> None:
+        """Say once per campaign and cooldown which cooldowns outlast the gateway's offer history."""
+        retention_s = self._retention_s
+        cooldowns = [("the member cooldown", sync.member_cooldown_s)]
+        cooldowns += [(f"campaign {c.id!r}", c.cooldown_s) for c in sync.campaigns]
+        for what, cooldown_s in cooldowns:
+            if cooldown_s > retention_s:
+                self._warnings.warning(
+                    f"cooldown:{what}:{cooldown_s}",
+                    "%s is %g s, longer than this gateway keeps offer history ([privacy] "
+                    "retention_s = %g s): the gateway holds it for that long only, then may offer "
+                    "again (the bridge's offer records are kept longer)",
+                    what,
+                    cooldown_s,
+                    retention_s,
+                )
 
     def _check_synced(self) -> None:
         if self.roster_version and self.campaigns_version:
