@@ -30,6 +30,7 @@ from edge.core import bundle, wire
 from edge.core.bundle import FullRoster, RejectReason
 from edge.demo.runner import CHAIN as DEMO_CHAIN
 from edge.demo.runner import DemoOptions, demo_entrance, load_enrolled_devices, run_demo
+from edge.logredact import RedactingFilter
 from tests.fakes.radio import walk_in
 from tests.integration.rig import Rig, eventually, status_monitor, store_rig
 from tests.integration.secrets_scan import Needles, find_secrets, scan_files
@@ -181,6 +182,7 @@ async def test_nothing_the_gateway_writes_holds_a_key_mac_or_eid_while_it_runs(
     tmp_path: Path, mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.handler.addFilter(RedactingFilter())  # as edge-gateway and cloud-bridge set up logging
     macs = [f"5E:{i:02X}:B7:3C:91:D4" for i in range(4)]
     async with store_rig(tmp_path, mosquitto) as rig:
         now = time.time()
@@ -210,6 +212,7 @@ async def test_the_demo_leaves_no_identity_key_mac_or_eid_in_anything_its_gatewa
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.handler.addFilter(RedactingFilter())  # as edge-gateway and cloud-bridge set up logging
     workdir = tmp_path / "demo"
     options = DemoOptions(
         minutes=3.0,
