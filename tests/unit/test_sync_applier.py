@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import itertools
 import json
 import logging
@@ -531,6 +532,21 @@ async def test_cooldowns_within_the_retention_are_not_logged(
     await applier.apply_campaigns(campaigns_bytes(1), "v1")
 
     assert not [r for r in caplog.records if "retention_s" in r.getMessage()]
+
+
+async def test_a_full_roster_is_frozen_out_of_garbage_collection_and_a_delta_is_not(
+    applier: SyncApplier, pipeline: Pipeline
+) -> None:
+    devices = [make_device() for _ in range(3)]
+    await applier.apply_roster(full(1, *devices[:2]), TOPIC)
+    frozen = pipeline.resolver
+
+    # The permanent generation: skipped by every collection, listed by none.
+    assert gc.get_freeze_count() > 0
+    assert not any(o is frozen for o in gc.get_objects())
+
+    await applier.apply_roster(delta(1, 2, add=(devices[2],)), TOPIC)
+    assert any(o is pipeline.resolver for o in gc.get_objects())
 
 
 # --- Synced -----------------------------------------------------------------------------------
