@@ -14,6 +14,9 @@ stall while the pipeline's housekeeping rolls 100k devices over a rotation bound
   precomputation slices closer together.
 - `resolver_rollover_unsliced_ms`: the same rollover done in one `advance` call without a budget, as
   before issue 4: what the loop would stall for without slicing.
+- `gc_full_collect_ms_100k`: one full `gc.collect()` with a 100k roster and its resolver alive (the
+  fastest of 3), what any oldest-generation collection costs the event loop; `..._frozen`: the same
+  after `gc.freeze()`, as the gateway does after applying a full roster (edge/services/sync.py).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ RESOLVER_TARGETS = {
     "resolver_build_s_100k": "<= 1.5",
     "resolver_mem_mb_per_100k": "<= 64",
     "resolver_max_loop_stall_ms": "<= 20 (100k devices, across a rotation boundary)",
+    "gc_full_collect_ms_100k_frozen": "small against gc_full_collect_ms_100k",
 }
 _TIERS = ("bronze", "silver", "gold")
 
@@ -165,6 +169,33 @@ def loop_stall(devices: list[wire.RosterDevice], seconds: float = 60.0) -> dict[
     }
 
 
+def gc_full_collect_ms(devices: list[wire.RosterDevice], runs: int = 3) -> dict[str, float]:
+    """A full collection with the roster and its resolver alive, before and after gc.freeze()."""
+    roster = {d.ref: d for d in devices}
+    resolver = EidResolver(devices, BOUNDARY - 10)
+
+    def fastest_ms() -> float:
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            gc.collect()
+            times.append(time.perf_counter() - start)
+        return min(times) * 1000
+
+    gc.collect()
+    before = fastest_ms()
+    gc.freeze()
+    try:
+        after = fastest_ms()
+    finally:
+        gc.unfreeze()
+    del roster, resolver
+    return {
+        "gc_full_collect_ms_100k": round(before * 100_000 / len(devices), 2),
+        "gc_full_collect_ms_100k_frozen": round(after * 100_000 / len(devices), 2),
+    }
+
+
 def resolver_results(quick: bool = False) -> dict[str, Any]:
     """Every resolver number; `quick` skips the 1M build."""
     devices = _roster(100_000)
@@ -172,6 +203,7 @@ def resolver_results(quick: bool = False) -> dict[str, Any]:
     results.update(memory_mb(devices))
     results.update(loop_stall(devices))
     results["resolver_rollover_unsliced_ms"] = round(rollover_unsliced_ms(devices), 1)
+    results.update(gc_full_collect_ms(devices))
     if not quick:
         del devices
         million = _roster(1_000_000)

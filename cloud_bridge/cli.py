@@ -16,6 +16,7 @@ from pathlib import Path
 from cloud_bridge.core.enrollment import DEFAULT_EXPONENT
 from cloud_bridge.errors import BridgeError, RecordsError
 from edge.errors import EdgeError
+from edge.logredact import install_redaction
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -164,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_redaction()  # no MAC address, EID or key in any log line (edge/logredact.py)
     try:
         if args.command == "seed":
             return asyncio.run(_seed(args))

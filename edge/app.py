@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -28,9 +28,9 @@ from edge.core import bundle, wire
 from edge.core.advert import RawAdvert
 from edge.core.health import RadioHealth
 from edge.core.offers import OfferEngine
-from edge.core.pipeline import Pipeline
+from edge.core.pipeline import HOUSEKEEPING_EVERY_S, RESOLVER_STEP_EVERY_S, Pipeline
 from edge.core.presence import PresenceTracker
-from edge.core.resolver import EidResolver
+from edge.core.resolver import ClockCheck, EidResolver
 from edge.errors import ConfigError
 from edge.logutil import OnceLogger
 from edge.services.sync import SyncApplier
@@ -40,6 +40,8 @@ from firmware_config.profiles import load_profiles
 
 _LOGGER = logging.getLogger(__name__)
 INBOX_MAX = 10_000
+# No advert for this long (monotonic s) and the gateway, not the radio, drives housekeeping.
+QUIET_S = HOUSEKEEPING_EVERY_S
 SOFTWARE = f"threshold-edge {__version__}"
 
 
@@ -109,6 +111,7 @@ class Gateway:
         keys: GatewayKeys,
         trusted_signers: Sequence[Ed25519PublicKey],
         wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.keys = keys
@@ -116,6 +119,7 @@ class Gateway:
         self.source = source
         self.store = store
         self._wall = wall_clock
+        self._mono = monotonic
         self._started_mono = time.monotonic()
         self.listeners: list[EventListener] = []
         self.pipeline = Pipeline(
@@ -125,6 +129,7 @@ class Gateway:
             new_event_id,
         )
         self._last_radio_s: float | None = None
+        self._last_batch_mono: float | None = None
         self.sync = SyncApplier(
             self.pipeline,
             store,
@@ -134,6 +139,7 @@ class Gateway:
             keys,
             trusted_signers,
             wall_clock,
+            retention_s=config.privacy.retention_s,
         )
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
         self._status_wakeup = asyncio.Event()
@@ -168,6 +174,8 @@ class Gateway:
         )
         self._adverts_window = (time.monotonic(), 0)
         self.adverts_per_s = 0.0
+        #: Judges the gateway's clock from the windows resolved EIDs come from; fed every status tick.
+        self.clock_check = ClockCheck()
 
     @classmethod
     async def open(cls, config: GatewayConfig, source: AdvertSource) -> Gateway:
@@ -240,10 +248,12 @@ class Gateway:
             tg.create_task(self._scan(), name="scan")
             tg.create_task(self._process_inbox(), name="inbox")
             tg.create_task(self._publish_status_periodically(), name="status")
+            tg.create_task(self.housekeep_while_quiet(), name="housekeeping")
 
     async def _scan(self) -> None:
         async for batch in self.source.batches():
             self._last_radio_s = batch[-1].t_s
+            self._last_batch_mono = self._mono()
             wall = self._wall()
             events = self.pipeline.feed_many(batch, wall)
             if events:
@@ -252,6 +262,33 @@ class Gateway:
                 for listener in self.listeners:
                     listener(events)
         _LOGGER.info("radio source %r ended", self.source.name)
+
+    def quiet_radio_now(self) -> float | None:
+        """Radio time while no adverts arrive (None while they do): the last advert's time plus the
+        seconds since, never behind it; the wall clock before the first advert."""
+        last = self._last_batch_mono
+        if last is None or self._last_radio_s is None:
+            return self._wall()
+        quiet_s = self._mono() - last
+        if quiet_s < QUIET_S:
+            return None
+        return self._last_radio_s + quiet_s
+
+    async def housekeep_while_quiet(self) -> None:
+        """Drive the pipeline's housekeeping while the radio is quiet, a slice at a time.
+
+        Adverts drive it otherwise (Pipeline.feed). Without this, after a quiet spell across a
+        rotation boundary (a closed store, passive scanning) the first advert would roll the windows
+        and compute every window it skipped at once: ~0.6 s on the loop at 100k devices. Here the
+        windows roll on time and the window ahead fills in slices, RESOLVER_STEP_EVERY_S apart, the
+        loop free between them, as when adverts arrive.
+        """
+        while True:
+            pending = self.pipeline.resolver.pending_work
+            await asyncio.sleep(RESOLVER_STEP_EVERY_S if pending else HOUSEKEEPING_EVERY_S)
+            now_s = self.quiet_radio_now()
+            if now_s is not None:
+                self.pipeline.housekeeping(now_s)
 
     def _on_message(self, message: Message) -> None:
         try:
@@ -319,7 +356,31 @@ class Gateway:
                 "inbox_dropped": self.inbox_dropped,
             },
             sync=self.sync.status_json(),
+            clock=self.clock_json(),
         )
+
+    def clock_json(self) -> dict[str, Any]:
+        """The `clock` object of the status payload: the clock check's last verdict."""
+        check = self.clock_check
+        return {
+            "suspect": check.clock_suspect,
+            "offset_windows": check.offset_windows,
+            "reason": check.reason,
+            "resolved": check.resolved,
+            "unknown_eids": check.unknown_eids,
+        }
+
+    def check_clock(self) -> bool:
+        """Give the clock check the resolver's counters; log when its verdict changes."""
+        check = self.clock_check
+        was_suspect = check.clock_suspect
+        suspect = check.observe(self._wall(), self.pipeline.resolver.clock_sample())
+        if suspect and not was_suspect:
+            # Once per episode: a wrong clock stops the gateway recognising anyone.
+            _LOGGER.warning("the gateway's clock looks wrong: %s", check.reason)
+        elif was_suspect and not suspect:
+            _LOGGER.info("the gateway's clock looks right again (EIDs resolve in its windows)")
+        return suspect
 
     async def say_goodbye(self) -> None:
         """On a planned stop: publish the retained "offline" status the will would have, then leave.
@@ -352,6 +413,14 @@ class Gateway:
         except MqttError as exc:  # best effort: the next tick or reconnect publishes it again
             _LOGGER.debug("status not published: %s", exc)
 
+    async def purge_history(self) -> int:
+        """Forget offers older than the longest cooldown, or the retention if that is shorter
+        (`[privacy] retention_s`), in memory and on disk; return how many rows were purged."""
+        keep_s = min(self.config.privacy.retention_s, self.pipeline.offers.longest_cooldown_s)
+        now_s = self.radio_now()
+        self.pipeline.offers.history.prune(now_s, keep_s)
+        return await self.store.purge_history(now_s - keep_s)
+
     async def _publish_status_periodically(self) -> None:
         interval_s = self.config.uplink.status_interval_s
         next_tick = time.monotonic() + interval_s
@@ -367,9 +436,8 @@ class Gateway:
                     await self.publish_status()
                 continue
             next_tick = time.monotonic() + interval_s
+            self.check_clock()
             self.uplink.pending = await self.store.count()
-            keep_s = self.pipeline.offers.longest_cooldown_s
-            self.pipeline.offers.history.prune(self.radio_now(), keep_s)
-            await self.store.prune_history(self.radio_now() - keep_s)
+            await self.purge_history()
             if self.mqtt.connected:
                 await self.publish_status()

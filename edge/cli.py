@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from edge.config import GatewayConfig
 from edge.errors import EdgeError
+from edge.logredact import install_redaction
 
 if TYPE_CHECKING:
     from edge.app import AdvertSource
@@ -129,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_redaction()  # no MAC address, EID or key in any log line (edge/logredact.py)
     try:
         if args.command == "check-config":
             from edge.config import load_config

@@ -7,6 +7,7 @@ the field and what is expected.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -122,6 +123,14 @@ class UplinkSection:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacySection:
+    # Offer history older than this is purged from the gateway (issue 4: visit history on the gateway
+    # purged after a configurable retention). Events not yet acknowledged by the bridge are in transit,
+    # not history: they stay until acknowledged (docs/security.md).
+    retention_s: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     gateway: GatewaySection = field(default_factory=GatewaySection)
     mqtt: MqttSection = field(default_factory=MqttSection)
@@ -130,6 +139,7 @@ class GatewayConfig:
     identity: IdentitySection = field(default_factory=IdentitySection)
     uplink: UplinkSection = field(default_factory=UplinkSection)
     store_beacon: StoreBeaconSection = field(default_factory=StoreBeaconSection)
+    privacy: PrivacySection = field(default_factory=PrivacySection)
 
     @property
     def address(self) -> GatewayAddress:
@@ -237,6 +247,13 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
         raise ConfigError(path, "mqtt.port", f"must be 1..65535, got {config.mqtt.port}")
     if config.uplink.batch < 1 or config.uplink.ack_timeout_s <= 0:
         raise ConfigError(path, "uplink", "batch must be >= 1 and ack_timeout_s > 0")
+    retention_s = config.privacy.retention_s
+    if not (math.isfinite(retention_s) and retention_s > 0):
+        raise ConfigError(
+            path,
+            "privacy.retention_s",
+            f"must be a number of seconds > 0 (86400 keeps offer history 24 h), got {retention_s!r}",
+        )
     if config.radio.simulated.speed <= 0:
         raise ConfigError(path, "radio.simulated.speed", "must be > 0")
     serial = config.radio.serial

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,13 @@ def no_leaked_threads() -> Iterator[None]:
         time.sleep(0.02)
     if leaked:
         pytest.fail(f"test left threads running: {', '.join(sorted(t.name for t in leaked))}")
+
+
+@pytest.fixture(autouse=True)
+def heap_unfrozen() -> Iterator[None]:
+    """Undo the gc.freeze a full roster does (edge/services/sync.py), so no test inherits it."""
+    yield
+    gc.unfreeze()
 
 
 @pytest.fixture

@@ -6,6 +6,12 @@ pipeline's events arrive in batches, so one fsync covers many rows.
 
 The roster is stored sealed (edge/services/sync.py seals it; this module stores bytes). secure_delete
 is on, so a replaced or deleted row leaves zeros, not its old bytes, in the file's free pages.
+
+Forgetting also needs the WAL cut: it keeps the old images of changed pages after they are written
+back, and only overwrites them as it wraps round, which on a quiet gateway can take days. So the
+periodic purge of offer history (`purge_history`, after `[privacy] retention_s`) ends with a
+TRUNCATE checkpoint whenever rows were deleted since the last one (purged history or acknowledged
+events): whatever was deleted is gone from every file by the next purge.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class SqliteGatewayStore:
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self._deleted = False  # rows deleted since the WAL was last cut
 
     @classmethod
     async def open(cls, path: Path) -> SqliteGatewayStore:
@@ -128,6 +135,7 @@ class SqliteGatewayStore:
             "DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids]
         )
         await self._db.commit()
+        self._deleted = True
         return cursor.rowcount
 
     async def count(self) -> int:
@@ -144,9 +152,24 @@ class SqliteGatewayStore:
                 history.record(member, campaign, last_ts)
         return history
 
-    async def prune_history(self, before_ts: float) -> None:
-        await self._db.execute("DELETE FROM offer_history WHERE last_ts < ?", (before_ts,))
+    async def purge_history(self, before_ts: float) -> int:
+        """Forget offers older than `before_ts` and cut the WAL if anything was deleted since the
+        last purge; return how many offers were forgotten."""
+        cursor = await self._db.execute("DELETE FROM offer_history WHERE last_ts < ?", (before_ts,))
         await self._db.commit()
+        purged = cursor.rowcount
+        if purged or self._deleted:
+            await self.cut_wal()
+        return purged
+
+    async def cut_wal(self) -> bool:
+        """Write the WAL back into the database (where secure_delete zeroed deleted rows) and truncate
+        it to nothing; False if a reader kept it from finishing (the next purge tries again)."""
+        async with self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
+            row = await cursor.fetchone()
+        busy = bool(row and row[0])
+        self._deleted = busy
+        return not busy
 
     async def save_sync(self, kind: str, version: int, payload: bytes) -> None:
         """Replace what is saved for `kind` (the roster: sealed bytes, never clear keys)."""
@@ -157,6 +180,7 @@ class SqliteGatewayStore:
             (kind, version, payload),
         )
         await self._db.commit()
+        self._deleted = True  # the replaced payload's pages are cut from the WAL at the next purge
 
     async def load_sync(self, kind: str) -> bytes | None:
         """The payload last saved for `kind`, or None."""

@@ -253,6 +253,9 @@ class Status:
     # Roster sync health: the gateway's key id and its last rejected bundle (docs/mqtt.md). Added
     # after 0.1.0's first statuses: absent in older payloads, which decode with {}.
     sync: dict[str, Any] = field(default_factory=dict)
+    # The gateway's clock as judged from the EIDs it resolves (docs/mqtt.md). Added with the clock
+    # check (issue 4): absent in older payloads, which decode with {}.
+    clock: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -266,6 +269,7 @@ class Status:
             "radio": self.radio,
             "counters": self.counters,
             "sync": self.sync,
+            "clock": self.clock,
         }
 
     @classmethod
@@ -284,6 +288,7 @@ class Status:
             radio=dict(r.obj.get("radio", {})),
             counters=dict(r.obj.get("counters", {})),
             sync=r.obj_field("sync") if "sync" in r.obj else {},
+            clock=r.obj_field("clock") if "clock" in r.obj else {},
         )
 
 

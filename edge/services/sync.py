@@ -11,7 +11,9 @@ never in clear, so the gateway restarts with it while the broker is down.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +65,28 @@ class _Opened:
     resolver: EidResolver
 
 
+def freeze_long_lived() -> None:
+    """Collect garbage once, then exempt every live object from later collections (gc.freeze).
+
+    A roster of 100k devices is hundreds of thousands of objects the garbage collector tracks, all
+    alive until the next full roster; each full (oldest-generation) collection walks them all, ~32 ms
+    at 100k (benchmarks/resolver_bench.py, `gc_full_collect_ms_100k`), at whatever moment it falls,
+    advert path included. Frozen, they are skipped. Called after a full roster is swapped in, where
+    the one pause is expected and rare (deltas add few objects). gc.unfreeze first: what the last
+    freeze kept, the previous roster included, may be garbage now, and only a collection that sees
+    it can free its cycles. Reference counting frees frozen objects as usual.
+    """
+    started = time.perf_counter()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    _LOGGER.debug(
+        "collected garbage and froze %d long-lived objects in %.0f ms",
+        gc.get_freeze_count(),
+        (time.perf_counter() - started) * 1000,
+    )
+
+
 class SyncApplier:
     """Verifies, persists (sealed) and applies roster bundles and campaigns; only newer versions."""
 
@@ -76,6 +100,8 @@ class SyncApplier:
         keys: GatewayKeys,
         trusted_signers: Sequence[Ed25519PublicKey],
         wall_clock: Callable[[], float] = time.time,
+        *,
+        retention_s: float = math.inf,
     ) -> None:
         self._pipeline = pipeline
         self._store = store
@@ -85,6 +111,7 @@ class SyncApplier:
         self._keys = keys
         self._trusted = tuple(trusted_signers)
         self._wall = wall_clock
+        self._retention_s = retention_s
         self._roster: Roster = {}
         self._warnings = OnceLogger(_LOGGER)
         self.roster_version = 0
@@ -121,6 +148,7 @@ class SyncApplier:
             else:
                 self._swap(version, roster, resolver)
                 _LOGGER.info("saved roster v%d restored: %d devices", version, len(roster))
+                freeze_long_lived()
         campaigns = await self._store.load_sync(CAMPAIGNS)
         if campaigns is not None:
             await self.apply_campaigns(campaigns, "saved campaigns", persist=False)
@@ -148,6 +176,8 @@ class SyncApplier:
             opened.kind,
             len(opened.roster),
         )
+        if opened.kind == "full":
+            freeze_long_lived()
         return True
 
     def _open(
@@ -209,7 +239,25 @@ class SyncApplier:
         _LOGGER.info(
             "campaigns version %d applied: %d campaigns", sync.version, len(sync.campaigns)
         )
+        self._warn_cooldowns_beyond_retention(sync)
         return True
+
+    def _warn_cooldowns_beyond_retention(self, sync: wire.CampaignSync) -> None:
+        """Say once per campaign and cooldown which cooldowns outlast the gateway's offer history."""
+        retention_s = self._retention_s
+        cooldowns = [("the member cooldown", sync.member_cooldown_s)]
+        cooldowns += [(f"campaign {c.id!r}", c.cooldown_s) for c in sync.campaigns]
+        for what, cooldown_s in cooldowns:
+            if cooldown_s > retention_s:
+                self._warnings.warning(
+                    f"cooldown:{what}:{cooldown_s}",
+                    "%s is %g s, longer than this gateway keeps offer history ([privacy] "
+                    "retention_s = %g s): the gateway holds it for that long only, then may offer "
+                    "again (the bridge's offer records are kept longer)",
+                    what,
+                    cooldown_s,
+                    retention_s,
+                )
 
     def _check_synced(self) -> None:
         if self.roster_version and self.campaigns_version:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from edge.adapters.keystore import provision_gateway_keys
 from edge.app import Gateway
-from edge.config import GatewayConfig, GatewaySection, IdentitySection
-from edge.core import bundle, eid
-from tests.factories import make_device
+from edge.config import GatewayConfig, GatewaySection, IdentitySection, PrivacySection
+from edge.core import bundle, eid, wire
+from tests.factories import make_campaigns, make_device, make_offer_trigger
 from tests.fakes.radio import FakeAdvertSource
 
 SIGNER = bundle.generate_signing_key(random.Random("bridge").randbytes)
@@ -83,3 +84,29 @@ async def test_a_bad_trusted_signers_file_is_named(tmp_path: Path) -> None:
     config = config_for(tmp_path, trusted_signers_file=str(keys_file))
     with pytest.raises(ConfigError, match=f"{keys_file}:1"):
         await Gateway.open(config, FakeAdvertSource())
+
+
+async def test_offers_older_than_the_retention_are_forgotten_even_inside_a_longer_cooldown(
+    tmp_path: Path,
+) -> None:
+    config = replace(trusting(tmp_path), privacy=PrivacySection(retention_s=3600.0))
+    provision_gateway_keys(tmp_path, "file", "rpi-otp-private-key")
+    gateway = await Gateway.open(config, FakeAdvertSource())
+    try:
+        await gateway.sync.apply_campaigns(wire.encode(make_campaigns()), "campaigns")  # 24 h
+        now = gateway.radio_now()
+        old = make_offer_trigger(member="m-00001", campaign="bakery", ts=now - 7200)
+        recent = make_offer_trigger(member="m-00002", campaign="bakery", ts=now - 60)
+        await gateway.store.append_events([old, recent], now)
+        for offer in (old, recent):
+            gateway.pipeline.offers.history.record(offer.member, offer.campaign, offer.ts)
+
+        assert await gateway.purge_history() == 1
+
+        assert set((await gateway.store.load_history()).last_any) == {"m-00002"}
+        assert set(gateway.pipeline.offers.history.last_any) == {"m-00002"}
+        # Forgotten here: the gateway may offer again within the bridge's 24 h cooldown.
+        assert gateway.pipeline.offers.decide("m-00001", "gold", now) is not None
+        assert gateway.pipeline.offers.decide("m-00002", "gold", now) is None
+    finally:
+        await gateway.close()

@@ -221,7 +221,7 @@ async def test_visits_alone_leave_no_history(store: SqliteGatewayStore) -> None:
     assert history.last_any == {} and history.last_by_campaign == {}
 
 
-async def test_prune_history_drops_only_older_entries(store: SqliteGatewayStore) -> None:
+async def test_purge_history_drops_only_older_entries(store: SqliteGatewayStore) -> None:
     await store.append_events(
         [
             make_offer_trigger(member="m-00001", campaign="bakery", ts=T0),
@@ -231,13 +231,58 @@ async def test_prune_history_drops_only_older_entries(store: SqliteGatewayStore)
         now_s=T0,
     )
 
-    await store.prune_history(before_ts=T0 + 100)
+    assert await store.purge_history(before_ts=T0 + 100) == 1
 
     history = await store.load_history()
     assert history.last_by_campaign == {
         ("m-00002", "bakery"): T0 + 100,
         ("m-00003", "bakery"): T0 + 200,
     }
+
+
+def files_holding(directory: Path, needle: bytes) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.is_file() and needle in p.read_bytes())
+
+
+async def test_a_purged_member_is_gone_from_every_database_file(
+    store: SqliteGatewayStore, db_path: Path
+) -> None:
+    gone, kept = b"m-forget-7f3a", b"m-keep-4c1b"
+    old = make_offer_trigger(member=gone.decode(), campaign="bakery", ts=T0)
+    recent = make_offer_trigger(member=kept.decode(), campaign="bakery", ts=T0 + 90_000)
+    await store.append_events([old, recent], now_s=T0)
+    await store.remove([old.event_id, recent.event_id])  # acknowledged by the bridge
+    # Without this the test would prove nothing: the WAL holds the member's rows now.
+    assert "gateway.sqlite-wal" in files_holding(db_path.parent, gone)
+
+    assert await store.purge_history(before_ts=T0 + 90_000 - 86_400) == 1
+
+    assert files_holding(db_path.parent, gone) == []  # zeroed in the database, WAL cut
+    assert files_holding(db_path.parent, kept) == ["gateway.sqlite"]
+    assert set((await store.load_history()).last_any) == {kept.decode()}
+
+
+async def test_acknowledged_events_leave_the_wal_at_the_next_purge(
+    store: SqliteGatewayStore, db_path: Path
+) -> None:
+    visit = make_visit(member="m-walked-in-91e2")
+    await store.append_events([visit], now_s=T0)
+    await store.remove([visit.event_id])
+    assert files_holding(db_path.parent, b"m-walked-in-91e2") != []
+
+    assert await store.purge_history(before_ts=T0) == 0  # no history to purge, the WAL is cut
+
+    assert files_holding(db_path.parent, b"m-walked-in-91e2") == []
+
+
+async def test_unacknowledged_events_are_never_purged(store: SqliteGatewayStore) -> None:
+    """Events in the outbox are in transit, not history: a week offline loses none."""
+    offer = make_offer_trigger(ts=T0)
+    await store.append_events([offer], now_s=T0)
+
+    await store.purge_history(before_ts=T0 + 7 * 86_400)
+
+    assert [e.event_id for e in await store.pending(limit=10)] == [offer.event_id]
 
 
 # --- Sync state -----------------------------------------------------------------------------------

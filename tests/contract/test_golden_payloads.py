@@ -73,12 +73,12 @@ def test_golden_roster_bundle_is_rebuilt_byte_for_byte_and_opens() -> None:
     assert opened.roster_after({}) == {GOLDEN_DEVICE.ref: GOLDEN_DEVICE}
 
 
-def test_an_old_status_without_sync_still_decodes() -> None:
-    """Statuses from before bundles (0.1.0's first payloads) carry no `sync` object."""
+def test_an_old_status_without_sync_or_clock_still_decodes() -> None:
+    """Statuses from before bundles (0.1.0's first payloads) carry no `sync` or `clock` object."""
     old = json.loads((GOLDEN_DIR / "status_online.json").read_bytes())
-    del old["sync"]
+    del old["sync"], old["clock"]
     status = wire.decode_as(json.dumps(old).encode(), wire.Status)
-    assert status.sync == {}
+    assert status.sync == {} and status.clock == {}
     assert status.roster_version == old["roster_version"]
 
 

@@ -23,7 +23,7 @@ from cloud_bridge.config import ApiSection, BridgeConfig, BridgeSection
 from cloud_bridge.seed import seed_records
 from edge.adapters.keystore import GatewayKeys, create_signing_key_file, provision_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
-from edge.adapters.mqtt import MqttSettings
+from edge.adapters.mqtt import MqttSettings, PahoMqtt
 from edge.app import Gateway
 from edge.config import (
     GatewayConfig,
@@ -59,6 +59,27 @@ async def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def status_monitor(
+    broker: MosquittoProcess, address: wire.GatewayAddress
+) -> AsyncIterator[list[wire.Status]]:
+    """Every status the gateway publishes (the retained one first), as fleet monitoring sees it."""
+    seen: list[wire.Status] = []
+    monitor = PahoMqtt(
+        MqttSettings(host=broker.host, port=broker.port, client_id="test-status-monitor"),
+        subscriptions=[(wire.status_topic(address), 1)],
+        on_message=lambda m: seen.append(wire.decode_as(m.payload, wire.Status, m.topic)),
+    )
+    task = asyncio.create_task(monitor.run(), name="status-monitor")
+    try:
+        await monitor.wait_connected(10)
+        yield seen
+    finally:
+        await monitor.disconnect()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass

@@ -22,6 +22,8 @@ class Needles:
         self.binary[key] = f"{what} identity key (raw)"
         self.binary[base64.b64encode(key)] = f"{what} identity key (base64)"
         self.text[key.hex().encode()] = f"{what} identity key (hex)"
+        # As Python prints bytes (aiosqlite logs its parameters so at DEBUG): b'\x01\x02...'.
+        self.binary[repr(key)[2:-1].encode()] = f"{what} identity key (bytes repr)"
 
     def mac(self, address: str, what: str) -> None:
         octets = address.lower().split(":")
@@ -31,6 +33,7 @@ class Needles:
 
     def eid(self, value: bytes, what: str) -> None:
         self.binary[value] = f"{what} EID {value.hex()} (raw)"
+        self.binary[repr(value)[2:-1].encode()] = f"{what} EID {value.hex()} (bytes repr)"
         self.text[value.hex().encode()] = f"{what} EID {value.hex()} (hex)"
 
     def adverts(self, adverts: Iterable[RawAdvert], what: str) -> int:

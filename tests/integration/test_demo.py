@@ -1,11 +1,22 @@
-"""`edge-gateway demo` as an installer runs it: exits 0 and writes the summary JSON."""
+"""`edge-gateway demo` as an installer runs it: exits 0 and writes the summary JSON.
+
+Run with -v: its DEBUG log (every library's too, through the CLI's logging setup and its redaction
+filter) must hold no identity key and no MAC address.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.integration.secrets_scan import Needles, find_secrets
+
+MAC_RE = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}([:_-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
 
 
 def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
@@ -15,6 +26,7 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "edge",
+            "-v",
             "demo",
             "--minutes",
             "4",
@@ -38,3 +50,12 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     assert summary["non_members_recognised"] == 0
     assert summary["passers_by_entered"] == 0
     assert summary["latency_ms_p50"] <= summary["latency_ms_p99"]
+
+    assert "DEBUG aiosqlite" in result.stderr  # the libraries' DEBUG lines are in it
+    needles = Needles()
+    with contextlib.closing(sqlite3.connect(tmp_path / "demo" / "loyalty.sqlite")) as db:
+        for ref, key in db.execute("SELECT id, identity_key FROM devices"):
+            needles.identity_key(bytes(key), ref)
+    assert len(needles.binary) > 100
+    assert find_secrets(result.stderr.encode(), needles) == set()
+    assert MAC_RE.search(result.stderr) is None

@@ -30,30 +30,10 @@ from edge.core import bundle, wire
 from edge.core.bundle import FullRoster, RejectReason
 from edge.demo.runner import CHAIN as DEMO_CHAIN
 from edge.demo.runner import DemoOptions, demo_entrance, load_enrolled_devices, run_demo
+from edge.logredact import RedactingFilter
 from tests.fakes.radio import walk_in
-from tests.integration.rig import Rig, eventually, store_rig
+from tests.integration.rig import Rig, eventually, status_monitor, store_rig
 from tests.integration.secrets_scan import Needles, find_secrets, scan_files
-
-
-@asynccontextmanager
-async def status_monitor(
-    broker: MosquittoProcess, address: wire.GatewayAddress
-) -> AsyncIterator[list[wire.Status]]:
-    """Every status the gateway publishes (the retained one first), as fleet monitoring sees it."""
-    seen: list[wire.Status] = []
-    monitor = PahoMqtt(
-        MqttSettings(host=broker.host, port=broker.port, client_id="test-status-monitor"),
-        subscriptions=[(wire.status_topic(address), 1)],
-        on_message=lambda m: seen.append(wire.decode_as(m.payload, wire.Status, m.topic)),
-    )
-    task = asyncio.create_task(monitor.run(), name="status-monitor")
-    try:
-        await monitor.wait_connected(10)
-        yield seen
-    finally:
-        await monitor.disconnect()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @asynccontextmanager
@@ -202,6 +182,7 @@ async def test_nothing_the_gateway_writes_holds_a_key_mac_or_eid_while_it_runs(
     tmp_path: Path, mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.handler.addFilter(RedactingFilter())  # as edge-gateway and cloud-bridge set up logging
     macs = [f"5E:{i:02X}:B7:3C:91:D4" for i in range(4)]
     async with store_rig(tmp_path, mosquitto) as rig:
         now = time.time()
@@ -231,6 +212,7 @@ async def test_the_demo_leaves_no_identity_key_mac_or_eid_in_anything_its_gatewa
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    caplog.handler.addFilter(RedactingFilter())  # as edge-gateway and cloud-bridge set up logging
     workdir = tmp_path / "demo"
     options = DemoOptions(
         minutes=3.0,

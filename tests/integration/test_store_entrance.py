@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,10 @@ import pytest
 from edge.adapters.mosquitto import MosquittoProcess
 from edge.adapters.mqtt import Message, MqttSettings, PahoMqtt
 from edge.core import eid, wire
+from edge.core.advert import RawAdvert
 from edge.sim.entrance import SimDevice
 from tests.fakes.radio import walk_in, walk_past
-from tests.integration.rig import eventually, store_rig
+from tests.integration.rig import eventually, status_monitor, store_rig
 
 
 async def test_members_walking_in_get_one_offer_each_and_passers_by_none(
@@ -77,6 +79,56 @@ async def test_status_is_retained_and_counts_what_was_heard(
     assert status.state == "online"
     assert status.counters["entries"] == 1 and status.counters["resolved"] > 0
     assert status.roster_version == 1 and status.outbox_pending == 0
+
+
+def heard_with_device_clock(device: SimDevice, t0: float, device_ahead_s: float) -> list[RawAdvert]:
+    """A walk-in at gateway time t0 by a device whose clock runs `device_ahead_s` ahead."""
+    return [replace(a, t_s=a.t_s - device_ahead_s) for a in walk_in(device, t0 + device_ahead_s)]
+
+
+async def test_a_gateway_whose_clock_is_hours_off_says_so_in_its_status(
+    tmp_path: Path, mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Six hours (a time zone set wrong): several windows of every exponent, so nothing resolves."""
+    caplog.set_level(logging.INFO, logger="edge.app")
+    async with (
+        store_rig(tmp_path, mosquitto) as rig,
+        status_monitor(mosquitto, rig.gateway.address) as seen,
+    ):
+        now = time.time()
+        for i, device in enumerate(rig.devices[:25]):
+            rig.source.push(heard_with_device_clock(device, now + i, 6 * 3600))
+
+        await eventually(
+            lambda: any(s.clock.get("suspect") for s in seen), "a status with a suspect clock"
+        )
+    clock = next(s.clock for s in seen if s.clock.get("suspect"))
+    assert rig.gateway.pipeline.counters.resolved == 0 and not rig.visits
+    assert clock["resolved"] == 0 and clock["unknown_eids"] >= 20
+    assert clock["offset_windows"] is None
+    assert "NTP" in clock["reason"]
+    warnings = [r for r in caplog.records if "clock looks wrong" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+
+
+async def test_a_gateway_with_the_right_time_reports_its_clock_fine(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    async with (
+        store_rig(tmp_path, mosquitto) as rig,
+        status_monitor(mosquitto, rig.gateway.address) as seen,
+    ):
+        now = time.time()
+        for i, device in enumerate(rig.devices[:5]):  # one after another: radio time runs on
+            rig.source.push(heard_with_device_clock(device, now + 40 * i, 0.0))
+
+        await eventually(
+            lambda: any(s.clock.get("resolved", 0) >= 30 for s in seen),
+            "a status judging the clock from 30 resolved EIDs",
+        )
+    clock = next(s.clock for s in seen if s.clock.get("resolved", 0) >= 30)
+    assert clock["suspect"] is False and clock["reason"] is None
+    assert clock["offset_windows"] == 0.0
 
 
 async def test_broker_killed_mid_flow_loses_and_duplicates_no_offer(

@@ -17,6 +17,8 @@ def test_defaults_and_overrides() -> None:
     assert config.address.prefix == "threshold/v1/acme/s-1/door-2"
     assert config.mqtt.port == 8883
     assert config.presence_config.enter_dbm == -70.0
+    assert config.privacy.retention_s == 86400.0  # 24 h (issue 4)
+    assert parse_config("[privacy]\nretention_s = 3600\n").privacy.retention_s == 3600.0
 
 
 @pytest.mark.parametrize(
@@ -34,6 +36,10 @@ def test_defaults_and_overrides() -> None:
         ("[presence]\nmin_dwell_s = true\n", "presence.min_dwell_s", "must be a number"),
         ("mqtt = 3\n", "mqtt", "must be a table"),
         ("[gateway\n", "-", "not valid TOML"),
+        ("[privacy]\nretention_s = 0\n", "privacy.retention_s", "must be a number of seconds > 0"),
+        ("[privacy]\nretention_s = inf\n", "privacy.retention_s", "> 0"),
+        ("[privacy]\nretention_s = '24h'\n", "privacy.retention_s", "must be a number"),
+        ("[privacy]\nretain_s = 60\n", "privacy.retain_s", "unknown key; known: retention_s"),
     ],
 )
 def test_bad_config_names_file_field_and_expectation(text: str, field: str, problem: str) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import gc
 import itertools
 import json
+import logging
 import random
 import threading
 from collections.abc import Callable
@@ -495,6 +497,56 @@ async def test_new_campaigns_keep_the_offer_history(
 
     # Still inside the (new) member cooldown: a campaign update must not reset it into spam.
     assert pipeline.offers.decide("m-00001", "gold", T0 + 300) is None
+
+
+async def test_a_cooldown_longer_than_the_retention_is_logged_once_at_campaign_sync(
+    pipeline: Pipeline, store: SqliteGatewayStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    applier = SyncApplier(
+        pipeline,
+        store,
+        GW,
+        skew_windows=1,
+        radio_now=lambda: T0,
+        keys=gateway_keys(),
+        trusted_signers=[SIGNER.public_key()],
+        retention_s=43_200.0,  # 12 h; make_campaigns' campaigns cool down for 24 h, members 1 h
+    )
+    caplog.set_level(logging.DEBUG, logger="edge.services.sync")
+
+    await applier.apply_campaigns(campaigns_bytes(1), "v1")
+    await applier.apply_campaigns(campaigns_bytes(2), "v2")  # the same cooldowns again
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "campaign 'gold-points' is 86400 s" in warnings[0] and "43200 s" in warnings[0]
+    assert "campaign 'bakery'" in warnings[1]
+    assert not any("member cooldown" in w for w in warnings)  # 1 h: within the retention
+
+
+async def test_cooldowns_within_the_retention_are_not_logged(
+    applier: SyncApplier, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="edge.services.sync")
+
+    await applier.apply_campaigns(campaigns_bytes(1), "v1")
+
+    assert not [r for r in caplog.records if "retention_s" in r.getMessage()]
+
+
+async def test_a_full_roster_is_frozen_out_of_garbage_collection_and_a_delta_is_not(
+    applier: SyncApplier, pipeline: Pipeline
+) -> None:
+    devices = [make_device() for _ in range(3)]
+    await applier.apply_roster(full(1, *devices[:2]), TOPIC)
+    frozen = pipeline.resolver
+
+    # The permanent generation: skipped by every collection, listed by none.
+    assert gc.get_freeze_count() > 0
+    assert not any(o is frozen for o in gc.get_objects())
+
+    await applier.apply_roster(delta(1, 2, add=(devices[2],)), TOPIC)
+    assert any(o is pipeline.resolver for o in gc.get_objects())
 
 
 # --- Synced -----------------------------------------------------------------------------------

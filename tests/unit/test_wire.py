@@ -16,6 +16,17 @@ PAYLOADS: list[wire.Payload] = [
     wire.Status(
         "online", 1.5, sync={"key_id": "af98dc1bbd4312aa", "rejections": 0, "last_rejection": None}
     ),
+    wire.Status(
+        "online",
+        1.5,
+        clock={
+            "suspect": True,
+            "offset_windows": None,
+            "reason": "no EID resolved",
+            "resolved": 0,
+            "unknown_eids": 25,
+        },
+    ),
     wire.Visit("e1", 10.0, 11.0, "m-1", "d-1", "gold", -61.5),
     wire.OfferTrigger("e2", "e1", 10.0, 11.0, "m-1", "d-1", "gold", "gold-points"),
     wire.Ack(("e1", "e2")),
@@ -93,9 +104,10 @@ def test_bad_status_topics(topic: str) -> None:
         wire.parse_status_topic(topic)
 
 
-def test_status_sync_must_be_an_object() -> None:
-    data = b'{"v":1,"type":"status","state":"online","ts":1,"sync":[1]}'
-    with pytest.raises(wire.WireError, match="field 'sync' must be an object"):
+@pytest.mark.parametrize("name", ["sync", "clock"])
+def test_status_sync_and_clock_must_be_objects(name: str) -> None:
+    data = b'{"v":1,"type":"status","state":"online","ts":1,"%s":[1]}' % name.encode()
+    with pytest.raises(wire.WireError, match=f"field '{name}' must be an object"):
         wire.decode(data)
 
 
