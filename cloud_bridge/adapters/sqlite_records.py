@@ -198,6 +198,10 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX clone_alerts_open ON clone_alerts (id) WHERE status = 'open';
     """,
+    # 5: the chain-wide campaign cooldown's lookup: a member's offers of one campaign, by time.
+    """
+    CREATE INDEX offers_member_campaign ON offers (member_id, campaign_id, ts);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
@@ -555,14 +559,25 @@ class SqliteLoyaltyRecords:
     ) -> Delivery | None:
         """The offer for the shopper's app, or None when the member cannot or must not get it."""
         async with self._db.execute(
-            "SELECT m.shopper_token, m.consent, c.title, c.body FROM members m, campaigns c "
+            "SELECT m.shopper_token, m.consent, c.title, c.body, c.cooldown_s "
+            "FROM members m, campaigns c "
             "WHERE m.id = ? AND c.id = ? AND c.active AND (c.store_id IS NULL OR c.store_id = ?)",
             (member, trigger.campaign, gw.store),
         ) as cursor:
             row = await cursor.fetchone()
         if row is None or not row[1]:
             return None  # unknown or inactive campaign, or one not running at this store
-        token, _, title, body = row
+        token, _, title, body, cooldown_s = row
+        # The campaign's cooldown holds across the chain, and beyond the gateways' retention: an
+        # offer of it to this member, at any store, within cooldown_s of this one (by radio time,
+        # either side: a gateway may upload late) and not itself suppressed, wins.
+        async with self._db.execute(
+            "SELECT 1 FROM offers WHERE member_id = ? AND campaign_id = ? "
+            "AND delivery != 'suppressed' AND ts > ? AND ts < ? LIMIT 1",
+            (member, trigger.campaign, trigger.ts - cooldown_s, trigger.ts + cooldown_s),
+        ) as cursor:
+            if await cursor.fetchone() is not None:
+                return None
         offer = wire.ShopperOffer(
             offer_id=trigger.event_id,
             campaign=trigger.campaign,

@@ -114,6 +114,7 @@ class SyncApplier:
         self._retention_s = retention_s
         self._roster: Roster = {}
         self._warnings = OnceLogger(_LOGGER)
+        self._told_longer: list[str] = []  # campaigns with cooldowns beyond the retention, told
         self.roster_version = 0
         self.campaigns_version = 0
         self.last_rejection: Rejection | None = None
@@ -243,21 +244,27 @@ class SyncApplier:
         return True
 
     def _warn_cooldowns_beyond_retention(self, sync: wire.CampaignSync) -> None:
-        """Say once per campaign and cooldown which cooldowns outlast the gateway's offer history."""
+        """Say once per cooldown which cooldowns outlast the gateway's offer history."""
         retention_s = self._retention_s
-        cooldowns = [("the member cooldown", sync.member_cooldown_s)]
-        cooldowns += [(f"campaign {c.id!r}", c.cooldown_s) for c in sync.campaigns]
-        for what, cooldown_s in cooldowns:
-            if cooldown_s > retention_s:
-                self._warnings.warning(
-                    f"cooldown:{what}:{cooldown_s}",
-                    "%s is %g s, longer than this gateway keeps offer history ([privacy] "
-                    "retention_s = %g s): the gateway holds it for that long only, then may offer "
-                    "again (the bridge's offer records are kept longer)",
-                    what,
-                    cooldown_s,
-                    retention_s,
-                )
+        if sync.member_cooldown_s > retention_s:
+            # Only the gateway spaces a member's offers of different campaigns.
+            self._warnings.warning(
+                f"member-cooldown:{sync.member_cooldown_s}",
+                "the member cooldown is %g s, longer than this gateway keeps offer history "
+                "([privacy] retention_s = %g s): it holds for that long only",
+                sync.member_cooldown_s,
+                retention_s,
+            )
+        longer = sorted(c.id for c in sync.campaigns if c.cooldown_s > retention_s)
+        if longer and longer != self._told_longer:
+            self._told_longer = longer
+            _LOGGER.info(
+                "campaign cooldowns longer than this gateway keeps offer history ([privacy] "
+                "retention_s = %g s): %s; the gateway holds them that long, the bridge beyond "
+                "(it suppresses repeats within a campaign's cooldown, at any store)",
+                retention_s,
+                ", ".join(longer),
+            )
 
     def _check_synced(self) -> None:
         if self.roster_version and self.campaigns_version:

@@ -86,6 +86,35 @@ async def record_offer(
 # --- Recording --------------------------------------------------------------------------------
 
 
+async def test_a_campaigns_cooldown_holds_across_stores_and_beyond_the_gateways_memory(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await records.add_store("store-002", "Station Road")
+    elsewhere = wire.GatewayAddress(CHAIN, "store-002", "gw-1")
+    week = CAMPAIGNS[BAKERY][3]
+    assert week == 7 * 86400
+
+    def bakery(ts: float, campaign: str = BAKERY) -> wire.OfferTrigger:
+        return make_offer_trigger(member="m-00000", device="d-00000", campaign=campaign, ts=ts)
+
+    first = await records.record(await as_sent(records, GW1, bakery(T0)), NOW)
+    # Another store the next day: that gateway never offered it, the bridge remembers.
+    next_day = await records.record(await as_sent(records, elsewhere, bakery(T0 + 86400)), NOW)
+    # A gateway uploading late an offer made before the first, still within the week.
+    late = await records.record(await as_sent(records, elsewhere, bakery(T0 - 3600)), NOW)
+    other_campaign = await records.record(
+        await as_sent(records, elsewhere, bakery(T0 + 86400, campaign="gold-double-points")), NOW
+    )
+    after_the_week = await records.record(await as_sent(records, GW1, bakery(T0 + week)), NOW)
+
+    assert len(first.deliveries) == 1
+    assert next_day.deliveries == [] and late.deliveries == []
+    assert len(other_campaign.deliveries) == 1
+    assert len(after_the_week.deliveries) == 1
+    # Held back, not lost: recorded as suppressed.
+    assert await records.count("offers") == 5
+
+
 async def test_visit_and_offer_are_recorded_acked_and_the_offer_is_delivered(
     records: SqliteLoyaltyRecords,
 ) -> None:
