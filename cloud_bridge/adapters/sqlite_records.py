@@ -476,47 +476,29 @@ class SqliteLoyaltyRecords:
         alerts = []
         for found in check_sighting(new, others, policy):
             a, b = found.earlier, found.later
+            values = (
+                device,
+                member,
+                found.reason,
+                a.event_id,
+                a.store,
+                a.ts,
+                b.event_id,
+                b.store,
+                b.ts,
+                found.elapsed_s,
+                found.distance_km,
+                found.speed_kmh,
+            )
             cursor = await self._db.execute(
                 "INSERT OR IGNORE INTO clone_alerts (device_id, member_id, reason, "
                 "first_event_id, first_store_id, first_ts, second_event_id, second_store_id, "
                 "second_ts, elapsed_s, distance_km, speed_kmh, created_at) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    device,
-                    member,
-                    found.reason,
-                    a.event_id,
-                    a.store,
-                    a.ts,
-                    b.event_id,
-                    b.store,
-                    b.ts,
-                    found.elapsed_s,
-                    found.distance_km,
-                    found.speed_kmh,
-                    now_s,
-                ),
+                (*values, now_s),
             )
             if cursor.rowcount == 1 and cursor.lastrowid is not None:
-                alerts.append(
-                    wire.CloneAlert(
-                        cursor.lastrowid,
-                        device,
-                        member,
-                        found.reason,
-                        a.event_id,
-                        a.store,
-                        a.ts,
-                        b.event_id,
-                        b.store,
-                        b.ts,
-                        found.elapsed_s,
-                        found.distance_km,
-                        found.speed_kmh,
-                        "open",
-                        now_s,
-                    )
-                )
+                alerts.append(wire.CloneAlert(cursor.lastrowid, *values, "open", now_s))
         return alerts
 
     async def _location(self, store: str) -> GeoPoint | None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -39,6 +39,8 @@ from edge.services.tasks import cancel_and_wait
 from edge.sim.entrance import SimDevice
 from tests.fakes.radio import FakeAdvertSource
 
+P = TypeVar("P", wire.Status, wire.CloneAlert)
+
 CHAIN = "test-chain"
 STORE = "store-001"
 GATEWAY = "door-1"
@@ -62,24 +64,31 @@ async def eventually(
 
 
 @contextlib.asynccontextmanager
-async def status_monitor(
-    broker: MosquittoProcess, address: wire.GatewayAddress
-) -> AsyncIterator[list[wire.Status]]:
-    """Every status the gateway publishes (the retained one first), as fleet monitoring sees it."""
-    seen: list[wire.Status] = []
-    monitor = PahoMqtt(
-        MqttSettings(host=broker.host, port=broker.port, client_id="test-status-monitor"),
-        subscriptions=[(wire.status_topic(address), 1)],
-        on_message=lambda m: seen.append(wire.decode_as(m.payload, wire.Status, m.topic)),
+async def monitor(
+    broker: MosquittoProcess, topic_filter: str, kind: type[P], client_id: str
+) -> AsyncIterator[list[P]]:
+    """Every `kind` payload published on `topic_filter` (retained ones first), as IT sees them."""
+    seen: list[P] = []
+    client = PahoMqtt(
+        MqttSettings(host=broker.host, port=broker.port, client_id=client_id),
+        subscriptions=[(topic_filter, 1)],
+        on_message=lambda m: seen.append(wire.decode_as(m.payload, kind, m.topic)),
     )
-    task = asyncio.create_task(monitor.run(), name="status-monitor")
+    task = asyncio.create_task(client.run(), name=client_id)
     try:
-        await monitor.wait_connected(10)
+        await client.wait_connected(10)
         yield seen
     finally:
-        await monitor.disconnect()
+        await client.disconnect()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def status_monitor(
+    broker: MosquittoProcess, address: wire.GatewayAddress
+) -> contextlib.AbstractAsyncContextManager[list[wire.Status]]:
+    """Every status the gateway publishes (the retained one first), as fleet monitoring sees it."""
+    return monitor(broker, wire.status_topic(address), wire.Status, "test-status-monitor")
 
 
 @dataclass

@@ -7,38 +7,23 @@ then leaves the gateways' rosters at the next sync and is recognised no more.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from edge.adapters.mosquitto import MosquittoProcess
-from edge.adapters.mqtt import MqttSettings, PahoMqtt
 from edge.core import wire
 from tests.fakes.radio import walk_in
-from tests.integration.rig import STORE, eventually, store_rig
+from tests.integration.rig import STORE, eventually, monitor, store_rig
 
 MANCHESTER = "store-002"  # seeded stores: store-001 in London, the second in Manchester
 
 
-@asynccontextmanager
-async def alerts_monitor(broker: MosquittoProcess) -> AsyncIterator[list[wire.CloneAlert]]:
+def alerts_monitor(
+    broker: MosquittoProcess,
+) -> contextlib.AbstractAsyncContextManager[list[wire.CloneAlert]]:
     """Every clone alert on the alerts topic, as IT monitoring sees them."""
-    seen: list[wire.CloneAlert] = []
-    monitor = PahoMqtt(
-        MqttSettings(host=broker.host, port=broker.port, client_id="test-it-monitoring"),
-        subscriptions=[(wire.ALERTS_FILTER, 1)],
-        on_message=lambda m: seen.append(wire.decode_as(m.payload, wire.CloneAlert, m.topic)),
-    )
-    task = asyncio.create_task(monitor.run(), name="alerts-monitor")
-    try:
-        await monitor.wait_connected(10)
-        yield seen
-    finally:
-        await monitor.disconnect()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    return monitor(broker, wire.ALERTS_FILTER, wire.CloneAlert, "test-it-monitoring")
 
 
 async def test_a_tag_at_two_distant_stores_within_a_minute_is_published_as_an_alert(
