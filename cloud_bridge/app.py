@@ -66,6 +66,7 @@ class _Published:
     key_id: str  # the gateway key it was sealed to
     base_version: int | None  # None: a full snapshot
     full_needed: bool = False  # the gateway cannot apply it: send a full one
+    adopted: bool = False  # not published: the gateway's status said it held this version
 
 
 class Bridge:
@@ -245,7 +246,7 @@ class Bridge:
                 continue
             if sent is None and self._held.get(address) == (version, kid):
                 # Its status says it holds this version, opened with its current key.
-                self._rosters[address] = _Published(version, kid, None)
+                self._rosters[address] = _Published(version, kid, None, adopted=True)
                 _LOGGER.info("gateway %s holds roster v%d already", address.prefix, version)
                 continue
             base = None
@@ -336,6 +337,18 @@ class Bridge:
             return
         sent = self._rosters.get(address)
         if sent is None or status.roster_version == sent.version or sent.full_needed:
+            return
+        if sent.adopted:
+            # It held this version when the bridge connected, and holds another now (it lost its
+            # database, or was re-provisioned): nothing was published to it, so send it in full.
+            sent.full_needed = True
+            self._sync_wakeup.set()
+            _LOGGER.info(
+                "gateway %s now holds roster v%d, not v%d: sending a full roster",
+                address.prefix,
+                status.roster_version,
+                sent.version,
+            )
             return
         rejection = status.sync.get("last_rejection")
         rejected = (

@@ -246,6 +246,23 @@ async def test_after_a_restart_a_gateway_that_holds_the_current_roster_gets_noth
     assert open_for(DOOR_1, bundles_to(broker, DOOR_1)[-1], version).kind == "delta"
 
 
+async def test_a_gateway_that_loses_the_roster_it_held_at_the_restart_gets_it_in_full(
+    setup: Setup,
+) -> None:
+    await setup.bridge.publish_sync()
+    version = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[0], 0).version
+    await setup.bridge._on_connect()  # the broker may have lost the retained bundle
+    setup.bridge._handle_status(held(DOOR_1, version))
+    await setup.bridge.publish_sync()
+    assert len(bundles_to(setup.broker, DOOR_1)) == 1  # adopted: nothing sent
+
+    setup.bridge._handle_status(held(DOOR_1, 0))  # its database is gone
+    await setup.bridge.publish_sync()
+
+    assert len(bundles_to(setup.broker, DOOR_1)) == 2
+    assert open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[-1], 0).kind == "full"
+
+
 async def test_a_gateway_gone_offline_is_sent_its_roster_even_if_it_held_it(setup: Setup) -> None:
     await setup.bridge.publish_sync()
     version = open_for(DOOR_1, bundles_to(setup.broker, DOOR_1)[0], 0).version

@@ -178,6 +178,33 @@ async def test_a_gateway_that_lost_its_roster_gets_a_full_one_again(
         await rig.settled(expected_offers=1)
 
 
+async def test_after_a_broker_restart_a_gateway_holding_the_roster_is_not_sent_it_again(
+    tmp_path: Path, mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="cloud_bridge.app")
+    async with store_rig(tmp_path, mosquitto) as rig:
+        address, version = rig.gateway.address, rig.gateway.sync.roster_version
+        held = (version, rig.gateway_keys.key_id)
+        await eventually(lambda: rig.bridge._held.get(address) == held, "the gateway's status")
+        caplog.clear()
+
+        mosquitto.stop()  # the bridge reconnects, then publishes everything again...
+        mosquitto.start()
+        await eventually(lambda: "campaigns v" in caplog.text, "the republish after reconnecting")
+
+        # ...except the roster this gateway holds (about 16 MB at 100k devices).
+        assert f"gateway {address.prefix} holds roster v{version} already" in caplog.text
+        assert not [m for m in caplog.messages if "roster v" in m and "published" in m]
+        # Later changes reach it as a delta from the version it held.
+        await next_roster(rig, lambda: revoke_device(rig, rig.devices[2].ref))
+        assert rig.bridge._rosters[address].base_version == version
+
+
+async def revoke_device(rig: Rig, device: str) -> None:
+    await rig.records.connection.execute("UPDATE devices SET active = 0 WHERE id = ?", (device,))
+    await rig.records.connection.commit()
+
+
 async def test_nothing_the_gateway_writes_holds_a_key_mac_or_eid_while_it_runs(
     tmp_path: Path, mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
