@@ -5,12 +5,15 @@ Rosters go to each registered gateway as a signed bundle sealed to its key, on i
 deltas from the roster last published to it, kept in memory per store. A gateway's retained status
 corrects that guess: if it holds a version other than the one a delta builds on (a restart of the
 gateway without its database, a lost message), or rejects a delta with `base_mismatch`, it gets a
-full snapshot. After a restart or reconnect of the bridge every gateway gets a full snapshot.
+full snapshot. After a restart or reconnect of the bridge, a gateway whose retained status shows
+the current version (read for `status_grace_s`) gets nothing; every other one a full snapshot.
+Bundles name members and devices by each store's pseudonyms (cloud_bridge/core/pseudonyms.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -145,33 +148,29 @@ class Bridge:
         await self.records.close()
 
     async def run(self) -> None:
-        """Run every loop until cancelled; with [api] enabled, the enrollment API too."""
+        """Run every loop until cancelled; with [api] enabled, the enrollment API too.
+
+        The API and `clone_auto_revoke` need an enrollment connection of their own: enrollment
+        transactions must not interleave with recording's.
+        """
         api = self.config.api
-        if not api.enabled and not self.config.bridge.clone_auto_revoke:
+        async with contextlib.AsyncExitStack() as stack:
+            if api.enabled or self.config.bridge.clone_auto_revoke:
+                tokens = TokenFile(Path(api.tokens_file))
+                if api.enabled:
+                    tokens.load()  # a missing or unsafe tokens file stops start-up with what to do
+                enrollment = await SqliteEnrollment.open(
+                    Path(self.config.bridge.database), self.config.bridge.chain
+                )
+                stack.push_async_callback(enrollment.close)
+                self.enrollment = enrollment
+                stack.callback(setattr, self, "enrollment", None)
+                if api.enabled:
+                    server = EnrollmentApiServer(enrollment, tokens, api.host, api.port)
+                    await server.start()
+                    stack.push_async_callback(server.close)
+                    self.api_server = server
             await self._run_loops()
-            return
-        tokens = TokenFile(Path(api.tokens_file))
-        if api.enabled:
-            tokens.load()  # a missing or unsafe tokens file stops start-up with what to do
-        # Its own connection: enrollment transactions must not interleave with recording's.
-        enrollment = await SqliteEnrollment.open(
-            Path(self.config.bridge.database), self.config.bridge.chain
-        )
-        self.enrollment = enrollment
-        try:
-            if not api.enabled:
-                await self._run_loops()
-                return
-            server = EnrollmentApiServer(enrollment, tokens, api.host, api.port)
-            await server.start()
-            self.api_server = server
-            try:
-                await self._run_loops()
-            finally:
-                await server.close()
-        finally:
-            self.enrollment = None
-            await enrollment.close()
 
     async def _run_loops(self) -> None:
         async with asyncio.TaskGroup() as tg:
