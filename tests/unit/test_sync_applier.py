@@ -451,18 +451,26 @@ def bad_campaigns() -> dict[str, tuple[bytes, str, str]]:
     bad_tiers = make_campaigns().campaigns[0].to_json() | {"tiers": "gold"}
     return {
         "other-store": (campaigns_bytes(9, store="store-002"), "wrong_store", "store-002"),
-        "malformed-json": (b"[campaigns", "malformed", "not JSON"),
+        "malformed-json": (b"{campaigns", "malformed", "not JSON"),
         "wrong-type": (
             wire.encode(wire.RosterSync(STORE, 9, (make_device(),))),
             "malformed",
             "expected a 'campaigns' payload",
         ),
-        "negative-cooldown": (tampered(valid, campaigns=[negative]), "malformed", "'cooldown_s'"),
-        "tiers-not-a-list": (tampered(valid, campaigns=[bad_tiers]), "malformed", "'tiers'"),
+        "negative-cooldown": (
+            tampered(valid, campaigns=[negative]),
+            "malformed",
+            "$.campaigns[0].cooldown_s",
+        ),
+        "tiers-not-a-list": (
+            tampered(valid, campaigns=[bad_tiers]),
+            "malformed",
+            "$.campaigns[0].tiers",
+        ),
         "member-cooldown-missing": (
             tampered(valid, member_cooldown_s=None),
             "malformed",
-            "'member_cooldown_s'",
+            "$.member_cooldown_s",
         ),
     }
 
