@@ -578,11 +578,10 @@ class _Head(msgspec.Struct, frozen=True):
 
 @dataclass(frozen=True, slots=True)
 class _Schema:
-    """How one payload type is decoded: its decoder, the conversion to the public class, its limit."""
+    """How one payload type is decoded: its decoder and the conversion to the public class."""
 
     decoder: msgspec.json.Decoder[Any]
     convert: Any  # Callable[[decoded], Payload]
-    max_bytes: int
 
 
 def _identity(value: Any) -> Any:
@@ -591,7 +590,7 @@ def _identity(value: Any) -> Any:
 
 _HEAD = msgspec.json.Decoder(_Head)
 _SCHEMAS: dict[str, _Schema] = {
-    cls.TYPE: _Schema(msgspec.json.Decoder(cls), _identity, MAX_PAYLOAD_BYTES)
+    cls.TYPE: _Schema(msgspec.json.Decoder(cls), _identity)
     for cls in (
         Status,
         Visit,
@@ -604,9 +603,9 @@ _SCHEMAS: dict[str, _Schema] = {
     )
 }
 # A roster is read from disk (sealed at rest, or a roster file), never from MQTT: the bundle limit.
-_SCHEMAS[RosterSync.TYPE] = _Schema(
-    msgspec.json.Decoder(_WireRoster), _roster_from_wire, MAX_BUNDLE_BYTES
-)
+_SCHEMAS[RosterSync.TYPE] = _Schema(msgspec.json.Decoder(_WireRoster), _roster_from_wire)
+# Every payload is at most MAX_PAYLOAD_BYTES but these.
+_LIMITS: dict[type[Payload], int] = {RosterSync: MAX_BUNDLE_BYTES}
 
 
 _MISSING = re.compile(r"^Object missing required field `([^`]{1,64})`$")
@@ -635,10 +634,11 @@ def _check_size(data: bytes, max_bytes: int, where: str) -> None:
         raise WireError(f"{where}: {len(data)} bytes, over the {max_bytes}-byte limit")
 
 
-def _schema(data: bytes, where: str, expected: str | None = None) -> tuple[str, _Schema]:
-    """Check the size, the version and the type: which schema decodes the rest."""
-    # The largest limit first (a roster at rest), the payload's own once its type is known.
-    _check_size(data, MAX_BUNDLE_BYTES, where)
+def _schema(data: bytes, where: str, expected: type[Payload] | None) -> tuple[str, _Schema]:
+    """Check the size (before parsing), the version and the type: which schema decodes the rest."""
+    limit = _LIMITS.get(expected, MAX_PAYLOAD_BYTES) if expected else MAX_PAYLOAD_BYTES
+    if len(data) > limit:
+        raise WireError(f"{where}: {len(data)} bytes, over the {limit}-byte limit")
     try:
         head = _HEAD.decode(data)
     except (msgspec.DecodeError, RecursionError) as exc:
@@ -649,12 +649,12 @@ def _schema(data: bytes, where: str, expected: str | None = None) -> tuple[str, 
         )
     kind = head.type
     schema = _SCHEMAS.get(kind) if isinstance(kind, str) else None
-    if schema is None:
+    if schema is None or not isinstance(kind, str):
         raise WireError(f"{where}: field $.type: unknown payload type {kind!r:.40}")
-    assert isinstance(kind, str)
-    if expected is not None and kind != expected:
-        raise WireError(f"{where}: field $.type: expected a {expected!r} payload, got {kind!r}")
-    _check_size(data, schema.max_bytes, f"{where} ({kind})")
+    if expected is not None and kind != expected.TYPE:
+        raise WireError(
+            f"{where}: field $.type: expected a {expected.TYPE!r} payload, got {kind!r}"
+        )
     return kind, schema
 
 
@@ -664,7 +664,7 @@ def encode(payload: Payload) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _decode(data: bytes, where: str, expected: str | None) -> Payload:
+def _decode(data: bytes, where: str, expected: type[Payload] | None) -> Payload:
     kind, schema = _schema(data, where, expected)
     try:
         payload: Payload = schema.convert(schema.decoder.decode(data))
@@ -674,12 +674,15 @@ def _decode(data: bytes, where: str, expected: str | None) -> Payload:
 
 
 def decode(data: bytes, where: str = "payload") -> Payload:
-    """Check and decode versioned JSON of any payload type; WireError names `where` and the field."""
+    """Check and decode versioned JSON of any payload type; WireError names `where` and the field.
+
+    At most MAX_PAYLOAD_BYTES: a roster (at rest, up to MAX_BUNDLE_BYTES) needs `decode_as`.
+    """
     return _decode(data, where, None)
 
 
 def decode_as(data: bytes, cls: type[_T], where: str = "payload") -> _T:
     """Decode and require a payload of type `cls`."""
-    payload = _decode(data, where, cls.TYPE)
+    payload = _decode(data, where, cls)
     assert isinstance(payload, cls)
     return payload
