@@ -324,3 +324,23 @@ async def test_a_rekeyed_gateway_gets_a_full_bundle_sealed_to_its_new_key(setup:
         current_version=0,
     )
     assert opened.kind == "full"
+
+
+async def test_acks_are_split_to_fit_the_gateways_payload_limit(setup: Setup) -> None:
+    event_ids = [f"{i:032x}" for i in range(2 * wire.MAX_ACK_IDS + 5)]
+    await setup.bridge._send_acks({DOOR_1: event_ids})
+    acks = [m.payload for m in setup.broker.messages if m.topic == wire.ack_topic(DOOR_1)]
+    assert len(acks) == 3
+    assert all(len(a) <= wire.MAX_PAYLOAD_BYTES for a in acks)
+    decoded = [wire.decode_as(a, wire.Ack, "ack") for a in acks]
+    assert [i for ack in decoded for i in ack.event_ids] == event_ids
+
+
+async def test_the_bridge_subscribes_to_its_own_chain_only(setup: Setup) -> None:
+    bridge = Bridge(BridgeConfig(BridgeSection(chain=CHAIN)), setup.records, setup.records, SIGNER)
+    filters = [topic for topic, _ in bridge.mqtt._subscriptions]
+    assert filters == [
+        f"$share/threshold-bridge/threshold/v1/{CHAIN}/+/+/event/+",
+        f"$share/threshold-bridge/threshold/v1/{CHAIN}/shopper/+/receipt",
+        f"threshold/v1/{CHAIN}/+/+/status",
+    ]
