@@ -41,9 +41,9 @@ MAX_ACK_IDS = 1000
 #: Largest version number (rosters, campaigns): fits SQLite's INTEGER.
 MAX_VERSION = 2**63 - 1
 
-#: What the bridge subscribes to (as a shared subscription): every gateway's events.
+#: Every chain's gateways' events (a bridge subscribes to its own chain's: `event_filter`).
 EVENT_FILTER = f"{TOPIC_ROOT}/+/+/+/event/+"
-#: What the bridge subscribes to (shared): shopper apps' receipts of offers.
+#: Every chain's shopper apps' receipts of offers (a bridge: `receipt_filter`).
 RECEIPT_FILTER = f"{TOPIC_ROOT}/+/shopper/+/receipt"
 #: What fleet monitoring and the bridge subscribe to: every gateway's retained status.
 STATUS_FILTER = f"{TOPIC_ROOT}/+/+/+/status"
