@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -581,10 +582,10 @@ class _Schema:
     """How one payload type is decoded: its decoder and the conversion to the public class."""
 
     decoder: msgspec.json.Decoder[Any]
-    convert: Any  # Callable[[decoded], Payload]
+    convert: Callable[[Any], Payload]
 
 
-def _identity(value: Any) -> Any:
+def _identity(value: Payload) -> Payload:
     return value
 
 
@@ -626,12 +627,8 @@ def decode_error(where: str, exc: Exception) -> WireError:
     if missing:
         path, what = f"{path}.{missing[1]}", "missing"
     what = what.replace(f"matching regex {ID_PATTERN!r}", f"that is an id ({_ID_RULE})")
-    return WireError(f"{where}: field {path}: {what}")
-
-
-def _check_size(data: bytes, max_bytes: int, where: str) -> None:
-    if len(data) > max_bytes:
-        raise WireError(f"{where}: {len(data)} bytes, over the {max_bytes}-byte limit")
+    # msgspec quotes the offending value: a log line must not carry 64 KiB of it.
+    return WireError(f"{where}: field {path[:200]}: {what[:300]}")
 
 
 def _schema(data: bytes, where: str, expected: type[Payload] | None) -> tuple[str, _Schema]:
@@ -643,7 +640,7 @@ def _schema(data: bytes, where: str, expected: type[Payload] | None) -> tuple[st
         head = _HEAD.decode(data)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise decode_error(where, exc) from None
-    if head.v != WIRE_VERSION or isinstance(head.v, bool):
+    if type(head.v) is not int or head.v != WIRE_VERSION:  # not 1.0, not true
         raise WireError(
             f"{where}: field $.v: payload version {head.v!r:.40} is not supported (expected 1)"
         )
@@ -684,5 +681,6 @@ def decode(data: bytes, where: str = "payload") -> Payload:
 def decode_as(data: bytes, cls: type[_T], where: str = "payload") -> _T:
     """Decode and require a payload of type `cls`."""
     payload = _decode(data, where, cls)
-    assert isinstance(payload, cls)
+    if not isinstance(payload, cls):  # cannot happen: _schema checked the type
+        raise WireError(f"{where}: expected a {cls.TYPE!r} payload, got {payload.TYPE!r}")
     return payload

@@ -324,6 +324,7 @@ HOSTILE: dict[str, tuple[bytes, type[Any], str]] = {
     "missing-version": (raw({k: v for k, v in VISIT.items() if k != "v"}), wire.Visit, "$.v"),
     "version-2": (raw(VISIT, v=2), wire.Visit, "payload version 2 is not supported"),
     "version-true": (raw(VISIT, v=True), wire.Visit, "$.v"),
+    "version-float": (raw(VISIT, v=1.0), wire.Visit, "$.v"),
     "uppercase-id": (raw(VISIT, member="M-1"), wire.Visit, "$.member"),
     "id-with-a-slash": (raw(VISIT, device="d/1"), wire.Visit, "$.device"),
     "id-with-a-wildcard": (raw(VISIT, event_id="e+"), wire.Visit, "$.event_id"),
@@ -390,3 +391,10 @@ def test_a_full_roster_at_100k_devices_fits_the_roster_limit() -> None:
     roster = wire.encode(wire.RosterSync("store-001", 1, (device,) * 100_000))
     assert len(roster) < wire.MAX_BUNDLE_BYTES
     assert len(wire.decode_as(roster, wire.RosterSync, "the saved roster").devices) == 100_000
+
+
+def test_a_reason_stays_short_whatever_the_value() -> None:
+    """msgspec quotes the bad value; a log line must not carry tens of kilobytes of it."""
+    with pytest.raises(wire.WireError) as info:
+        wire.decode_as(raw(ALERT, reason="x" * 60_000), wire.CloneAlert, WHERE)
+    assert "$.reason" in info.value.reason and len(info.value.reason) < 1000
