@@ -106,6 +106,7 @@ class Bridge:
         self.recorded = 0
         self.duplicates = 0
         self.unknown = 0  # events under pseudonyms their store was never given
+        #: Messages dropped because they broke the wire contract (events, receipts, statuses).
         self.rejected = 0
         self.delivered = 0
         self.received = 0
@@ -121,13 +122,16 @@ class Bridge:
                 username=m.username or None,
                 password=m.password or None,
                 keepalive_s=m.keepalive_s,
+                # Everything the bridge reads is small; the broker drops anything larger for us.
+                max_packet_bytes=wire.MAX_BRIDGE_PACKET_BYTES,
             ),
-            # A shared subscription: several bridge instances split the gateways' events.
+            # Only its own chain's topics: another chain's events never reach it. A shared
+            # subscription: several bridge instances split the gateways' events.
             subscriptions=[
-                (f"$share/{b.share_group}/{wire.EVENT_FILTER}", 1),
-                (f"$share/{b.share_group}/{wire.RECEIPT_FILTER}", 1),
+                (f"$share/{b.share_group}/{wire.event_filter(b.chain)}", 1),
+                (f"$share/{b.share_group}/{wire.receipt_filter(b.chain)}", 1),
                 # Not shared: every instance learns which roster each gateway holds.
-                (wire.STATUS_FILTER, 1),
+                (wire.status_filter(b.chain), 1),
             ],
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -310,11 +314,12 @@ class Bridge:
             return  # a retained status cleared
         try:
             address = wire.parse_status_topic(message.topic)
+            if address.chain != self.config.bridge.chain:
+                raise wire.WireError(f"topic {message.topic}: chain {address.chain!r} is not ours")
             status = wire.decode_as(message.payload, wire.Status, f"topic {message.topic}")
         except wire.WireError as exc:
-            self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
-            return
-        if address.chain != self.config.bridge.chain:
+            # A retained bad status comes back on every reconnect: dropped every time.
+            self._drop(message, exc.reason)
             return
         key_id = status.sync.get("key_id")
         if status.state == "online" and isinstance(key_id, str):
@@ -398,6 +403,13 @@ class Bridge:
             except MqttError as exc:  # the reconnect publishes everything again
                 _LOGGER.debug("sync not published: %s", exc)
 
+    def _drop(self, message: Message, reason: str) -> None:
+        """Count a message that breaks the contract; one WARNING per topic, then DEBUG."""
+        self.rejected += 1
+        self._payload_errors.warning(
+            f"rejected {message.topic}", "dropped a message (%d so far): %s", self.rejected, reason
+        )
+
     def _decode(self, message: Message) -> IncomingEvent | None:
         where = f"topic {message.topic}"
         try:
@@ -410,8 +422,7 @@ class Bridge:
             else:
                 event = wire.decode_as(message.payload, wire.OfferTrigger, where)
         except wire.WireError as exc:
-            self.rejected += 1
-            self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
+            self._drop(message, exc.reason)
             return None
         return IncomingEvent(topic.gateway, event)
 
@@ -419,10 +430,11 @@ class Bridge:
         where = f"topic {message.topic}"
         try:
             topic = wire.parse_receipt_topic(message.topic)
+            if topic.chain != self.config.bridge.chain:
+                raise wire.WireError(f"{where}: chain {topic.chain!r} is not ours")
             receipt = wire.decode_as(message.payload, wire.OfferReceipt, where)
         except wire.WireError as exc:
-            self.rejected += 1
-            self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
+            self._drop(message, exc.reason)
             return
         self.received += await self.records.mark_received(
             topic.shopper, list(receipt.offer_ids), self._wall()
@@ -505,13 +517,17 @@ class Bridge:
 
     async def _send_acks(self, acks: dict[wire.GatewayAddress, list[str]]) -> None:
         for gateway, event_ids in acks.items():
-            try:
-                await self.mqtt.publish(
-                    wire.ack_topic(gateway), wire.encode(wire.Ack(tuple(event_ids))), qos=1
-                )
-            except MqttError as exc:
-                # The gateway resends unacknowledged events; the duplicate gets acknowledged then.
-                _LOGGER.debug("ack to %s not sent: %s", gateway.prefix, exc)
+            # At most MAX_ACK_IDS per ack, so that each stays within the gateway's payload limit.
+            for start in range(0, len(event_ids), wire.MAX_ACK_IDS):
+                chunk = tuple(event_ids[start : start + wire.MAX_ACK_IDS])
+                try:
+                    await self.mqtt.publish(
+                        wire.ack_topic(gateway), wire.encode(wire.Ack(chunk)), qos=1
+                    )
+                except MqttError as exc:
+                    # The gateway resends unacknowledged events; the duplicate is acknowledged then.
+                    _LOGGER.debug("ack to %s not sent: %s", gateway.prefix, exc)
+                    break
 
     async def _deliver(self, deliveries: Sequence[Delivery]) -> None:
         """Hand offers to the broker (QoS 1); those without a PUBACK stay due for a retry."""

@@ -95,6 +95,11 @@ def build_radio(config: GatewayConfig) -> AdvertSource:
 EventListener = Callable[[Sequence[wire.Event]], None]
 
 
+def _clip(value: object, max_chars: int = 300) -> object:
+    """A status value within the wire's limits: long texts (a radio error) are cut short."""
+    return value[:max_chars] if isinstance(value, str) else value
+
+
 def new_event_id() -> str:
     """A globally unique event id (random UUID, hex)."""
     return uuid.uuid4().hex
@@ -145,6 +150,8 @@ class Gateway:
         self._status_wakeup = asyncio.Event()
         self._leaving = False
         self.inbox_dropped = 0
+        #: Messages dropped because they broke the wire contract (ack, roster, campaigns, others).
+        self.rejected_messages = 0
         self._payload_errors = OnceLogger(_LOGGER)
         m = config.mqtt
         self.mqtt = PahoMqtt(
@@ -156,6 +163,8 @@ class Gateway:
                 username=m.username or None,
                 password=m.password or None,
                 keepalive_s=m.keepalive_s,
+                # Room for a full roster bundle; the broker drops anything larger for us.
+                max_packet_bytes=wire.MAX_GATEWAY_PACKET_BYTES,
             ),
             will=Will(
                 wire.status_topic(self.address),
@@ -300,29 +309,52 @@ class Gateway:
             )
 
     async def _process_inbox(self) -> None:
-        ack = wire.ack_topic(self.address)
-        roster = wire.roster_bundle_topic(self.address)
-        campaigns = wire.campaigns_topic(self.address.chain, self.address.store)
         while True:
-            message = await self._inbox.get()
-            where = f"topic {message.topic}"
-            if message.topic == ack:
-                try:
-                    await self.uplink.handle_ack(wire.decode_as(message.payload, wire.Ack, where))
-                except wire.WireError as exc:
-                    self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
-            elif message.topic in (roster, campaigns):
-                rejections = self.sync.rejections
-                if message.topic == roster:
-                    applied = await self.sync.apply_roster(message.payload, where)
-                else:
-                    applied = await self.sync.apply_campaigns(message.payload, where)
-                if applied or self.sync.rejections != rejections:
-                    # Tell the bridge (and monitoring) soon: the version is the bridge's
-                    # acknowledgement, a rejection may ask it for a full roster.
-                    self._status_wakeup.set()
+            await self.handle_message(await self._inbox.get())
+
+    def _drop(self, message: Message, reason: str) -> None:
+        """Count a message that breaks the contract; one WARNING per topic, then DEBUG."""
+        self.rejected_messages += 1
+        self._payload_errors.warning(
+            f"rejected {message.topic}",
+            "dropped a message (%d so far): %s",
+            self.rejected_messages,
+            reason,
+        )
+
+    async def handle_message(self, message: Message) -> None:
+        """Act on one message from the broker; a bad one is counted and dropped, never raised.
+
+        Retained rosters and campaigns come back on every reconnect: a bad retained one is dropped
+        each time it is seen and changes nothing.
+        """
+        topic = message.topic
+        where = f"topic {topic}"
+        if topic == wire.ack_topic(self.address):
+            try:
+                ack = wire.decode_as(message.payload, wire.Ack, where)
+            except wire.WireError as exc:
+                self._drop(message, exc.reason)
+                return
+            await self.uplink.handle_ack(ack)
+        elif topic in (
+            wire.roster_bundle_topic(self.address),
+            wire.campaigns_topic(self.address.chain, self.address.store),
+        ):
+            rejections = self.sync.rejections
+            if topic == wire.roster_bundle_topic(self.address):
+                applied = await self.sync.apply_roster(message.payload, where)
             else:
-                self._payload_errors.warning(message.topic, "ignored message on %s", where)
+                applied = await self.sync.apply_campaigns(message.payload, where)
+            if self.sync.rejections != rejections:
+                # The applier logged why (once per reason) and kept the last good set.
+                self.rejected_messages += self.sync.rejections - rejections
+            if applied or self.sync.rejections != rejections:
+                # Tell the bridge (and monitoring) soon: the version is the bridge's
+                # acknowledgement, a rejection may ask it for a full roster.
+                self._status_wakeup.set()
+        else:
+            self._drop(message, f"{where}: not a topic this gateway listens on")
 
     async def _on_connect(self) -> None:
         self.uplink.connection_restored()
@@ -345,7 +377,7 @@ class Gateway:
             roster_version=self.sync.roster_version,
             campaigns_version=self.sync.campaigns_version,
             radio={
-                **self.source.health().as_dict(),
+                **{k: _clip(v) for k, v in self.source.health().as_dict().items()},
                 "adverts_per_s": round(self.adverts_per_s, 1),
                 "radio_time": self._last_radio_s,
             },
@@ -354,6 +386,7 @@ class Gateway:
                 "events_sent": self.uplink.sent,
                 "events_acked": self.uplink.acked,
                 "inbox_dropped": self.inbox_dropped,
+                "rejected_messages": self.rejected_messages,
             },
             sync=self.sync.status_json(),
             clock=self.clock_json(),

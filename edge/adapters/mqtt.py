@@ -33,6 +33,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.core.wire import MAX_BRIDGE_PACKET_BYTES
 from edge.errors import EdgeError
 
 if TYPE_CHECKING:
@@ -98,6 +99,10 @@ class MqttSettings:
     connect_timeout_s: float = 10.0
     backoff_min_s: float = 0.2
     backoff_max_s: float = 30.0
+    # MQTT 5 Maximum Packet Size (CONNECT property): the broker never sends this client a larger
+    # packet (it drops the message for us), so a huge payload costs us nothing. Small by default
+    # (events, statuses, receipts, offers); the gateway asks for room for its roster bundle.
+    max_packet_bytes: int = MAX_BRIDGE_PACKET_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,6 +373,7 @@ class PahoMqtt:
         s = self._settings
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = s.session_expiry_s
+        properties.MaximumPacketSize = s.max_packet_bytes
         return self._client.connect(
             s.host, s.port, keepalive=s.keepalive_s, clean_start=False, properties=properties
         )

@@ -38,17 +38,27 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
+import msgspec
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from msgspec import Meta
 
+from edge.core import wire
 from edge.core.eid import check_key
-from edge.core.wire import WIRE_VERSION, RosterDevice, WireError, check_id
+from edge.core.wire import (
+    MAX_BUNDLE_BYTES,
+    MAX_ROSTER_DEVICES,
+    WIRE_VERSION,
+    RosterDevice,
+    check_id,
+    decode_error,
+)
 
 BUNDLE_TYPE = "roster_bundle"
 BUNDLE_FORMAT = 1
@@ -57,7 +67,7 @@ KEY_ID_LEN = 8  # bytes of SHA-256(raw public key)
 NONCE_LEN = 12  # ChaCha20-Poly1305 (RFC 8439)
 TAG_LEN = 16
 SIGNATURE_LEN = 64  # Ed25519 (RFC 8032)
-MAX_VERSION = 2**63 - 1  # fits SQLite's INTEGER and the 8 bytes the HKDF info gives it
+MAX_VERSION = wire.MAX_VERSION  # fits SQLite's INTEGER and the 8 bytes the HKDF info gives it
 _HKDF_INFO = b"threshold/roster-bundle"
 
 Kind = Literal["full", "delta"]
@@ -78,8 +88,6 @@ _HEADER_FIELDS = (
     "base_version",
     "kind",
 )
-_BINARY_FIELDS = ("nonce", "ephemeral_key", "ciphertext", "signature")
-_ENVELOPE_FIELDS = frozenset(_HEADER_FIELDS + _BINARY_FIELDS)
 
 
 # --- Keys -----------------------------------------------------------------------------------------
@@ -485,116 +493,117 @@ class _Envelope:
     signed: bytes
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("a key appears twice")
-    return obj
+_KeyIdText = Annotated[str, Meta(pattern=f"^[0-9a-f]{{{2 * KEY_ID_LEN}}}$")]
+_Scalar = int | float | str | bool | None
+
+
+class _BundleHead(msgspec.Struct, frozen=True):
+    """What decides which checks follow: the type, the format, and the version claimed."""
+
+    type: _Scalar = None
+    v: _Scalar = None
+    format: _Scalar = None
+    version: _Scalar = None
+
+
+class _WireEnvelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Format 1's envelope: every field required, nothing else allowed; binary fields base64."""
+
+    v: int
+    type: str
+    format: int
+    chain: wire.Id
+    store: wire.Id
+    gateway: wire.Id
+    recipient: _KeyIdText
+    signer: _KeyIdText
+    version: Annotated[int, Meta(ge=1, le=MAX_VERSION)]
+    base_version: Annotated[int, Meta(ge=0, le=MAX_VERSION)] | None
+    kind: Kind
+    nonce: Annotated[bytes, Meta(min_length=NONCE_LEN, max_length=NONCE_LEN)]
+    ephemeral_key: Annotated[bytes, Meta(min_length=KEY_LEN, max_length=KEY_LEN)]
+    ciphertext: Annotated[bytes, Meta(min_length=TAG_LEN)]
+    signature: Annotated[bytes, Meta(min_length=SIGNATURE_LEN, max_length=SIGNATURE_LEN)]
+
+
+_HEAD = msgspec.json.Decoder(_BundleHead)
+_ENVELOPE = msgspec.json.Decoder(_WireEnvelope)
 
 
 def _is_int(value: Any) -> bool:
     return type(value) is int  # not bool, not float
 
 
-def _is_key_id(value: Any) -> bool:
-    return (
-        isinstance(value, str)
-        and len(value) == 2 * KEY_ID_LEN
-        and all(c in "0123456789abcdef" for c in value)
-    )
-
-
 def _parse_envelope(data: bytes, where: str) -> _Envelope:
     if not data:
         raise BundleRejected(RejectReason.TRUNCATED, f"{where}: empty payload")
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleRejected(
+            RejectReason.MALFORMED,
+            f"{where}: {len(data)} bytes, over the {MAX_BUNDLE_BYTES}-byte limit",
+        )
+    if not data.isascii():  # canonical form is ASCII
+        raise BundleRejected(RejectReason.MALFORMED, f"{where}: not JSON (not ASCII)")
     try:
-        # ASCII first: json.loads on bytes would guess UTF-16 or UTF-32 from the first bytes.
-        obj = json.loads(data.decode("ascii"), object_pairs_hook=_no_duplicate_keys)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        head = _HEAD.decode(data)
+    except (msgspec.DecodeError, RecursionError) as exc:
         # A canonical envelope is flat, so it ends with its only '}': anything else was cut short.
-        if not data.rstrip().endswith(b"}"):
+        cut = isinstance(exc, msgspec.DecodeError) and not isinstance(exc, msgspec.ValidationError)
+        if cut and not data.rstrip().endswith(b"}"):
             raise BundleRejected(
                 RejectReason.TRUNCATED, f"{where}: cut short after {len(data)} bytes"
             ) from None
-        raise BundleRejected(RejectReason.MALFORMED, f"{where}: not JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise BundleRejected(
-            RejectReason.MALFORMED, f"{where}: expected a JSON object, got {type(obj).__name__}"
-        )
-    if obj.get("type") != BUNDLE_TYPE:
+        raise BundleRejected(RejectReason.MALFORMED, decode_error(where, exc).reason) from None
+    if head.type != BUNDLE_TYPE:
         raise BundleRejected(
             RejectReason.UNKNOWN_TYPE,
-            f"{where}: type {obj.get('type')!r:.40} is not {BUNDLE_TYPE!r}",
+            f"{where}: type {head.type!r:.40} is not {BUNDLE_TYPE!r}",
         )
-    v, fmt = obj.get("v"), obj.get("format")
+    v, fmt = head.v, head.format
     if not (_is_int(v) and v == WIRE_VERSION and _is_int(fmt) and fmt == BUNDLE_FORMAT):
         raise BundleRejected(
             RejectReason.UNKNOWN_FORMAT,
             f"{where}: v {v!r:.20} format {fmt!r:.20} is not supported (expected v 1, format 1); "
             "update this gateway's software",
         )
-    version: Any = obj.get("version")
-    claimed = version if _is_int(version) else None
+    claimed = head.version if isinstance(head.version, int) and _is_int(head.version) else None
 
     def malformed(what: str) -> BundleRejected:
         return BundleRejected(RejectReason.MALFORMED, f"{where}: {what}", claimed)
 
-    missing = sorted(_ENVELOPE_FIELDS - obj.keys())
-    extra = sorted(obj.keys() - _ENVELOPE_FIELDS)
-    if missing or extra:
-        parts = [f"missing fields {missing}"] if missing else []
-        parts += [f"unexpected fields {extra}"] if extra else []
-        raise malformed("; ".join(parts))
-    for name in ("chain", "store", "gateway"):
-        try:
-            check_id(obj[name] if isinstance(obj[name], str) else "", name)
-        except WireError:
-            raise malformed(f"field {name!r} is not a valid id") from None
-    for name in ("recipient", "signer"):
-        if not _is_key_id(obj[name]):
-            raise malformed(f"field {name!r} is not a key id ({2 * KEY_ID_LEN} hex digits)")
-    if not (_is_int(version) and 1 <= version <= MAX_VERSION):
-        raise malformed(f"field 'version' must be an integer 1..{MAX_VERSION}")
-    kind, base = obj["kind"], obj["base_version"]
-    if kind == "full":
-        if base is not None:
-            raise malformed("a full bundle has base_version null")
-    elif kind == "delta":
-        if not (_is_int(base) and 0 <= base < version):
-            raise malformed(f"a delta's base_version must be an integer 0..{version - 1}")
-    else:
-        raise malformed(f"field 'kind' must be 'full' or 'delta', got {kind!r:.20}")
-    binary: dict[str, bytes] = {}
-    for name in _BINARY_FIELDS:
-        value = obj[name]
-        try:
-            binary[name] = base64.b64decode(value, validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            raise malformed(f"field {name!r} is not base64") from None
-    for name, length in (("nonce", NONCE_LEN), ("ephemeral_key", KEY_LEN)):
-        if len(binary[name]) != length:
-            raise malformed(f"field {name!r} must be {length} bytes")
-    if len(binary["signature"]) != SIGNATURE_LEN:
-        raise malformed(f"field 'signature' must be {SIGNATURE_LEN} bytes")
-    if len(binary["ciphertext"]) < TAG_LEN:
-        raise malformed(f"field 'ciphertext' must be at least {TAG_LEN} bytes")
-    if canonical_json(obj) != data:
+    try:
+        env = _ENVELOPE.decode(data)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise malformed(decode_error(where, exc).reason.removeprefix(f"{where}: ")) from None
+    version, kind, base = env.version, env.kind, env.base_version
+    if kind == "full" and base is not None:
+        raise malformed("a full bundle has base_version null")
+    if kind == "delta" and not (base is not None and 0 <= base < version):
+        raise malformed(f"a delta's base_version must be an integer 0..{version - 1}")
+    header: dict[str, Any] = {name: getattr(env, name) for name in _HEADER_FIELDS}
+    unsigned = {
+        **header,
+        "nonce": _b64(env.nonce),
+        "ephemeral_key": _b64(env.ephemeral_key),
+        "ciphertext": _b64(env.ciphertext),
+    }
+    # The one byte form: also refuses repeated keys, whitespace and non-canonical base64.
+    if canonical_json({**unsigned, "signature": _b64(env.signature)}) != data:
         raise malformed("not in canonical form (sorted keys, no whitespace, ASCII)")
-    unsigned = {k: v for k, v in obj.items() if k != "signature"}
     return _Envelope(
-        header={k: obj[k] for k in _HEADER_FIELDS},
-        chain=obj["chain"],
-        store=obj["store"],
-        gateway=obj["gateway"],
-        recipient=obj["recipient"],
-        signer=obj["signer"],
+        header=header,
+        chain=env.chain,
+        store=env.store,
+        gateway=env.gateway,
+        recipient=env.recipient,
+        signer=env.signer,
         version=version,
         base_version=base,
-        kind="full" if kind == "full" else "delta",
-        nonce=binary["nonce"],
-        ephemeral_key=binary["ephemeral_key"],
-        ciphertext=binary["ciphertext"],
-        signature=binary["signature"],
+        kind=kind,
+        nonce=env.nonce,
+        ephemeral_key=env.ephemeral_key,
+        ciphertext=env.ciphertext,
+        signature=env.signature,
         signed=canonical_json(unsigned),
     )
 
@@ -603,64 +612,47 @@ class _BodyError(Exception):
     """Internal: the decrypted body is not valid; becomes BundleRejected(BAD_BODY)."""
 
 
-def _parse_row(item: Any, where: str) -> RosterDevice:
-    if not isinstance(item, list) or len(item) != 5:
-        raise _BodyError(f"{where} must be [ref, member, tier, identity_key, exponent]")
-    ref, member, tier, identity_key, exponent = item
-    for value, name in ((ref, "ref"), (member, "member"), (tier, "tier")):
-        if not isinstance(value, str):
-            raise _BodyError(f"{where}: {name} must be a string")
-        try:
-            check_id(value, name)
-        except WireError as exc:
-            raise _BodyError(f"{where}: {exc.reason}") from None
-    if not isinstance(identity_key, str) or len(identity_key) != 32:
-        raise _BodyError(f"{where}: identity_key must be 32 hex digits")
-    try:
-        key = bytes.fromhex(identity_key)
-    except ValueError:
-        raise _BodyError(f"{where}: identity_key must be 32 hex digits") from None
-    if not (_is_int(exponent) and 0 <= exponent <= 15):
-        raise _BodyError(f"{where}: exponent must be an integer 0..15")
-    return RosterDevice(ref, member, tier, key, exponent)
+# A device row of format 1: [ref, member, tier, identity_key hex, exponent].
+_Row = tuple[wire.Id, wire.Id, wire.Id, wire.HexKey, wire.Exponent]
+_Rows = Annotated[list[_Row], Meta(max_length=MAX_ROSTER_DEVICES)]
+_ROW_LAYOUT = "a device is [ref, member, tier, identity_key (32 hex digits), exponent 0..15]"
 
 
-def _parse_rows(value: Any, name: str) -> tuple[RosterDevice, ...]:
-    if not isinstance(value, list):
-        raise _BodyError(f"{name} must be a list")
-    return tuple(_parse_row(item, f"{name}[{i}]") for i, item in enumerate(value))
+class _FullBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    devices: _Rows
+
+
+class _DeltaBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    add: _Rows
+    remove: Annotated[list[wire.Id], Meta(max_length=MAX_ROSTER_DEVICES)]
+    rotate: _Rows
+
+
+_FULL_BODY = msgspec.json.Decoder(_FullBody)
+_DELTA_BODY = msgspec.json.Decoder(_DeltaBody)
+
+
+def _devices(rows: list[_Row]) -> tuple[RosterDevice, ...]:
+    return tuple(RosterDevice(r, m, t, bytes.fromhex(k), e) for r, m, t, k, e in rows)
 
 
 def _parse_body(plaintext: bytes, envelope: _Envelope) -> RosterChange:
     try:
-        body = json.loads(plaintext)
-    except (ValueError, RecursionError):
-        raise _BodyError("the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise _BodyError("the body is not a JSON object")
-    if envelope.kind == "full":
-        if body.keys() != {"devices"}:
-            raise _BodyError("a full body has exactly the field 'devices'")
-        devices = _parse_rows(body["devices"], "devices")
+        body = (_FULL_BODY if envelope.kind == "full" else _DELTA_BODY).decode(plaintext)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        reason = decode_error(f"the {envelope.kind} body", exc).reason
+        raise _BodyError(f"{reason} ({_ROW_LAYOUT})") from None
+    if isinstance(body, _FullBody):
+        devices = _devices(body.devices)
         if len({d.ref for d in devices}) != len(devices):
             raise _BodyError("a device ref appears more than once")
         return FullRoster(devices)
-    if body.keys() != {"add", "remove", "rotate"}:
-        raise _BodyError("a delta body has exactly the fields 'add', 'remove', 'rotate'")
-    remove = body["remove"]
-    if not isinstance(remove, list) or not all(isinstance(r, str) for r in remove):
-        raise _BodyError("remove must be a list of device refs")
-    for ref in remove:
-        try:
-            check_id(ref, "removed ref")
-        except WireError as exc:
-            raise _BodyError(exc.reason) from None
     assert envelope.base_version is not None  # checked by _parse_envelope for a delta
     delta = RosterDelta(
         envelope.base_version,
-        add=_parse_rows(body["add"], "add"),
-        remove=tuple(remove),
-        rotate=_parse_rows(body["rotate"], "rotate"),
+        add=_devices(body.add),
+        remove=tuple(body.remove),
+        rotate=_devices(body.rotate),
     )
     repeated = _repeated_ref(delta)
     if repeated is not None:

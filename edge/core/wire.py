@@ -1,30 +1,70 @@
 """The wire contract between gateways, the cloud bridge and shopper apps: MQTT topics and payloads.
 
 Written once and imported by both `edge` and `cloud_bridge`. Every payload is UTF-8 JSON with a version
-`"v"` and a `"type"`; `decode` validates fields and raises `WireError` naming what is wrong. docs/mqtt.md
-shows every topic with an example payload; tests/contract/ keeps golden copies.
+`"v"` and a `"type"`. `decode` treats the bytes as hostile: a size limit checked before parsing, then
+msgspec decodes them against the payload's schema (types, finite numbers in range, ids by pattern,
+bounded strings, lists and objects, no free-form nesting), and any failure is a `WireError` naming
+where the payload came from (the topic) and the field (msgspec's path, e.g. `$.event_ids[3]`).
+Fields a receiver does not know are skipped (forward compatibility, docs/mqtt.md); nesting deeper
+than the schema allows is refused without recursion. docs/mqtt.md shows every topic with an example
+payload; tests/contract/ keeps golden copies.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta
 
 WIRE_VERSION = 1
 TOPIC_ROOT = "threshold/v1"
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_ID_RE = re.compile(ID_PATTERN)
 
-#: What the bridge subscribes to (as a shared subscription): every gateway's events.
+#: Largest payload accepted on any topic but a roster bundle: events, acks, receipts, statuses,
+#: offers, campaigns, alerts. Checked before parsing; the bridge's MQTT client asks the broker for
+#: nothing larger (MQTT 5 Maximum Packet Size, `MAX_BRIDGE_PACKET_BYTES`).
+MAX_PAYLOAD_BYTES = 64 * 1024
+#: Largest roster bundle (and roster at rest) accepted: a full bundle at 100k devices is ~16 MB.
+MAX_BUNDLE_BYTES = 32 * 1024 * 1024
+#: MQTT 5 Maximum Packet Size for each client: the payload limit plus room for the fixed header,
+#: topic and properties. The broker drops (never sends) larger messages to that client.
+PACKET_OVERHEAD_BYTES = 4 * 1024
+MAX_BRIDGE_PACKET_BYTES = MAX_PAYLOAD_BYTES + PACKET_OVERHEAD_BYTES
+MAX_GATEWAY_PACKET_BYTES = MAX_BUNDLE_BYTES + PACKET_OVERHEAD_BYTES
+#: Most event ids in one ack: the bridge splits larger batches (an ack must fit MAX_PAYLOAD_BYTES).
+MAX_ACK_IDS = 1000
+#: Largest version number (rosters, campaigns): fits SQLite's INTEGER.
+MAX_VERSION = 2**63 - 1
+
+#: Every chain's gateways' events (a bridge subscribes to its own chain's: `event_filter`).
 EVENT_FILTER = f"{TOPIC_ROOT}/+/+/+/event/+"
-#: What the bridge subscribes to (shared): shopper apps' receipts of offers.
+#: Every chain's shopper apps' receipts of offers (a bridge: `receipt_filter`).
 RECEIPT_FILTER = f"{TOPIC_ROOT}/+/shopper/+/receipt"
 #: What fleet monitoring and the bridge subscribe to: every gateway's retained status.
 STATUS_FILTER = f"{TOPIC_ROOT}/+/+/+/status"
 #: What IT monitoring subscribes to: every chain's bridge alerts (cloned tags).
 ALERTS_FILTER = f"{TOPIC_ROOT}/+/bridge/alerts"
+
+
+def event_filter(chain: str) -> str:
+    """One chain's gateways' events: what a bridge of that chain subscribes to (shared)."""
+    return f"{TOPIC_ROOT}/{check_id(chain, 'chain')}/+/+/event/+"
+
+
+def receipt_filter(chain: str) -> str:
+    """One chain's shopper apps' receipts (shared by the chain's bridge instances)."""
+    return f"{TOPIC_ROOT}/{check_id(chain, 'chain')}/shopper/+/receipt"
+
+
+def status_filter(chain: str) -> str:
+    """One chain's gateways' retained statuses."""
+    return f"{TOPIC_ROOT}/{check_id(chain, 'chain')}/+/+/status"
 
 
 class WireError(ValueError):
@@ -157,83 +197,55 @@ def parse_event_topic(topic: str) -> EventTopic:
     return EventTopic(gw, "visit" if kind == "visit" else "offer")
 
 
+# --- Field types: what each kind of value may be (msgspec constraints) --------------------------
+
+#: A topic-segment id: chain, store, gateway, event, member, device, tier, campaign.
+Id = Annotated[str, Meta(pattern=ID_PATTERN, max_length=64)]
+#: A point in time, Unix seconds (radio time or a wall clock); finite, 0 .. year 5138.
+UnixTime = Annotated[float, Meta(ge=0.0, le=1e11)]
+#: A duration in seconds (uptime, cooldowns, elapsed times); finite, >= 0.
+Seconds = Annotated[float, Meta(ge=0.0, le=1e11)]
+Version = Annotated[int, Meta(ge=0, le=MAX_VERSION)]
+Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+RssiDbm = Annotated[float, Meta(ge=-200.0, le=50.0)]
+Priority = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+Exponent = Annotated[int, Meta(ge=0, le=15)]  # Eddystone-EID rotation exponent
+HexKey = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{32}$")]  # a 16-byte identity key, hex
+Title = Annotated[str, Meta(max_length=500)]
+Text = Annotated[str, Meta(max_length=4000)]
+Software = Annotated[str, Meta(max_length=200)]
+Km = Annotated[float, Meta(ge=0.0, le=1e6)]
+Kmh = Annotated[float, Meta(ge=0.0, le=1e18)]
+AlertId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+#: Most devices in a roster (at rest or in a bundle); the byte limits bind first in practice.
+MAX_ROSTER_DEVICES = 1_000_000
+
+# The status's free-form objects are flat (or, for `sync`, one level deep) maps of short keys to
+# scalars: no lists, no deeper nesting, bounded sizes. mypy sees plain dicts; msgspec the limits.
+_Key = Annotated[str, Meta(max_length=64)]
+_Scalar = (
+    Annotated[str, Meta(max_length=1000)]
+    | Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+    | Annotated[float, Meta(ge=-1e15, le=1e15)]
+    | bool
+    | None
+)
+if TYPE_CHECKING:
+    ScalarMap = dict[str, Any]
+    CountMap = dict[str, int]
+    NestedMap = dict[str, Any]
+else:
+    ScalarMap = Annotated[dict[_Key, _Scalar], Meta(max_length=32)]
+    CountMap = Annotated[dict[_Key, Count], Meta(max_length=64)]
+    NestedMap = Annotated[
+        dict[_Key, _Scalar | Annotated[dict[_Key, _Scalar], Meta(max_length=32)]],
+        Meta(max_length=32),
+    ]
+
+
 # --- Payloads ---------------------------------------------------------------------------------
-
-
-class _Reader:
-    """Typed field access on a decoded JSON object, with errors that name the field."""
-
-    def __init__(self, obj: dict[str, Any], where: str) -> None:
-        self.obj = obj
-        self.where = where
-
-    def _get(self, name: str, types: tuple[type, ...], what: str) -> Any:
-        if name not in self.obj:
-            raise WireError(f"{self.where}: missing field {name!r} ({what})")
-        value = self.obj[name]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise WireError(f"{self.where}: field {name!r} must be {what}, got {value!r:.60}")
-        return value
-
-    def text(self, name: str) -> str:
-        return str(self._get(name, (str,), "a string"))
-
-    def ident(self, name: str) -> str:
-        value = self.text(name)
-        try:
-            return check_id(value, name)
-        except WireError as exc:
-            raise WireError(f"{self.where}: {exc.reason}") from None
-
-    def idents(self, name: str, what: str) -> tuple[str, ...]:
-        """A list of ids; names the first bad element."""
-        values = self.items(name)
-        for i, value in enumerate(values):
-            if not isinstance(value, str) or not _ID_RE.match(value):
-                raise WireError(f"{self.where}: {name}[{i}] is not a valid {what}")
-        return tuple(values)
-
-    def integer(self, name: str) -> int:
-        return int(self._get(name, (int,), "an integer"))
-
-    def number(self, name: str) -> float:
-        return float(self._get(name, (int, float), "a number"))
-
-    def optional_number(self, name: str) -> float | None:
-        """A number or null; the field must be there either way."""
-        if self.obj.get(name, 0) is None:
-            return None
-        return float(self._get(name, (int, float), "a number or null"))
-
-    def optional_ident(self, name: str) -> str | None:
-        """An id or null; the field must be there either way."""
-        if self.obj.get(name, "") is None:
-            return None
-        return self.ident(name)
-
-    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
-        value = self.text(name)
-        if value not in allowed:
-            raise WireError(
-                f"{self.where}: field {name!r} must be one of {', '.join(allowed)}, got {value!r:.60}"
-            )
-        return value
-
-    def items(self, name: str) -> list[Any]:
-        return list(self._get(name, (list,), "a list"))
-
-    def obj_field(self, name: str) -> dict[str, Any]:
-        return dict(self._get(name, (dict,), "an object"))
-
-    def hexbytes(self, name: str, length: int) -> bytes:
-        value = self.text(name)
-        try:
-            raw = bytes.fromhex(value)
-        except ValueError:
-            raise WireError(f"{self.where}: field {name!r} must be hex") from None
-        if len(raw) != length:
-            raise WireError(f"{self.where}: field {name!r} must be {length} bytes, got {len(raw)}")
-        return raw
+# Frozen dataclasses whose field types carry the limits: msgspec decodes into them directly
+# (ClassVars are not fields). Encoding goes through `to_json` (rounding some floats).
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,20 +254,20 @@ class Status:
 
     TYPE: ClassVar[str] = "status"
     state: Literal["online", "offline"]
-    ts: float
-    software: str = ""
-    uptime_s: float = 0.0
-    outbox_pending: int = 0
-    roster_version: int = 0
-    campaigns_version: int = 0
-    radio: dict[str, Any] = field(default_factory=dict)
-    counters: dict[str, int] = field(default_factory=dict)
+    ts: UnixTime
+    software: Software = ""
+    uptime_s: Seconds = 0.0
+    outbox_pending: Count = 0
+    roster_version: Version = 0
+    campaigns_version: Version = 0
+    radio: ScalarMap = field(default_factory=dict)
+    counters: CountMap = field(default_factory=dict)
     # Roster sync health: the gateway's key id and its last rejected bundle (docs/mqtt.md). Added
     # after 0.1.0's first statuses: absent in older payloads, which decode with {}.
-    sync: dict[str, Any] = field(default_factory=dict)
+    sync: NestedMap = field(default_factory=dict)
     # The gateway's clock as judged from the EIDs it resolves (docs/mqtt.md). Added with the clock
     # check (issue 4): absent in older payloads, which decode with {}.
-    clock: dict[str, Any] = field(default_factory=dict)
+    clock: ScalarMap = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -272,25 +284,6 @@ class Status:
             "clock": self.clock,
         }
 
-    @classmethod
-    def from_json(cls, r: _Reader) -> Status:
-        state = r.text("state")
-        if state not in ("online", "offline"):
-            raise WireError(f"{r.where}: field 'state' must be 'online' or 'offline'")
-        return cls(
-            state="online" if state == "online" else "offline",
-            ts=r.number("ts"),
-            software=str(r.obj.get("software", "")),
-            uptime_s=float(r.obj.get("uptime_s", 0.0)),
-            outbox_pending=int(r.obj.get("outbox_pending", 0)),
-            roster_version=int(r.obj.get("roster_version", 0)),
-            campaigns_version=int(r.obj.get("campaigns_version", 0)),
-            radio=dict(r.obj.get("radio", {})),
-            counters=dict(r.obj.get("counters", {})),
-            sync=r.obj_field("sync") if "sync" in r.obj else {},
-            clock=r.obj_field("clock") if "clock" in r.obj else {},
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class Visit:
@@ -298,13 +291,13 @@ class Visit:
 
     TYPE: ClassVar[str] = "visit"
     KIND: ClassVar[EventKind] = "visit"
-    event_id: str
-    ts: float
-    detected_at: float
-    member: str
-    device: str
-    tier: str
-    rssi_dbm: float
+    event_id: Id
+    ts: UnixTime
+    detected_at: UnixTime
+    member: Id
+    device: Id
+    tier: Id
+    rssi_dbm: RssiDbm
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -317,18 +310,6 @@ class Visit:
             "rssi_dbm": round(self.rssi_dbm, 1),
         }
 
-    @classmethod
-    def from_json(cls, r: _Reader) -> Visit:
-        return cls(
-            event_id=r.ident("event_id"),
-            ts=r.number("ts"),
-            detected_at=r.number("detected_at"),
-            member=r.ident("member"),
-            device=r.ident("device"),
-            tier=r.ident("tier"),
-            rssi_dbm=r.number("rssi_dbm"),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class OfferTrigger:
@@ -336,14 +317,14 @@ class OfferTrigger:
 
     TYPE: ClassVar[str] = "offer_trigger"
     KIND: ClassVar[EventKind] = "offer"
-    event_id: str
-    visit_id: str
-    ts: float
-    detected_at: float
-    member: str
-    device: str
-    tier: str
-    campaign: str
+    event_id: Id
+    visit_id: Id
+    ts: UnixTime
+    detected_at: UnixTime
+    member: Id
+    device: Id
+    tier: Id
+    campaign: Id
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -357,19 +338,6 @@ class OfferTrigger:
             "campaign": self.campaign,
         }
 
-    @classmethod
-    def from_json(cls, r: _Reader) -> OfferTrigger:
-        return cls(
-            event_id=r.ident("event_id"),
-            visit_id=r.ident("visit_id"),
-            ts=r.number("ts"),
-            detected_at=r.number("detected_at"),
-            member=r.ident("member"),
-            device=r.ident("device"),
-            tier=r.ident("tier"),
-            campaign=r.ident("campaign"),
-        )
-
 
 Event = Visit | OfferTrigger
 
@@ -379,14 +347,10 @@ class Ack:
     """The bridge recorded these events (or had already); the gateway may forget them."""
 
     TYPE: ClassVar[str] = "ack"
-    event_ids: tuple[str, ...]
+    event_ids: Annotated[tuple[Id, ...], Meta(max_length=MAX_ACK_IDS)]
 
     def to_json(self) -> dict[str, Any]:
         return {"event_ids": list(self.event_ids)}
-
-    @classmethod
-    def from_json(cls, r: _Reader) -> Ack:
-        return cls(r.idents("event_ids", "event id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,13 +358,13 @@ class ShopperOffer:
     """An offer as the shopper's app receives it; `offer_id` is the trigger's event id."""
 
     TYPE: ClassVar[str] = "offer"
-    offer_id: str
-    campaign: str
-    title: str
-    body: str
-    store: str
-    issued_at: float
-    detected_at: float
+    offer_id: Id
+    campaign: Id
+    title: Title
+    body: Text
+    store: Id
+    issued_at: UnixTime
+    detected_at: UnixTime
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -413,32 +377,16 @@ class ShopperOffer:
             "detected_at": self.detected_at,
         }
 
-    @classmethod
-    def from_json(cls, r: _Reader) -> ShopperOffer:
-        return cls(
-            offer_id=r.ident("offer_id"),
-            campaign=r.ident("campaign"),
-            title=r.text("title"),
-            body=r.text("body"),
-            store=r.ident("store"),
-            issued_at=r.number("issued_at"),
-            detected_at=r.number("detected_at"),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class OfferReceipt:
     """The shopper's app has these offers: the bridge stops resending them."""
 
     TYPE: ClassVar[str] = "offer_receipt"
-    offer_ids: tuple[str, ...]
+    offer_ids: Annotated[tuple[Id, ...], Meta(max_length=MAX_ACK_IDS)]
 
     def to_json(self) -> dict[str, Any]:
         return {"offer_ids": list(self.offer_ids)}
-
-    @classmethod
-    def from_json(cls, r: _Reader) -> OfferReceipt:
-        return cls(r.idents("offer_ids", "offer id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,18 +408,26 @@ class RosterDevice:
             "exponent": self.exponent,
         }
 
-    @classmethod
-    def from_json(cls, r: _Reader) -> RosterDevice:
-        exponent = r.integer("exponent")
-        if not 0 <= exponent <= 15:
-            raise WireError(f"{r.where}: field 'exponent' must be 0..15, got {exponent}")
-        return cls(
-            ref=r.ident("ref"),
-            member=r.ident("member"),
-            tier=r.ident("tier"),
-            identity_key=r.hexbytes("identity_key", 16),
-            exponent=exponent,
+
+class _WireDevice(msgspec.Struct, frozen=True):
+    """A roster device as JSON carries it (the key in hex); becomes a RosterDevice."""
+
+    ref: Id
+    member: Id
+    tier: Id
+    identity_key: HexKey
+    exponent: Exponent
+
+    def device(self) -> RosterDevice:
+        return RosterDevice(
+            self.ref, self.member, self.tier, bytes.fromhex(self.identity_key), self.exponent
         )
+
+
+class _WireRoster(msgspec.Struct, frozen=True):
+    store: Id
+    version: Version
+    devices: Annotated[list[_WireDevice], Meta(max_length=MAX_ROSTER_DEVICES)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,26 +448,21 @@ class RosterSync:
             "devices": [d.to_json() for d in self.devices],
         }
 
-    @classmethod
-    def from_json(cls, r: _Reader) -> RosterSync:
-        devices = []
-        for i, item in enumerate(r.items("devices")):
-            if not isinstance(item, dict):
-                raise WireError(f"{r.where}: devices[{i}] must be an object")
-            devices.append(RosterDevice.from_json(_Reader(item, f"{r.where} devices[{i}]")))
-        return cls(store=r.ident("store"), version=r.integer("version"), devices=tuple(devices))
+
+def _roster_from_wire(wire: _WireRoster) -> RosterSync:
+    return RosterSync(wire.store, wire.version, tuple(d.device() for d in wire.devices))
 
 
 @dataclass(frozen=True, slots=True)
 class CampaignSpec:
     """One entry campaign: who qualifies (tiers), what it is called, how often a member may get it."""
 
-    id: str
-    title: str
-    body: str
-    tiers: tuple[str, ...]
-    cooldown_s: float
-    priority: int = 0
+    id: Id
+    title: Title
+    body: Text
+    tiers: Annotated[tuple[Id, ...], Meta(max_length=64)]
+    cooldown_s: Seconds
+    priority: Priority = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -523,33 +474,16 @@ class CampaignSpec:
             "priority": self.priority,
         }
 
-    @classmethod
-    def from_json(cls, r: _Reader) -> CampaignSpec:
-        tiers = r.items("tiers")
-        if not all(isinstance(t, str) and _ID_RE.match(t) for t in tiers):
-            raise WireError(f"{r.where}: field 'tiers' must be a list of tier ids")
-        cooldown_s = r.number("cooldown_s")
-        if cooldown_s < 0:
-            raise WireError(f"{r.where}: field 'cooldown_s' must be >= 0")
-        return cls(
-            id=r.ident("id"),
-            title=r.text("title"),
-            body=r.text("body"),
-            tiers=tuple(tiers),
-            cooldown_s=cooldown_s,
-            priority=r.integer("priority"),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class CampaignSync:
     """The store's campaigns at `version`; `member_cooldown_s` spaces any two offers to one member."""
 
     TYPE: ClassVar[str] = "campaigns"
-    store: str
-    version: int
-    member_cooldown_s: float
-    campaigns: tuple[CampaignSpec, ...]
+    store: Id
+    version: Version
+    member_cooldown_s: Seconds
+    campaigns: Annotated[tuple[CampaignSpec, ...], Meta(max_length=256)]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -558,20 +492,6 @@ class CampaignSync:
             "member_cooldown_s": self.member_cooldown_s,
             "campaigns": [c.to_json() for c in self.campaigns],
         }
-
-    @classmethod
-    def from_json(cls, r: _Reader) -> CampaignSync:
-        campaigns = []
-        for i, item in enumerate(r.items("campaigns")):
-            if not isinstance(item, dict):
-                raise WireError(f"{r.where}: campaigns[{i}] must be an object")
-            campaigns.append(CampaignSpec.from_json(_Reader(item, f"{r.where} campaigns[{i}]")))
-        return cls(
-            store=r.ident("store"),
-            version=r.integer("version"),
-            member_cooldown_s=r.number("member_cooldown_s"),
-            campaigns=tuple(campaigns),
-        )
 
 
 CloneReason = Literal["too_fast", "simultaneous"]
@@ -589,21 +509,21 @@ class CloneAlert:
     """
 
     TYPE: ClassVar[str] = "clone_alert"
-    alert_id: int
-    device: str
-    member: str | None  # null on MQTT: the member id stays in the loyalty records
+    alert_id: AlertId
+    device: Id
+    member: Id | None  # null on MQTT: the member id stays in the loyalty records
     reason: CloneReason
-    first_event_id: str
-    first_store: str
-    first_ts: float
-    second_event_id: str
-    second_store: str
-    second_ts: float
-    elapsed_s: float
-    distance_km: float | None
-    speed_kmh: float | None
+    first_event_id: Id
+    first_store: Id
+    first_ts: UnixTime
+    second_event_id: Id
+    second_store: Id
+    second_ts: UnixTime
+    elapsed_s: Seconds
+    distance_km: Km | None
+    speed_kmh: Kmh | None
     status: AlertStatus
-    created_at: float
+    created_at: UnixTime
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -623,35 +543,6 @@ class CloneAlert:
             "status": self.status,
             "created_at": self.created_at,
         }
-
-    @classmethod
-    def from_json(cls, r: _Reader) -> CloneAlert:
-        alert_id = r.integer("alert_id")
-        if alert_id < 1:
-            raise WireError(f"{r.where}: field 'alert_id' must be >= 1, got {alert_id}")
-        reason = r.choice("reason", CLONE_REASONS)
-        status = r.choice("status", ALERT_STATUSES)
-        return cls(
-            alert_id=alert_id,
-            device=r.ident("device"),
-            member=r.optional_ident("member"),
-            reason=typing.cast(CloneReason, reason),
-            first_event_id=r.ident("first_event_id"),
-            first_store=r.ident("first_store"),
-            first_ts=r.number("first_ts"),
-            second_event_id=r.ident("second_event_id"),
-            second_store=r.ident("second_store"),
-            second_ts=r.number("second_ts"),
-            elapsed_s=r.number("elapsed_s"),
-            distance_km=r.optional_number("distance_km"),
-            speed_kmh=r.optional_number("speed_kmh"),
-            status="open"
-            if status == "open"
-            else "revoked"
-            if status == "revoked"
-            else "dismissed",
-            created_at=r.number("created_at"),
-        )
 
 
 Payload = (
@@ -677,8 +568,30 @@ _T = TypeVar(
     CampaignSync,
     CloneAlert,
 )
-_TYPES: dict[str, type[Payload]] = {
-    cls.TYPE: cls
+
+
+class _Head(msgspec.Struct, frozen=True):
+    """The two fields every payload starts with; the rest is skipped at this stage."""
+
+    v: int | float | str | bool | None = None
+    type: int | float | str | bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Schema:
+    """How one payload type is decoded: its decoder and the conversion to the public class."""
+
+    decoder: msgspec.json.Decoder[Any]
+    convert: Callable[[Any], Payload]
+
+
+def _identity(value: Payload) -> Payload:
+    return value
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+_SCHEMAS: dict[str, _Schema] = {
+    cls.TYPE: _Schema(msgspec.json.Decoder(cls), _identity)
     for cls in (
         Status,
         Visit,
@@ -686,11 +599,60 @@ _TYPES: dict[str, type[Payload]] = {
         Ack,
         ShopperOffer,
         OfferReceipt,
-        RosterSync,
         CampaignSync,
         CloneAlert,
     )
 }
+# A roster is read from disk (sealed at rest, or a roster file), never from MQTT: the bundle limit.
+_SCHEMAS[RosterSync.TYPE] = _Schema(msgspec.json.Decoder(_WireRoster), _roster_from_wire)
+# Every payload is at most MAX_PAYLOAD_BYTES but these.
+_LIMITS: dict[type[Payload], int] = {RosterSync: MAX_BUNDLE_BYTES}
+
+
+_MISSING = re.compile(r"^Object missing required field `([^`]{1,64})`$")
+_ID_RULE = "1-64 of a-z, 0-9, '-', '_' starting with a letter or digit"
+
+
+def decode_error(where: str, exc: Exception) -> WireError:
+    """A WireError from a msgspec (or recursion) error: `where`, then the field's path and why."""
+    if isinstance(exc, RecursionError):
+        return WireError(f"{where}: nested too deeply")
+    text = str(exc)
+    if not isinstance(exc, msgspec.ValidationError):
+        return WireError(f"{where}: not JSON ({text})")
+    what, sep, path = text.rpartition(" - at `")
+    path = path.rstrip("`") if sep else "$"
+    what = what if sep else text
+    missing = _MISSING.match(what)
+    if missing:
+        path, what = f"{path}.{missing[1]}", "missing"
+    what = what.replace(f"matching regex {ID_PATTERN!r}", f"that is an id ({_ID_RULE})")
+    # msgspec quotes the offending value: a log line must not carry 64 KiB of it.
+    return WireError(f"{where}: field {path[:200]}: {what[:300]}")
+
+
+def _schema(data: bytes, where: str, expected: type[Payload] | None) -> tuple[str, _Schema]:
+    """Check the size (before parsing), the version and the type: which schema decodes the rest."""
+    limit = _LIMITS.get(expected, MAX_PAYLOAD_BYTES) if expected else MAX_PAYLOAD_BYTES
+    if len(data) > limit:
+        raise WireError(f"{where}: {len(data)} bytes, over the {limit}-byte limit")
+    try:
+        head = _HEAD.decode(data)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise decode_error(where, exc) from None
+    if type(head.v) is not int or head.v != WIRE_VERSION:  # not 1.0, not true
+        raise WireError(
+            f"{where}: field $.v: payload version {head.v!r:.40} is not supported (expected 1)"
+        )
+    kind = head.type
+    schema = _SCHEMAS.get(kind) if isinstance(kind, str) else None
+    if schema is None or not isinstance(kind, str):
+        raise WireError(f"{where}: field $.type: unknown payload type {kind!r:.40}")
+    if expected is not None and kind != expected.TYPE:
+        raise WireError(
+            f"{where}: field $.type: expected a {expected.TYPE!r} payload, got {kind!r}"
+        )
+    return kind, schema
 
 
 def encode(payload: Payload) -> bytes:
@@ -699,27 +661,26 @@ def encode(payload: Payload) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode(data: bytes, where: str = "payload") -> Payload:
-    """Parse and validate versioned JSON; raise WireError naming the problem and `where`."""
+def _decode(data: bytes, where: str, expected: type[Payload] | None) -> Payload:
+    kind, schema = _schema(data, where, expected)
     try:
-        obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"{where}: not JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise WireError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-    version = obj.get("v")
-    if version != WIRE_VERSION:
-        raise WireError(f"{where}: payload version {version!r} is not supported (expected 1)")
-    kind = obj.get("type")
-    cls = _TYPES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise WireError(f"{where}: unknown payload type {kind!r}")
-    return cls.from_json(_Reader(obj, f"{where} ({kind})"))
+        payload: Payload = schema.convert(schema.decoder.decode(data))
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise decode_error(f"{where} ({kind})", exc) from None
+    return payload
+
+
+def decode(data: bytes, where: str = "payload") -> Payload:
+    """Check and decode versioned JSON of any payload type; WireError names `where` and the field.
+
+    At most MAX_PAYLOAD_BYTES: a roster (at rest, up to MAX_BUNDLE_BYTES) needs `decode_as`.
+    """
+    return _decode(data, where, None)
 
 
 def decode_as(data: bytes, cls: type[_T], where: str = "payload") -> _T:
     """Decode and require a payload of type `cls`."""
-    payload = decode(data, where)
-    if not isinstance(payload, cls):
+    payload = _decode(data, where, cls)
+    if not isinstance(payload, cls):  # cannot happen: _schema checked the type
         raise WireError(f"{where}: expected a {cls.TYPE!r} payload, got {payload.TYPE!r}")
     return payload

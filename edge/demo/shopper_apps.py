@@ -43,6 +43,7 @@ class ShopperApps:
         self._errors = OnceLogger(_LOGGER)
         self.received: dict[str, ReceivedOffer] = {}
         self.duplicates = 0
+        self.rejected = 0  # messages that broke the wire contract, dropped
         self.receipts_sent = 0
         self._receipts: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self.mqtt = PahoMqtt(
@@ -54,10 +55,12 @@ class ShopperApps:
     def _on_message(self, message: Message) -> None:
         now = self._wall()
         parts = message.topic.split("/")
-        shopper = parts[-2] if len(parts) >= 2 else "?"
+        where = f"topic {message.topic}"
         try:
-            offer = wire.decode_as(message.payload, wire.ShopperOffer, f"topic {message.topic}")
+            shopper = wire.check_id(parts[-2] if len(parts) >= 2 else "", f"{where}: shopper")
+            offer = wire.decode_as(message.payload, wire.ShopperOffer, where)
         except wire.WireError as exc:
+            self.rejected += 1
             self._errors.warning(message.topic, "shopper app ignored: %s", exc.reason)
             return
         self._receipts.put_nowait((shopper, offer.offer_id))

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import Bridge
@@ -23,6 +25,7 @@ from edge.adapters.mqtt import Message
 from edge.core import bundle, wire
 from tests.factories import T0
 from tests.fakes.publisher import FakePublisher
+from tests.unit import test_wire_hostile as hostile
 
 CHAIN = "acme"
 STORE = "store-001"
@@ -324,3 +327,61 @@ async def test_a_rekeyed_gateway_gets_a_full_bundle_sealed_to_its_new_key(setup:
         current_version=0,
     )
     assert opened.kind == "full"
+
+
+async def test_acks_are_split_to_fit_the_gateways_payload_limit(setup: Setup) -> None:
+    event_ids = [f"{i:032x}" for i in range(2 * wire.MAX_ACK_IDS + 5)]
+    await setup.bridge._send_acks({DOOR_1: event_ids})
+    acks = [m.payload for m in setup.broker.messages if m.topic == wire.ack_topic(DOOR_1)]
+    assert len(acks) == 3
+    assert all(len(a) <= wire.MAX_PAYLOAD_BYTES for a in acks)
+    decoded = [wire.decode_as(a, wire.Ack, "ack") for a in acks]
+    assert [i for ack in decoded for i in ack.event_ids] == event_ids
+
+
+async def test_the_bridge_subscribes_to_its_own_chain_only(setup: Setup) -> None:
+    bridge = Bridge(BridgeConfig(BridgeSection(chain=CHAIN)), setup.records, setup.records, SIGNER)
+    filters = [topic for topic, _ in bridge.mqtt._subscriptions]
+    assert filters == [
+        f"$share/threshold-bridge/threshold/v1/{CHAIN}/+/+/event/+",
+        f"$share/threshold-bridge/threshold/v1/{CHAIN}/shopper/+/receipt",
+        f"threshold/v1/{CHAIN}/+/+/status",
+    ]
+
+
+HANDLERS_FUZZ = settings(
+    max_examples=60,
+    derandomize=True,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@HANDLERS_FUZZ
+@given(st.lists(hostile.statuses, min_size=1, max_size=3))
+async def test_any_valid_status_however_odd_never_raises_out_of_the_handler(
+    setup: Setup, statuses: list[wire.Status]
+) -> None:
+    """Schema-valid but odd `sync` maps (wrong types inside, unknown reasons) reach the sync logic."""
+    await setup.bridge.publish_sync()
+    for payload in statuses:
+        message = Message(wire.status_topic(DOOR_1), wire.encode(payload), retain=True, qos=1)
+        setup.bridge._handle_status(message)
+    rejected = setup.bridge.rejected
+    setup.bridge._handle_status(status(DOOR_1, 1, key_id="0" * 16, last_rejection=[1]))
+    assert setup.bridge.rejected == rejected + 1  # a list inside `sync`: refused, counted
+
+
+@HANDLERS_FUZZ
+@given(st.lists(st.one_of(hostile.visits, hostile.triggers), min_size=1, max_size=3))
+async def test_any_valid_event_however_odd_is_recorded_or_dropped_never_raised(
+    setup: Setup, events: list[wire.Event]
+) -> None:
+    incoming = []
+    for event in events:
+        topic = wire.event_topic(DOOR_1, event.KIND)
+        decoded = setup.bridge._decode(Message(topic, wire.encode(event), retain=False, qos=1))
+        assert decoded is not None and decoded.event == event
+        incoming.append(decoded)
+    outcome = await setup.records.record(incoming, T0)
+    assert outcome.unknown + outcome.duplicates == len(events)  # not this store's pseudonyms

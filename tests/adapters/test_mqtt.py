@@ -109,6 +109,24 @@ async def test_publish_subscribe_round_trip(mosquitto: MosquittoProcess) -> None
         assert await inbox.next() == Message("t/rt/a", b"\x00hello\xff", retain=False, qos=1)
 
 
+async def test_the_broker_never_sends_a_client_more_than_its_maximum_packet_size(
+    mosquitto: MosquittoProcess,
+) -> None:
+    inbox = Inbox()
+    subscriber = PahoMqtt(
+        make_settings(mosquitto, max_packet_bytes=1024),
+        subscriptions=[("t/max/#", 1)],
+        on_message=inbox,
+    )
+    publisher = PahoMqtt(make_settings(mosquitto))
+    async with running(subscriber), running(publisher):
+        await publisher.publish("t/max/big", b"x" * 4096, retain=True)  # dropped for it, retained
+        await publisher.publish("t/max/small", b"fits")
+
+        assert await inbox.next() == Message("t/max/small", b"fits", retain=False, qos=1)
+        assert subscriber.connected
+
+
 async def test_a_vanished_client_gets_its_will_and_says_online_again_after_reconnect(
     mosquitto: MosquittoProcess,
 ) -> None:

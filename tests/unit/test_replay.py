@@ -154,7 +154,7 @@ def test_replay_classifies_a_recorded_simulator_capture(
     ("content", "message"),
     [
         (b"{}", "payload version None is not supported"),
-        (b'{"v":1,"type":"roster","store":"store-001"}', "missing field 'devices'"),
+        (b'{"v":1,"type":"roster","store":"store-001"}', "field $.version: missing"),
         (b'{"v":1,"type":"campaigns"}', "roster"),
         (b"not json", "not JSON"),
     ],

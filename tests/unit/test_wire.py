@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from edge.core import wire
@@ -107,7 +109,7 @@ def test_bad_status_topics(topic: str) -> None:
 @pytest.mark.parametrize("name", ["sync", "clock"])
 def test_status_sync_and_clock_must_be_objects(name: str) -> None:
     data = b'{"v":1,"type":"status","state":"online","ts":1,"%s":[1]}' % name.encode()
-    with pytest.raises(wire.WireError, match=f"field '{name}' must be an object"):
+    with pytest.raises(wire.WireError, match=rf"field \$\.{name}: Expected `object`"):
         wire.decode(data)
 
 
@@ -129,20 +131,23 @@ def test_bad_event_topics(topic: str) -> None:
     ("data", "message"),
     [
         (b"\xff\xfe", "not JSON"),
-        (b"[1]", "expected a JSON object"),
-        (b'{"v": 2, "type": "visit"}', "version 2 is not supported"),
+        (b"[1]", "Expected `object`, got `array`"),
+        (b'{"v": 2, "type": "visit"}', "payload version 2 is not supported"),
         (b'{"v": 1, "type": "refund"}', "unknown payload type 'refund'"),
-        (b'{"v": 1, "type": "ack"}', "missing field 'event_ids'"),
-        (b'{"v": 1, "type": "ack", "event_ids": ["ok", "Not Valid"]}', "event_ids[1]"),
+        (b'{"v": 1, "type": "ack"}', "field $.event_ids: missing"),
+        (
+            b'{"v": 1, "type": "ack", "event_ids": ["ok", "Not Valid"]}',
+            "field $.event_ids[1]: Expected `str` that is an id",
+        ),
         (
             b'{"v":1,"type":"visit","event_id":"e","ts":"x","detected_at":1,"member":"m",'
             b'"device":"d","tier":"t","rssi_dbm":1}',
-            "field 'ts' must be a number",
+            "field $.ts: Expected `float`, got `str`",
         ),
         (
             b'{"v":1,"type":"roster","store":"s","version":1,"devices":[{"ref":"d","member":"m",'
             b'"tier":"t","identity_key":"00","exponent":10}]}',
-            "devices[0]: field 'identity_key' must be 16 bytes",
+            "field $.devices[0].identity_key: Expected `str` matching regex",
         ),
     ],
 )
@@ -154,7 +159,7 @@ def test_decode_errors_say_what_and_where(data: bytes, message: str) -> None:
 
 
 def test_decode_as_checks_the_type() -> None:
-    with pytest.raises(wire.WireError, match="expected a 'ack' payload"):
+    with pytest.raises(wire.WireError, match="expected a 'ack' payload, got 'status'"):
         wire.decode_as(wire.encode(PAYLOADS[1]), wire.Ack)
 
 
@@ -163,23 +168,23 @@ def test_booleans_are_not_numbers() -> None:
         b'{"v":1,"type":"visit","event_id":"e","ts":true,"detected_at":1,"member":"m",'
         b'"device":"d","tier":"t","rssi_dbm":1}'
     )
-    with pytest.raises(wire.WireError, match="'ts'"):
+    with pytest.raises(wire.WireError, match=r"field \$\.ts: Expected `float`, got `bool`"):
         wire.decode(data)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (('"reason":"simultaneous"', '"reason":"teleport"'), "'reason' must be one of"),
-        (('"status":"revoked"', '"status":"closed"'), "'status' must be one of"),
-        (('"distance_km":null,', ""), "missing field 'distance_km'"),
-        (('"speed_kmh":null', '"speed_kmh":"fast"'), "'speed_kmh' must be a number or null"),
-        (('"alert_id":8', '"alert_id":0'), "'alert_id' must be >= 1"),
-        (('"device":"d-1"', '"device":"D 1"'), "device 'D 1' is not a valid id"),
+        (('"reason":"simultaneous"', '"reason":"teleport"'), "$.reason: Invalid enum value"),
+        (('"status":"revoked"', '"status":"closed"'), "$.status: Invalid enum value"),
+        (('"distance_km":null,', ""), "$.distance_km: missing"),
+        (('"speed_kmh":null', '"speed_kmh":"fast"'), "$.speed_kmh: Expected `float | null`"),
+        (('"alert_id":8', '"alert_id":0'), "$.alert_id: Expected `int` >= 1"),
+        (('"device":"d-1"', '"device":"D 1"'), "$.device: Expected `str` that is an id"),
     ],
 )
 def test_a_clone_alert_is_decoded_strictly(change: tuple[str, str], message: str) -> None:
     assert change[0] in ALERT
-    with pytest.raises(wire.WireError, match=message) as info:
+    with pytest.raises(wire.WireError, match=re.escape(message)) as info:
         wire.decode(ALERT.replace(*change).encode(), "topic threshold/v1/acme/bridge/alerts")
     assert "threshold/v1/acme/bridge/alerts" in info.value.reason

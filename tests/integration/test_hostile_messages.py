@@ -1,0 +1,116 @@
+"""Garbage from any MQTT client, on every topic the bridge and the gateway listen on, on real parts.
+
+Both keep running, count and drop each bad message (retained ones every time they come back), and a
+genuine event is still recorded and acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.adapters.mosquitto import MosquittoProcess
+from edge.adapters.mqtt import MqttSettings, PahoMqtt
+from edge.core import wire
+from tests.fakes.radio import walk_in
+from tests.integration.rig import CHAIN, STORE, eventually, store_rig
+
+VISIT = wire.Visit("e-forged", 1795000000.0, 1795000000.1, "m-1", "d-1", "gold", -60.0)
+GARBAGE = [
+    b"",
+    b"not json",
+    b"\xff\xfe\x00",
+    b"[" * 30_000 + b"]" * 30_000,  # deep, within the size limit
+    b'{"v":1,"type":"visit","ts":' + b"9" * 5000 + b"}",
+    b'{"v":1,"type":"visit","ts":NaN}',
+    b'{"v":1,"type":"visit","ts":1e999}',
+    b'{"v":1,"type":"status","state":"online","ts":"yesterday"}',
+    b'{"v":1,"type":"refund"}',
+    b'{"v":2,"type":"ack","event_ids":[]}',
+    b'{"v":1,"type":"ack","event_ids":["../../etc","E 1"]}',
+    b'{"v":1,"type":"status","state":"online","ts":1,"sync":{"a":{"b":{"c":{}}}}}',
+]
+OVERSIZED = b'{"v":1,"type":"ack","event_ids":["' + b"e" * (wire.MAX_PAYLOAD_BYTES * 2) + b'"]}'
+
+
+async def test_garbage_on_every_topic_is_counted_and_dropped_and_events_still_flow(
+    tmp_path: Path, mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with store_rig(tmp_path, mosquitto) as rig:
+        address = rig.gateway.address
+        stranger = wire.GatewayAddress(CHAIN, STORE, "door-9")  # not registered, never online
+        bridge_topics = [
+            wire.event_topic(address, "visit"),
+            wire.event_topic(address, "offer"),
+            wire.shopper_receipt_topic(CHAIN, "token-1"),
+        ]
+        gateway_topics = [
+            wire.ack_topic(address),
+            wire.roster_bundle_topic(address),
+            wire.campaigns_topic(CHAIN, STORE),
+        ]
+        rogue = PahoMqtt(
+            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-rogue")
+        )
+        task = asyncio.create_task(rogue.run(), name="rogue")
+        try:
+            await rogue.wait_connected(10)
+            for topic in bridge_topics + gateway_topics:
+                for payload in GARBAGE[1:]:  # an empty roster or status is a cleared retained one
+                    await rogue.publish(topic, payload)
+                await rogue.publish(topic, OVERSIZED)
+            # Retained garbage: a status, and what the gateway reads on every (re)connect.
+            await rogue.publish(wire.status_topic(stranger), GARBAGE[4], retain=True)
+            await rogue.publish(wire.roster_bundle_topic(address), GARBAGE[3], retain=True)
+            await rogue.publish(wire.campaigns_topic(CHAIN, STORE), GARBAGE[5], retain=True)
+            # A genuine-looking event of another chain: the bridge does not even subscribe to it.
+            other_chain = wire.GatewayAddress("other-chain", STORE, "door-1")
+            await rogue.publish(wire.event_topic(other_chain, "visit"), wire.encode(VISIT))
+
+            # The bridge: every small garbage message counted; the oversized ones never reached
+            # it (its maximum packet size); the gateway got its oversized ack and dropped it.
+            bridge_expected = len(bridge_topics) * (len(GARBAGE) - 1) + 1
+            gateway_expected = len(gateway_topics) * len(GARBAGE) + 2
+            await eventually(lambda: rig.bridge.rejected >= bridge_expected, "the bridge's drops")
+            await eventually(
+                lambda: rig.gateway.rejected_messages >= gateway_expected, "the gateway's drops"
+            )
+
+            # Both still work end to end.
+            rig.source.push(walk_in(rig.devices[0], time.time()))
+            await rig.settled(expected_offers=1)
+            assert rig.bridge.rejected == bridge_expected  # nothing oversized arrived
+            assert rig.gateway.status().counters["rejected_messages"] >= gateway_expected
+            assert rig.gateway.sync.roster_version == 1 and rig.gateway.sync.campaigns_version
+
+            # The broker restarts: the retained garbage comes back, and is dropped again.
+            bridge_before, gateway_before = rig.bridge.rejected, rig.gateway.rejected_messages
+            mosquitto.stop()
+            mosquitto.start()
+            await eventually(
+                lambda: rig.bridge.rejected > bridge_before, "the retained garbage status again"
+            )
+            await eventually(
+                lambda: rig.gateway.rejected_messages > gateway_before,
+                "the retained garbage roster again",
+            )
+            rig.source.push(walk_in(rig.devices[1], time.time() + 1))
+            await rig.settled(expected_offers=2)
+        finally:
+            await rogue.disconnect()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert "e-forged" not in await rig.column("SELECT event_id FROM visits")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    for topic in [*bridge_topics, wire.ack_topic(address)]:
+        # One line per topic at WARNING (the rest at DEBUG), naming the topic.
+        assert sum(f"topic {topic}" in w and "dropped a message" in w for w in warnings) == 1, topic
+    assert any(
+        f"topic {wire.ack_topic(address)}" in w and "$.event_ids" in w for w in caplog.messages
+    )
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
