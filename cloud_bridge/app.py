@@ -36,7 +36,7 @@ from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, R
 from cloud_bridge.services.clones import AlertError, CloneAlerts, describe, revoke_for_alert
 from edge.adapters.keystore import load_signing_key_file
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
-from edge.core import bundle, wire
+from edge.core import bundle, signed, wire
 from edge.logutil import OnceLogger
 
 _LOGGER = logging.getLogger(__name__)
@@ -505,10 +505,12 @@ class Bridge:
 
     async def _send_acks(self, acks: dict[wire.GatewayAddress, list[str]]) -> None:
         for gateway, event_ids in acks.items():
+            # Signed for the gateway's own ack topic: an ack forged by another client, or replayed
+            # onto another gateway's topic, removes nothing from an outbox (edge/core/signed.py).
+            topic = wire.ack_topic(gateway)
+            payload = signed.sign(wire.encode(wire.Ack(tuple(event_ids))), topic, self._signing_key)
             try:
-                await self.mqtt.publish(
-                    wire.ack_topic(gateway), wire.encode(wire.Ack(tuple(event_ids))), qos=1
-                )
+                await self.mqtt.publish(topic, payload, qos=1)
             except MqttError as exc:
                 # The gateway resends unacknowledged events; the duplicate gets acknowledged then.
                 _LOGGER.debug("ack to %s not sent: %s", gateway.prefix, exc)

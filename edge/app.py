@@ -24,7 +24,7 @@ from edge.adapters.serial_radio import SerialAdvertSource
 from edge.adapters.simulated_radio import SimulatedAdvertSource
 from edge.adapters.sqlite_store import SqliteGatewayStore
 from edge.config import GatewayConfig
-from edge.core import bundle, wire
+from edge.core import bundle, signed, wire
 from edge.core.advert import RawAdvert
 from edge.core.health import RadioHealth
 from edge.core.offers import OfferEngine
@@ -145,6 +145,9 @@ class Gateway:
         self._status_wakeup = asyncio.Event()
         self._leaving = False
         self.inbox_dropped = 0
+        # Acks not signed by a trusted bridge key for this gateway's ack topic: they drain nothing.
+        self._trusted_signers = tuple(trusted_signers)
+        self.acks_refused = 0
         self._payload_errors = OnceLogger(_LOGGER)
         m = config.mqtt
         self.mqtt = PahoMqtt(
@@ -307,10 +310,7 @@ class Gateway:
             message = await self._inbox.get()
             where = f"topic {message.topic}"
             if message.topic == ack:
-                try:
-                    await self.uplink.handle_ack(wire.decode_as(message.payload, wire.Ack, where))
-                except wire.WireError as exc:
-                    self._payload_errors.warning(message.topic, "ignored: %s", exc.reason)
+                await self._handle_ack(message.payload, where)
             elif message.topic in (roster, campaigns):
                 rejections = self.sync.rejections
                 if message.topic == roster:
@@ -323,6 +323,28 @@ class Gateway:
                     self._status_wakeup.set()
             else:
                 self._payload_errors.warning(message.topic, "ignored message on %s", where)
+
+    async def _handle_ack(self, data: bytes, where: str) -> None:
+        """Forget the events an ack names, only if a trusted bridge key signed it for our topic."""
+        try:
+            verified = signed.verify(
+                data, wire.ack_topic(self.address), self._trusted_signers, where
+            )
+            ack = wire.decode_as(verified.payload, wire.Ack, where)
+        except signed.SignedRejected as exc:
+            self.acks_refused += 1
+            self._payload_errors.warning(
+                f"ack:{exc.reason}",
+                "ack refused, nothing removed from the outbox (%d refused so far): %s",
+                self.acks_refused,
+                exc,
+            )
+            return
+        except wire.WireError as exc:
+            self.acks_refused += 1
+            self._payload_errors.warning("ack:payload", "signed ack ignored: %s", exc.reason)
+            return
+        await self.uplink.handle_ack(ack)
 
     async def _on_connect(self) -> None:
         self.uplink.connection_restored()
@@ -354,6 +376,7 @@ class Gateway:
                 "events_sent": self.uplink.sent,
                 "events_acked": self.uplink.acked,
                 "inbox_dropped": self.inbox_dropped,
+                "acks_refused": self.acks_refused,
             },
             sync=self.sync.status_json(),
             clock=self.clock_json(),
