@@ -99,7 +99,8 @@ class Bridge:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
         self._deliver_wakeup = asyncio.Event()
         self._delivering: set[str] = set()
-        self._published: dict[str, int] = {}  # store → campaigns version published
+        # Campaigns version last published to each gateway (signed for its own topic).
+        self._published: dict[wire.GatewayAddress, int] = {}
         self._payload_errors = OnceLogger(_LOGGER)
         self.outcome_listeners: list[OutcomeListener] = []
         self.delivery_listeners: list[DeliveryListener] = []
@@ -212,6 +213,9 @@ class Bridge:
             await self.mqtt.publish(wire.roster_bundle_topic(address), b"", qos=1, retain=True)
             del self._rosters[address]
             _LOGGER.info("gateway %s removed: its roster topic cleared", address.prefix)
+        for address in [a for a in self._published if a not in self._registered]:
+            await self.mqtt.publish(wire.campaigns_topic(address), b"", qos=1, retain=True)
+            del self._published[address]
         last: tuple[tuple[wire.RosterDevice, ...], Roster] | None = None
         for store in await self.records.stores():
             roster = await self.records.roster(store)
@@ -219,13 +223,25 @@ class Bridge:
             if last is None or last[0] != roster.devices:
                 last = (roster.devices, {d.ref: d for d in roster.devices})
             await self._publish_rosters(store, roster.version, last[1], by_store.get(store, []))
-            campaigns = await self.records.campaigns(store)
-            if self._published.get(store) != campaigns.version:
-                await self.mqtt.publish(
-                    wire.campaigns_topic(chain, store), wire.encode(campaigns), qos=1, retain=True
-                )
-                self._published[store] = campaigns.version
-                _LOGGER.info("store %s: campaigns v%d published", store, campaigns.version)
+            await self._publish_campaigns(store, [a for a, _ in by_store.get(store, [])])
+
+    async def _publish_campaigns(self, store: str, gateways: Sequence[wire.GatewayAddress]) -> None:
+        """Publish the store's campaigns, signed for each gateway's own topic, where not current."""
+        campaigns = await self.records.campaigns(store)
+        payload = wire.encode(campaigns)
+        outdated = [a for a in gateways if self._published.get(a) != campaigns.version]
+        for address in outdated:
+            topic = wire.campaigns_topic(address)
+            data = signed.sign(payload, topic, self._signing_key)
+            await self.mqtt.publish(topic, data, qos=1, retain=True)
+            self._published[address] = campaigns.version
+        if outdated:
+            _LOGGER.info(
+                "store %s: campaigns v%d published to %d gateway(s)",
+                store,
+                campaigns.version,
+                len(outdated),
+            )
 
     async def _publish_rosters(
         self,

@@ -167,7 +167,7 @@ class Gateway:
             subscriptions=[
                 (wire.ack_topic(self.address), 1),
                 (wire.roster_bundle_topic(self.address), 1),
-                (wire.campaigns_topic(self.address.chain, self.address.store), 1),
+                (wire.campaigns_topic(self.address), 1),
             ],
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -305,7 +305,7 @@ class Gateway:
     async def _process_inbox(self) -> None:
         ack = wire.ack_topic(self.address)
         roster = wire.roster_bundle_topic(self.address)
-        campaigns = wire.campaigns_topic(self.address.chain, self.address.store)
+        campaigns = wire.campaigns_topic(self.address)
         while True:
             message = await self._inbox.get()
             where = f"topic {message.topic}"

@@ -91,3 +91,38 @@ async def test_forged_acks_drain_nothing_and_every_event_is_recorded_once_the_br
         await eventually(all_recorded, "all 100 events recorded", 60)
         await eventually(outbox_empty, "an empty outbox (genuine acks)")
         assert sorted(await rig.column("SELECT event_id FROM visits")) == sorted(ids)
+
+
+async def test_unsigned_or_forged_campaigns_change_nothing_and_the_status_says_so(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    async with store_rig(tmp_path, mosquitto) as rig:
+        gateway = rig.gateway
+        version = gateway.sync.campaigns_version
+        topic = wire.campaigns_topic(gateway.address)
+        huge = wire.encode(
+            wire.CampaignSync(STORE, 2**62, 0.0, ())  # no campaigns, for ever
+        )
+        stranger = bundle.generate_signing_key(random.Random("forger").randbytes)
+        forger = PahoMqtt(
+            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-forger"),
+            subscriptions=[],
+        )
+        task = asyncio.create_task(forger.run(), name="test-forger")
+        try:
+            await forger.wait_connected(10)
+            for payload in (huge, signed.sign(huge, topic, stranger)):
+                rejections = gateway.sync.rejections
+                await forger.publish(topic, payload, qos=1, retain=True)
+                await eventually(
+                    lambda r=rejections: gateway.sync.rejections == r + 1,
+                    "the forged campaigns rejected",
+                )
+        finally:
+            await forger.disconnect()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        assert gateway.sync.campaigns_version == version
+        rejection = gateway.status().sync["last_rejection"]
+        assert (rejection["what"], rejection["reason"]) == ("campaigns", "unknown_signer")
+        assert gateway.pipeline.offers.campaigns  # the last good set is still in force
