@@ -30,6 +30,7 @@ from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
 from cloud_bridge.config import BridgeConfig
+from cloud_bridge.core import admission
 from cloud_bridge.core.enrollment import Enrollment, EnrollmentError
 from cloud_bridge.core.pseudonyms import Serials, pseudonymize
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
@@ -108,6 +109,9 @@ class Bridge:
         self.duplicates = 0
         self.unknown = 0  # events under pseudonyms their store was never given
         self.rejected = 0
+        self.refused_events = 0  # from gateways not registered for the topic's store
+        self.quarantined = 0  # times outside the bridge's tolerance
+        self.expired = 0  # offers not confirmed within their validity
         self.delivered = 0
         self.received = 0
         self.api_server: EnrollmentApiServer | None = None
@@ -458,12 +462,21 @@ class Bridge:
                     self._handle_status(message)
                 else:
                     events.append(message)
-            incoming = [e for e in map(self._decode, events) if e is not None]
+            decoded = [e for e in map(self._decode, events) if e is not None]
+            incoming = await self._admit(decoded) if decoded else []
             if not incoming:
                 continue
             outcome = await self.records.record(incoming, self._wall())
             self.recorded += len(outcome.new_visits) + len(outcome.new_offers)
             self.duplicates += outcome.duplicates
+            if outcome.quarantined:
+                self.quarantined += outcome.quarantined
+                _LOGGER.warning(
+                    "%d event(s) quarantined for their times (%d so far): acknowledged, not "
+                    "counted; `cloud-bridge quarantine DATABASE` lists them",
+                    outcome.quarantined,
+                    self.quarantined,
+                )
             if outcome.unknown:
                 self.unknown += outcome.unknown
                 self._payload_errors.warning(
@@ -481,6 +494,45 @@ class Bridge:
                 await self._raise_clone_alerts(outcome.clone_alerts)
             if outcome.deliveries:
                 await self._deliver(outcome.deliveries)
+
+    async def _admit(self, events: Sequence[IncomingEvent]) -> list[IncomingEvent]:
+        """The events the bridge may record (cloud_bridge/core/admission.py), those with times
+        outside its tolerance marked for quarantine. Events of a gateway not registered for the
+        topic's store are dropped unacknowledged: its outbox keeps them, so once it is registered
+        (read at the next sync) its backlog is recorded."""
+        if self._registered is None:
+            chain = self.config.bridge.chain
+            self._registered = {
+                wire.GatewayAddress(chain, r.store, r.gateway): r.public_key
+                for r in await self.registry.gateways()
+            }
+        registered = {(a.store, a.gateway) for a in self._registered}
+        chain, policy, now_s = (
+            self.config.bridge.chain,
+            self.config.bridge.time_policy(),
+            self._wall(),
+        )
+        admitted = []
+        for incoming in events:
+            refusal = admission.check_gateway(incoming.gateway, chain, registered)
+            if refusal is not None:
+                self.refused_events += 1
+                self._payload_errors.warning(
+                    f"refused {incoming.gateway.prefix}",
+                    "events from %s not recorded, not acknowledged [%s] (%d so far): register it "
+                    "with `cloud-bridge add-gateway DATABASE %s %s --public-key KEY` if it is ours",
+                    incoming.gateway.prefix,
+                    refusal,
+                    self.refused_events,
+                    incoming.gateway.store,
+                    incoming.gateway.gateway,
+                )
+                continue
+            reason = admission.check_event_times(incoming.event, now_s, policy)
+            admitted.append(
+                incoming if reason is None else dataclasses.replace(incoming, quarantine=reason)
+            )
+        return admitted
 
     async def _raise_clone_alerts(self, alerts: Sequence[wire.CloneAlert]) -> None:
         """Log each new clone alert, revoke its device if configured to, and tell IT monitoring."""
@@ -563,9 +615,14 @@ class Bridge:
             self._deliver_wakeup.clear()
             if not self.mqtt.connected:
                 continue
-            b = self.config.bridge
-            due = await self.records.due_deliveries(
-                self._wall(), b.offer_resend_s, b.offer_max_attempts, 500
-            )
+            now_s = self._wall()
+            expired = await self.records.expire_offers(now_s)
+            if expired:
+                self.expired += expired
+                _LOGGER.info(
+                    "%d offer(s) expired unconfirmed by the app (their campaign's validity_s)",
+                    expired,
+                )
+            due = await self.records.due_deliveries(now_s, self.config.bridge.offer_resend_s, 500)
             if due:
                 await self._deliver(due)

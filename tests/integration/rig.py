@@ -203,7 +203,8 @@ async def store_rig(
                 sync_interval_s=0.2,
                 status_grace_s=0.2,
                 signing_key_file=str(signing_key_file),
-                **(bridge_options or {}),
+                # The tests walk shoppers in at simulated times hours ahead of the clock.
+                **{"event_max_future_s": 7 * 86400.0, **(bridge_options or {})},
             ),
             mqtt,
             ApiSection(enabled=True, port=0, tokens_file=str(api_tokens))
