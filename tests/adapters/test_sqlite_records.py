@@ -567,3 +567,129 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
     finally:
         await records.close()
     assert row is not None and row[0] == SCHEMA_VERSION
+
+
+# --- Admission (cloud_bridge/core/admission.py) through the records -----------------------------
+
+
+async def suppressed_reasons(records: SqliteLoyaltyRecords) -> dict[str, str | None]:
+    async with records.connection.execute(
+        "SELECT event_id, suppressed_reason FROM offers WHERE delivery = 'suppressed'"
+    ) as cursor:
+        return {r[0]: r[1] async for r in cursor}
+
+
+async def test_a_refused_offer_is_recorded_suppressed_with_the_reason_never_delivered(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await records.add_store("store-002", "Station Road")
+    await execute(records, "UPDATE members SET tier = 'bronze' WHERE id = 'm-00001'")
+    await execute(records, "UPDATE members SET tier = 'gold' WHERE id = 'm-00002'")
+    elsewhere = wire.GatewayAddress(CHAIN, "store-002", "gw-1")
+
+    def trigger(member: str, campaign: str, ts: float, tier: str = "gold") -> wire.OfferTrigger:
+        device = f"d-{member[2:]}"
+        return make_offer_trigger(member=member, device=device, campaign=campaign, ts=ts, tier=tier)
+
+    # A bronze member whose gateway claims gold: the records' tier decides.
+    claimed_gold = trigger("m-00001", "gold-double-points", T0)
+    # A gold member: one offer, then another campaign at another store within the member cooldown.
+    first = trigger("m-00002", "gold-double-points", T0)
+    too_soon = trigger("m-00002", BAKERY, T0 + 600)
+    unknown = trigger("m-00003", "no-such-campaign", T0)
+    outcome = await records.record(
+        [
+            *await as_sent(records, GW1, claimed_gold, first, unknown),
+            *await as_sent(records, elsewhere, too_soon),
+        ],
+        NOW,
+    )
+
+    assert [d.offer_id for d in outcome.deliveries] == [first.event_id]
+    assert await suppressed_reasons(records) == {
+        claimed_gold.event_id: "tier_not_served",
+        too_soon.event_id: "member_cooldown",
+        unknown.event_id: "unknown_campaign",
+    }
+    # Outside the member cooldown (4 h by default) the other campaign goes.
+    later = trigger("m-00002", BAKERY, T0 + 5 * 3600)
+    assert (
+        len((await records.record(await as_sent(records, elsewhere, later), NOW)).deliveries) == 1
+    )
+
+
+async def test_a_quarantined_event_is_acked_kept_aside_and_not_counted(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    visit, offer = visit_and_offer()
+    sent = [
+        dataclasses.replace(e, quarantine="ts_future") for e in await as_sent(records, GW1, visit)
+    ]
+    sent += [
+        dataclasses.replace(e, quarantine="ts_too_old") for e in await as_sent(records, GW1, offer)
+    ]
+
+    outcome = await records.record(sent, NOW)
+    again = await records.record(sent, NOW + 1)
+
+    assert outcome.acks == {GW1: [visit.event_id, offer.event_id]}
+    assert outcome.quarantined == 2 and again.duplicates == 2
+    assert outcome.new_visits == [] and outcome.new_offers == [] and outcome.deliveries == []
+    assert await records.count("visits") == 0 and await records.count("offers") == 0
+    held = {q.event_id: q for q in await records.quarantined()}
+    assert {e: q.reason for e, q in held.items()} == {
+        visit.event_id: "ts_future",
+        offer.event_id: "ts_too_old",
+    }
+    assert held[visit.event_id].to_json()["event"]["event_id"] == visit.event_id
+    assert held[visit.event_id].gateway == "gw-1" and held[visit.event_id].ts == visit.ts
+
+
+async def test_a_version_5_database_keeps_its_offers_and_gains_validity_and_quarantine(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from cloud_bridge.adapters.sqlite_records import _MIGRATIONS
+
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path)
+    for migration in _MIGRATIONS[:5]:
+        conn.executescript(migration)
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute("INSERT INTO stores (id, name) VALUES (?, 'High Street')", (STORE,))
+    conn.execute(
+        "INSERT INTO campaigns (id, title, body, tiers, cooldown_s) VALUES ('c', 't', 'b', 'gold', 60)"
+    )
+    for n, state in enumerate(("sent", "received", "suppressed")):
+        conn.execute(
+            "INSERT INTO events (event_id, kind, store_id, gateway, received_at) "
+            "VALUES (?, 'offer', ?, 'gw-1', ?)",
+            (f"ev-{n}", STORE, T0),
+        )
+        conn.execute(
+            "INSERT INTO offers (event_id, visit_id, member_id, campaign_id, store_id, gateway, ts, "
+            "detected_at, recorded_at, delivery) VALUES (?, 'v', 'm', 'c', ?, 'gw-1', ?, ?, ?, ?)",
+            (f"ev-{n}", STORE, T0, T0, T0, state),
+        )
+    conn.commit()
+    conn.close()
+
+    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    try:
+        async with records.connection.execute(
+            "SELECT event_id, delivery, suppressed_reason, expires_at FROM offers ORDER BY event_id"
+        ) as cursor:
+            offers = [tuple(r) async for r in cursor]
+        async with records.connection.execute("SELECT validity_s FROM campaigns") as cursor:
+            validity = [r[0] async for r in cursor]
+        assert await records.expire_offers(T0 + 3600) == 1  # the one still sent
+        assert await records.count("quarantine") == 0
+    finally:
+        await records.close()
+    assert offers == [
+        ("ev-0", "sent", None, T0 + 3600),
+        ("ev-1", "received", None, T0 + 3600),
+        ("ev-2", "suppressed", "unknown", T0 + 3600),
+    ]
+    assert validity == [3600.0]

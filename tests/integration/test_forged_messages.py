@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import random
 import time
 from pathlib import Path
 
+import pytest
+
+from cloud_bridge.cli import main
 from cloud_bridge.core.pseudonyms import Kind
 from edge.adapters.mosquitto import MosquittoProcess
 from edge.adapters.mqtt import MqttSettings, PahoMqtt
@@ -126,3 +131,86 @@ async def test_unsigned_or_forged_campaigns_change_nothing_and_the_status_says_s
         rejection = gateway.status().sync["last_rejection"]
         assert (rejection["what"], rejection["reason"]) == ("campaigns", "unknown_signer")
         assert gateway.pipeline.offers.campaigns  # the last good set is still in force
+
+
+async def test_events_of_an_unregistered_gateway_wait_unacked_until_it_is_registered(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    async with store_rig(tmp_path, mosquitto) as rig:
+        newcomer = wire.GatewayAddress(rig.gateway.address.chain, STORE, "door-9")
+        visits = await pending_visits(rig, 3, time.time())
+        acks: list[bytes] = []
+        client = PahoMqtt(
+            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-door-9"),
+            subscriptions=[(wire.ack_topic(newcomer), 1)],
+            on_message=lambda m: acks.append(m.payload),
+        )
+        task = asyncio.create_task(client.run(), name="test-door-9")
+        try:
+            await client.wait_connected(10)
+
+            async def send() -> None:
+                for visit in visits:
+                    await client.publish(wire.event_topic(newcomer, "visit"), wire.encode(visit))
+
+            await send()
+            await eventually(lambda: rig.bridge.refused_events == 3, "the events refused")
+            assert await rig.records.count("visits") == 0 and acks == []
+
+            # Registered now: its resends (the gateway keeps unacknowledged events) are recorded.
+            key = bundle.generate_gateway_key(random.Random("door-9").randbytes)
+            await rig.records.add_gateway(
+                STORE, "door-9", bundle.public_key_bytes(key), time.time()
+            )
+            await eventually(
+                lambda: rig.bridge._registered is not None and newcomer in rig.bridge._registered,
+                "the registration read at the next sync",
+            )
+            await send()
+
+            async def recorded() -> bool:
+                return await rig.records.count("visits") == 3
+
+            await eventually(recorded, "the backlog recorded")
+            await eventually(lambda: len(acks) >= 1, "a signed ack")
+        finally:
+            await client.disconnect()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        verified = signed.verify(acks[0], wire.ack_topic(newcomer), [rig.signing_key.public_key()])
+        assert set(wire.decode_as(verified.payload, wire.Ack).event_ids) <= {
+            v.event_id for v in visits
+        }
+
+
+async def test_events_with_times_far_off_are_quarantined_acked_and_listed_for_it(
+    tmp_path: Path, mosquitto: MosquittoProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with store_rig(tmp_path, mosquitto, bridge_options={"event_max_future_s": 300.0}) as rig:
+        now = time.time()
+        future = await pending_visits(rig, 2, now + 3 * 86400)  # a gateway clock days ahead
+        ancient = await pending_visits(rig, 1, now - 90 * 86400)
+        ancient = [dataclasses.replace(v, event_id="ancient-0") for v in ancient]
+        fine = [
+            dataclasses.replace(v, event_id="fine-0") for v in await pending_visits(rig, 1, now)
+        ]
+        await rig.gateway.store.append_events([*future, *ancient, *fine], now)
+        rig.gateway.uplink.wake()
+
+        async def outbox_empty() -> bool:
+            return await rig.gateway.store.count() == 0
+
+        await eventually(outbox_empty, "every event acknowledged")
+        assert await rig.column("SELECT event_id FROM visits") == ["fine-0"]
+        assert rig.bridge.quarantined == 3
+        database = str(rig.records.path)
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["quarantine", database, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted((q["event_id"], q["reason"]) for q in listed) == [
+        ("ancient-0", "ts_too_old"),
+        (future[0].event_id, "ts_future"),
+        (future[1].event_id, "ts_future"),
+    ]
+    assert await asyncio.to_thread(main, ["quarantine", database]) == 0
+    assert capsys.readouterr().out.startswith("3 quarantined event(s)")
