@@ -43,6 +43,7 @@ from edge.logutil import OnceLogger
 _LOGGER = logging.getLogger(__name__)
 INBOX_MAX = 50_000
 REDELIVER_EVERY_S = 1.0
+ACK_IDS_MAX = 1000  # event ids per ack: 1000 ids of at most 64 characters fit a signed message
 
 OutcomeListener = Callable[[RecordOutcome], None]
 DeliveryListener = Callable[[Sequence[Delivery]], None]
@@ -234,6 +235,17 @@ class Bridge:
         campaigns = await self.records.campaigns(store)
         payload = wire.encode(campaigns)
         outdated = [a for a in gateways if self._published.get(a) != campaigns.version]
+        if outdated and len(payload) > signed.MAX_SIGNED_BYTES:
+            self._payload_errors.warning(
+                f"campaigns too big {store} v{campaigns.version}",
+                "store %s: campaigns v%d are %d bytes, more than the %d a gateway accepts: not "
+                "published; shorten or deactivate campaigns",
+                store,
+                campaigns.version,
+                len(payload),
+                signed.MAX_SIGNED_BYTES,
+            )
+            return
         for address in outdated:
             topic = wire.campaigns_topic(address)
             data = signed.sign(payload, topic, self._signing_key)
@@ -575,13 +587,16 @@ class Bridge:
         for gateway, event_ids in acks.items():
             # Signed for the gateway's own ack topic: an ack forged by another client, or replayed
             # onto another gateway's topic, removes nothing from an outbox (edge/core/signed.py).
+            # At most ACK_IDS_MAX ids each, well inside a signed message's size limit.
             topic = wire.ack_topic(gateway)
-            payload = signed.sign(wire.encode(wire.Ack(tuple(event_ids))), topic, self._signing_key)
-            try:
-                await self.mqtt.publish(topic, payload, qos=1)
-            except MqttError as exc:
-                # The gateway resends unacknowledged events; the duplicate gets acknowledged then.
-                _LOGGER.debug("ack to %s not sent: %s", gateway.prefix, exc)
+            for start in range(0, len(event_ids), ACK_IDS_MAX):
+                ack = wire.Ack(tuple(event_ids[start : start + ACK_IDS_MAX]))
+                payload = signed.sign(wire.encode(ack), topic, self._signing_key)
+                try:
+                    await self.mqtt.publish(topic, payload, qos=1)
+                except MqttError as exc:
+                    # The gateway resends unacknowledged events; the duplicate gets acked then.
+                    _LOGGER.debug("ack to %s not sent: %s", gateway.prefix, exc)
 
     async def _deliver(self, deliveries: Sequence[Delivery]) -> None:
         """Hand offers to the broker (QoS 1); those without a PUBACK stay due for a retry."""

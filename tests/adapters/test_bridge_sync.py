@@ -20,7 +20,7 @@ from cloud_bridge.app import Bridge
 from cloud_bridge.config import BridgeConfig, BridgeSection
 from cloud_bridge.seed import seed_records
 from edge.adapters.mqtt import Message
-from edge.core import bundle, wire
+from edge.core import bundle, signed, wire
 from tests.factories import T0
 from tests.fakes.publisher import FakePublisher
 
@@ -324,3 +324,57 @@ async def test_a_rekeyed_gateway_gets_a_full_bundle_sealed_to_its_new_key(setup:
         current_version=0,
     )
     assert opened.kind == "full"
+
+
+def campaigns_to(broker: FakePublisher, address: wire.GatewayAddress) -> list[bytes]:
+    topic = wire.campaigns_topic(address)
+    return [m.payload for m in broker.messages if m.topic == topic]
+
+
+async def test_each_gateway_gets_its_stores_campaigns_signed_for_its_own_topic(
+    setup: Setup,
+) -> None:
+    await setup.bridge.publish_sync()
+    await setup.bridge.publish_sync()  # unchanged: nothing published again
+
+    for address in KEYS:
+        published = campaigns_to(setup.broker, address)
+        assert len(published) == 1
+        verified = signed.verify(published[0], wire.campaigns_topic(address), [SIGNER.public_key()])
+        campaigns = wire.decode_as(verified.payload, wire.CampaignSync)
+        assert campaigns.store == address.store
+    # Door 1's copy is no good on door 2's topic.
+    with pytest.raises(signed.SignedRejected, match="bad_signature"):
+        signed.verify(
+            campaigns_to(setup.broker, DOOR_1)[0],
+            wire.campaigns_topic(DOOR_2),
+            [SIGNER.public_key()],
+        )
+    await execute(setup.records, "UPDATE campaigns SET active = 0 WHERE id = 'welcome-bakery'")
+    await setup.bridge.publish_sync()
+    assert all(len(campaigns_to(setup.broker, a)) == 2 for a in KEYS)
+
+
+async def test_a_removed_gateways_retained_campaigns_are_cleared(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+    await setup.records.remove_gateway(DOOR_2.store, DOOR_2.gateway)
+
+    await setup.bridge.publish_sync()
+
+    assert campaigns_to(setup.broker, DOOR_2)[-1] == b""
+
+
+async def test_acks_are_signed_for_each_gateways_ack_topic_in_bounded_chunks(
+    setup: Setup,
+) -> None:
+    ids = [f"ev-{n:05d}" for n in range(2500)]
+
+    await setup.bridge._send_acks({DOOR_1: ids, DOOR_2: ["ev-x"]})
+
+    acked: list[str] = []
+    for message in setup.broker.messages:
+        if message.topic == wire.ack_topic(DOOR_1):
+            verified = signed.verify(message.payload, message.topic, [SIGNER.public_key()])
+            acked += wire.decode_as(verified.payload, wire.Ack).event_ids
+    assert acked == ids
+    assert len([m for m in setup.broker.messages if m.topic == wire.ack_topic(DOOR_1)]) == 3
