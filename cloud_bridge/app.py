@@ -366,6 +366,7 @@ class Bridge:
                 address.gateway,
             )
             return
+        self._log_campaigns_rejection(address, status)
         sent = self._rosters.get(address)
         if sent is None or status.roster_version == sent.version or sent.full_needed:
             return
@@ -410,6 +411,19 @@ class Bridge:
                 reason,
                 rejection.get("message") if isinstance(rejection, dict) else "",
             )
+
+    def _log_campaigns_rejection(self, address: wire.GatewayAddress, status: wire.Status) -> None:
+        """Say once per rejection that a gateway refused campaigns (forged ones, or a key mix-up)."""
+        rejection = status.sync.get("last_rejection")
+        if not isinstance(rejection, dict) or rejection.get("what") != "campaigns":
+            return
+        self._payload_errors.warning(
+            f"campaigns rejected {address.prefix} {rejection.get('at')}",
+            "gateway %s rejected campaigns [%s], keeping its last good set: %s",
+            address.prefix,
+            rejection.get("reason"),
+            rejection.get("message"),
+        )
 
     async def _sync_loop(self) -> None:
         """Revocations, withdrawn consent and campaign edits reach gateways at the next sync."""

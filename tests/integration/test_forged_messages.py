@@ -99,7 +99,7 @@ async def test_forged_acks_drain_nothing_and_every_event_is_recorded_once_the_br
 
 
 async def test_unsigned_or_forged_campaigns_change_nothing_and_the_status_says_so(
-    tmp_path: Path, mosquitto: MosquittoProcess
+    tmp_path: Path, mosquitto: MosquittoProcess, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with store_rig(tmp_path, mosquitto) as rig:
         gateway = rig.gateway
@@ -131,6 +131,10 @@ async def test_unsigned_or_forged_campaigns_change_nothing_and_the_status_says_s
         rejection = gateway.status().sync["last_rejection"]
         assert (rejection["what"], rejection["reason"]) == ("campaigns", "unknown_signer")
         assert gateway.pipeline.offers.campaigns  # the last good set is still in force
+        # The bridge reads it from the gateway's status and tells IT.
+        await eventually(
+            lambda: "rejected campaigns [unknown_signer]" in caplog.text, "the bridge's warning"
+        )
 
 
 async def test_events_of_an_unregistered_gateway_wait_unacked_until_it_is_registered(
