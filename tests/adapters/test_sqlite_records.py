@@ -27,7 +27,7 @@ GW2 = wire.GatewayAddress(CHAIN, STORE, "gw-2")
 MEMBERS = 20
 SEED = 1
 NOW = T0 + 10.0
-# id → (title, body, tiers, cooldown_s, priority)
+# id → (title, body, tiers, cooldown_s, priority, validity_s)
 CAMPAIGNS = {c[0]: c[1:] for c in DEMO_CAMPAIGNS}
 BAKERY = "welcome-bakery"
 
@@ -454,7 +454,7 @@ async def test_campaigns_carry_tiers_cooldowns_and_the_member_cooldown(
     assert sync.member_cooldown_s == 4 * 3600.0
     assert {c.id: (c.title, c.body, c.tiers, c.cooldown_s, c.priority) for c in sync.campaigns} == {
         cid: (title, body, tuple(tiers.split(",")), cooldown_s, priority)
-        for cid, (title, body, tiers, cooldown_s, priority) in CAMPAIGNS.items()
+        for cid, (title, body, tiers, cooldown_s, priority, _validity_s) in CAMPAIGNS.items()
     }
     coffee = next(c for c in sync.campaigns if c.id == "silver-free-coffee")
     assert coffee.tiers == ("silver", "gold")
