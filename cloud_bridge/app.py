@@ -30,18 +30,22 @@ from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
 from cloud_bridge.config import BridgeConfig
+from cloud_bridge.core import admission
 from cloud_bridge.core.enrollment import Enrollment, EnrollmentError
 from cloud_bridge.core.pseudonyms import Serials, pseudonymize
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
 from cloud_bridge.services.clones import AlertError, CloneAlerts, describe, revoke_for_alert
 from edge.adapters.keystore import load_signing_key_file
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
-from edge.core import bundle, wire
+from edge.core import bundle, signed, wire
 from edge.logutil import OnceLogger
 
 _LOGGER = logging.getLogger(__name__)
 INBOX_MAX = 50_000
 REDELIVER_EVERY_S = 1.0
+# Event ids per ack: 500 ids of the longest kind (64 characters) signed and base64'd stay within
+# wire.MAX_PAYLOAD_BYTES.
+ACK_IDS_MAX = 500
 
 OutcomeListener = Callable[[RecordOutcome], None]
 DeliveryListener = Callable[[Sequence[Delivery]], None]
@@ -99,7 +103,8 @@ class Bridge:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
         self._deliver_wakeup = asyncio.Event()
         self._delivering: set[str] = set()
-        self._published: dict[str, int] = {}  # store → campaigns version published
+        # Campaigns version last published to each gateway (signed for its own topic).
+        self._published: dict[wire.GatewayAddress, int] = {}
         self._payload_errors = OnceLogger(_LOGGER)
         self.outcome_listeners: list[OutcomeListener] = []
         self.delivery_listeners: list[DeliveryListener] = []
@@ -108,6 +113,9 @@ class Bridge:
         self.unknown = 0  # events under pseudonyms their store was never given
         #: Messages dropped because they broke the wire contract (events, receipts, statuses).
         self.rejected = 0
+        self.refused_events = 0  # from gateways not registered for the topic's store
+        self.quarantined = 0  # times outside the bridge's tolerance
+        self.expired = 0  # offers not confirmed within their validity
         self.delivered = 0
         self.received = 0
         self.api_server: EnrollmentApiServer | None = None
@@ -216,6 +224,9 @@ class Bridge:
             await self.mqtt.publish(wire.roster_bundle_topic(address), b"", qos=1, retain=True)
             del self._rosters[address]
             _LOGGER.info("gateway %s removed: its roster topic cleared", address.prefix)
+        for address in [a for a in self._published if a not in self._registered]:
+            await self.mqtt.publish(wire.campaigns_topic(address), b"", qos=1, retain=True)
+            del self._published[address]
         last: tuple[tuple[wire.RosterDevice, ...], Roster] | None = None
         for store in await self.records.stores():
             roster = await self.records.roster(store)
@@ -223,13 +234,36 @@ class Bridge:
             if last is None or last[0] != roster.devices:
                 last = (roster.devices, {d.ref: d for d in roster.devices})
             await self._publish_rosters(store, roster.version, last[1], by_store.get(store, []))
-            campaigns = await self.records.campaigns(store)
-            if self._published.get(store) != campaigns.version:
-                await self.mqtt.publish(
-                    wire.campaigns_topic(chain, store), wire.encode(campaigns), qos=1, retain=True
-                )
-                self._published[store] = campaigns.version
-                _LOGGER.info("store %s: campaigns v%d published", store, campaigns.version)
+            await self._publish_campaigns(store, [a for a, _ in by_store.get(store, [])])
+
+    async def _publish_campaigns(self, store: str, gateways: Sequence[wire.GatewayAddress]) -> None:
+        """Publish the store's campaigns, signed for each gateway's own topic, where not current."""
+        campaigns = await self.records.campaigns(store)
+        payload = wire.encode(campaigns)
+        outdated = [a for a in gateways if self._published.get(a) != campaigns.version]
+        if outdated and len(payload) > signed.MAX_SIGNED_BYTES:
+            self._payload_errors.warning(
+                f"campaigns too big {store} v{campaigns.version}",
+                "store %s: campaigns v%d are %d bytes, more than the %d a gateway accepts: not "
+                "published; shorten or deactivate campaigns",
+                store,
+                campaigns.version,
+                len(payload),
+                signed.MAX_SIGNED_BYTES,
+            )
+            return
+        for address in outdated:
+            topic = wire.campaigns_topic(address)
+            data = signed.sign(payload, topic, self._signing_key)
+            await self.mqtt.publish(topic, data, qos=1, retain=True)
+            self._published[address] = campaigns.version
+        if outdated:
+            _LOGGER.info(
+                "store %s: campaigns v%d published to %d gateway(s)",
+                store,
+                campaigns.version,
+                len(outdated),
+            )
 
     async def _publish_rosters(
         self,
@@ -339,6 +373,7 @@ class Bridge:
                 address.gateway,
             )
             return
+        self._log_campaigns_rejection(address, status)
         sent = self._rosters.get(address)
         if sent is None or status.roster_version == sent.version or sent.full_needed:
             return
@@ -383,6 +418,19 @@ class Bridge:
                 reason,
                 rejection.get("message") if isinstance(rejection, dict) else "",
             )
+
+    def _log_campaigns_rejection(self, address: wire.GatewayAddress, status: wire.Status) -> None:
+        """Say once per rejection that a gateway refused campaigns (forged ones, or a key mix-up)."""
+        rejection = status.sync.get("last_rejection")
+        if not isinstance(rejection, dict) or rejection.get("what") != "campaigns":
+            return
+        self._payload_errors.warning(
+            f"campaigns rejected {address.prefix} {rejection.get('at')}",
+            "gateway %s rejected campaigns [%s], keeping its last good set: %s",
+            address.prefix,
+            rejection.get("reason"),
+            rejection.get("message"),
+        )
 
     async def _sync_loop(self) -> None:
         """Revocations, withdrawn consent and campaign edits reach gateways at the next sync."""
@@ -454,12 +502,21 @@ class Bridge:
                     self._handle_status(message)
                 else:
                     events.append(message)
-            incoming = [e for e in map(self._decode, events) if e is not None]
+            decoded = [e for e in map(self._decode, events) if e is not None]
+            incoming = await self._admit(decoded) if decoded else []
             if not incoming:
                 continue
             outcome = await self.records.record(incoming, self._wall())
             self.recorded += len(outcome.new_visits) + len(outcome.new_offers)
             self.duplicates += outcome.duplicates
+            if outcome.quarantined:
+                self.quarantined += outcome.quarantined
+                _LOGGER.warning(
+                    "%d event(s) quarantined for their times (%d so far): acknowledged, not "
+                    "counted; `cloud-bridge quarantine DATABASE` lists them",
+                    outcome.quarantined,
+                    self.quarantined,
+                )
             if outcome.unknown:
                 self.unknown += outcome.unknown
                 self._payload_errors.warning(
@@ -477,6 +534,45 @@ class Bridge:
                 await self._raise_clone_alerts(outcome.clone_alerts)
             if outcome.deliveries:
                 await self._deliver(outcome.deliveries)
+
+    async def _admit(self, events: Sequence[IncomingEvent]) -> list[IncomingEvent]:
+        """The events the bridge may record (cloud_bridge/core/admission.py), those with times
+        outside its tolerance marked for quarantine. Events of a gateway not registered for the
+        topic's store are dropped unacknowledged: its outbox keeps them, so once it is registered
+        (read at the next sync) its backlog is recorded."""
+        if self._registered is None:
+            chain = self.config.bridge.chain
+            self._registered = {
+                wire.GatewayAddress(chain, r.store, r.gateway): r.public_key
+                for r in await self.registry.gateways()
+            }
+        registered = {(a.store, a.gateway) for a in self._registered}
+        chain, policy, now_s = (
+            self.config.bridge.chain,
+            self.config.bridge.time_policy(),
+            self._wall(),
+        )
+        admitted = []
+        for incoming in events:
+            refusal = admission.check_gateway(incoming.gateway, chain, registered)
+            if refusal is not None:
+                self.refused_events += 1
+                self._payload_errors.warning(
+                    f"refused {incoming.gateway.prefix}",
+                    "events from %s not recorded, not acknowledged [%s] (%d so far): register it "
+                    "with `cloud-bridge add-gateway DATABASE %s %s --public-key KEY` if it is ours",
+                    incoming.gateway.prefix,
+                    refusal,
+                    self.refused_events,
+                    incoming.gateway.store,
+                    incoming.gateway.gateway,
+                )
+                continue
+            reason = admission.check_event_times(incoming.event, now_s, policy)
+            admitted.append(
+                incoming if reason is None else dataclasses.replace(incoming, quarantine=reason)
+            )
+        return admitted
 
     async def _raise_clone_alerts(self, alerts: Sequence[wire.CloneAlert]) -> None:
         """Log each new clone alert, revoke its device if configured to, and tell IT monitoring."""
@@ -517,15 +613,17 @@ class Bridge:
 
     async def _send_acks(self, acks: dict[wire.GatewayAddress, list[str]]) -> None:
         for gateway, event_ids in acks.items():
-            # At most MAX_ACK_IDS per ack, so that each stays within the gateway's payload limit.
-            for start in range(0, len(event_ids), wire.MAX_ACK_IDS):
-                chunk = tuple(event_ids[start : start + wire.MAX_ACK_IDS])
+            # Signed for the gateway's own ack topic: an ack forged by another client, or replayed
+            # onto another gateway's topic, removes nothing from an outbox (edge/core/signed.py).
+            # At most ACK_IDS_MAX ids each, well inside a signed message's size limit.
+            topic = wire.ack_topic(gateway)
+            for start in range(0, len(event_ids), ACK_IDS_MAX):
+                ack = wire.Ack(tuple(event_ids[start : start + ACK_IDS_MAX]))
+                payload = signed.sign(wire.encode(ack), topic, self._signing_key)
                 try:
-                    await self.mqtt.publish(
-                        wire.ack_topic(gateway), wire.encode(wire.Ack(chunk)), qos=1
-                    )
+                    await self.mqtt.publish(topic, payload, qos=1)
                 except MqttError as exc:
-                    # The gateway resends unacknowledged events; the duplicate is acknowledged then.
+                    # The gateway resends unacknowledged events; the duplicate gets acked then.
                     _LOGGER.debug("ack to %s not sent: %s", gateway.prefix, exc)
                     break
 
@@ -561,9 +659,14 @@ class Bridge:
             self._deliver_wakeup.clear()
             if not self.mqtt.connected:
                 continue
-            b = self.config.bridge
-            due = await self.records.due_deliveries(
-                self._wall(), b.offer_resend_s, b.offer_max_attempts, 500
-            )
+            now_s = self._wall()
+            expired = await self.records.expire_offers(now_s)
+            if expired:
+                self.expired += expired
+                _LOGGER.info(
+                    "%d offer(s) expired unconfirmed by the app (their campaign's validity_s)",
+                    expired,
+                )
+            due = await self.records.due_deliveries(now_s, self.config.bridge.offer_resend_s, 500)
             if due:
                 await self._deliver(due)

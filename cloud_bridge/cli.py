@@ -58,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     clones.add_argument("database", type=Path)
     clones.add_argument("--all", action="store_true", help="also revoked and dismissed alerts")
     clones.add_argument("--json", action="store_true", help="print the alerts as JSON")
+    quarantine = sub.add_parser(
+        "quarantine",
+        help="list events kept out of the records for their times (quarantined), newest first",
+        description="List the events the bridge quarantined: their ts or detected_at were outside "
+        "[bridge] event_max_future_s / event_max_age_s of the bridge's clock (a gateway's clock "
+        "wrong, or forged). They were acknowledged and are not counted as visits or offers.",
+    )
+    quarantine.add_argument("database", type=Path)
+    quarantine.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")
+    quarantine.add_argument("--json", action="store_true", help="print them as JSON")
     act = clones.add_mutually_exclusive_group()
     act.add_argument("--revoke", type=int, metavar="ALERT_ID", help="revoke the alert's device")
     act.add_argument("--dismiss", type=int, metavar="ALERT_ID", help="dismiss the alert")
@@ -175,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_add_store(args))
         if args.command == "clones":
             return asyncio.run(_clones(args))
+        if args.command == "quarantine":
+            return asyncio.run(_quarantine(args))
         if args.command == "keygen":
             return _keygen(args.key)
         if args.command in ("add-gateway", "remove-gateway", "gateways"):
@@ -272,6 +284,30 @@ async def _clones(args: argparse.Namespace) -> int:
         print("no clone alerts" if args.all else "no open clone alerts")
     for alert in [] if args.json else alerts:
         print(describe(alert))
+    return 0
+
+
+async def _quarantine(args: argparse.Namespace) -> int:
+    from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+
+    if not args.database.is_file():
+        raise RecordsError(f"{args.database}: no loyalty database there; check the path")
+    records = await SqliteLoyaltyRecords.open(args.database, "-")
+    try:
+        total = await records.count("quarantine")
+        held = await records.quarantined(max(1, args.limit))
+    finally:
+        await records.close()
+    if args.json:
+        print(json.dumps([q.to_json() for q in held], indent=2))
+        return 0
+    print(f"{total} quarantined event(s)" + (f", newest {len(held)}:" if held else ""))
+    for q in held:
+        print(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(q.received_at))}Z {q.reason}: "
+            f"{q.kind} {q.event_id} from {q.store}/{q.gateway}, ts {q.ts}, detected_at "
+            f"{q.detected_at}"
+        )
     return 0
 
 

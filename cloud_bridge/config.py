@@ -8,6 +8,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud_bridge.core.admission import DEFAULT_MAX_AGE_S, DEFAULT_MAX_FUTURE_S, TimePolicy
 from cloud_bridge.core.clones import (
     DEFAULT_CLOCK_TOLERANCE_S,
     DEFAULT_MAX_SPEED_KMH,
@@ -27,7 +28,13 @@ class BridgeSection:
     share_group: str = "threshold-bridge"
     batch: int = 200
     offer_resend_s: float = 30.0  # resend an offer the app has not confirmed after this long
+    # Ignored since offers are resent until their campaign's validity_s ends (then recorded
+    # expired); still accepted so existing configs load.
     offer_max_attempts: int = 5
+    # Events whose ts or detected_at are further ahead of the bridge's clock, or older, are
+    # quarantined (cloud_bridge/core/admission.py): acknowledged, kept aside, not counted.
+    event_max_future_s: float = DEFAULT_MAX_FUTURE_S
+    event_max_age_s: float = DEFAULT_MAX_AGE_S
     sync_interval_s: float = 10.0  # how often to look for roster or campaign changes to publish
     # After (re)connecting, how long to read gateways' retained statuses before publishing rosters:
     # a gateway that already holds the current roster gets nothing instead of a full bundle.
@@ -40,6 +47,9 @@ class BridgeSection:
     clone_min_gap_s: float = DEFAULT_MIN_GAP_S
     clone_clock_tolerance_s: float = DEFAULT_CLOCK_TOLERANCE_S  # per gateway clock
     clone_auto_revoke: bool = False  # revoke the device at once, not only alert
+
+    def time_policy(self) -> TimePolicy:
+        return TimePolicy(max_future_s=self.event_max_future_s, max_age_s=self.event_max_age_s)
 
     def clone_policy(self) -> ClonePolicy:
         return ClonePolicy(
@@ -97,8 +107,10 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
         ("clone_max_speed_kmh", b.clone_max_speed_kmh, "must be > 0 (km/h)"),
         ("clone_min_gap_s", b.clone_min_gap_s, "must be >= 0 (seconds)"),
         ("clone_clock_tolerance_s", b.clone_clock_tolerance_s, "must be >= 0 (seconds)"),
+        ("event_max_future_s", b.event_max_future_s, "must be > 0 (seconds)"),
+        ("event_max_age_s", b.event_max_age_s, "must be > 0 (seconds)"),
     ):
-        ok = value > 0 if name == "clone_max_speed_kmh" else value >= 0
+        ok = value > 0 if name.startswith(("clone_max", "event_")) else value >= 0
         if not (ok and math.isfinite(value)):
             raise ConfigError(path, f"bridge.{name}", f"{rule}, got {value}")
     return config

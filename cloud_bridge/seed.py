@@ -16,7 +16,8 @@ from edge.sim.entrance import make_members
 TIERS = (("bronze", 0.6), ("silver", 0.3), ("gold", 0.1))
 
 DEMO_CAMPAIGNS = (
-    # id, title, body, tiers, cooldown_s, priority
+    # id, title, body, tiers, cooldown_s, priority, validity_s (how long an offer the app has not
+    # confirmed is resent before it is recorded expired)
     (
         "gold-double-points",
         "Double points today",
@@ -24,6 +25,7 @@ DEMO_CAMPAIGNS = (
         "gold",
         86400.0,
         30,
+        3600.0,
     ),
     (
         "silver-free-coffee",
@@ -32,6 +34,7 @@ DEMO_CAMPAIGNS = (
         "silver,gold",
         86400.0,
         20,
+        3600.0,
     ),
     (
         "welcome-bakery",
@@ -40,6 +43,7 @@ DEMO_CAMPAIGNS = (
         "bronze,silver,gold",
         7 * 86400.0,
         10,
+        2 * 3600.0,
     ),
 )
 
@@ -105,8 +109,8 @@ async def seed_records(
                 ),
             )
         await db.executemany(
-            "INSERT INTO campaigns (id, store_id, title, body, tiers, cooldown_s, priority) "
-            "VALUES (?, NULL, ?, ?, ?, ?, ?)",
+            "INSERT INTO campaigns (id, store_id, title, body, tiers, cooldown_s, priority, "
+            "validity_s) VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
             DEMO_CAMPAIGNS,
         )
         await db.execute(

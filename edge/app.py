@@ -24,7 +24,7 @@ from edge.adapters.serial_radio import SerialAdvertSource
 from edge.adapters.simulated_radio import SimulatedAdvertSource
 from edge.adapters.sqlite_store import SqliteGatewayStore
 from edge.config import GatewayConfig
-from edge.core import bundle, wire
+from edge.core import bundle, signed, wire
 from edge.core.advert import RawAdvert
 from edge.core.health import RadioHealth
 from edge.core.offers import OfferEngine
@@ -152,6 +152,9 @@ class Gateway:
         self.inbox_dropped = 0
         #: Messages dropped because they broke the wire contract (ack, roster, campaigns, others).
         self.rejected_messages = 0
+        # Acks not signed by a trusted bridge key for this gateway's ack topic: they drain nothing.
+        self._trusted_signers = tuple(trusted_signers)
+        self.acks_refused = 0
         self._payload_errors = OnceLogger(_LOGGER)
         m = config.mqtt
         self.mqtt = PahoMqtt(
@@ -173,7 +176,7 @@ class Gateway:
             subscriptions=[
                 (wire.ack_topic(self.address), 1),
                 (wire.roster_bundle_topic(self.address), 1),
-                (wire.campaigns_topic(self.address.chain, self.address.store), 1),
+                (wire.campaigns_topic(self.address), 1),
             ],
             on_message=self._on_message,
             on_connect=self._on_connect,
@@ -330,19 +333,12 @@ class Gateway:
         """
         topic = message.topic
         where = f"topic {topic}"
+        roster = wire.roster_bundle_topic(self.address)
         if topic == wire.ack_topic(self.address):
-            try:
-                ack = wire.decode_as(message.payload, wire.Ack, where)
-            except wire.WireError as exc:
-                self._drop(message, exc.reason)
-                return
-            await self.uplink.handle_ack(ack)
-        elif topic in (
-            wire.roster_bundle_topic(self.address),
-            wire.campaigns_topic(self.address.chain, self.address.store),
-        ):
+            await self._handle_ack(message)
+        elif topic in (roster, wire.campaigns_topic(self.address)):
             rejections = self.sync.rejections
-            if topic == wire.roster_bundle_topic(self.address):
+            if topic == roster:
                 applied = await self.sync.apply_roster(message.payload, where)
             else:
                 applied = await self.sync.apply_campaigns(message.payload, where)
@@ -355,6 +351,24 @@ class Gateway:
                 self._status_wakeup.set()
         else:
             self._drop(message, f"{where}: not a topic this gateway listens on")
+
+    async def _handle_ack(self, message: Message) -> None:
+        """Forget the events an ack names, only if a trusted bridge key signed it for our topic.
+
+        Anything else is refused: counted twice (`acks_refused`, and `rejected_messages` with every
+        message that breaks the contract), logged once per topic, and removes nothing.
+        """
+        where = f"topic {message.topic}"
+        try:
+            verified = signed.verify(
+                message.payload, wire.ack_topic(self.address), self._trusted_signers, where
+            )
+            ack = wire.decode_as(verified.payload, wire.Ack, where)
+        except (signed.SignedRejected, wire.WireError) as exc:
+            self.acks_refused += 1
+            self._drop(message, f"ack refused, nothing removed from the outbox: {exc}")
+            return
+        await self.uplink.handle_ack(ack)
 
     async def _on_connect(self) -> None:
         self.uplink.connection_restored()
@@ -387,6 +401,7 @@ class Gateway:
                 "events_acked": self.uplink.acked,
                 "inbox_dropped": self.inbox_dropped,
                 "rejected_messages": self.rejected_messages,
+                "acks_refused": self.acks_refused,
             },
             sync=self.sync.status_json(),
             clock=self.clock_json(),

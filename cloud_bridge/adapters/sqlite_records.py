@@ -6,6 +6,8 @@ An offer's delivery to the shopper is itself durable: the offer row is its outbo
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -14,6 +16,13 @@ from typing import Any, Literal
 
 import aiosqlite
 
+from cloud_bridge.core.admission import (
+    CampaignFacts,
+    MemberFacts,
+    OfferFacts,
+    check_offer,
+    offer_expires_at,
+)
 from cloud_bridge.core.clones import (
     ClonePolicy,
     GeoPoint,
@@ -29,7 +38,7 @@ from cloud_bridge.core.pseudonyms import (
     StorePseudonyms,
     store_key,
 )
-from cloud_bridge.core.records import Delivery, IncomingEvent, RecordOutcome
+from cloud_bridge.core.records import Delivery, IncomingEvent, QuarantinedEvent, RecordOutcome
 from cloud_bridge.errors import RecordsError
 from edge.adapters.sqlite_db import open_database
 from edge.core import wire
@@ -202,6 +211,60 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX offers_member_campaign ON offers (member_id, campaign_id, ts);
     """,
+    # 6: nothing forged counts, offers never abandoned silently (issue 9). A campaign's offers are
+    # resent until `validity_s` after they were issued, then recorded `expired`; a suppressed offer
+    # says why (cloud_bridge/core/admission.py); events with times outside the bridge's tolerance
+    # are kept in quarantine, not counted. SQLite cannot change a CHECK: the offers table is rebuilt.
+    """
+    ALTER TABLE campaigns ADD COLUMN validity_s REAL NOT NULL DEFAULT 3600;
+    CREATE TABLE offers_6 (
+        event_id TEXT PRIMARY KEY REFERENCES events (event_id),
+        visit_id TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        campaign_id TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        ts REAL NOT NULL,
+        detected_at REAL NOT NULL,
+        recorded_at REAL NOT NULL,
+        -- pending: not yet handed to the broker; sent: PUBACKed, no receipt from the app yet;
+        -- received: the app confirmed it; suppressed: refused (suppressed_reason says why);
+        -- expired: not confirmed by expires_at (the campaign's validity_s after it was issued).
+        delivery TEXT NOT NULL
+            CHECK (delivery IN ('pending', 'sent', 'received', 'suppressed', 'expired')),
+        shopper_token TEXT,
+        delivery_topic TEXT,
+        delivery_payload BLOB,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        sent_at REAL,
+        received_at REAL,
+        suppressed_reason TEXT,
+        expires_at REAL
+    );
+    INSERT INTO offers_6 (event_id, visit_id, member_id, campaign_id, store_id, gateway, ts,
+        detected_at, recorded_at, delivery, shopper_token, delivery_topic, delivery_payload,
+        attempts, sent_at, received_at, suppressed_reason, expires_at)
+    SELECT event_id, visit_id, member_id, campaign_id, store_id, gateway, ts, detected_at,
+        recorded_at, delivery, shopper_token, delivery_topic, delivery_payload, attempts, sent_at,
+        received_at, CASE delivery WHEN 'suppressed' THEN 'unknown' END, recorded_at + 3600
+    FROM offers;
+    DROP TABLE offers;
+    ALTER TABLE offers_6 RENAME TO offers;
+    CREATE INDEX offers_unreceived ON offers (delivery) WHERE delivery IN ('pending', 'sent');
+    CREATE INDEX offers_member_campaign ON offers (member_id, campaign_id, ts);
+    CREATE INDEX offers_member ON offers (member_id, ts);
+    CREATE TABLE quarantine (
+        event_id TEXT PRIMARY KEY REFERENCES events (event_id),
+        kind TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        ts REAL,                    -- NULL: not a finite number
+        detected_at REAL,
+        reason TEXT NOT NULL,
+        payload TEXT NOT NULL,      -- the event as received, as JSON
+        received_at REAL NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
@@ -232,6 +295,10 @@ def alert_from_row(r: sqlite3.Row | tuple[Any, ...]) -> wire.CloneAlert:
         r[13],
         r[14],
     )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _location_or_none(lat: float | None, lon: float | None) -> GeoPoint | None:
@@ -376,6 +443,7 @@ class SqliteLoyaltyRecords:
         duplicates = 0
         suppressed = 0
         unknown = 0
+        quarantined = 0
         db = self._db
         try:
             for incoming in events:
@@ -388,6 +456,25 @@ class SqliteLoyaltyRecords:
                 )
                 if cursor.rowcount == 0:
                     duplicates += 1
+                    continue
+                if incoming.quarantine is not None:
+                    # Times outside the bridge's tolerance: kept for IT, acknowledged, not counted.
+                    await db.execute(
+                        "INSERT INTO quarantine (event_id, kind, store_id, gateway, ts, "
+                        "detected_at, reason, payload, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                        (
+                            event.event_id,
+                            event.KIND,
+                            gw.store,
+                            gw.gateway,
+                            _finite_or_none(event.ts),
+                            _finite_or_none(event.detected_at),
+                            incoming.quarantine,
+                            json.dumps(event.to_json()),
+                            now_s,
+                        ),
+                    )
+                    quarantined += 1
                     continue
                 ids = await self._unmask(gw.store, event)
                 if ids is None:
@@ -422,11 +509,14 @@ class SqliteLoyaltyRecords:
                     assert device is not None  # a visit names its device
                     clone_alerts += await self._check_clone(gw.store, event, member, device, now_s)
                     continue
-                delivery = await self._prepare_delivery(gw, event, member, now_s)
+                delivery, refusal, expires_at = await self._prepare_delivery(
+                    gw, event, member, now_s
+                )
                 await db.execute(
                     "INSERT INTO offers (event_id, visit_id, member_id, campaign_id, store_id, "
                     "gateway, ts, detected_at, recorded_at, delivery, shopper_token, "
-                    "delivery_topic, delivery_payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "delivery_topic, delivery_payload, suppressed_reason, expires_at) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         event.event_id,
                         event.visit_id,
@@ -441,6 +531,8 @@ class SqliteLoyaltyRecords:
                         delivery.shopper if delivery else None,
                         delivery.topic if delivery else None,
                         delivery.payload if delivery else None,
+                        refusal,
+                        expires_at,
                     ),
                 )
                 new_offers.append(event)
@@ -451,7 +543,15 @@ class SqliteLoyaltyRecords:
             await db.rollback()
             raise RecordsError(f"cannot record events in {self.path}: {exc}") from exc
         return RecordOutcome(
-            acks, deliveries, new_visits, new_offers, duplicates, suppressed, unknown, clone_alerts
+            acks,
+            deliveries,
+            new_visits,
+            new_offers,
+            duplicates,
+            suppressed,
+            unknown,
+            clone_alerts,
+            quarantined,
         )
 
     async def _check_clone(
@@ -538,51 +638,111 @@ class SqliteLoyaltyRecords:
 
     async def _prepare_delivery(
         self, gw: wire.GatewayAddress, trigger: wire.OfferTrigger, member: str, now_s: float
-    ) -> Delivery | None:
-        """The offer for the shopper's app, or None when the member cannot or must not get it."""
+    ) -> tuple[Delivery | None, str | None, float | None]:
+        """The offer for the shopper's app and when it expires, or None and why it must not go.
+
+        The rules are cloud_bridge/core/admission.py's; this gathers the facts they need.
+        """
         async with self._db.execute(
-            "SELECT m.shopper_token, m.consent, c.title, c.body, c.cooldown_s "
-            "FROM members m, campaigns c "
-            "WHERE m.id = ? AND c.id = ? AND c.active AND (c.store_id IS NULL OR c.store_id = ?)",
-            (member, trigger.campaign, gw.store),
+            "SELECT id, store_id, active, tiers, cooldown_s, validity_s, title, body "
+            "FROM campaigns WHERE id = ?",
+            (trigger.campaign,),
         ) as cursor:
-            row = await cursor.fetchone()
-        if row is None or not row[1]:
-            return None  # unknown or inactive campaign, or one not running at this store
-        token, _, title, body, cooldown_s = row
-        # The campaign's cooldown holds across the chain, and beyond the gateways' retention: an
-        # offer of it to this member, at any store, within cooldown_s of this one (by radio time,
-        # either side: a gateway may upload late) and not itself suppressed, wins.
+            c = await cursor.fetchone()
         async with self._db.execute(
-            "SELECT 1 FROM offers WHERE member_id = ? AND campaign_id = ? "
-            "AND delivery != 'suppressed' AND ts > ? AND ts < ? LIMIT 1",
-            (member, trigger.campaign, trigger.ts - cooldown_s, trigger.ts + cooldown_s),
+            "SELECT tier, consent, shopper_token FROM members WHERE id = ?", (member,)
         ) as cursor:
-            if await cursor.fetchone() is not None:
-                return None
+            m = await cursor.fetchone()
+        campaign = (
+            None
+            if c is None
+            else CampaignFacts(c[0], c[1], bool(c[2]), tuple(c[3].split(",")), c[4], c[5])
+        )
+        member_cooldown_s = float(
+            await self.setting("member_cooldown_s", str(DEFAULT_MEMBER_COOLDOWN_S))
+        )
+        facts = OfferFacts(
+            store=gw.store,
+            ts=trigger.ts,
+            campaign=campaign,
+            member=None if m is None else MemberFacts(m[0], bool(m[1])),
+            member_cooldown_s=member_cooldown_s,
+            # Both cooldowns hold across the chain, and beyond the gateways' retention: the
+            # nearest offer to this member (by radio time, either side: a gateway may upload
+            # late) that was not itself suppressed.
+            same_campaign_gap_s=None
+            if campaign is None
+            else await self._nearest_offer_gap(
+                member, trigger.ts, campaign.cooldown_s, trigger.campaign
+            ),
+            any_offer_gap_s=await self._nearest_offer_gap(member, trigger.ts, member_cooldown_s),
+        )
+        refusal = check_offer(facts)
+        if refusal is not None:
+            return None, refusal.value, None
+        assert c is not None and m is not None  # check_offer refuses unknown ones
+        token = str(m[2])
         offer = wire.ShopperOffer(
             offer_id=trigger.event_id,
             campaign=trigger.campaign,
-            title=title,
-            body=body,
+            title=c[6],
+            body=c[7],
             store=gw.store,
             issued_at=now_s,
             detected_at=trigger.detected_at,
         )
-        return Delivery(
+        delivery = Delivery(
             trigger.event_id, token, wire.shopper_offer_topic(gw.chain, token), wire.encode(offer)
         )
+        return delivery, None, offer_expires_at(now_s, float(c[5]))
+
+    async def _nearest_offer_gap(
+        self, member: str, ts: float, within_s: float, campaign: str | None = None
+    ) -> float | None:
+        """|Δts| to the member's nearest unsuppressed offer (of `campaign`) within `within_s`."""
+        if not within_s > 0:
+            return None
+        where = "AND campaign_id = ? " if campaign is not None else ""
+        params: tuple[object, ...] = (ts, member, *((campaign,) if campaign else ()))
+        async with self._db.execute(
+            f"SELECT min(abs(ts - ?)) FROM offers WHERE member_id = ? {where}"
+            "AND delivery != 'suppressed' AND ts > ? AND ts < ?",
+            (*params, ts - within_s, ts + within_s),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     async def due_deliveries(
-        self, now_s: float, resend_after_s: float, max_attempts: int, limit: int
+        self, now_s: float, resend_after_s: float, limit: int
     ) -> list[Delivery]:
+        """Offers never handed to the broker, and those sent but unconfirmed for resend_after_s;
+        only while they are valid (expire_offers records the others)."""
         async with self._db.execute(
             "SELECT event_id, shopper_token, delivery_topic, delivery_payload FROM offers "
-            "WHERE delivery = 'pending' OR (delivery = 'sent' AND sent_at <= ? AND attempts < ?) "
-            "ORDER BY recorded_at LIMIT ?",
-            (now_s - resend_after_s, max_attempts, limit),
+            "WHERE (delivery = 'pending' OR (delivery = 'sent' AND sent_at <= ?)) "
+            "AND expires_at > ? ORDER BY recorded_at LIMIT ?",
+            (now_s - resend_after_s, now_s, limit),
         ) as cursor:
             return [Delivery(r[0], r[1], r[2], bytes(r[3])) async for r in cursor]
+
+    async def expire_offers(self, now_s: float) -> int:
+        """Record as expired every offer the app has not confirmed by its expiry; how many."""
+        cursor = await self._db.execute(
+            "UPDATE offers SET delivery = 'expired' "
+            "WHERE delivery IN ('pending', 'sent') AND expires_at <= ?",
+            (now_s,),
+        )
+        await self._db.commit()
+        return cursor.rowcount
+
+    async def quarantined(self, limit: int = 1000) -> list[QuarantinedEvent]:
+        """Events kept out of the records for their times, newest first."""
+        async with self._db.execute(
+            "SELECT event_id, kind, store_id, gateway, ts, detected_at, reason, payload, "
+            "received_at FROM quarantine ORDER BY received_at DESC, event_id LIMIT ?",
+            (limit,),
+        ) as cursor:
+            return [QuarantinedEvent(*r) async for r in cursor]
 
     async def mark_sent(self, offer_ids: list[str], now_s: float) -> None:
         await self._db.executemany(
@@ -717,7 +877,15 @@ class SqliteLoyaltyRecords:
         return int(row[0])
 
     async def count(self, table: str) -> int:
-        if table not in ("visits", "offers", "events", "members", "devices", "clone_alerts"):
+        if table not in (
+            "visits",
+            "offers",
+            "events",
+            "members",
+            "devices",
+            "clone_alerts",
+            "quarantine",
+        ):
             raise ValueError(table)
         async with self._db.execute(f"SELECT count(*) FROM {table}") as cursor:
             row = await cursor.fetchone()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -15,6 +16,37 @@ class IncomingEvent:
 
     gateway: wire.GatewayAddress
     event: wire.Event
+    # Set by the bridge's admission check (cloud_bridge/core/admission.py): times outside its
+    # tolerance. Such an event is kept in quarantine, acknowledged, and not counted.
+    quarantine: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedEvent:
+    """An event kept out of the records because its times are outside the bridge's tolerance."""
+
+    event_id: str
+    kind: str
+    store: str
+    gateway: str
+    ts: float | None  # None: not a finite number
+    detected_at: float | None
+    reason: str
+    payload: str  # the event as received, JSON
+    received_at: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "event_id": self.event_id,
+            "kind": self.kind,
+            "store": self.store,
+            "gateway": self.gateway,
+            "ts": self.ts,
+            "detected_at": self.detected_at,
+            "reason": self.reason,
+            "event": json.loads(self.payload),
+            "received_at": self.received_at,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +72,9 @@ class RecordOutcome:
     unknown: int = 0  # events under pseudonyms this store was never given: acknowledged, dropped
     # Devices seen at two stores too far apart for the time between (cloned tags): new ones only.
     clone_alerts: list[wire.CloneAlert] = field(default_factory=list)
+    quarantined: int = (
+        0  # events with times outside the bridge's tolerance: acknowledged, kept aside
+    )
 
 
 class LoyaltyRecords(Protocol):
@@ -48,9 +83,13 @@ class LoyaltyRecords(Protocol):
     async def record(self, events: list[IncomingEvent], now_s: float) -> RecordOutcome: ...
 
     async def due_deliveries(
-        self, now_s: float, resend_after_s: float, max_attempts: int, limit: int
+        self, now_s: float, resend_after_s: float, limit: int
     ) -> list[Delivery]:
-        """Offers never handed to the broker, and those sent but not confirmed in time."""
+        """Valid offers never handed to the broker, and those sent but not confirmed in time."""
+        ...
+
+    async def expire_offers(self, now_s: float) -> int:
+        """Record as expired the offers not confirmed by their expiry; how many."""
         ...
 
     async def mark_sent(self, offer_ids: list[str], now_s: float) -> None: ...

@@ -126,9 +126,10 @@ def roster_bundle_topic(gw: GatewayAddress) -> str:
     return f"{gw.prefix}/sync/roster"
 
 
-def campaigns_topic(chain: str, store: str) -> str:
-    """Bridge → the store's gateways: campaign rules, retained."""
-    return f"{TOPIC_ROOT}/{chain}/{store}/sync/campaigns"
+def campaigns_topic(gw: GatewayAddress) -> str:
+    """Bridge → one gateway: its store's campaigns, signed for this topic (edge/core/signed.py),
+    retained."""
+    return f"{gw.prefix}/sync/campaigns"
 
 
 def shopper_offer_topic(chain: str, shopper: str) -> str:

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import Bridge
 from cloud_bridge.config import BridgeConfig, BridgeSection
+from cloud_bridge.core.admission import DEFAULT_MAX_AGE_S as _DEFAULT_AGE_S
+from cloud_bridge.core.admission import DEFAULT_MAX_FUTURE_S as _DEFAULT_FUTURE_S
 from cloud_bridge.core.pseudonyms import Kind
 from cloud_bridge.seed import seed_records
 from edge.adapters.keystore import create_signing_key_file, provision_gateway_keys
@@ -229,6 +231,12 @@ async def _run(
                 database=str(records.path),
                 offer_resend_s=5.0,
                 signing_key_file=str(signing_key_file),
+                # Simulated time runs `speed` times faster than the bridge's clock, from sim_start:
+                # the whole simulation is inside the bridge's tolerance, nothing is quarantined.
+                event_max_future_s=_DEFAULT_FUTURE_S
+                + options.minutes * 60
+                + max(0.0, sim_start - time.time()),
+                event_max_age_s=max(_DEFAULT_AGE_S, time.time() - sim_start + 86400),
             ),
             mqtt,
         ),

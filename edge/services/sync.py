@@ -1,5 +1,6 @@
 """Applies the roster bundles and campaigns the bridge publishes, keeping the last good set on any error.
 
+Campaigns arrive signed by the bridge for this gateway's campaigns topic (edge/core/signed.py).
 A roster arrives as a signed bundle sealed to this gateway (edge/core/bundle.py). It is verified and
 opened off the event loop, the resolver for the new roster is built there too, and only then is it
 swapped in, so a rejected bundle changes nothing. Rejections are kept for the status topic; a
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.adapters.keystore import GatewayKeys, KeystoreError
 from edge.adapters.sqlite_store import SqliteGatewayStore
-from edge.core import bundle, wire
+from edge.core import bundle, signed, wire
 from edge.core.pipeline import Pipeline
 from edge.core.resolver import EidResolver
 from edge.logutil import OnceLogger
@@ -218,8 +219,20 @@ class SyncApplier:
         self._check_synced()
 
     async def apply_campaigns(self, data: bytes, where: str, *, persist: bool = True) -> bool:
+        """Apply a signed campaigns set newer than the one in force; False (and a rejection, unless
+        routine) otherwise. Only a trusted bridge key's signature for this gateway's campaigns topic
+        counts: an unsigned or forged set, whatever version it claims, changes nothing."""
+        if not data:
+            _LOGGER.debug("%s: empty payload (retained campaigns cleared by the bridge)", where)
+            return False
         try:
-            sync = wire.decode_as(data, wire.CampaignSync, where)
+            verified = signed.verify(
+                data, wire.campaigns_topic(self._address), self._trusted, where
+            )
+        except signed.SignedRejected as exc:
+            return self._reject("campaigns", exc.reason.value, None, exc.message)
+        try:
+            sync = wire.decode_as(verified.payload, wire.CampaignSync, where)
         except wire.WireError as exc:
             return self._reject("campaigns", "malformed", None, exc.reason)
         if sync.store != self._address.store:
@@ -230,9 +243,19 @@ class SyncApplier:
                 f"{where}: campaigns are for store {sync.store!r}, this gateway is in "
                 f"{self._address.store!r}",
             )
-        if sync.version <= self.campaigns_version:
-            return False
+        if sync.version == self.campaigns_version:
+            _LOGGER.debug("%s: campaigns v%d are in force already", where, sync.version)
+            return False  # the retained copy of what is in force comes back on every reconnect
+        if sync.version < self.campaigns_version:
+            return self._reject(
+                "campaigns",
+                "stale_version",
+                sync.version,
+                f"{where}: campaigns v{sync.version} are older than v{self.campaigns_version} in "
+                "force (a replay)",
+            )
         if persist:
+            # Saved signed: the restore after a restart verifies it again.
             await self._store.save_sync(CAMPAIGNS, sync.version, data)
         self._pipeline.offers.replace(sync)
         self.campaigns_version = sync.version

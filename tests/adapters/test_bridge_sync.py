@@ -22,7 +22,7 @@ from cloud_bridge.app import Bridge
 from cloud_bridge.config import BridgeConfig, BridgeSection
 from cloud_bridge.seed import seed_records
 from edge.adapters.mqtt import Message
-from edge.core import bundle, wire
+from edge.core import bundle, signed, wire
 from tests.factories import T0
 from tests.fakes.publisher import FakePublisher
 from tests.unit import test_wire_hostile as hostile
@@ -329,16 +329,6 @@ async def test_a_rekeyed_gateway_gets_a_full_bundle_sealed_to_its_new_key(setup:
     assert opened.kind == "full"
 
 
-async def test_acks_are_split_to_fit_the_gateways_payload_limit(setup: Setup) -> None:
-    event_ids = [f"{i:032x}" for i in range(2 * wire.MAX_ACK_IDS + 5)]
-    await setup.bridge._send_acks({DOOR_1: event_ids})
-    acks = [m.payload for m in setup.broker.messages if m.topic == wire.ack_topic(DOOR_1)]
-    assert len(acks) == 3
-    assert all(len(a) <= wire.MAX_PAYLOAD_BYTES for a in acks)
-    decoded = [wire.decode_as(a, wire.Ack, "ack") for a in acks]
-    assert [i for ack in decoded for i in ack.event_ids] == event_ids
-
-
 async def test_the_bridge_subscribes_to_its_own_chain_only(setup: Setup) -> None:
     bridge = Bridge(BridgeConfig(BridgeSection(chain=CHAIN)), setup.records, setup.records, SIGNER)
     filters = [topic for topic, _ in bridge.mqtt._subscriptions]
@@ -385,3 +375,59 @@ async def test_any_valid_event_however_odd_is_recorded_or_dropped_never_raised(
         incoming.append(decoded)
     outcome = await setup.records.record(incoming, T0)
     assert outcome.unknown + outcome.duplicates == len(events)  # not this store's pseudonyms
+
+
+def campaigns_to(broker: FakePublisher, address: wire.GatewayAddress) -> list[bytes]:
+    topic = wire.campaigns_topic(address)
+    return [m.payload for m in broker.messages if m.topic == topic]
+
+
+async def test_each_gateway_gets_its_stores_campaigns_signed_for_its_own_topic(
+    setup: Setup,
+) -> None:
+    await setup.bridge.publish_sync()
+    await setup.bridge.publish_sync()  # unchanged: nothing published again
+
+    for address in KEYS:
+        published = campaigns_to(setup.broker, address)
+        assert len(published) == 1
+        verified = signed.verify(published[0], wire.campaigns_topic(address), [SIGNER.public_key()])
+        campaigns = wire.decode_as(verified.payload, wire.CampaignSync)
+        assert campaigns.store == address.store
+    # Door 1's copy is no good on door 2's topic.
+    with pytest.raises(signed.SignedRejected, match="bad_signature"):
+        signed.verify(
+            campaigns_to(setup.broker, DOOR_1)[0],
+            wire.campaigns_topic(DOOR_2),
+            [SIGNER.public_key()],
+        )
+    await execute(setup.records, "UPDATE campaigns SET active = 0 WHERE id = 'welcome-bakery'")
+    await setup.bridge.publish_sync()
+    assert all(len(campaigns_to(setup.broker, a)) == 2 for a in KEYS)
+
+
+async def test_a_removed_gateways_retained_campaigns_are_cleared(setup: Setup) -> None:
+    await setup.bridge.publish_sync()
+    await setup.records.remove_gateway(DOOR_2.store, DOOR_2.gateway)
+
+    await setup.bridge.publish_sync()
+
+    assert campaigns_to(setup.broker, DOOR_2)[-1] == b""
+
+
+async def test_acks_are_signed_for_each_gateways_ack_topic_in_bounded_chunks(
+    setup: Setup,
+) -> None:
+    ids = [f"{n:064x}" for n in range(2500)]  # the longest ids the contract allows
+
+    await setup.bridge._send_acks({DOOR_1: ids, DOOR_2: ["ev-x"]})
+
+    acked: list[str] = []
+    for message in setup.broker.messages:
+        if message.topic == wire.ack_topic(DOOR_1):
+            verified = signed.verify(message.payload, message.topic, [SIGNER.public_key()])
+            acked += wire.decode_as(verified.payload, wire.Ack).event_ids
+    assert acked == ids
+    sent = [m.payload for m in setup.broker.messages if m.topic == wire.ack_topic(DOOR_1)]
+    assert len(sent) == 5
+    assert all(len(payload) <= wire.MAX_PAYLOAD_BYTES for payload in sent)

@@ -11,7 +11,7 @@ import pytest
 from edge.adapters.keystore import provision_gateway_keys
 from edge.app import Gateway
 from edge.config import GatewayConfig, GatewaySection, IdentitySection, PrivacySection
-from edge.core import bundle, eid, wire
+from edge.core import bundle, eid, signed, wire
 from tests.factories import make_campaigns, make_device, make_offer_trigger
 from tests.fakes.radio import FakeAdvertSource
 
@@ -93,7 +93,10 @@ async def test_offers_older_than_the_retention_are_forgotten_even_inside_a_longe
     provision_gateway_keys(tmp_path, "file", "rpi-otp-private-key")
     gateway = await Gateway.open(config, FakeAdvertSource())
     try:
-        await gateway.sync.apply_campaigns(wire.encode(make_campaigns()), "campaigns")  # 24 h
+        campaigns = signed.sign(
+            wire.encode(make_campaigns()), wire.campaigns_topic(gateway.address), SIGNER
+        )
+        assert await gateway.sync.apply_campaigns(campaigns, "campaigns")  # 24 h
         now = gateway.radio_now()
         old = make_offer_trigger(member="m-00001", campaign="bakery", ts=now - 7200)
         recent = make_offer_trigger(member="m-00002", campaign="bakery", ts=now - 60)

@@ -198,7 +198,7 @@ async def test_a_member_who_withdrew_consent_gets_no_more_offers(api: Api) -> No
 
     await api.call("POST", f"/v1/members/{TAG_MEMBER}/consent/withdraw", json_body={})
 
-    assert await api.records.due_deliveries(T0 + 3600, 30.0, 5, 100) == []
+    assert await api.records.due_deliveries(T0 + 3600, 30.0, 100) == []
     assert await stored_key(api, "d-00001") == bytes(16)
 
 

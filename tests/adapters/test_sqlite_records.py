@@ -27,7 +27,7 @@ GW2 = wire.GatewayAddress(CHAIN, STORE, "gw-2")
 MEMBERS = 20
 SEED = 1
 NOW = T0 + 10.0
-# id → (title, body, tiers, cooldown_s, priority)
+# id → (title, body, tiers, cooldown_s, priority, validity_s)
 CAMPAIGNS = {c[0]: c[1:] for c in DEMO_CAMPAIGNS}
 BAKERY = "welcome-bakery"
 
@@ -90,6 +90,7 @@ async def test_a_campaigns_cooldown_holds_across_stores_and_beyond_the_gateways_
     records: SqliteLoyaltyRecords,
 ) -> None:
     await records.add_store("store-002", "Station Road")
+    await execute(records, "UPDATE members SET tier = 'gold' WHERE id = 'm-00000'")
     elsewhere = wire.GatewayAddress(CHAIN, "store-002", "gw-1")
     week = CAMPAIGNS[BAKERY][3]
     assert week == 7 * 86400
@@ -181,7 +182,7 @@ async def test_recording_the_same_batch_again_only_acks_it(
     assert await records.count("events") == 2
     assert await records.count("visits") == 1
     assert await records.count("offers") == 1
-    due = await records.due_deliveries(NOW + 30, resend_after_s=60, max_attempts=3, limit=10)
+    due = await records.due_deliveries(NOW + 30, resend_after_s=60, limit=10)
     assert [d.offer_id for d in due] == [offer.event_id]
 
 
@@ -198,7 +199,7 @@ async def test_events_of_a_member_who_withdrew_consent_are_acknowledged_not_reco
     assert outcome.new_visits == [] and outcome.new_offers == []
     assert outcome.suppressed == 2 and outcome.deliveries == []
     assert await records.count("visits") == 0 and await records.count("offers") == 0
-    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+    assert await records.due_deliveries(NOW + 3600, 60, 10) == []
 
 
 async def test_offer_for_an_inactive_campaign_is_not_delivered(
@@ -239,7 +240,7 @@ async def test_offer_for_an_unknown_campaign_is_suppressed(
 
     assert outcome.acks == {GW1: [offer.event_id]}
     assert outcome.deliveries == []
-    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+    assert await records.due_deliveries(NOW + 3600, 60, 10) == []
 
 
 async def test_events_under_pseudonyms_this_store_was_never_given_are_acked_not_recorded(
@@ -258,7 +259,7 @@ async def test_events_under_pseudonyms_this_store_was_never_given_are_acked_not_
     assert outcome.unknown == 3
     assert outcome.new_visits == [] and outcome.new_offers == [] and outcome.deliveries == []
     assert await records.count("visits") == 0 and await records.count("offers") == 0
-    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+    assert await records.due_deliveries(NOW + 3600, 60, 10) == []
 
 
 async def test_a_member_has_a_different_pseudonym_at_each_store_and_the_same_one_within_it(
@@ -286,7 +287,7 @@ async def test_a_suppressed_offer_cannot_be_marked_sent_or_received(
 
     await records.mark_sent([offer.event_id], NOW)
 
-    assert await records.due_deliveries(NOW + 3600, 60, 3, 10) == []
+    assert await records.due_deliveries(NOW + 3600, 60, 10) == []
     assert await records.mark_received(token, [offer.event_id], NOW) == 0
 
 
@@ -298,32 +299,45 @@ async def test_pending_delivery_is_due_until_sent_then_again_after_resend_time(
 ) -> None:
     offer = await record_offer(records)
 
-    due = await records.due_deliveries(NOW, resend_after_s=60, max_attempts=3, limit=10)
+    due = await records.due_deliveries(NOW, resend_after_s=60, limit=10)
     assert [d.offer_id for d in due] == [offer.event_id]
     # Not sent yet: still due later on too.
-    assert [d.offer_id for d in await records.due_deliveries(NOW + 5, 60, 3, 10)] == [
-        offer.event_id
-    ]
+    assert [d.offer_id for d in await records.due_deliveries(NOW + 5, 60, 10)] == [offer.event_id]
 
     await records.mark_sent([offer.event_id], NOW + 5)
 
-    assert await records.due_deliveries(NOW + 5, 60, 3, 10) == []
-    assert await records.due_deliveries(NOW + 64, 60, 3, 10) == []
-    resend = await records.due_deliveries(NOW + 65, 60, 3, 10)
+    assert await records.due_deliveries(NOW + 5, 60, 10) == []
+    assert await records.due_deliveries(NOW + 64, 60, 10) == []
+    resend = await records.due_deliveries(NOW + 65, 60, 10)
     assert resend == due  # the same topic and payload as the first time
 
 
-async def test_delivery_is_given_up_after_max_attempts(records: SqliteLoyaltyRecords) -> None:
-    offer = await record_offer(records)
+async def test_an_unconfirmed_offer_is_resent_until_its_validity_ends_then_recorded_expired(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await execute(records, "UPDATE campaigns SET validity_s = 3600 WHERE id = ?", BAKERY)
+    offer = await record_offer(records)  # issued at NOW
 
-    for attempt in range(3):
+    for attempt in range(10):  # far more than the old cap of attempts
         sent_at = NOW + attempt * 100
-        assert [d.offer_id for d in await records.due_deliveries(sent_at, 60, 3, 10)] == [
+        assert [d.offer_id for d in await records.due_deliveries(sent_at, 60, 10)] == [
             offer.event_id
         ]
         await records.mark_sent([offer.event_id], sent_at)
+    assert await records.expire_offers(NOW + 3599) == 0
+    assert [d.offer_id for d in await records.due_deliveries(NOW + 3599, 60, 10)] == [
+        offer.event_id
+    ]
 
-    assert await records.due_deliveries(NOW + 10_000, 60, 3, 10) == []
+    assert await records.due_deliveries(NOW + 3600, 60, 10) == []
+    assert await records.expire_offers(NOW + 3600) == 1
+    async with records.connection.execute(
+        "SELECT delivery FROM offers WHERE event_id = ?", (offer.event_id,)
+    ) as cursor:
+        assert await cursor.fetchone() == ("expired",)
+    assert await records.expire_offers(NOW + 9999) == 0  # once
+    token = await shopper_token(records, "m-00000")
+    assert await records.mark_received(token, [offer.event_id], NOW + 4000) == 0
 
 
 async def test_received_offer_is_never_due_again(records: SqliteLoyaltyRecords) -> None:
@@ -334,10 +348,10 @@ async def test_received_offer_is_never_due_again(records: SqliteLoyaltyRecords) 
     confirmed = await records.mark_received(token, [offer.event_id], NOW + 1)
 
     assert confirmed == 1
-    assert await records.due_deliveries(NOW + 10_000, 60, 3, 10) == []
+    assert await records.due_deliveries(NOW + 10_000, 60, 10) == []
     # A late mark_sent (the PUBACK of a resend) must not bring it back.
     await records.mark_sent([offer.event_id], NOW + 2)
-    assert await records.due_deliveries(NOW + 10_000, 60, 3, 10) == []
+    assert await records.due_deliveries(NOW + 10_000, 60, 10) == []
     assert await records.mark_received(token, [offer.event_id], NOW + 3) == 0
 
 
@@ -348,7 +362,7 @@ async def test_a_pending_offer_can_be_received_before_it_is_marked_sent(
     token = await shopper_token(records, "m-00000")
 
     assert await records.mark_received(token, [offer.event_id], NOW) == 1
-    assert await records.due_deliveries(NOW, 60, 3, 10) == []
+    assert await records.due_deliveries(NOW, 60, 10) == []
 
 
 async def test_receipt_from_another_shopper_changes_nothing(
@@ -360,7 +374,7 @@ async def test_receipt_from_another_shopper_changes_nothing(
     assert await records.mark_received(someone_else, [offer.event_id], NOW) == 0
     assert await records.mark_received("0" * 24, [offer.event_id], NOW) == 0
 
-    due = await records.due_deliveries(NOW, 60, 3, 10)
+    due = await records.due_deliveries(NOW, 60, 10)
     assert [d.offer_id for d in due] == [offer.event_id]
 
 
@@ -373,7 +387,7 @@ async def test_due_deliveries_respects_the_limit_oldest_first(
         await records.record(await as_sent(records, GW1, offer), NOW + n)
         offers.append(offer)
 
-    due = await records.due_deliveries(NOW + 10, 60, 3, limit=2)
+    due = await records.due_deliveries(NOW + 10, 60, limit=2)
 
     assert [d.offer_id for d in due] == [offers[0].event_id, offers[1].event_id]
 
@@ -440,7 +454,7 @@ async def test_campaigns_carry_tiers_cooldowns_and_the_member_cooldown(
     assert sync.member_cooldown_s == 4 * 3600.0
     assert {c.id: (c.title, c.body, c.tiers, c.cooldown_s, c.priority) for c in sync.campaigns} == {
         cid: (title, body, tuple(tiers.split(",")), cooldown_s, priority)
-        for cid, (title, body, tiers, cooldown_s, priority) in CAMPAIGNS.items()
+        for cid, (title, body, tiers, cooldown_s, priority, _validity_s) in CAMPAIGNS.items()
     }
     coffee = next(c for c in sync.campaigns if c.id == "silver-free-coffee")
     assert coffee.tiers == ("silver", "gold")
@@ -493,7 +507,7 @@ async def test_records_survive_reopening(tmp_path: Path) -> None:
     reopened = await SqliteLoyaltyRecords.open(path, CHAIN)
     try:
         again = await reopened.record(await as_sent(reopened, GW1, offer), NOW + 60)
-        due = await reopened.due_deliveries(NOW + 60, 60, 3, 10)
+        due = await reopened.due_deliveries(NOW + 60, 60, 10)
     finally:
         await reopened.close()
 
@@ -553,3 +567,129 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
     finally:
         await records.close()
     assert row is not None and row[0] == SCHEMA_VERSION
+
+
+# --- Admission (cloud_bridge/core/admission.py) through the records -----------------------------
+
+
+async def suppressed_reasons(records: SqliteLoyaltyRecords) -> dict[str, str | None]:
+    async with records.connection.execute(
+        "SELECT event_id, suppressed_reason FROM offers WHERE delivery = 'suppressed'"
+    ) as cursor:
+        return {r[0]: r[1] async for r in cursor}
+
+
+async def test_a_refused_offer_is_recorded_suppressed_with_the_reason_never_delivered(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await records.add_store("store-002", "Station Road")
+    await execute(records, "UPDATE members SET tier = 'bronze' WHERE id = 'm-00001'")
+    await execute(records, "UPDATE members SET tier = 'gold' WHERE id = 'm-00002'")
+    elsewhere = wire.GatewayAddress(CHAIN, "store-002", "gw-1")
+
+    def trigger(member: str, campaign: str, ts: float, tier: str = "gold") -> wire.OfferTrigger:
+        device = f"d-{member[2:]}"
+        return make_offer_trigger(member=member, device=device, campaign=campaign, ts=ts, tier=tier)
+
+    # A bronze member whose gateway claims gold: the records' tier decides.
+    claimed_gold = trigger("m-00001", "gold-double-points", T0)
+    # A gold member: one offer, then another campaign at another store within the member cooldown.
+    first = trigger("m-00002", "gold-double-points", T0)
+    too_soon = trigger("m-00002", BAKERY, T0 + 600)
+    unknown = trigger("m-00003", "no-such-campaign", T0)
+    outcome = await records.record(
+        [
+            *await as_sent(records, GW1, claimed_gold, first, unknown),
+            *await as_sent(records, elsewhere, too_soon),
+        ],
+        NOW,
+    )
+
+    assert [d.offer_id for d in outcome.deliveries] == [first.event_id]
+    assert await suppressed_reasons(records) == {
+        claimed_gold.event_id: "tier_not_served",
+        too_soon.event_id: "member_cooldown",
+        unknown.event_id: "unknown_campaign",
+    }
+    # Outside the member cooldown (4 h by default) the other campaign goes.
+    later = trigger("m-00002", BAKERY, T0 + 5 * 3600)
+    assert (
+        len((await records.record(await as_sent(records, elsewhere, later), NOW)).deliveries) == 1
+    )
+
+
+async def test_a_quarantined_event_is_acked_kept_aside_and_not_counted(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    visit, offer = visit_and_offer()
+    sent = [
+        dataclasses.replace(e, quarantine="ts_future") for e in await as_sent(records, GW1, visit)
+    ]
+    sent += [
+        dataclasses.replace(e, quarantine="ts_too_old") for e in await as_sent(records, GW1, offer)
+    ]
+
+    outcome = await records.record(sent, NOW)
+    again = await records.record(sent, NOW + 1)
+
+    assert outcome.acks == {GW1: [visit.event_id, offer.event_id]}
+    assert outcome.quarantined == 2 and again.duplicates == 2
+    assert outcome.new_visits == [] and outcome.new_offers == [] and outcome.deliveries == []
+    assert await records.count("visits") == 0 and await records.count("offers") == 0
+    held = {q.event_id: q for q in await records.quarantined()}
+    assert {e: q.reason for e, q in held.items()} == {
+        visit.event_id: "ts_future",
+        offer.event_id: "ts_too_old",
+    }
+    assert held[visit.event_id].to_json()["event"]["event_id"] == visit.event_id
+    assert held[visit.event_id].gateway == "gw-1" and held[visit.event_id].ts == visit.ts
+
+
+async def test_a_version_5_database_keeps_its_offers_and_gains_validity_and_quarantine(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from cloud_bridge.adapters.sqlite_records import _MIGRATIONS
+
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path)
+    for migration in _MIGRATIONS[:5]:
+        conn.executescript(migration)
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute("INSERT INTO stores (id, name) VALUES (?, 'High Street')", (STORE,))
+    conn.execute(
+        "INSERT INTO campaigns (id, title, body, tiers, cooldown_s) VALUES ('c', 't', 'b', 'gold', 60)"
+    )
+    for n, state in enumerate(("sent", "received", "suppressed")):
+        conn.execute(
+            "INSERT INTO events (event_id, kind, store_id, gateway, received_at) "
+            "VALUES (?, 'offer', ?, 'gw-1', ?)",
+            (f"ev-{n}", STORE, T0),
+        )
+        conn.execute(
+            "INSERT INTO offers (event_id, visit_id, member_id, campaign_id, store_id, gateway, ts, "
+            "detected_at, recorded_at, delivery) VALUES (?, 'v', 'm', 'c', ?, 'gw-1', ?, ?, ?, ?)",
+            (f"ev-{n}", STORE, T0, T0, T0, state),
+        )
+    conn.commit()
+    conn.close()
+
+    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    try:
+        async with records.connection.execute(
+            "SELECT event_id, delivery, suppressed_reason, expires_at FROM offers ORDER BY event_id"
+        ) as cursor:
+            offers = [tuple(r) async for r in cursor]
+        async with records.connection.execute("SELECT validity_s FROM campaigns") as cursor:
+            validity = [r[0] async for r in cursor]
+        assert await records.expire_offers(T0 + 3600) == 1  # the one still sent
+        assert await records.count("quarantine") == 0
+    finally:
+        await records.close()
+    assert offers == [
+        ("ev-0", "sent", None, T0 + 3600),
+        ("ev-1", "received", None, T0 + 3600),
+        ("ev-2", "suppressed", "unknown", T0 + 3600),
+    ]
+    assert validity == [3600.0]

@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 
-from edge.core import bundle, wire
+from edge.core import bundle, signed, wire
 
 ROOT = Path(__file__).parents[2]
 GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
 BUNDLE_GOLDEN = GOLDEN_DIR / "roster_bundle.json"
+SIGNED_GOLDEN = GOLDEN_DIR / "signed_ack.json"
+GOLDEN_ACK_TOPIC = wire.ack_topic(wire.GatewayAddress("demo-chain", "store-001", "door-1"))
 
 # Test keys only: derived from public seeds, never used outside this test.
 GOLDEN_SIGNER = bundle.generate_signing_key(random.Random("golden-bridge").randbytes)
@@ -47,11 +49,23 @@ def golden_bundle() -> bytes:
     )
 
 
+def golden_signed_ack() -> bytes:
+    """The golden ack (ack.json) signed by the golden bridge key for door-1's ack topic."""
+    ack = wire.decode((GOLDEN_DIR / "ack.json").read_bytes())
+    return signed.sign(wire.encode(ack), GOLDEN_ACK_TOPIC, GOLDEN_SIGNER)
+
+
 def is_bundle(obj: dict[str, Any]) -> bool:
     return obj.get("type") == bundle.BUNDLE_TYPE
 
 
-@pytest.mark.parametrize("path", [p for p in GOLDEN if p != BUNDLE_GOLDEN], ids=lambda p: p.stem)
+def is_signed(obj: dict[str, Any]) -> bool:
+    return obj.get("type") == signed.SIGNED_TYPE
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in GOLDEN if p not in (BUNDLE_GOLDEN, SIGNED_GOLDEN)], ids=lambda p: p.stem
+)
 def test_golden_payload_decodes_and_re_encodes_identically(path: Path) -> None:
     data = path.read_bytes()
     payload = wire.decode(data, str(path))
@@ -71,6 +85,16 @@ def test_golden_roster_bundle_is_rebuilt_byte_for_byte_and_opens() -> None:
     )
     assert opened.version == 3
     assert opened.roster_after({}) == {GOLDEN_DEVICE.ref: GOLDEN_DEVICE}
+
+
+def test_golden_signed_ack_is_rebuilt_byte_for_byte_and_verifies_only_for_its_topic() -> None:
+    data = SIGNED_GOLDEN.read_bytes()
+    assert data == golden_signed_ack()
+    verified = signed.verify(data, GOLDEN_ACK_TOPIC, [GOLDEN_SIGNER.public_key()])
+    assert wire.decode_as(verified.payload, wire.Ack).event_ids[0].startswith("4f1c")
+    other = GOLDEN_ACK_TOPIC.replace("door-1", "door-2")
+    with pytest.raises(signed.SignedRejected, match="bad_signature"):
+        signed.verify(data, other, [GOLDEN_SIGNER.public_key()])
 
 
 def test_an_old_status_without_sync_or_clock_still_decodes() -> None:
@@ -93,6 +117,7 @@ def test_every_payload_type_has_a_golden_copy() -> None:
         "offer_receipt",
         "roster",
         "roster_bundle",
+        "signed",
         "campaigns",
         "clone_alert",
     }
@@ -105,6 +130,8 @@ def test_docs_show_every_golden_payload_and_decodable_examples() -> None:
     for obj in documented:
         if is_bundle(obj):
             assert bundle.canonical_json(obj) == golden_bundle()
+        elif is_signed(obj):
+            assert obj == json.loads(golden_signed_ack())
         else:
             wire.decode(json.dumps(obj).encode(), "docs/mqtt.md")
     for path in GOLDEN:
@@ -119,9 +146,10 @@ def test_docs_name_every_topic() -> None:
         "/event/offer",
         "/ack",
         "{gateway}/sync/roster",
-        "{store}/sync/campaigns",
+        "{gateway}/sync/campaigns",
         "/shopper/{shopper}/offer",
         "{chain}/bridge/alerts",
     ):
         assert suffix in doc, f"docs/mqtt.md does not name the topic ending {suffix}"
     assert "{store}/sync/roster" not in doc, "the store-level plain roster topic is gone"
+    assert "{store}/sync/campaigns" not in doc, "the store-level plain campaigns topic is gone"

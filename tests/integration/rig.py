@@ -106,6 +106,12 @@ class Rig:
     workdir: Path
     # The gateway (door-1) of each other store the rig was asked for, and its radio.
     others: dict[str, tuple[Gateway, FakeAdvertSource]] = field(default_factory=dict)
+    # The running parts' tasks, torn down on exit (start_bridge adds the bridge's).
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start_bridge(self) -> None:
+        """Start the bridge of a rig built with `start_bridge=False`."""
+        self.tasks.append(asyncio.create_task(self.bridge.run(), name="rig-bridge"))
 
     @property
     def triggers(self) -> list[wire.OfferTrigger]:
@@ -164,11 +170,13 @@ async def store_rig(
     api_tokens: Path | None = None,
     other_stores: tuple[str, ...] = (),
     bridge_options: dict[str, Any] | None = None,
+    start_bridge: bool = True,
 ) -> AsyncIterator[Rig]:
     """Build and run everything; tear it all down on exit.
 
     `other_stores` get a gateway each too (seeded stores have locations: cloud_bridge/seed.py);
-    `bridge_options` are more [bridge] settings.
+    `bridge_options` are more [bridge] settings. Without `start_bridge` the bridge waits for
+    `Rig.start_bridge()`, and the gateway holds no roster or campaigns until then.
     """
     mqtt = MqttSection(host=broker.host, port=broker.port)
     records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
@@ -195,7 +203,8 @@ async def store_rig(
                 sync_interval_s=0.2,
                 status_grace_s=0.2,
                 signing_key_file=str(signing_key_file),
-                **(bridge_options or {}),
+                # The tests walk shoppers in at simulated times hours ahead of the clock.
+                **{"event_max_future_s": 7 * 86400.0, **(bridge_options or {})},
             ),
             mqtt,
             ApiSection(enabled=True, port=0, tokens_file=str(api_tokens))
@@ -235,7 +244,7 @@ async def store_rig(
         MqttSettings(host=broker.host, port=broker.port, client_id="test-shopper-apps"), CHAIN
     )
     tasks = [
-        asyncio.create_task(bridge.run(), name="rig-bridge"),
+        *([asyncio.create_task(bridge.run(), name="rig-bridge")] if start_bridge else []),
         asyncio.create_task(apps.run(), name="rig-apps"),
         asyncio.create_task(gateway.run(), name="rig-gateway"),
         *(asyncio.create_task(g.run(), name=f"rig-gateway-{s}") for s, (g, _) in others.items()),
@@ -243,9 +252,12 @@ async def store_rig(
     try:
         async with asyncio.timeout(30):
             await apps.mqtt.wait_connected()
-            await gateway.sync.synced.wait()
-            for other, _ in others.values():
-                await other.sync.synced.wait()
+            if start_bridge:
+                await gateway.sync.synced.wait()
+                for other, _ in others.values():
+                    await other.sync.synced.wait()
+            else:
+                await gateway.mqtt.wait_connected()
         if api_tokens:
             await eventually(lambda: bridge.api_server is not None, "the enrollment API")
         yield Rig(
@@ -261,6 +273,7 @@ async def store_rig(
             gateway_keys,
             workdir,
             others,
+            tasks,
         )
     finally:
         try:

@@ -247,7 +247,8 @@ async def test_bad_payloads_are_logged_once_with_their_topic_and_ignored(
         assert rig.bridge.rejected == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert sum(event_topic in w for w in warnings) == 1  # once, then at DEBUG
-    assert sum(wire.ack_topic(address) in w and "version 9" in w for w in warnings) == 1
+    assert sum(wire.ack_topic(address) in w and "[unsigned]" in w for w in warnings) == 1
+    assert rig.gateway.acks_refused == 1
 
 
 async def test_withdrawn_consent_reaches_the_gateway_at_the_next_sync(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from edge.adapters.keystore import GatewayKeys, Sealer
 from edge.adapters.sqlite_store import SqliteGatewayStore
-from edge.core import bundle, eid, wire
+from edge.core import bundle, eid, signed, wire
 from edge.core.bundle import FullRoster, RejectReason, RosterDelta
 from edge.core.offers import OfferEngine
 from edge.core.pipeline import Pipeline
@@ -120,8 +120,13 @@ def make_applier(
     )
 
 
+def signed_for_gateway(payload: bytes, signer: Any = SIGNER, gw: wire.GatewayAddress = GW) -> bytes:
+    """`payload` signed as the bridge publishes campaigns: for the gateway's campaigns topic."""
+    return signed.sign(payload, wire.campaigns_topic(gw), signer)
+
+
 def campaigns_bytes(version: int, **overrides: Any) -> bytes:
-    return wire.encode(make_campaigns(version=version, **overrides))
+    return signed_for_gateway(wire.encode(make_campaigns(version=version, **overrides)))
 
 
 def tampered(data: bytes, **changes: Any) -> bytes:
@@ -426,20 +431,14 @@ async def test_valid_campaigns_are_applied_and_persisted(
     assert decision is not None and decision.campaign.id == "gold-points"
 
 
-@pytest.mark.parametrize("older_version", [3, 2], ids=["equal", "lower"])
-async def test_campaigns_with_an_older_or_equal_version_are_ignored(
-    applier: SyncApplier,
-    pipeline: Pipeline,
-    store: SqliteGatewayStore,
-    older_version: int,
+async def test_campaigns_at_the_version_in_force_are_ignored_quietly(
+    applier: SyncApplier, pipeline: Pipeline, store: SqliteGatewayStore
 ) -> None:
     good = campaigns_bytes(3)
     await applier.apply_campaigns(good, "v3")
     only_bakery = (wire.CampaignSpec("bakery", "t", "b", ("gold",), 60.0, 1),)
 
-    applied = await applier.apply_campaigns(
-        campaigns_bytes(older_version, campaigns=only_bakery), "older"
-    )
+    applied = await applier.apply_campaigns(campaigns_bytes(3, campaigns=only_bakery), "same")
 
     assert applied is False
     assert campaign_ids(pipeline) == {"gold-points", "bakery"}
@@ -450,29 +449,41 @@ async def test_campaigns_with_an_older_or_equal_version_are_ignored(
 
 def bad_campaigns() -> dict[str, tuple[bytes, str, str]]:
     """case → (payload, reason code, what the message must name) for campaigns to refuse."""
-    valid = campaigns_bytes(9)
+    plain = wire.encode(make_campaigns(version=9))
+    huge = wire.encode(make_campaigns(version=2**62))
     negative = make_campaigns().campaigns[0].to_json() | {"cooldown_s": -1}
     bad_tiers = make_campaigns().campaigns[0].to_json() | {"tiers": "gold"}
+    other_gw = wire.GatewayAddress(CHAIN, STORE, "gw-2")
     return {
+        "unsigned": (plain, "unsigned", "plain 'campaigns' payload"),
+        "unsigned-huge-version": (huge, "unsigned", "plain 'campaigns' payload"),
+        "rogue-signer": (signed_for_gateway(huge, ROGUE_SIGNER), "unknown_signer", "not trusted"),
+        "another-gateways-topic": (
+            signed_for_gateway(plain, gw=other_gw),
+            "bad_signature",
+            "another topic",
+        ),
+        "older-version-replayed": (campaigns_bytes(0), "stale_version", "a replay"),
         "other-store": (campaigns_bytes(9, store="store-002"), "wrong_store", "store-002"),
-        "malformed-json": (b"{campaigns", "malformed", "not JSON"),
+        "malformed-json": (b"[campaigns", "malformed", "not a valid signed message"),
+        "malformed-inside": (signed_for_gateway(b"[campaigns"), "malformed", "field $"),
         "wrong-type": (
-            wire.encode(wire.RosterSync(STORE, 9, (make_device(),))),
+            signed_for_gateway(wire.encode(wire.RosterSync(STORE, 9, (make_device(),)))),
             "malformed",
             "expected a 'campaigns' payload",
         ),
         "negative-cooldown": (
-            tampered(valid, campaigns=[negative]),
+            signed_for_gateway(tampered(plain, campaigns=[negative])),
             "malformed",
             "$.campaigns[0].cooldown_s",
         ),
         "tiers-not-a-list": (
-            tampered(valid, campaigns=[bad_tiers]),
+            signed_for_gateway(tampered(plain, campaigns=[bad_tiers])),
             "malformed",
             "$.campaigns[0].tiers",
         ),
         "member-cooldown-missing": (
-            tampered(valid, member_cooldown_s=None),
+            signed_for_gateway(tampered(plain, member_cooldown_s=None)),
             "malformed",
             "$.member_cooldown_s",
         ),

@@ -84,7 +84,7 @@ def test_topics() -> None:
     assert wire.event_topic(GW, "offer") == "threshold/v1/acme/store-042/door-1/event/offer"
     assert wire.ack_topic(GW) == "threshold/v1/acme/store-042/door-1/ack"
     assert wire.roster_bundle_topic(GW) == "threshold/v1/acme/store-042/door-1/sync/roster"
-    assert wire.campaigns_topic("acme", "store-042") == "threshold/v1/acme/store-042/sync/campaigns"
+    assert wire.campaigns_topic(GW) == "threshold/v1/acme/store-042/door-1/sync/campaigns"
     assert wire.shopper_offer_topic("acme", "ab12") == "threshold/v1/acme/shopper/ab12/offer"
     assert wire.bridge_alerts_topic("acme") == "threshold/v1/acme/bridge/alerts"
     parsed = wire.parse_event_topic("threshold/v1/acme/store-042/door-1/event/visit")

@@ -1,0 +1,173 @@
+"""What the bridge lets count: the business rules it checks before recording or delivering (issue 9).
+
+A gateway's events are evidence, not commands. The bridge checks, here, as pure functions of facts the
+records adapter and the bridge gather:
+
+- **Who sent it** (`check_gateway`): only a gateway registered for the store its topic names. The
+  event is then neither recorded nor acknowledged: the gateway keeps it and resends it, so a
+  gateway registered later (`cloud-bridge add-gateway`, read at the next sync) still gets its
+  backlog recorded, while a forger's events are never recorded.
+- **When** (`check_times`): `ts` and `detected_at` within a tolerance of the bridge's clock. An
+  event outside it is quarantined: kept in the quarantine table with the reason, acknowledged (a
+  resend would be quarantined again), never counted as a visit or an offer.
+- **Whether an offer may reach the shopper** (`check_offer`): the campaign exists, is active at
+  the store, serves the member's tier *as the loyalty records hold it* (not the tier the event
+  claims), the member consents, and neither the campaign's cooldown nor the member cooldown is
+  broken anywhere in the chain. A refused offer is recorded as suppressed with the reason.
+
+No clock, no I/O: `now_s` and every fact come in as arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+from enum import StrEnum
+
+from edge.core import wire
+
+DEFAULT_MAX_FUTURE_S = 300.0  # a gateway clock this far ahead of the bridge's is wrong
+DEFAULT_MAX_AGE_S = 30 * 86400.0  # older than any gateway keeps events (retention) by default
+DEFAULT_OFFER_VALIDITY_S = 3600.0  # how long an unconfirmed offer is resent
+
+
+class GatewayRefusal(StrEnum):
+    """Why an event's sender is not believed."""
+
+    OTHER_CHAIN = "other_chain"  # a chain this bridge does not serve
+    UNREGISTERED = "unregistered_gateway"  # no gateway of that id is registered
+    WRONG_STORE = "wrong_store"  # that gateway id is registered, but for another store
+
+
+class QuarantineReason(StrEnum):
+    """Why an event's timestamps are not believed."""
+
+    TS_FUTURE = "ts_future"
+    TS_TOO_OLD = "ts_too_old"
+    DETECTED_FUTURE = "detected_at_future"
+    DETECTED_TOO_OLD = "detected_at_too_old"
+
+
+class OfferRefusal(StrEnum):
+    """Why an offer a gateway triggered is not delivered (the offer is recorded suppressed)."""
+
+    UNKNOWN_CAMPAIGN = "unknown_campaign"
+    CAMPAIGN_INACTIVE = "campaign_inactive"
+    NOT_AT_STORE = "campaign_not_at_store"
+    UNKNOWN_MEMBER = "unknown_member"
+    NO_CONSENT = "no_consent"
+    TIER_NOT_SERVED = "tier_not_served"
+    CAMPAIGN_COOLDOWN = "campaign_cooldown"
+    MEMBER_COOLDOWN = "member_cooldown"
+
+
+@dataclass(frozen=True, slots=True)
+class TimePolicy:
+    """How far from the bridge's clock an event's times may be ([bridge] event_max_*)."""
+
+    max_future_s: float = DEFAULT_MAX_FUTURE_S
+    max_age_s: float = DEFAULT_MAX_AGE_S
+
+
+def check_gateway(
+    address: wire.GatewayAddress, chain: str, registered: Collection[tuple[str, str]]
+) -> GatewayRefusal | None:
+    """None if `address` (from the topic) is a gateway registered for its store, else why not.
+
+    `registered` holds (store, gateway) pairs.
+    """
+    if address.chain != chain:
+        return GatewayRefusal.OTHER_CHAIN
+    if (address.store, address.gateway) in registered:
+        return None
+    if any(gateway == address.gateway for _, gateway in registered):
+        return GatewayRefusal.WRONG_STORE
+    return GatewayRefusal.UNREGISTERED
+
+
+def check_times(
+    ts: float, detected_at: float, now_s: float, policy: TimePolicy
+) -> QuarantineReason | None:
+    """None if both times are within the policy's tolerance of `now_s`, else the first that is not."""
+    for value, future, old in (
+        (ts, QuarantineReason.TS_FUTURE, QuarantineReason.TS_TOO_OLD),
+        (detected_at, QuarantineReason.DETECTED_FUTURE, QuarantineReason.DETECTED_TOO_OLD),
+    ):
+        if not math.isfinite(value) or value > now_s + policy.max_future_s:
+            return future
+        if value < now_s - policy.max_age_s:
+            return old
+    return None
+
+
+def check_event_times(
+    event: wire.Event, now_s: float, policy: TimePolicy
+) -> QuarantineReason | None:
+    """`check_times` on an event's `ts` and `detected_at`."""
+    return check_times(event.ts, event.detected_at, now_s, policy)
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignFacts:
+    """A campaign as the loyalty records hold it."""
+
+    id: str
+    store: str | None  # None: every store
+    active: bool
+    tiers: tuple[str, ...]
+    cooldown_s: float
+    validity_s: float = DEFAULT_OFFER_VALIDITY_S
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFacts:
+    """A member as the loyalty records hold them."""
+
+    tier: str
+    consent: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OfferFacts:
+    """What the bridge knows when a gateway triggers an offer.
+
+    The gaps are radio-time distances (either side: a gateway may upload late) from this trigger to
+    the nearest other offer to the same member, at any store, that was not itself suppressed; None
+    if there is none.
+    """
+
+    store: str
+    ts: float
+    campaign: CampaignFacts | None
+    member: MemberFacts | None
+    member_cooldown_s: float
+    same_campaign_gap_s: float | None
+    any_offer_gap_s: float | None
+
+
+def check_offer(facts: OfferFacts) -> OfferRefusal | None:
+    """None if the offer may be delivered, else why it must not (checked in this order)."""
+    campaign, member = facts.campaign, facts.member
+    if campaign is None:
+        return OfferRefusal.UNKNOWN_CAMPAIGN
+    if not campaign.active:
+        return OfferRefusal.CAMPAIGN_INACTIVE
+    if campaign.store is not None and campaign.store != facts.store:
+        return OfferRefusal.NOT_AT_STORE
+    if member is None:
+        return OfferRefusal.UNKNOWN_MEMBER
+    if not member.consent:
+        return OfferRefusal.NO_CONSENT
+    if member.tier not in campaign.tiers:
+        return OfferRefusal.TIER_NOT_SERVED
+    if facts.same_campaign_gap_s is not None and facts.same_campaign_gap_s < campaign.cooldown_s:
+        return OfferRefusal.CAMPAIGN_COOLDOWN
+    if facts.any_offer_gap_s is not None and facts.any_offer_gap_s < facts.member_cooldown_s:
+        return OfferRefusal.MEMBER_COOLDOWN
+    return None
+
+
+def offer_expires_at(issued_at: float, validity_s: float) -> float:
+    """Until when an offer the app has not confirmed is resent; recorded expired after."""
+    return issued_at + validity_s
