@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("--dismiss", type=int, metavar="ALERT_ID", help="dismiss the alert")
     _add_key_commands(sub)
     _add_enrollment_commands(sub)
+    _add_database_commands(sub)
     return parser
 
 
@@ -181,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_gateways(args))
         if args.command == "api-token":
             return _api_token(args.tokens_file)
+        if args.command == "create-db":
+            return _create_db(args.database)
         return asyncio.run(_run(args.config))
     except (BridgeError, EdgeError) as exc:
         print(f"cloud-bridge: {exc}", file=sys.stderr)
@@ -328,7 +331,8 @@ async def _seed(args: argparse.Namespace) -> int:
     from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
     from cloud_bridge.seed import seed_records
 
-    records = await SqliteLoyaltyRecords.open(args.database, args.chain)
+    # A demo database: seeding creates it, as create-db would.
+    records = await SqliteLoyaltyRecords.open(args.database, args.chain, create=True)
     try:
         added = await seed_records(
             records,
@@ -361,8 +365,8 @@ async def _enrollment(args: argparse.Namespace) -> int:
         request = EnrollRequest(args.member, args.kind, args.tier, args.exponent)
     if not args.database.is_file():
         raise RecordsError(
-            f"{args.database}: no loyalty database there; check --database (the bridge creates "
-            "it on its first run)"
+            f"{args.database}: no loyalty database there; check --database, or create one with "
+            f"`cloud-bridge create-db {args.database}`"
         )
     enrollment = await SqliteEnrollment.open(args.database, getattr(args, "chain", "-"))
     try:
@@ -413,4 +417,34 @@ async def _run(config_path: Path) -> int:
             await task
     finally:
         await bridge.close()
+    return 0
+
+
+def _add_database_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Creating the loyalty database: the only command that may (the bridge refuses a missing one)."""
+    create = sub.add_parser(
+        "create-db",
+        help="create an empty loyalty database (the bridge never creates one itself)",
+        description="Create the loyalty database, mode 0600 in a 0700 directory. The bridge refuses "
+        "to start on a missing database rather than create an empty one and acknowledge the "
+        "gateways' backlog into it. An existing database is checked and kept, never replaced.",
+    )
+    create.add_argument("database", type=Path, help="the file ([bridge] database)")
+
+
+def _create_db(path: Path) -> int:
+    existed = path.exists()
+    if not existed:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # 0600 before SQLite writes a byte: the members and their keys are in it.
+        path.touch(mode=0o600, exist_ok=False)
+    return asyncio.run(_open_new_db(path, existed))
+
+
+async def _open_new_db(path: Path, existed: bool) -> int:
+    from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+
+    records = await SqliteLoyaltyRecords.open(path, "-", create=not existed)
+    await records.close()
+    print(f"{path}: {'exists, checked and kept' if existed else 'created (mode 0600)'}")
     return 0

@@ -31,9 +31,9 @@ from cloud_bridge.core.pseudonyms import (
 )
 from cloud_bridge.core.records import Delivery, IncomingEvent, RecordOutcome
 from cloud_bridge.errors import RecordsError
-from edge.adapters.sqlite_db import open_database
+from edge.adapters.sqlite_db import Writable, open_database, os_writable
 from edge.core import wire
-from edge.errors import StorageError
+from edge.errors import MissingDatabase, StorageError
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -298,10 +298,31 @@ class SqliteLoyaltyRecords:
 
     @classmethod
     async def open(
-        cls, path: Path, chain: str, clone_policy: ClonePolicy | None = None
+        cls,
+        path: Path,
+        chain: str,
+        clone_policy: ClonePolicy | None = None,
+        *,
+        create: bool = False,
+        writable: Writable = os_writable,
     ) -> SqliteLoyaltyRecords:
+        """Open the records at `path`; a missing file is an error unless `create` (the create-db
+        command). A read-only, corrupt or too new file is refused (RecordsError, one line)."""
         try:
-            db = await open_database(path, _MIGRATIONS, "loyalty records", foreign_keys=True)
+            db = await open_database(
+                path,
+                _MIGRATIONS,
+                "loyalty database",
+                foreign_keys=True,
+                create=create,
+                writable=writable,
+                fix="; restore it from a backup",
+            )
+        except MissingDatabase as exc:
+            raise RecordsError(
+                f"{path}: no loyalty database there; check the path ([bridge] database), or "
+                f"create a new one with `cloud-bridge create-db {path}`"
+            ) from exc
         except StorageError as exc:
             raise RecordsError(str(exc)) from exc
         try:

@@ -213,7 +213,7 @@ async def _run(
 ) -> dict[str, Any]:
     wall_start = time.monotonic()
     mqtt = MqttSection(host=broker.host, port=broker.port)
-    records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
+    records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN, create=True)
     sim_start = time.time() if options.start_unix_s is None else options.start_unix_s
     await seed_records(
         records, members=options.members, seed=options.seed, stores=(STORE,), joined_at=sim_start

@@ -46,7 +46,7 @@ class Setup:
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
-    records = await SqliteLoyaltyRecords.open(tmp_path / "loyalty.db", CHAIN)
+    records = await SqliteLoyaltyRecords.open(tmp_path / "loyalty.db", CHAIN, create=True)
     await seed_records(records, members=6, seed=1, stores=(STORE, ELSEWHERE.store), joined_at=T0)
     for address, key in KEYS.items():
         public = bundle.public_key_bytes(key)

@@ -29,7 +29,7 @@ DAY = 86400.0
 @pytest.fixture
 async def records(tmp_path: Path) -> AsyncIterator[SqliteLoyaltyRecords]:
     opened = await SqliteLoyaltyRecords.open(
-        tmp_path / "loyalty.db", CHAIN, ClonePolicy(clock_tolerance_s=10.0)
+        tmp_path / "loyalty.db", CHAIN, ClonePolicy(clock_tolerance_s=10.0), create=True
     )
     try:
         await seed_records(opened, members=5, seed=1, stores=(), joined_at=T0 - DAY)

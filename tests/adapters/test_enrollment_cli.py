@@ -153,6 +153,7 @@ def test_add_store_creates_a_store_once(tmp_path: Path, capsys: pytest.CaptureFi
     from cloud_bridge.cli import main as bridge_main
 
     database = tmp_path / "loyalty.sqlite"
+    assert bridge_main(["create-db", str(database)]) == 0
     assert bridge_main(["add-store", str(database), "store-042"]) == 0
     assert bridge_main(["add-store", str(database), "store-042"]) == 0
     assert bridge_main(["add-store", str(database), "Store 42"]) == 2

@@ -58,7 +58,7 @@ class Api:
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     path = tmp_path / "bridge" / "loyalty.db"
-    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    records = await SqliteLoyaltyRecords.open(path, CHAIN, create=True)
     enrollment: SqliteEnrollment | None = None
     server: EnrollmentApiServer | None = None
     try:

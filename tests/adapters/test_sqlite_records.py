@@ -34,7 +34,7 @@ BAKERY = "welcome-bakery"
 
 @pytest.fixture
 async def records(tmp_path: Path) -> AsyncIterator[SqliteLoyaltyRecords]:
-    opened = await SqliteLoyaltyRecords.open(tmp_path / "bridge" / "loyalty.db", CHAIN)
+    opened = await SqliteLoyaltyRecords.open(tmp_path / "bridge" / "loyalty.db", CHAIN, create=True)
     try:
         added = await seed_records(
             opened, members=MEMBERS, seed=SEED, stores=(STORE,), joined_at=T0 - 86400
@@ -485,7 +485,7 @@ async def test_seeding_twice_adds_nothing(records: SqliteLoyaltyRecords) -> None
 
 async def test_records_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "loyalty.db"
-    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    records = await SqliteLoyaltyRecords.open(path, CHAIN, create=True)
     await seed_records(records, members=MEMBERS, seed=SEED, stores=(STORE,), joined_at=T0)
     offer = await record_offer(records)
     await records.close()

@@ -171,7 +171,7 @@ async def store_rig(
     `bridge_options` are more [bridge] settings.
     """
     mqtt = MqttSection(host=broker.host, port=broker.port)
-    records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
+    records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN, create=True)
     await seed_records(
         records, members=members, seed=3, stores=(STORE, *other_stores), joined_at=time.time()
     )
