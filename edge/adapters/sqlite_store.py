@@ -12,21 +12,31 @@ back, and only overwrites them as it wraps round, which on a quiet gateway can t
 periodic purge of offer history (`purge_history`, after `[privacy] retention_s`) ends with a
 TRUNCATE checkpoint whenever rows were deleted since the last one (purged history or acknowledged
 events): whatever was deleted is gone from every file by the next purge.
+
+A corrupt database found at start is moved aside, not repaired: what it held is either lost
+(unacknowledged events) or comes back from the bridge (roster, campaigns).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
 from edge.adapters.sqlite_db import open_database
 from edge.core import wire
 from edge.core.offers import OfferHistory
-from edge.errors import StorageError
+from edge.errors import CorruptDatabase, StorageError
+
+_LOGGER = logging.getLogger(__name__)
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -61,6 +71,37 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+def move_aside(path: Path, now_unix_s: float) -> Path:
+    """Rename `path` (with its -wal and -shm) to `<name>.corrupt-<UTC timestamp>`; return the new path.
+
+    Kept, not deleted: whoever investigates may still recover events from it.
+    """
+    stamp = datetime.fromtimestamp(now_unix_s, UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("-wal", "-shm"):  # the journal first: never pair it with a new database
+        journal = path.with_name(path.name + suffix)
+        if journal.exists():
+            journal.rename(aside.with_name(aside.name + suffix))
+    path.rename(aside)
+    return aside
+
+
+def _count_outbox(path: Path) -> int | None:
+    """How many events a corrupt database still shows in its outbox, if SQLite can tell."""
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+        ) as conn:
+            row = conn.execute("SELECT count(*) FROM outbox").fetchone()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row else None
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     event_id: str
@@ -77,9 +118,28 @@ class SqliteGatewayStore:
         self._deleted = False  # rows deleted since the WAL was last cut
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteGatewayStore:
-        """Open (creating and migrating) the database at `path`."""
-        db = await open_database(path, _MIGRATIONS, "gateway database")
+    async def open(
+        cls, path: Path, *, wall_clock: Callable[[], float] = time.time
+    ) -> SqliteGatewayStore:
+        """Open (creating and migrating) the database at `path`.
+
+        A missing file is a first boot: it is created. A corrupt one is moved aside (see
+        `move_aside`) and a fresh one created: the gateway then holds no roster (version 0), and the
+        bridge answers its status with a full one. A newer or read-only one is an error.
+        """
+        try:
+            db = await open_database(path, _MIGRATIONS, "gateway database")
+        except CorruptDatabase as exc:
+            unsent = _count_outbox(path)
+            aside = move_aside(path, wall_clock())
+            _LOGGER.error(
+                "%s; moved it aside to %s and starting on a new one: %s unacknowledged events in "
+                "it are lost, and the roster and campaigns will be resynced from the bridge",
+                exc,
+                aside,
+                "an unknown number of" if unsent is None else unsent,
+            )
+            db = await open_database(path, _MIGRATIONS, "gateway database")
         try:
             await db.execute("PRAGMA secure_delete = ON")
             # Old page images (e.g. migration 2's erased roster) can sit in the WAL: fold it into
