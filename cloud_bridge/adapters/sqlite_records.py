@@ -6,11 +6,13 @@ An offer's delivery to the shopper is itself durable: the offer row is its outbo
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import aiosqlite
 
@@ -242,6 +244,29 @@ def _location_or_none(lat: float | None, lon: float | None) -> GeoPoint | None:
         return None
 
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _one_at_a_time(
+    method: Callable[Concatenate[SqliteLoyaltyRecords, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[SqliteLoyaltyRecords, _P], Coroutine[Any, Any, _T]]:
+    """Run a method that writes (or commits, or rolls back) alone on the connection.
+
+    The bridge's loops share one connection, and a transaction is the connection's: without this,
+    one coroutine's commit or rollback lands in the middle of another's batch.
+    """
+
+    async def alone(self: SqliteLoyaltyRecords, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        async with self._lock:
+            return await method(self, *args, **kwargs)
+
+    # Not functools.wraps: mypy loses the Concatenate signature through it.
+    alone.__name__, alone.__qualname__ = method.__name__, method.__qualname__
+    alone.__doc__ = method.__doc__
+    return alone
+
+
 @dataclass(frozen=True, slots=True)
 class RegisteredGateway:
     """A gateway the bridge sends rosters to, sealed to `public_key` (raw X25519, 32 bytes)."""
@@ -295,6 +320,7 @@ class SqliteLoyaltyRecords:
         self._secret = secret
         self._pseudonyms: dict[str, StorePseudonyms] = {}
         self.clone_policy = clone_policy or ClonePolicy()
+        self._lock = asyncio.Lock()  # see _one_at_a_time
 
     @classmethod
     async def open(
@@ -384,9 +410,11 @@ class SqliteLoyaltyRecords:
         """The raw connection, for the seeding and admin commands."""
         return self._db
 
+    @_one_at_a_time
     async def close(self) -> None:
         await self._db.close()
 
+    @_one_at_a_time
     async def record(self, events: list[IncomingEvent], now_s: float) -> RecordOutcome:
         """Record a batch in one transaction; duplicates are acknowledged and otherwise ignored."""
         acks: dict[wire.GatewayAddress, list[str]] = {}
@@ -540,6 +568,7 @@ class SqliteLoyaltyRecords:
             row = await cursor.fetchone()
         return None if row is None else alert_from_row(row)
 
+    @_one_at_a_time
     async def close_clone_alert(
         self, alert_id: int, status: Literal["revoked", "dismissed"], now_s: float
     ) -> bool:
@@ -605,6 +634,7 @@ class SqliteLoyaltyRecords:
         ) as cursor:
             return [Delivery(r[0], r[1], r[2], bytes(r[3])) async for r in cursor]
 
+    @_one_at_a_time
     async def mark_sent(self, offer_ids: list[str], now_s: float) -> None:
         await self._db.executemany(
             "UPDATE offers SET delivery = 'sent', sent_at = ?, attempts = attempts + 1 "
@@ -613,6 +643,7 @@ class SqliteLoyaltyRecords:
         )
         await self._db.commit()
 
+    @_one_at_a_time
     async def mark_received(self, shopper: str, offer_ids: list[str], now_s: float) -> int:
         """Record the app's receipt; only the shopper the offer was for can confirm it."""
         cursor = await self._db.executemany(
@@ -623,6 +654,7 @@ class SqliteLoyaltyRecords:
         await self._db.commit()
         return cursor.rowcount
 
+    @_one_at_a_time
     async def add_store(self, store: str, name: str, location: GeoPoint | None = None) -> bool:
         """Add a store (where it is, if known); return False if it was already there."""
         lat, lon = (location.lat, location.lon) if location else (None, None)
@@ -633,6 +665,7 @@ class SqliteLoyaltyRecords:
         await self._db.commit()
         return cursor.rowcount == 1
 
+    @_one_at_a_time
     async def set_store_location(self, store: str, location: GeoPoint | None) -> bool:
         """Set (or, with None, forget) where a store is; False if the store is unknown."""
         lat, lon = (location.lat, location.lon) if location else (None, None)
@@ -646,6 +679,7 @@ class SqliteLoyaltyRecords:
         """Where a store is, or None if unknown (or the store is not there)."""
         return await self._location(store)
 
+    @_one_at_a_time
     async def add_gateway(
         self, store: str, gateway: str, public_key: bytes, now_s: float
     ) -> Literal["added", "replaced", "unchanged"]:
@@ -673,6 +707,7 @@ class SqliteLoyaltyRecords:
             ) from None
         return "added" if row is None else "replaced"
 
+    @_one_at_a_time
     async def remove_gateway(self, store: str, gateway: str) -> bool:
         """Forget a gateway: the bridge stops sealing rosters to it. False if it was not there."""
         cursor = await self._db.execute(

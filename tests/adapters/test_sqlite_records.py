@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -553,3 +554,28 @@ async def test_a_version_1_database_is_migrated_and_keeps_its_records(tmp_path: 
     finally:
         await records.close()
     assert row is not None and row[0] == SCHEMA_VERSION
+
+
+# --- One transaction at a time on the connection --------------------------------------------------
+
+
+async def test_a_rollback_elsewhere_never_undoes_part_of_a_batch_being_recorded(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    # Coroutines share the connection: before its operations were serialized, a failed
+    # add-gateway's rollback landing in the middle of `record` discarded the batch's first rows,
+    # and `record` then committed the rest and acknowledged them all.
+    visits = [
+        make_visit(member=f"m-{i % MEMBERS:05d}", device=f"d-{i % MEMBERS:05d}") for i in range(200)
+    ]
+    sent = await as_sent(records, GW1, *visits)
+
+    async def unknown_store() -> None:
+        for _ in range(20):
+            with pytest.raises(RecordsError):
+                await records.add_gateway("store-404", "gw-1", bytes(32), NOW)
+
+    outcome, _ = await asyncio.gather(records.record(sent, NOW), unknown_store())
+
+    assert len(outcome.acks[GW1]) == len(visits)
+    assert await records.count("visits") == len(visits)
