@@ -165,6 +165,14 @@ class Pipeline:
                 events.extend(out)
         return events
 
+    def clock_stepped(self, now_s: float) -> None:
+        """The wall clock stepped to `now_s`: roll the resolver's windows there at once, completely,
+        and housekeep on from the new time (after a step back, the old schedule would not come round
+        for as long as the step, the windows held being those of the future)."""
+        self.resolver.advance(now_s)
+        self.presence.expire(now_s)
+        self._next_housekeeping_s = now_s + HOUSEKEEPING_EVERY_S
+
     def housekeeping(self, now_s: float) -> None:
         """Slide the resolver's windows, precompute a slice of the next, close visits that timed out
         (radio time)."""
