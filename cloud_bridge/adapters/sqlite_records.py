@@ -7,7 +7,9 @@ An offer's delivery to the shopper is itself durable: the offer row is its outbo
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import aiosqlite
 
+from cloud_bridge.adapters.data_key import DATA_KEY_ENV, DataKey
 from cloud_bridge.core.clones import (
     ClonePolicy,
     GeoPoint,
@@ -24,6 +27,7 @@ from cloud_bridge.core.clones import (
     check_sighting,
     location_from,
 )
+from cloud_bridge.core.keyseal import IdentityKeySealer, SealError
 from cloud_bridge.core.pseudonyms import (
     SECRET_BYTES,
     Kind,
@@ -204,8 +208,16 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX offers_member_campaign ON offers (member_id, campaign_id, ts);
     """,
+    # 6: identity keys sealed at rest (issue 9; cloud_bridge/core/keyseal.py). A sealed device keeps
+    # 16 zero bytes in identity_key (its CHECK stays) and the sealed key here; NULL: not sealed yet,
+    # which opening with the data key fixes (`_seal_clear_keys`).
+    """
+    ALTER TABLE devices ADD COLUMN sealed_key BLOB
+        CHECK (sealed_key IS NULL OR length(sealed_key) = 45);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+_LOGGER = logging.getLogger(__name__)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
 
 
@@ -267,6 +279,59 @@ def _one_at_a_time(
     return alone
 
 
+async def _sealer(db: aiosqlite.Connection, path: Path, data_key: DataKey) -> IdentityKeySealer:
+    """The sealer for `data_key`, once the database's check value says it is the right key; keys
+    still in clear are sealed now."""
+    sealer = IdentityKeySealer(data_key.key, secrets.token_bytes)
+    try:
+        rows = list(
+            await db.execute_fetchall("SELECT value FROM settings WHERE key = 'data_key_check'")
+        )
+        if rows:
+            try:
+                check = bytes.fromhex(str(rows[0][0]))
+            except ValueError:
+                check = b""
+            if not sealer.matches(check):
+                raise RecordsError(
+                    f"{path}: the data key from {data_key.source} is not the one its identity keys "
+                    f"are sealed with; give the bridge the key file made with this database (or "
+                    f"${DATA_KEY_ENV})"
+                )
+        else:
+            await db.execute(
+                "INSERT INTO settings (key, value) VALUES ('data_key_check', ?)",
+                (sealer.check_value().hex(),),
+            )
+            await db.commit()
+        await _seal_clear_keys(db, sealer)
+    except sqlite3.Error as exc:
+        raise RecordsError(f"cannot seal the identity keys in {path}: {exc}") from exc
+    return sealer
+
+
+async def _seal_clear_keys(db: aiosqlite.Connection, sealer: IdentityKeySealer) -> None:
+    """Seal every identity key still in clear (a database from before sealing), then make sure the
+    clear bytes are gone from the file: secure_delete zeroes what the updates free, and a TRUNCATE
+    checkpoint folds the WAL in and empties it."""
+    clear = list(
+        await db.execute_fetchall(
+            "SELECT id, identity_key FROM devices WHERE sealed_key IS NULL "
+            "AND identity_key != zeroblob(16)"
+        )
+    )
+    if not clear:
+        return
+    await db.execute("PRAGMA secure_delete = ON")
+    await db.executemany(
+        "UPDATE devices SET sealed_key = ?, identity_key = zeroblob(16) WHERE id = ?",
+        [(sealer.seal(str(ref), bytes(key)), ref) for ref, key in clear],
+    )
+    await db.commit()
+    await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+    _LOGGER.info("sealed %d identity keys that were stored in clear", len(clear))
+
+
 @dataclass(frozen=True, slots=True)
 class RegisteredGateway:
     """A gateway the bridge sends rosters to, sealed to `public_key` (raw X25519, 32 bytes)."""
@@ -313,8 +378,10 @@ class SqliteLoyaltyRecords:
         chain: str,
         secret: bytes,
         clone_policy: ClonePolicy | None = None,
+        sealer: IdentityKeySealer | None = None,
     ) -> None:
         self._db = db
+        self._sealer = sealer
         self.path = path
         self.chain = chain
         self._secret = secret
@@ -331,9 +398,14 @@ class SqliteLoyaltyRecords:
         *,
         create: bool = False,
         writable: Writable = os_writable,
+        data_key: DataKey | None = None,
     ) -> SqliteLoyaltyRecords:
         """Open the records at `path`; a missing file is an error unless `create` (the create-db
-        command). A read-only, corrupt or too new file is refused (RecordsError, one line)."""
+        command). A read-only, corrupt or too new file is refused (RecordsError, one line).
+
+        With `data_key`, identity keys can be sealed and opened: a wrong key is refused here, and
+        keys still in clear (a database from before sealing) are sealed now. Without it, everything
+        but reading or writing identity keys works (the admin commands)."""
         try:
             db = await open_database(
                 path,
@@ -353,10 +425,11 @@ class SqliteLoyaltyRecords:
             raise RecordsError(str(exc)) from exc
         try:
             secret = await _pseudonym_secret(db, path)
+            sealer = None if data_key is None else await _sealer(db, path, data_key)
         except BaseException:
             await db.close()
             raise
-        return cls(db, path, chain, secret, clone_policy)
+        return cls(db, path, chain, secret, clone_policy, sealer)
 
     def pseudonyms(self, store: str) -> StorePseudonyms:
         """How `store`'s gateways know members and devices (cloud_bridge/core/pseudonyms.py)."""
@@ -404,6 +477,26 @@ class SqliteLoyaltyRecords:
         if device is None or device[0] != Kind.DEVICE:
             return None
         return member[1], device[1]
+
+    def seal_identity_key(self, device: str, identity_key: bytes) -> bytes:
+        """`identity_key` sealed for storing in `device`'s row (sealed_key)."""
+        return self._need_sealer().seal(device, identity_key)
+
+    def open_identity_key(self, device: str, clear: bytes, sealed: bytes | None) -> bytes:
+        """A device row's identity key: `sealed` opened, or `clear` from a row not sealed yet."""
+        if sealed is None:
+            return clear
+        try:
+            return self._need_sealer().open(device, sealed)
+        except SealError as exc:
+            raise RecordsError(f"{self.path}: {exc.reason}") from None
+
+    def _need_sealer(self) -> IdentityKeySealer:
+        if self._sealer is None:
+            raise RecordsError(
+                f"{self.path}: identity keys need the data key; open the records with it"
+            )
+        return self._sealer
 
     @property
     def connection(self) -> aiosqlite.Connection:
@@ -731,12 +824,21 @@ class SqliteLoyaltyRecords:
         """Every active device of a consenting member (every store sees the whole chain's roster)."""
         version = await self._store_version(store, "roster_version")
         async with self._db.execute(
-            "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent FROM devices d "
-            "JOIN members m ON m.id = d.member_id WHERE d.active AND m.consent ORDER BY d.id"
+            "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent, d.sealed_key "
+            "FROM devices d JOIN members m ON m.id = d.member_id WHERE d.active AND m.consent "
+            "ORDER BY d.id"
         ) as cursor:
-            devices = tuple(
-                [wire.RosterDevice(r[0], r[1], r[2], bytes(r[3]), r[4]) async for r in cursor]
+            rows = [r async for r in cursor]
+        devices = tuple(
+            wire.RosterDevice(
+                r[0],
+                r[1],
+                r[2],
+                self.open_identity_key(r[0], bytes(r[3]), None if r[5] is None else bytes(r[5])),
+                r[4],
             )
+            for r in rows
+        )
         return wire.RosterSync(store=store, version=version, devices=devices)
 
     async def campaigns(self, store: str) -> wire.CampaignSync:

@@ -19,7 +19,7 @@ from cloud_bridge.errors import RecordsError
 from cloud_bridge.seed import DEMO_CAMPAIGNS, seed_records
 from edge.core import wire
 from edge.sim.entrance import make_members
-from tests.factories import T0, as_sent, make_offer_trigger, make_visit
+from tests.factories import T0, TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
 
 CHAIN = "acme"
 STORE = "store-001"
@@ -35,7 +35,9 @@ BAKERY = "welcome-bakery"
 
 @pytest.fixture
 async def records(tmp_path: Path) -> AsyncIterator[SqliteLoyaltyRecords]:
-    opened = await SqliteLoyaltyRecords.open(tmp_path / "bridge" / "loyalty.db", CHAIN, create=True)
+    opened = await SqliteLoyaltyRecords.open(
+        tmp_path / "bridge" / "loyalty.db", CHAIN, create=True, data_key=TEST_DATA_KEY
+    )
     try:
         added = await seed_records(
             opened, members=MEMBERS, seed=SEED, stores=(STORE,), joined_at=T0 - 86400
@@ -486,12 +488,12 @@ async def test_seeding_twice_adds_nothing(records: SqliteLoyaltyRecords) -> None
 
 async def test_records_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "loyalty.db"
-    records = await SqliteLoyaltyRecords.open(path, CHAIN, create=True)
+    records = await SqliteLoyaltyRecords.open(path, CHAIN, create=True, data_key=TEST_DATA_KEY)
     await seed_records(records, members=MEMBERS, seed=SEED, stores=(STORE,), joined_at=T0)
     offer = await record_offer(records)
     await records.close()
 
-    reopened = await SqliteLoyaltyRecords.open(path, CHAIN)
+    reopened = await SqliteLoyaltyRecords.open(path, CHAIN, data_key=TEST_DATA_KEY)
     try:
         again = await reopened.record(await as_sent(reopened, GW1, offer), NOW + 60)
         due = await reopened.due_deliveries(NOW + 60, 60, 3, 10)
