@@ -141,15 +141,17 @@ class Bridge:
         signing_key = await asyncio.to_thread(
             load_signing_key_file, Path(config.bridge.signing_key_file)
         )
-        # A missing, read-only or corrupt database, or a missing or wrong data key, stops start-up
-        # here with one line saying what to do (never an empty database created in its place).
-        data_key = await asyncio.to_thread(load_data_key, Path(config.bridge.data_key_file))
+        # A missing, read-only or corrupt database, then a missing or wrong data key, stops
+        # start-up here with one line saying what to do (never an empty database in its place).
         records = await SqliteLoyaltyRecords.open(
-            Path(config.bridge.database),
-            config.bridge.chain,
-            config.bridge.clone_policy(),
-            data_key=data_key,
+            Path(config.bridge.database), config.bridge.chain, config.bridge.clone_policy()
         )
+        try:
+            data_key = await asyncio.to_thread(load_data_key, Path(config.bridge.data_key_file))
+            await records.unlock(data_key)
+        except BaseException:
+            await records.close()
+            raise
         _LOGGER.info("signing rosters with key %s", bundle.key_id(signing_key))
         return cls(config, records, records, signing_key, data_key=data_key)
 

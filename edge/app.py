@@ -309,7 +309,7 @@ class Gateway:
         )
         if self._last_radio_s is not None:
             self._last_radio_s += step.step_s  # radio time, carried through quiet spells, too
-        self.pipeline.clock_stepped(step.wall_s)
+        self.pipeline.clock_stepped(step.wall_s, step.step_s)
         return True
 
     def _on_message(self, message: Message) -> None:

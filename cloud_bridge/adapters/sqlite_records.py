@@ -478,6 +478,10 @@ class SqliteLoyaltyRecords:
             return None
         return member[1], device[1]
 
+    async def unlock(self, data_key: DataKey) -> None:
+        """Take the data key (as `open(data_key=...)` does): RecordsError if it is the wrong one."""
+        self._sealer = await _sealer(self._db, self.path, data_key)
+
     def seal_identity_key(self, device: str, identity_key: bytes) -> bytes:
         """`identity_key` sealed for storing in `device`'s row (sealed_key)."""
         return self._need_sealer().seal(device, identity_key)

@@ -19,6 +19,7 @@ import pytest
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.cli import main
 from cloud_bridge.errors import RecordsError
+from edge.adapters.keystore import create_signing_key_file
 
 CHAIN = "demo-chain"
 
@@ -148,3 +149,23 @@ async def test_an_immutable_file_is_refused_even_as_root(tmp_path: Path) -> None
     reopened = await SqliteLoyaltyRecords.open(path, CHAIN)
     assert await reopened.stores() == ["store-001"]
     await reopened.close()
+
+
+def test_the_bridge_refuses_to_run_on_a_missing_database_and_creates_none(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "loyalty.sqlite"
+    create_signing_key_file(tmp_path / "signing.key")
+    config = tmp_path / "bridge.toml"
+    config.write_text(
+        f'[bridge]\ndatabase = "{db}"\nsigning_key_file = "{tmp_path / "signing.key"}"\n'
+        f'data_key_file = "{tmp_path / "data.key"}"\n',
+        encoding="utf-8",
+    )
+
+    assert main(["run", "--config", str(config)]) == 2
+
+    [line] = capsys.readouterr().err.splitlines()
+    assert "no loyalty database there; check the path ([bridge] database)" in line
+    assert f"cloud-bridge create-db {db}" in line
+    assert not db.exists()
