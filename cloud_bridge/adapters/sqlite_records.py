@@ -284,26 +284,25 @@ async def _sealer(db: aiosqlite.Connection, path: Path, data_key: DataKey) -> Id
     still in clear are sealed now."""
     sealer = IdentityKeySealer(data_key.key, secrets.token_bytes)
     try:
+        # The first key given to a database is its key (OR IGNORE: two connections may race here).
+        await db.execute(
+            "INSERT OR IGNORE INTO settings (key, value) VALUES ('data_key_check', ?)",
+            (sealer.check_value().hex(),),
+        )
+        await db.commit()
         rows = list(
             await db.execute_fetchall("SELECT value FROM settings WHERE key = 'data_key_check'")
         )
-        if rows:
-            try:
-                check = bytes.fromhex(str(rows[0][0]))
-            except ValueError:
-                check = b""
-            if not sealer.matches(check):
-                raise RecordsError(
-                    f"{path}: the data key from {data_key.source} is not the one its identity keys "
-                    f"are sealed with; give the bridge the key file made with this database (or "
-                    f"${DATA_KEY_ENV})"
-                )
-        else:
-            await db.execute(
-                "INSERT INTO settings (key, value) VALUES ('data_key_check', ?)",
-                (sealer.check_value().hex(),),
+        try:
+            check = bytes.fromhex(str(rows[0][0])) if rows else b""
+        except ValueError:
+            check = b""
+        if not sealer.matches(check):
+            raise RecordsError(
+                f"{path}: the data key from {data_key.source} is not the one its identity keys "
+                f"are sealed with; give the bridge the key file made with this database (or "
+                f"${DATA_KEY_ENV})"
             )
-            await db.commit()
         await _seal_clear_keys(db, sealer)
     except sqlite3.Error as exc:
         raise RecordsError(f"cannot seal the identity keys in {path}: {exc}") from exc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import stat
@@ -165,3 +166,29 @@ def test_create_db_makes_the_data_key_and_enroll_uses_it(
     key_file.rename(tmp_path / "elsewhere.key")
     assert main([*argv[:3], "m-2", *argv[4:]]) == 2
     assert "no data key there" in capsys.readouterr().err
+
+
+def test_the_bridge_opens_a_database_made_by_create_db_with_its_data_key(tmp_path: Path) -> None:
+    database = tmp_path / "loyalty.sqlite"
+    assert main(["create-db", str(database)]) == 0
+    assert main(["add-store", str(database), STORE, "--chain", CHAIN]) == 0
+    signing_key = tmp_path / "signing.key"
+    create_signing_key_file(signing_key)
+    config = BridgeConfig(
+        BridgeSection(
+            chain=CHAIN,
+            database=str(database),
+            signing_key_file=str(signing_key),
+            data_key_file=str(tmp_path / "bridge-data.key"),
+        )
+    )
+
+    async def start() -> tuple[int, ...]:
+        bridge = await Bridge.open(config)
+        try:
+            roster = await bridge.records.roster(STORE)
+            return roster.version, len(roster.devices)
+        finally:
+            await bridge.close()
+
+    assert asyncio.run(start()) == (1, 0)
