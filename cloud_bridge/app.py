@@ -26,6 +26,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from cloud_bridge.adapters.data_key import DataKey, load_data_key
 from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
@@ -86,8 +87,10 @@ class Bridge:
         registry: Registry,
         signing_key: Ed25519PrivateKey,
         wall_clock: Callable[[], float] = time.time,
+        data_key: DataKey | None = None,
     ) -> None:
         self.config = config
+        self._data_key = data_key  # for the enrollment connection, which seals new identity keys
         self.records = records
         self.registry = registry
         self._signing_key = signing_key
@@ -150,11 +153,19 @@ class Bridge:
         signing_key = await asyncio.to_thread(
             load_signing_key_file, Path(config.bridge.signing_key_file)
         )
+        # A missing, read-only or corrupt database, then a missing or wrong data key, stops
+        # start-up here with one line saying what to do (never an empty database in its place).
         records = await SqliteLoyaltyRecords.open(
             Path(config.bridge.database), config.bridge.chain, config.bridge.clone_policy()
         )
+        try:
+            data_key = await asyncio.to_thread(load_data_key, Path(config.bridge.data_key_file))
+            await records.unlock(data_key)
+        except BaseException:
+            await records.close()
+            raise
         _LOGGER.info("signing rosters with key %s", bundle.key_id(signing_key))
-        return cls(config, records, records, signing_key)
+        return cls(config, records, records, signing_key, data_key=data_key)
 
     async def close(self) -> None:
         await self.records.close()
@@ -172,7 +183,9 @@ class Bridge:
                 if api.enabled:
                     tokens.load()  # a missing or unsafe tokens file stops start-up with what to do
                 enrollment = await SqliteEnrollment.open(
-                    Path(self.config.bridge.database), self.config.bridge.chain
+                    Path(self.config.bridge.database),
+                    self.config.bridge.chain,
+                    data_key=self._data_key,
                 )
                 stack.push_async_callback(enrollment.close)
                 self.enrollment = enrollment

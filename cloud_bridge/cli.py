@@ -7,16 +7,21 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloud_bridge.core.enrollment import DEFAULT_EXPONENT
 from cloud_bridge.errors import BridgeError, RecordsError
 from edge.errors import EdgeError
 from edge.logredact import install_redaction
+
+if TYPE_CHECKING:
+    from cloud_bridge.adapters.data_key import DataKey
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=int, default=7)
     seed.add_argument("--chain", default="demo-chain")
     seed.add_argument("--store", action="append", default=None, help="store id (repeatable)")
+    _add_data_key_option(seed)
     store = sub.add_parser("add-store", help="add a store (its gateways get the roster)")
     store.add_argument("database", type=Path)
     store.add_argument("store", help="store id, as in the gateways' [gateway] store")
@@ -73,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("--dismiss", type=int, metavar="ALERT_ID", help="dismiss the alert")
     _add_key_commands(sub)
     _add_enrollment_commands(sub)
+    _add_database_commands(sub)
     return parser
 
 
@@ -151,6 +158,7 @@ def _add_enrollment_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
         help="the member agreed to be recognised in stores (required: consent first)",
     )
     enroll.add_argument("--chain", default="demo-chain", help="chain id, for the offer topic")
+    _add_data_key_option(enroll)
     revoke = sub.add_parser("revoke", parents=[database], help="revoke a device (erases its key)")
     revoke.add_argument("device")
     withdraw = sub.add_parser(
@@ -193,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_gateways(args))
         if args.command == "api-token":
             return _api_token(args.tokens_file)
+        if args.command == "create-db":
+            return _create_db(args)
+        if args.command == "data-key":
+            return _create_data_key(args.key)
         return asyncio.run(_run(args.config))
     except (BridgeError, EdgeError) as exc:
         print(f"cloud-bridge: {exc}", file=sys.stderr)
@@ -364,7 +376,10 @@ async def _seed(args: argparse.Namespace) -> int:
     from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
     from cloud_bridge.seed import seed_records
 
-    records = await SqliteLoyaltyRecords.open(args.database, args.chain)
+    # A demo database: seeding creates it, as create-db would.
+    records = await SqliteLoyaltyRecords.open(
+        args.database, args.chain, create=True, data_key=_data_key(args, create=True)
+    )
     try:
         added = await seed_records(
             records,
@@ -397,10 +412,14 @@ async def _enrollment(args: argparse.Namespace) -> int:
         request = EnrollRequest(args.member, args.kind, args.tier, args.exponent)
     if not args.database.is_file():
         raise RecordsError(
-            f"{args.database}: no loyalty database there; check --database (the bridge creates "
-            "it on its first run)"
+            f"{args.database}: no loyalty database there; check --database, or create one with "
+            f"`cloud-bridge create-db {args.database}`"
         )
-    enrollment = await SqliteEnrollment.open(args.database, getattr(args, "chain", "-"))
+    enrollment = await SqliteEnrollment.open(
+        args.database,
+        getattr(args, "chain", "-"),
+        data_key=_data_key(args) if request is not None else None,
+    )
     try:
         result: dict[str, object]
         if request is not None:
@@ -449,4 +468,95 @@ async def _run(config_path: Path) -> int:
             await task
     finally:
         await bridge.close()
+    return 0
+
+
+def _add_database_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Creating the loyalty database (the only command that may: the bridge refuses a missing one)
+    and its data key."""
+    create = sub.add_parser(
+        "create-db",
+        help="create an empty loyalty database and its data key (the bridge never creates them)",
+        description="Create the loyalty database (mode 0600, directory 0700) and the data key that "
+        "seals its identity keys (0600; unless $THRESHOLD_DATA_KEY is set). The bridge refuses to "
+        "start on a missing database rather than create an empty one and acknowledge the "
+        "gateways' backlog into it. An existing database or key is checked and kept, never "
+        "replaced.",
+    )
+    create.add_argument("database", type=Path, help="the file ([bridge] database)")
+    _add_data_key_option(create)
+    key = sub.add_parser(
+        "data-key",
+        help="create the data key file (0600) that seals identity keys in the database",
+        description="Create the data key ([bridge] data_key_file), mode 0600, for a database made "
+        "before identity keys were sealed: the bridge seals them with it at its next start. An "
+        "existing key is never replaced (the sealed keys would be lost).",
+    )
+    key.add_argument("--key", type=Path, required=True, help="the key file to create")
+
+
+def _add_data_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-key-file",
+        type=Path,
+        default=None,
+        help="the data key ([bridge] data_key_file; default: bridge-data.key beside the database; "
+        "$THRESHOLD_DATA_KEY wins when set)",
+    )
+
+
+def _data_key(args: argparse.Namespace, create: bool = False) -> DataKey:
+    """The data key for a command that seals or opens identity keys (created if `create`)."""
+    from cloud_bridge.adapters.data_key import (
+        DATA_KEY_ENV,
+        create_data_key_file,
+        default_data_key_file,
+        load_data_key,
+    )
+
+    path = args.data_key_file or default_data_key_file(args.database)
+    if create and DATA_KEY_ENV not in os.environ:
+        return create_data_key_file(path)[0]
+    return load_data_key(path)
+
+
+def _create_db(args: argparse.Namespace) -> int:
+    from cloud_bridge.adapters.data_key import (
+        DATA_KEY_ENV,
+        create_data_key_file,
+        default_data_key_file,
+        load_data_key,
+    )
+
+    path: Path = args.database
+    existed = path.exists()
+    if not existed:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path = args.data_key_file or default_data_key_file(path)
+    if DATA_KEY_ENV in os.environ:
+        data_key, key_note = load_data_key(key_path), f"data key from ${DATA_KEY_ENV}"
+    else:
+        data_key, created = create_data_key_file(key_path)
+        key_note = f"data key {key_path}: {'created (mode 0600)' if created else 'exists, kept'}"
+    if not existed:
+        # 0600 before SQLite writes a byte: the members are in it.
+        path.touch(mode=0o600, exist_ok=False)
+    asyncio.run(_open_new_db(path, existed, data_key))
+    print(f"{path}: {'exists, checked and kept' if existed else 'created (mode 0600)'}")
+    print(key_note)
+    return 0
+
+
+async def _open_new_db(path: Path, existed: bool, data_key: DataKey) -> None:
+    from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+
+    records = await SqliteLoyaltyRecords.open(path, "-", create=not existed, data_key=data_key)
+    await records.close()
+
+
+def _create_data_key(path: Path) -> int:
+    from cloud_bridge.adapters.data_key import create_data_key_file
+
+    _, created = create_data_key_file(path)
+    print(f"{path}: {'created (mode 0600)' if created else 'exists, kept'}")
     return 0

@@ -41,6 +41,9 @@ class BridgeSection:
     status_grace_s: float = 2.0
     # The Ed25519 key that signs every roster bundle (0600; `cloud-bridge keygen` creates it).
     signing_key_file: str = "/var/lib/threshold/bridge-signing.key"
+    # The data key sealing identity keys in the database (0600; `cloud-bridge create-db` creates
+    # it beside the database). $THRESHOLD_DATA_KEY, when set, is used instead.
+    data_key_file: str = "/var/lib/threshold/bridge-data.key"
     # Cloned tags (cloud_bridge/core/clones.py says why these defaults): a device seen at two stores
     # faster apart than this speed, or within clone_min_gap_s where a store has no location.
     clone_max_speed_kmh: float = DEFAULT_MAX_SPEED_KMH

@@ -97,13 +97,13 @@ async def seed_records(
                 ),
             )
             await db.execute(
-                "INSERT INTO devices (id, member_id, kind, identity_key, exponent, enrolled_at) "
-                "VALUES (?,?,?,?,?,?)",
+                "INSERT INTO devices (id, member_id, kind, identity_key, sealed_key, exponent, "
+                "enrolled_at) VALUES (?,?,?,zeroblob(16),?,?,?)",
                 (
                     device.ref,
                     device.member,
                     device.kind,
-                    device.identity_key,
+                    records.seal_identity_key(device.ref, device.identity_key),
                     device.exponent,
                     joined_at,
                 ),

@@ -26,6 +26,7 @@ from edge.adapters.sqlite_store import SqliteGatewayStore
 from edge.config import GatewayConfig
 from edge.core import bundle, signed, wire
 from edge.core.advert import RawAdvert
+from edge.core.clockstep import ClockStepDetector
 from edge.core.health import RadioHealth
 from edge.core.offers import OfferEngine
 from edge.core.pipeline import HOUSEKEEPING_EVERY_S, RESOLVER_STEP_EVERY_S, Pipeline
@@ -188,6 +189,8 @@ class Gateway:
         self.adverts_per_s = 0.0
         #: Judges the gateway's clock from the windows resolved EIDs come from; fed every status tick.
         self.clock_check = ClockCheck()
+        #: Notices a step of the wall clock (NTP), every advert batch and housekeeping tick.
+        self.clock_steps = ClockStepDetector()
 
     @classmethod
     async def open(cls, config: GatewayConfig, source: AdvertSource) -> Gateway:
@@ -264,6 +267,7 @@ class Gateway:
 
     async def _scan(self) -> None:
         async for batch in self.source.batches():
+            self.check_clock_step()
             self._last_radio_s = batch[-1].t_s
             self._last_batch_mono = self._mono()
             wall = self._wall()
@@ -298,9 +302,27 @@ class Gateway:
         while True:
             pending = self.pipeline.resolver.pending_work
             await asyncio.sleep(RESOLVER_STEP_EVERY_S if pending else HOUSEKEEPING_EVERY_S)
+            self.check_clock_step()
             now_s = self.quiet_radio_now()
             if now_s is not None:
                 self.pipeline.housekeeping(now_s)
+
+    def check_clock_step(self) -> bool:
+        """Compare the wall clock's progress with the monotonic clock's; on a step, log it once and
+        rebuild the resolver's windows for the new time at once. Return whether it stepped."""
+        step = self.clock_steps.observe(self._wall(), self._mono())
+        if step is None:
+            return False
+        _LOGGER.warning(
+            "the wall clock stepped %s by %.1f s (NTP setting it?): rebuilding the resolver's "
+            "windows for the new time",
+            "forward" if step.step_s > 0 else "back",
+            abs(step.step_s),
+        )
+        if self._last_radio_s is not None:
+            self._last_radio_s += step.step_s  # radio time, carried through quiet spells, too
+        self.pipeline.clock_stepped(step.wall_s, step.step_s)
+        return True
 
     def _on_message(self, message: Message) -> None:
         try:

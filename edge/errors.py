@@ -19,3 +19,30 @@ class ConfigError(EdgeError):
 
 class StorageError(EdgeError):
     """The gateway's database could not be opened or written."""
+
+
+class DatabaseFileError(StorageError):
+    """A database file cannot be used as it is: missing, read-only, corrupt or too new.
+
+    `.path` names the file; the message is one line that says what to do. Retrying cannot help.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class MissingDatabase(DatabaseFileError):
+    """The database file is not there (and the caller did not ask to create it)."""
+
+
+class ReadOnlyDatabase(DatabaseFileError):
+    """The database file, or its directory (where SQLite keeps -wal and -shm), cannot be written."""
+
+
+class CorruptDatabase(DatabaseFileError):
+    """The file is not an SQLite database, or SQLite's quick_check finds it damaged."""
+
+
+class NewerDatabase(DatabaseFileError):
+    """The database's schema version is newer than this software knows (a downgrade)."""

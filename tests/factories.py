@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 from typing import Any
 
+from cloud_bridge.adapters.data_key import DataKey
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.core.pseudonyms import Kind
 from cloud_bridge.core.records import IncomingEvent
@@ -14,6 +15,8 @@ from edge.core.advert import RawAdvert
 
 _counter = itertools.count(1)
 
+#: The data key sealing identity keys in the tests' loyalty databases (cloud_bridge/core/keyseal.py).
+TEST_DATA_KEY = DataKey(bytes(range(32)), "the tests' data key")
 T0 = 1_790_000_000.0  # a fixed radio time (Unix seconds) for tests
 
 

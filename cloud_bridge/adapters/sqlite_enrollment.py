@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import aiosqlite
 
+from cloud_bridge.adapters.data_key import DataKey
 from cloud_bridge.adapters.sqlite_records import (
     ALERT_SELECT,
     SqliteLoyaltyRecords,
@@ -43,6 +44,7 @@ from cloud_bridge.core.enrollment import (
     enroll_result,
     new_device,
 )
+from cloud_bridge.errors import RecordsError
 from edge.core import wire
 
 _LOGGER = logging.getLogger(__name__)
@@ -78,9 +80,12 @@ class SqliteEnrollment:
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path, chain: str) -> SqliteEnrollment:
-        """Open the loyalty records at `path` (migrating them) on a connection of its own."""
-        records = await SqliteLoyaltyRecords.open(path, chain)
+    async def open(
+        cls, path: Path, chain: str, *, data_key: DataKey | None = None
+    ) -> SqliteEnrollment:
+        """Open the loyalty records at `path` (migrating them) on a connection of its own; enrolling
+        needs `data_key`, to seal the new identity keys."""
+        records = await SqliteLoyaltyRecords.open(path, chain, data_key=data_key)
         return cls(records.connection, chain=chain, owner=records)
 
     async def close(self) -> None:
@@ -121,10 +126,17 @@ class SqliteEnrollment:
             if existing is not None:
                 raise AlreadyEnrolled(member, request.kind, str(existing[0]))
             device = new_device(request, self._random_bytes)
+            if self._owner is None:
+                raise RecordsUnavailable("cannot enroll: this connection cannot seal identity keys")
+            try:
+                sealed = self._owner.seal_identity_key(device.id, device.identity_key)
+            except RecordsError as exc:
+                raise RecordsUnavailable(f"cannot enroll: {exc}") from None
+            # The key itself never reaches the file: zeros in identity_key, the sealed key beside.
             await db.execute(
-                "INSERT INTO devices (id, member_id, kind, identity_key, exponent, active, "
-                "enrolled_at) VALUES (?, ?, ?, ?, ?, 1, ?)",
-                (device.id, member, request.kind, device.identity_key, device.exponent, now_s),
+                "INSERT INTO devices (id, member_id, kind, identity_key, sealed_key, exponent, "
+                "active, enrolled_at) VALUES (?, ?, ?, zeroblob(16), ?, ?, 1, ?)",
+                (device.id, member, request.kind, sealed, device.exponent, now_s),
             )
             return enroll_result(
                 request,
@@ -229,8 +241,9 @@ class SqliteEnrollment:
 async def _deactivate(db: aiosqlite.Connection, where: str, value: str) -> None:
     """Deactivate the matching devices and erase their keys (only rows that change: see triggers)."""
     await db.execute(
-        f"UPDATE devices SET active = 0, identity_key = zeroblob({IDENTITY_KEY_BYTES}) "
-        f"WHERE {where} AND (active OR identity_key != zeroblob({IDENTITY_KEY_BYTES}))",
+        f"UPDATE devices SET active = 0, identity_key = zeroblob({IDENTITY_KEY_BYTES}), "
+        f"sealed_key = NULL WHERE {where} AND (active OR sealed_key IS NOT NULL OR "
+        f"identity_key != zeroblob({IDENTITY_KEY_BYTES}))",
         (value,),
     )
 

@@ -6,16 +6,21 @@ An offer's delivery to the shopper is itself durable: the offer row is its outbo
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import os
+import secrets
 import sqlite3
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import aiosqlite
 
+from cloud_bridge.adapters.data_key import DATA_KEY_ENV, DataKey
 from cloud_bridge.core.admission import (
     CampaignFacts,
     MemberFacts,
@@ -31,6 +36,7 @@ from cloud_bridge.core.clones import (
     check_sighting,
     location_from,
 )
+from cloud_bridge.core.keyseal import IdentityKeySealer, SealError
 from cloud_bridge.core.pseudonyms import (
     SECRET_BYTES,
     Kind,
@@ -40,9 +46,9 @@ from cloud_bridge.core.pseudonyms import (
 )
 from cloud_bridge.core.records import Delivery, IncomingEvent, QuarantinedEvent, RecordOutcome
 from cloud_bridge.errors import RecordsError
-from edge.adapters.sqlite_db import open_database
+from edge.adapters.sqlite_db import Writable, open_database, os_writable
 from edge.core import wire
-from edge.errors import StorageError
+from edge.errors import MissingDatabase, StorageError
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -265,8 +271,16 @@ _MIGRATIONS: tuple[str, ...] = (
         received_at REAL NOT NULL
     );
     """,
+    # 7: identity keys sealed at rest (issue 9; cloud_bridge/core/keyseal.py). A sealed device keeps
+    # 16 zero bytes in identity_key (its CHECK stays) and the sealed key here; NULL: not sealed yet,
+    # which opening with the data key fixes (`_seal_clear_keys`).
+    """
+    ALTER TABLE devices ADD COLUMN sealed_key BLOB
+        CHECK (sealed_key IS NULL OR length(sealed_key) = 45);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+_LOGGER = logging.getLogger(__name__)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
 
 
@@ -307,6 +321,81 @@ def _location_or_none(lat: float | None, lon: float | None) -> GeoPoint | None:
         return location_from(lat, lon)
     except LocationError:
         return None
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _one_at_a_time(
+    method: Callable[Concatenate[SqliteLoyaltyRecords, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[SqliteLoyaltyRecords, _P], Coroutine[Any, Any, _T]]:
+    """Run a method that writes (or commits, or rolls back) alone on the connection.
+
+    The bridge's loops share one connection, and a transaction is the connection's: without this,
+    one coroutine's commit or rollback lands in the middle of another's batch.
+    """
+
+    async def alone(self: SqliteLoyaltyRecords, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        async with self._lock:
+            return await method(self, *args, **kwargs)
+
+    # Not functools.wraps: mypy loses the Concatenate signature through it.
+    alone.__name__, alone.__qualname__ = method.__name__, method.__qualname__
+    alone.__doc__ = method.__doc__
+    return alone
+
+
+async def _sealer(db: aiosqlite.Connection, path: Path, data_key: DataKey) -> IdentityKeySealer:
+    """The sealer for `data_key`, once the database's check value says it is the right key; keys
+    still in clear are sealed now."""
+    sealer = IdentityKeySealer(data_key.key, secrets.token_bytes)
+    try:
+        # The first key given to a database is its key (OR IGNORE: two connections may race here).
+        await db.execute(
+            "INSERT OR IGNORE INTO settings (key, value) VALUES ('data_key_check', ?)",
+            (sealer.check_value().hex(),),
+        )
+        await db.commit()
+        rows = list(
+            await db.execute_fetchall("SELECT value FROM settings WHERE key = 'data_key_check'")
+        )
+        try:
+            check = bytes.fromhex(str(rows[0][0])) if rows else b""
+        except ValueError:
+            check = b""
+        if not sealer.matches(check):
+            raise RecordsError(
+                f"{path}: the data key from {data_key.source} is not the one its identity keys "
+                f"are sealed with; give the bridge the key file made with this database (or "
+                f"${DATA_KEY_ENV})"
+            )
+        await _seal_clear_keys(db, sealer)
+    except sqlite3.Error as exc:
+        raise RecordsError(f"cannot seal the identity keys in {path}: {exc}") from exc
+    return sealer
+
+
+async def _seal_clear_keys(db: aiosqlite.Connection, sealer: IdentityKeySealer) -> None:
+    """Seal every identity key still in clear (a database from before sealing), then make sure the
+    clear bytes are gone from the file: secure_delete zeroes what the updates free, and a TRUNCATE
+    checkpoint folds the WAL in and empties it."""
+    clear = list(
+        await db.execute_fetchall(
+            "SELECT id, identity_key FROM devices WHERE sealed_key IS NULL "
+            "AND identity_key != zeroblob(16)"
+        )
+    )
+    if not clear:
+        return
+    await db.execute("PRAGMA secure_delete = ON")
+    await db.executemany(
+        "UPDATE devices SET sealed_key = ?, identity_key = zeroblob(16) WHERE id = ?",
+        [(sealer.seal(str(ref), bytes(key)), ref) for ref, key in clear],
+    )
+    await db.commit()
+    await db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
+    _LOGGER.info("sealed %d identity keys that were stored in clear", len(clear))
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,28 +444,58 @@ class SqliteLoyaltyRecords:
         chain: str,
         secret: bytes,
         clone_policy: ClonePolicy | None = None,
+        sealer: IdentityKeySealer | None = None,
     ) -> None:
         self._db = db
+        self._sealer = sealer
         self.path = path
         self.chain = chain
         self._secret = secret
         self._pseudonyms: dict[str, StorePseudonyms] = {}
         self.clone_policy = clone_policy or ClonePolicy()
+        self._lock = asyncio.Lock()  # see _one_at_a_time
 
     @classmethod
     async def open(
-        cls, path: Path, chain: str, clone_policy: ClonePolicy | None = None
+        cls,
+        path: Path,
+        chain: str,
+        clone_policy: ClonePolicy | None = None,
+        *,
+        create: bool = False,
+        writable: Writable = os_writable,
+        data_key: DataKey | None = None,
     ) -> SqliteLoyaltyRecords:
+        """Open the records at `path`; a missing file is an error unless `create` (the create-db
+        command). A read-only, corrupt or too new file is refused (RecordsError, one line).
+
+        With `data_key`, identity keys can be sealed and opened: a wrong key is refused here, and
+        keys still in clear (a database from before sealing) are sealed now. Without it, everything
+        but reading or writing identity keys works (the admin commands)."""
         try:
-            db = await open_database(path, _MIGRATIONS, "loyalty records", foreign_keys=True)
+            db = await open_database(
+                path,
+                _MIGRATIONS,
+                "loyalty database",
+                foreign_keys=True,
+                create=create,
+                writable=writable,
+                fix="; restore it from a backup",
+            )
+        except MissingDatabase as exc:
+            raise RecordsError(
+                f"{path}: no loyalty database there; check the path ([bridge] database), or "
+                f"create a new one with `cloud-bridge create-db {path}`"
+            ) from exc
         except StorageError as exc:
             raise RecordsError(str(exc)) from exc
         try:
             secret = await _pseudonym_secret(db, path)
+            sealer = None if data_key is None else await _sealer(db, path, data_key)
         except BaseException:
             await db.close()
             raise
-        return cls(db, path, chain, secret, clone_policy)
+        return cls(db, path, chain, secret, clone_policy, sealer)
 
     def pseudonyms(self, store: str) -> StorePseudonyms:
         """How `store`'s gateways know members and devices (cloud_bridge/core/pseudonyms.py)."""
@@ -425,14 +544,40 @@ class SqliteLoyaltyRecords:
             return None
         return member[1], device[1]
 
+    async def unlock(self, data_key: DataKey) -> None:
+        """Take the data key (as `open(data_key=...)` does): RecordsError if it is the wrong one."""
+        self._sealer = await _sealer(self._db, self.path, data_key)
+
+    def seal_identity_key(self, device: str, identity_key: bytes) -> bytes:
+        """`identity_key` sealed for storing in `device`'s row (sealed_key)."""
+        return self._need_sealer().seal(device, identity_key)
+
+    def open_identity_key(self, device: str, clear: bytes, sealed: bytes | None) -> bytes:
+        """A device row's identity key: `sealed` opened, or `clear` from a row not sealed yet."""
+        if sealed is None:
+            return clear
+        try:
+            return self._need_sealer().open(device, sealed)
+        except SealError as exc:
+            raise RecordsError(f"{self.path}: {exc.reason}") from None
+
+    def _need_sealer(self) -> IdentityKeySealer:
+        if self._sealer is None:
+            raise RecordsError(
+                f"{self.path}: identity keys need the data key; open the records with it"
+            )
+        return self._sealer
+
     @property
     def connection(self) -> aiosqlite.Connection:
         """The raw connection, for the seeding and admin commands."""
         return self._db
 
+    @_one_at_a_time
     async def close(self) -> None:
         await self._db.close()
 
+    @_one_at_a_time
     async def record(self, events: list[IncomingEvent], now_s: float) -> RecordOutcome:
         """Record a batch in one transaction; duplicates are acknowledged and otherwise ignored."""
         acks: dict[wire.GatewayAddress, list[str]] = {}
@@ -619,6 +764,7 @@ class SqliteLoyaltyRecords:
             row = await cursor.fetchone()
         return None if row is None else alert_from_row(row)
 
+    @_one_at_a_time
     async def close_clone_alert(
         self, alert_id: int, status: Literal["revoked", "dismissed"], now_s: float
     ) -> bool:
@@ -725,6 +871,7 @@ class SqliteLoyaltyRecords:
         ) as cursor:
             return [Delivery(r[0], r[1], r[2], bytes(r[3])) async for r in cursor]
 
+    @_one_at_a_time
     async def expire_offers(self, now_s: float) -> int:
         """Record as expired every offer the app has not confirmed by its expiry; how many."""
         cursor = await self._db.execute(
@@ -744,6 +891,7 @@ class SqliteLoyaltyRecords:
         ) as cursor:
             return [QuarantinedEvent(*r) async for r in cursor]
 
+    @_one_at_a_time
     async def mark_sent(self, offer_ids: list[str], now_s: float) -> None:
         await self._db.executemany(
             "UPDATE offers SET delivery = 'sent', sent_at = ?, attempts = attempts + 1 "
@@ -752,6 +900,7 @@ class SqliteLoyaltyRecords:
         )
         await self._db.commit()
 
+    @_one_at_a_time
     async def mark_received(self, shopper: str, offer_ids: list[str], now_s: float) -> int:
         """Record the app's receipt; only the shopper the offer was for can confirm it."""
         cursor = await self._db.executemany(
@@ -762,6 +911,7 @@ class SqliteLoyaltyRecords:
         await self._db.commit()
         return cursor.rowcount
 
+    @_one_at_a_time
     async def add_store(self, store: str, name: str, location: GeoPoint | None = None) -> bool:
         """Add a store (where it is, if known); return False if it was already there."""
         lat, lon = (location.lat, location.lon) if location else (None, None)
@@ -772,6 +922,7 @@ class SqliteLoyaltyRecords:
         await self._db.commit()
         return cursor.rowcount == 1
 
+    @_one_at_a_time
     async def set_store_location(self, store: str, location: GeoPoint | None) -> bool:
         """Set (or, with None, forget) where a store is; False if the store is unknown."""
         lat, lon = (location.lat, location.lon) if location else (None, None)
@@ -785,6 +936,7 @@ class SqliteLoyaltyRecords:
         """Where a store is, or None if unknown (or the store is not there)."""
         return await self._location(store)
 
+    @_one_at_a_time
     async def add_gateway(
         self, store: str, gateway: str, public_key: bytes, now_s: float
     ) -> Literal["added", "replaced", "unchanged"]:
@@ -812,6 +964,7 @@ class SqliteLoyaltyRecords:
             ) from None
         return "added" if row is None else "replaced"
 
+    @_one_at_a_time
     async def remove_gateway(self, store: str, gateway: str) -> bool:
         """Forget a gateway: the bridge stops sealing rosters to it. False if it was not there."""
         cursor = await self._db.execute(
@@ -835,12 +988,21 @@ class SqliteLoyaltyRecords:
         """Every active device of a consenting member (every store sees the whole chain's roster)."""
         version = await self._store_version(store, "roster_version")
         async with self._db.execute(
-            "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent FROM devices d "
-            "JOIN members m ON m.id = d.member_id WHERE d.active AND m.consent ORDER BY d.id"
+            "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent, d.sealed_key "
+            "FROM devices d JOIN members m ON m.id = d.member_id WHERE d.active AND m.consent "
+            "ORDER BY d.id"
         ) as cursor:
-            devices = tuple(
-                [wire.RosterDevice(r[0], r[1], r[2], bytes(r[3]), r[4]) async for r in cursor]
+            rows = [r async for r in cursor]
+        devices = tuple(
+            wire.RosterDevice(
+                r[0],
+                r[1],
+                r[2],
+                self.open_identity_key(r[0], bytes(r[3]), None if r[5] is None else bytes(r[5])),
+                r[4],
             )
+            for r in rows
+        )
         return wire.RosterSync(store=store, version=version, devices=devices)
 
     async def campaigns(self, store: str) -> wire.CampaignSync:

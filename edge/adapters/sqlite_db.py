@@ -1,48 +1,155 @@
-"""Opening Threshold's SQLite databases: WAL, synchronous=FULL, numbered migrations in user_version."""
+"""Opening Threshold's SQLite databases: WAL, synchronous=FULL, numbered migrations in user_version.
+
+A database file is as hostile as a network peer: before anything is read or migrated, `open_database`
+checks that the file is there (unless asked to create it), that it and its directory can be written,
+that SQLite recognises it and finds it whole (`PRAGMA quick_check`), and that its schema is not newer
+than this software. Each failure is a `DatabaseFileError` subclass with one line naming the file and
+what to do.
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
-from edge.errors import StorageError
+from edge.errors import (
+    CorruptDatabase,
+    DatabaseFileError,
+    MissingDatabase,
+    NewerDatabase,
+    ReadOnlyDatabase,
+    StorageError,
+)
+
+# SQLite's primary result codes (https://sqlite.org/rescode.html).
+_SQLITE_READONLY = 8
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+Writable = Callable[[Path], bool]
+
+
+def os_writable(path: Path) -> bool:
+    """Whether this process may write `path`, as the kernel says (access(2)).
+
+    As root, file modes do not stop writes, but an immutable file (`chattr +i`) or a read-only
+    mount still does, and access(2) reports both.
+    """
+    return os.access(path, os.W_OK)
 
 
 async def open_database(
-    path: Path, migrations: Sequence[str], what: str, *, foreign_keys: bool = False
+    path: Path,
+    migrations: Sequence[str],
+    what: str,
+    *,
+    foreign_keys: bool = False,
+    create: bool = True,
+    writable: Writable = os_writable,
+    fix: str = "",
 ) -> aiosqlite.Connection:
-    """Open `path` (creating it), bring its schema to len(migrations); raise StorageError saying `what`.
+    """Open `path` (creating it only if `create`), check it and bring its schema to len(migrations).
 
+    Raises a DatabaseFileError subclass for a missing, read-only, corrupt or too new file (`fix`,
+    if given, is appended to the corrupt file's message), StorageError for anything else.
     synchronous=FULL because in WAL mode NORMAL may roll back the last commits on power loss.
     """
+    # A few stat calls, once at start-up: not worth a thread (aiosqlite's own is not running yet).
+    exists = _check_file(path, what, create, writable)
+    directory = path.parent
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
+        if exists:
+            # mode=rw: never create a file that vanished since the check above.
+            db = await aiosqlite.connect(f"file:{quote(str(path))}?mode=rw", uri=True)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(path)
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open {what} {path}: {exc}") from exc
     try:
-        await db.execute("PRAGMA journal_mode=WAL")
+        await _check(db, path, what, fix)
         await db.execute("PRAGMA synchronous=FULL")
         if foreign_keys:
             await db.execute("PRAGMA foreign_keys=ON")
-        await _migrate(db, path, migrations)
-    except (sqlite3.Error, StorageError) as exc:
+        await _migrate(db, path, migrations, what)
+    except StorageError:
         await db.close()
-        raise StorageError(f"cannot prepare {what} {path}: {exc}") from exc
+        raise
+    except sqlite3.Error as exc:
+        await db.close()
+        raise _mapped(exc, path, what, fix) from exc
     return db
 
 
-async def _migrate(db: aiosqlite.Connection, path: Path, migrations: Sequence[str]) -> None:
+def _check_file(path: Path, what: str, create: bool, writable: Writable) -> bool:
+    """Whether `path` exists; raise if it must and does not, or if it or its directory is read-only."""
+    exists = path.exists()
+    if not exists and not create:
+        raise MissingDatabase(str(path), f"{path}: no {what} there; check the path")
+    if exists and not path.is_file():
+        raise DatabaseFileError(str(path), f"{path}: is not a file; point the config at the {what}")
+    directory = path.parent
+    if exists and not writable(path):
+        raise ReadOnlyDatabase(
+            str(path), f"{path}: the {what} is read-only; make it writable by this service's user"
+        )
+    if exists and not writable(directory):
+        raise ReadOnlyDatabase(
+            str(path),
+            f"{path}: the {what}'s directory is read-only (SQLite writes {path.name}-wal "
+            f"there); make {directory} writable by this service's user",
+        )
+    return exists
+
+
+def _mapped(exc: sqlite3.Error, path: Path, what: str, fix: str) -> StorageError:
+    """SQLite's error as one of ours, by its result code."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == _SQLITE_READONLY:
+        return ReadOnlyDatabase(
+            str(path), f"{path}: the {what} is read-only ({exc}); make it writable"
+        )
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return CorruptDatabase(str(path), f"{path}: the {what} is corrupt ({exc}){fix}")
+    return StorageError(f"cannot prepare {what} {path}: {exc}")
+
+
+async def _check(db: aiosqlite.Connection, path: Path, what: str, fix: str) -> None:
+    """WAL on, the file whole, and writable as SQLite sees it."""
+    await db.execute("PRAGMA journal_mode=WAL")  # the first read: "file is not a database" here
+    rows = await db.execute_fetchall("PRAGMA quick_check(1)")  # stop at the first problem
+    answer = [str(r[0]) for r in rows]
+    if answer != ["ok"]:
+        lines = [line for a in answer for line in a.splitlines() if not line.startswith("***")]
+        first = lines[0] if lines else "no answer"
+        raise CorruptDatabase(
+            str(path), f"{path}: the {what} is corrupt (quick_check: {first[:200]}){fix}"
+        )
+    # SQLite silently opens a file it cannot write read-only; a write in a rolled-back
+    # transaction finds out now rather than at the first event.
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        await db.execute("CREATE TABLE main.threshold_write_probe (x)")
+    finally:
+        await db.rollback()
+
+
+async def _migrate(
+    db: aiosqlite.Connection, path: Path, migrations: Sequence[str], what: str
+) -> None:
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     version = int(row[0]) if row else 0
     if version > len(migrations):
-        raise StorageError(
-            f"{path} has schema version {version}, newer than this software ({len(migrations)}); "
-            "upgrade Threshold or restore the previous database"
+        raise NewerDatabase(
+            str(path),
+            f"{path}: the {what} has schema version {version}, newer than this software "
+            f"({len(migrations)}); upgrade Threshold or restore the previous database",
         )
     for number in range(version, len(migrations)):
         await db.executescript(

@@ -12,21 +12,32 @@ back, and only overwrites them as it wraps round, which on a quiet gateway can t
 periodic purge of offer history (`purge_history`, after `[privacy] retention_s`) ends with a
 TRUNCATE checkpoint whenever rows were deleted since the last one (purged history or acknowledged
 events): whatever was deleted is gone from every file by the next purge.
+
+A corrupt database found at start is moved aside, not repaired: what it held is either lost
+(unacknowledged events) or comes back from the bridge (roster, campaigns).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import aiosqlite
 
 from edge.adapters.sqlite_db import open_database
 from edge.core import wire
 from edge.core.offers import OfferHistory
-from edge.errors import StorageError
+from edge.errors import CorruptDatabase, StorageError
+
+_LOGGER = logging.getLogger(__name__)
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -61,6 +72,37 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+def move_aside(path: Path, now_unix_s: float) -> Path:
+    """Rename `path` (with its -wal and -shm) to `<name>.corrupt-<UTC timestamp>`; return the new path.
+
+    Kept, not deleted: whoever investigates may still recover events from it.
+    """
+    stamp = datetime.fromtimestamp(now_unix_s, UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("-wal", "-shm"):  # the journal first: never pair it with a new database
+        journal = path.with_name(path.name + suffix)
+        if journal.exists():
+            journal.rename(aside.with_name(aside.name + suffix))
+    path.rename(aside)
+    return aside
+
+
+def _count_outbox(path: Path) -> int | None:
+    """How many events a corrupt database still shows in its outbox, if SQLite can tell."""
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True)
+        ) as conn:
+            row = conn.execute("SELECT count(*) FROM outbox").fetchone()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row else None
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     event_id: str
@@ -69,17 +111,45 @@ class OutboxEntry:
 
 
 class SqliteGatewayStore:
-    """One writer connection through aiosqlite's worker thread."""
+    """One writer connection through aiosqlite's worker thread, one operation at a time.
+
+    The uplink, the pipeline, sync and housekeeping call in concurrently. Each method holds
+    `_lock` for its whole transaction, and each read fetches its rows in one hop to the worker thread
+    (`execute_fetchall`), so no statement is ever left open across an await. That is what makes the
+    TRUNCATE checkpoint safe: SQLite refuses a checkpoint while a statement on the same connection
+    is still stepping ("database table is locked"), and a checkpoint inside another coroutine's
+    transaction would run between its insert and its commit.
+    """
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
         self._deleted = False  # rows deleted since the WAL was last cut
+        self._lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteGatewayStore:
-        """Open (creating and migrating) the database at `path`."""
-        db = await open_database(path, _MIGRATIONS, "gateway database")
+    async def open(
+        cls, path: Path, *, wall_clock: Callable[[], float] = time.time
+    ) -> SqliteGatewayStore:
+        """Open (creating and migrating) the database at `path`.
+
+        A missing file is a first boot: it is created. A corrupt one is moved aside (see
+        `move_aside`) and a fresh one created: the gateway then holds no roster (version 0), and the
+        bridge answers its status with a full one. A newer or read-only one is an error.
+        """
+        try:
+            db = await open_database(path, _MIGRATIONS, "gateway database")
+        except CorruptDatabase as exc:
+            unsent = _count_outbox(path)
+            aside = move_aside(path, wall_clock())
+            _LOGGER.error(
+                "%s; moved it aside to %s and starting on a new one: %s unacknowledged events in "
+                "it are lost, and the roster and campaigns will be resynced from the bridge",
+                exc,
+                aside,
+                "an unknown number of" if unsent is None else unsent,
+            )
+            db = await open_database(path, _MIGRATIONS, "gateway database")
         try:
             await db.execute("PRAGMA secure_delete = ON")
             # Old page images (e.g. migration 2's erased roster) can sit in the WAL: fold it into
@@ -91,101 +161,116 @@ class SqliteGatewayStore:
         return cls(db, path)
 
     async def close(self) -> None:
-        await self._db.close()
+        async with self._lock:
+            await self._db.close()
 
     async def append_events(self, events: Sequence[wire.Event], now_s: float) -> None:
         """Store events in the outbox and their offers in the history, in one transaction."""
         rows = [(e.event_id, e.KIND, wire.encode(e), now_s) for e in events]
         history = [(e.member, e.campaign, e.ts) for e in events if isinstance(e, wire.OfferTrigger)]
-        await self._db.executemany(
-            "INSERT OR IGNORE INTO outbox (event_id, kind, payload, created_at) VALUES (?,?,?,?)",
-            rows,
-        )
-        if history:
+        async with self._lock:
             await self._db.executemany(
-                "INSERT INTO offer_history (member, campaign, last_ts) VALUES (?,?,?) "
-                "ON CONFLICT (member, campaign) DO UPDATE SET last_ts = "
-                "max(last_ts, excluded.last_ts)",
-                history,
+                "INSERT OR IGNORE INTO outbox (event_id, kind, payload, created_at) "
+                "VALUES (?,?,?,?)",
+                rows,
             )
-        await self._db.commit()
+            if history:
+                await self._db.executemany(
+                    "INSERT INTO offer_history (member, campaign, last_ts) VALUES (?,?,?) "
+                    "ON CONFLICT (member, campaign) DO UPDATE SET last_ts = "
+                    "max(last_ts, excluded.last_ts)",
+                    history,
+                )
+            await self._db.commit()
 
     async def pending(self, limit: int, skip: Iterable[str] = ()) -> list[OutboxEntry]:
         """The oldest unacknowledged events, skipping ids in `skip` (already in flight)."""
         skip_set = set(skip)
-        out: list[OutboxEntry] = []
-        # Page through in order; in-flight entries are few (bounded by the uplink's window).
-        async with self._db.execute(
-            "SELECT event_id, kind, payload FROM outbox ORDER BY seq LIMIT ?",
-            (limit + len(skip_set),),
-        ) as cursor:
-            async for event_id, kind, payload in cursor:
-                if event_id in skip_set:
-                    continue
-                out.append(OutboxEntry(event_id, "visit" if kind == "visit" else "offer", payload))
-                if len(out) >= limit:
-                    break
-        return out
+        # In-flight entries are few (bounded by the uplink's window): over-fetch by that many.
+        async with self._lock:
+            rows = await self._db.execute_fetchall(
+                "SELECT event_id, kind, payload FROM outbox ORDER BY seq LIMIT ?",
+                (limit + len(skip_set),),
+            )
+        out = [
+            OutboxEntry(event_id, "visit" if kind == "visit" else "offer", payload)
+            for event_id, kind, payload in rows
+            if event_id not in skip_set
+        ]
+        return out[:limit]
 
     async def remove(self, event_ids: Sequence[str]) -> int:
         """Forget acknowledged events; return how many were still here."""
         if not event_ids:
             return 0
-        cursor = await self._db.executemany(
-            "DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids]
-        )
-        await self._db.commit()
-        self._deleted = True
-        return cursor.rowcount
+        async with self._lock:
+            cursor = await self._db.executemany(
+                "DELETE FROM outbox WHERE event_id = ?", [(i,) for i in event_ids]
+            )
+            await self._db.commit()
+            self._deleted = True
+            return cursor.rowcount
 
     async def count(self) -> int:
-        async with self._db.execute("SELECT count(*) FROM outbox") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        async with self._lock:
+            rows = list(await self._db.execute_fetchall("SELECT count(*) FROM outbox"))
+        return int(rows[0][0]) if rows else 0
 
     async def load_history(self) -> OfferHistory:
         history = OfferHistory()
-        async with self._db.execute(
-            "SELECT member, campaign, last_ts FROM offer_history"
-        ) as cursor:
-            async for member, campaign, last_ts in cursor:
-                history.record(member, campaign, last_ts)
+        async with self._lock:
+            rows = await self._db.execute_fetchall(
+                "SELECT member, campaign, last_ts FROM offer_history"
+            )
+        for member, campaign, last_ts in rows:
+            history.record(member, campaign, last_ts)
         return history
 
     async def purge_history(self, before_ts: float) -> int:
         """Forget offers older than `before_ts` and cut the WAL if anything was deleted since the
         last purge; return how many offers were forgotten."""
-        cursor = await self._db.execute("DELETE FROM offer_history WHERE last_ts < ?", (before_ts,))
-        await self._db.commit()
-        purged = cursor.rowcount
-        if purged or self._deleted:
-            await self.cut_wal()
+        async with self._lock:
+            cursor = await self._db.execute(
+                "DELETE FROM offer_history WHERE last_ts < ?", (before_ts,)
+            )
+            await self._db.commit()
+            purged = cursor.rowcount
+            if purged or self._deleted:
+                await self._cut_wal()
         return purged
 
     async def cut_wal(self) -> bool:
         """Write the WAL back into the database (where secure_delete zeroed deleted rows) and truncate
         it to nothing; False if a reader kept it from finishing (the next purge tries again)."""
-        async with self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cursor:
-            row = await cursor.fetchone()
-        busy = bool(row and row[0])
+        async with self._lock:
+            return await self._cut_wal()
+
+    async def _cut_wal(self) -> bool:
+        # Under the lock, so between transactions and with no statement of ours open.
+        assert not self._db.in_transaction, "a checkpoint inside a transaction"
+        rows = list(await self._db.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)"))
+        busy = bool(rows and rows[0][0])
         self._deleted = busy
         return not busy
 
     async def save_sync(self, kind: str, version: int, payload: bytes) -> None:
         """Replace what is saved for `kind` (the roster: sealed bytes, never clear keys)."""
-        await self._db.execute(
-            "INSERT INTO sync_state (kind, version, payload) VALUES (?,?,?) "
-            "ON CONFLICT (kind) DO UPDATE SET version = excluded.version, "
-            "payload = excluded.payload",
-            (kind, version, payload),
-        )
-        await self._db.commit()
-        self._deleted = True  # the replaced payload's pages are cut from the WAL at the next purge
+        async with self._lock:
+            await self._db.execute(
+                "INSERT INTO sync_state (kind, version, payload) VALUES (?,?,?) "
+                "ON CONFLICT (kind) DO UPDATE SET version = excluded.version, "
+                "payload = excluded.payload",
+                (kind, version, payload),
+            )
+            await self._db.commit()
+            self._deleted = True  # the replaced payload's pages leave the WAL at the next purge
 
     async def load_sync(self, kind: str) -> bytes | None:
         """The payload last saved for `kind`, or None."""
-        async with self._db.execute(
-            "SELECT payload FROM sync_state WHERE kind = ?", (kind,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return bytes(row[0]) if row else None
+        async with self._lock:
+            rows = list(
+                await self._db.execute_fetchall(
+                    "SELECT payload FROM sync_state WHERE kind = ?", (kind,)
+                )
+            )
+        return bytes(rows[0][0]) if rows else None

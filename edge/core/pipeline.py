@@ -165,6 +165,15 @@ class Pipeline:
                 events.extend(out)
         return events
 
+    def clock_stepped(self, now_s: float, step_s: float) -> None:
+        """The wall clock stepped by `step_s` to `now_s`: roll the resolver's windows there at once,
+        completely, move presence tracks with the clock, and housekeep on from the new time (after
+        a step back, the old schedule would not come round for as long as the step)."""
+        self.resolver.advance(now_s)
+        self.presence.shift_time(step_s)
+        self.presence.expire(now_s)
+        self._next_housekeeping_s = now_s + HOUSEKEEPING_EVERY_S
+
     def housekeeping(self, now_s: float) -> None:
         """Slide the resolver's windows, precompute a slice of the next, close visits that timed out
         (radio time)."""

@@ -138,6 +138,14 @@ class PresenceTracker:
                 return Entry(device.member, device, t_s, smoothed)
         return None
 
+    def shift_time(self, step_s: float) -> None:
+        """The clock that timed every sighting so far was `step_s` off (a step corrected it): move
+        the open tracks by as much, so a step back does not leave members inside until the clock
+        catches up with their last sighting, nor a step forward end every visit at once."""
+        for track in self._tracks.values():
+            track.last_t_s += step_s
+            track.arriving_since_s += step_s
+
     def expire(self, now_s: float) -> list[str]:
         """Forget members not heard for visit_timeout_s; return those whose visit ended."""
         timeout = self.config.visit_timeout_s

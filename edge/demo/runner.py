@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_bridge.adapters.data_key import DATA_KEY_FILE_NAME, create_data_key_file
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import Bridge
 from cloud_bridge.config import BridgeConfig, BridgeSection
@@ -120,10 +121,12 @@ async def load_enrolled_devices(records: SqliteLoyaltyRecords) -> list[SimDevice
     db = records.connection
     devices: list[SimDevice] = []
     async with db.execute(
-        "SELECT id, member_id, identity_key, exponent, kind FROM devices ORDER BY id"
+        "SELECT id, member_id, identity_key, exponent, kind, sealed_key FROM devices ORDER BY id"
     ) as cursor:
-        async for ref, member, key, exponent, kind in cursor:
-            devices.append(SimDevice(ref, member, bytes(key), exponent, kind))
+        rows = [r async for r in cursor]
+    for ref, member, key, exponent, kind, sealed in rows:
+        key = records.open_identity_key(ref, bytes(key), None if sealed is None else bytes(sealed))
+        devices.append(SimDevice(ref, member, key, exponent, kind))
     return devices
 
 
@@ -215,7 +218,11 @@ async def _run(
 ) -> dict[str, Any]:
     wall_start = time.monotonic()
     mqtt = MqttSection(host=broker.host, port=broker.port)
-    records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
+    # As `cloud-bridge create-db` would: the database and the data key sealing its identity keys.
+    data_key, _ = await asyncio.to_thread(create_data_key_file, workdir / DATA_KEY_FILE_NAME)
+    records = await SqliteLoyaltyRecords.open(
+        workdir / "loyalty.sqlite", CHAIN, create=True, data_key=data_key
+    )
     sim_start = time.time() if options.start_unix_s is None else options.start_unix_s
     await seed_records(
         records, members=options.members, seed=options.seed, stores=(STORE,), joined_at=sim_start
@@ -237,12 +244,14 @@ async def _run(
                 + options.minutes * 60
                 + max(0.0, sim_start - time.time()),
                 event_max_age_s=max(_DEFAULT_AGE_S, time.time() - sim_start + 86400),
+                data_key_file=str(workdir / DATA_KEY_FILE_NAME),
             ),
             mqtt,
         ),
         records,
         records,
         signing_key,
+        data_key=data_key,
     )
     entrance = demo_entrance(options, devices, sim_start)
     truth = entrance.truth

@@ -23,7 +23,7 @@ from cloud_bridge.config import BridgeConfig, BridgeSection
 from cloud_bridge.seed import seed_records
 from edge.adapters.mqtt import Message
 from edge.core import bundle, signed, wire
-from tests.factories import T0
+from tests.factories import T0, TEST_DATA_KEY
 from tests.fakes.publisher import FakePublisher
 from tests.unit import test_wire_hostile as hostile
 
@@ -49,7 +49,9 @@ class Setup:
 
 @pytest.fixture
 async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
-    records = await SqliteLoyaltyRecords.open(tmp_path / "loyalty.db", CHAIN)
+    records = await SqliteLoyaltyRecords.open(
+        tmp_path / "loyalty.db", CHAIN, create=True, data_key=TEST_DATA_KEY
+    )
     await seed_records(records, members=6, seed=1, stores=(STORE, ELSEWHERE.store), joined_at=T0)
     for address, key in KEYS.items():
         public = bundle.public_key_bytes(key)
@@ -91,12 +93,14 @@ async def execute(records: SqliteLoyaltyRecords, sql: str, *params: object) -> N
 
 
 async def stored_key(records: SqliteLoyaltyRecords, device: str) -> bytes:
+    """The device's identity key as stored: opened with the data key (zeros once erased)."""
     async with records.connection.execute(
-        "SELECT identity_key FROM devices WHERE id = ?", (device,)
+        "SELECT identity_key, sealed_key FROM devices WHERE id = ?", (device,)
     ) as cursor:
         row = await cursor.fetchone()
     assert row is not None
-    return bytes(row[0])
+    sealed = None if row[1] is None else bytes(row[1])
+    return records.open_identity_key(device, bytes(row[0]), sealed)
 
 
 async def test_each_store_knows_members_and_devices_only_by_its_own_pseudonyms(

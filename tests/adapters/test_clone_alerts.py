@@ -13,7 +13,7 @@ from cloud_bridge.core.clones import ClonePolicy, GeoPoint
 from cloud_bridge.core.records import IncomingEvent
 from cloud_bridge.seed import seed_records
 from edge.core import wire
-from tests.factories import T0, as_sent, make_visit
+from tests.factories import T0, TEST_DATA_KEY, as_sent, make_visit
 
 CHAIN = "acme"
 LONDON = GeoPoint(51.5138, -0.0984)
@@ -29,7 +29,11 @@ DAY = 86400.0
 @pytest.fixture
 async def records(tmp_path: Path) -> AsyncIterator[SqliteLoyaltyRecords]:
     opened = await SqliteLoyaltyRecords.open(
-        tmp_path / "loyalty.db", CHAIN, ClonePolicy(clock_tolerance_s=10.0)
+        tmp_path / "loyalty.db",
+        CHAIN,
+        ClonePolicy(clock_tolerance_s=10.0),
+        create=True,
+        data_key=TEST_DATA_KEY,
     )
     try:
         await seed_records(opened, members=5, seed=1, stores=(), joined_at=T0 - DAY)

@@ -31,6 +31,7 @@ def test_a_store_is_added_with_its_location_and_moved_then_cleared(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = str(tmp_path / "loyalty.db")
+    assert main(["create-db", db]) == 0
 
     assert main(["add-store", db, "store-042", "--lat", "51.5152", "--lon", "-0.1419"]) == 0
     assert "store store-042: added, at 51.51520, -0.14190" in capsys.readouterr().out
@@ -67,6 +68,7 @@ def test_bad_locations_are_refused_saying_which_option_and_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     db = tmp_path / "loyalty.db"
+    assert main(["create-db", str(db)]) == 0
     assert main(["add-store", str(db), "store-001"]) == 0
     capsys.readouterr()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cloud_bridge.adapters.data_key import default_data_key_file, load_data_key
 from cloud_bridge.adapters.http_api import TokenFile
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.cli import main
@@ -32,7 +33,9 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
 
 def roster(path: Path) -> wire.RosterSync:
     async def read() -> wire.RosterSync:
-        records = await SqliteLoyaltyRecords.open(path, "demo-chain")
+        # The data key `seed` made beside the database.
+        key = load_data_key(default_data_key_file(path), {})
+        records = await SqliteLoyaltyRecords.open(path, "demo-chain", data_key=key)
         try:
             return await records.roster(STORE)
         finally:
@@ -153,6 +156,7 @@ def test_add_store_creates_a_store_once(tmp_path: Path, capsys: pytest.CaptureFi
     from cloud_bridge.cli import main as bridge_main
 
     database = tmp_path / "loyalty.sqlite"
+    assert bridge_main(["create-db", str(database)]) == 0
     assert bridge_main(["add-store", str(database), "store-042"]) == 0
     assert bridge_main(["add-store", str(database), "store-042"]) == 0
     assert bridge_main(["add-store", str(database), "Store 42"]) == 2

@@ -50,6 +50,11 @@ class Door:
     wall: FakeClock
     mono: FakeClock
 
+    def tick(self, seconds: float) -> None:
+        """Time passes: both clocks move together (no step)."""
+        self.wall.now += seconds
+        self.mono.now += seconds
+
 
 @pytest.fixture
 def door(tmp_path: Path, store: SqliteGatewayStore) -> Door:
@@ -73,7 +78,7 @@ async def test_with_no_adverts_the_windows_roll_on_time_and_the_next_is_ready(
     resolver = door.gateway.pipeline.resolver = EidResolver(devices, BOUNDARY - 10)
     task = asyncio.create_task(door.gateway.housekeep_while_quiet(), name="housekeeping")
     try:
-        door.wall.now = BOUNDARY + 1
+        door.tick(11.0)
         # Rolled without an advert: the window after the boundary's is in range now...
         await eventually(
             lambda: resolver.resolve(eid_at(devices[0], BOUNDARY + STEP)) is not None,
@@ -82,7 +87,7 @@ async def test_with_no_adverts_the_windows_roll_on_time_and_the_next_is_ready(
         # ...and the one after that is computed, a slice at a time, before its boundary.
         await eventually(lambda: not resolver.pending_work, "the window ahead to be precomputed")
 
-        door.wall.now = BOUNDARY + STEP + 1
+        door.tick(STEP)
         await eventually(
             lambda: resolver.resolve(eid_at(devices[-1], BOUNDARY + 2 * STEP)) is not None,
             "the next roll",
@@ -106,3 +111,69 @@ async def test_while_adverts_arrive_the_radio_drives_housekeeping(door: Door) ->
     finally:
         scan.cancel()
         await asyncio.gather(scan, return_exceptions=True)
+
+
+HOURS_S = 3 * 3600.0
+
+
+async def test_a_forward_step_of_the_clock_is_detected_and_the_new_windows_resolve_at_once(
+    door: Door, devices: list[wire.RosterDevice], caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = door.gateway
+    resolver = gateway.pipeline.resolver = EidResolver(devices, BOUNDARY - 10)
+    door.source.push([RawAdvert(BOUNDARY - 10, "4A:00:00:00:00:01", -70, b"\x02\x01\x06")])
+    scan = asyncio.create_task(gateway._scan(), name="scan")
+    try:
+        await eventually(lambda: gateway.pipeline.counters.adverts == 1, "the advert")
+        assert not gateway.check_clock_step()  # the reference reading
+        door.tick(1.0)
+        assert not gateway.check_clock_step()
+
+        door.wall.now += HOURS_S  # NTP sets the clock of a Pi that booted without network
+        door.tick(1.0)
+        now = door.wall.now
+        assert resolver.resolve(eid_at(devices[0], now)) is None  # the windows held are hours old
+
+        assert gateway.check_clock_step()
+    finally:
+        scan.cancel()
+        await asyncio.gather(scan, return_exceptions=True)
+
+    # At once, not after a quiet spell or the next boundary: an EID of the new window resolves.
+    assert resolver.resolve(eid_at(devices[0], now)) is not None
+    assert resolver.resolve(eid_at(devices[-1], now)) is not None
+    # The radio's time carried through quiet spells moved with the clock.
+    door.tick(3.0)
+    assert gateway.quiet_radio_now() == pytest.approx(BOUNDARY - 10 + HOURS_S + 2.0 + 3.0)
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"the wall clock stepped forward by {HOURS_S + 0:.1f} s" in warning
+    assert not gateway.check_clock_step()  # logged once
+
+
+async def test_a_backward_step_seen_by_the_housekeeping_tick_does_not_blind_the_resolver(
+    door: Door, devices: list[wire.RosterDevice], caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = door.gateway
+    resolver = gateway.pipeline.resolver = EidResolver(devices, BOUNDARY - 10)
+    door.source.push([RawAdvert(BOUNDARY - 10, "4A:00:00:00:00:01", -70, b"\x02\x01\x06")])
+    scan = asyncio.create_task(gateway._scan(), name="scan")
+    await eventually(lambda: gateway.pipeline.counters.adverts == 1, "the advert")
+    # Quiet from now on: housekeeping carries the radio's time on from that advert's.
+    task = asyncio.create_task(gateway.housekeep_while_quiet(), name="housekeeping")
+    try:
+        door.tick(2.0)
+        await eventually(lambda: gateway.quiet_radio_now() is not None, "a quiet radio")
+        door.wall.now -= HOURS_S  # the clock was ahead (a bad RTC): NTP steps it back
+        door.tick(1.0)
+        now = door.wall.now
+
+        await eventually(
+            lambda: resolver.resolve(eid_at(devices[0], now)) is not None,
+            "the windows of the new time",
+        )
+    finally:
+        task.cancel()
+        scan.cancel()
+        await asyncio.gather(task, scan, return_exceptions=True)
+    assert "the wall clock stepped back by" in caplog.text
+    assert resolver.resolve(eid_at(devices[-1], now)) is not None

@@ -26,7 +26,7 @@ from cloud_bridge.core.enrollment import EID_COUNTER_BASIS, RecordsUnavailable
 from cloud_bridge.seed import seed_records
 from edge.core import wire
 from edge.errors import ConfigError
-from tests.factories import T0, as_sent, make_offer_trigger, make_visit
+from tests.factories import T0, TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
 from tests.fakes.http import HttpReply, build_request, exchange, request
 
 CHAIN = "acme"
@@ -58,12 +58,12 @@ class Api:
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     path = tmp_path / "bridge" / "loyalty.db"
-    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    records = await SqliteLoyaltyRecords.open(path, CHAIN, create=True, data_key=TEST_DATA_KEY)
     enrollment: SqliteEnrollment | None = None
     server: EnrollmentApiServer | None = None
     try:
         await seed_records(records, members=10, seed=1, stores=(STORE,), joined_at=T0 - 86400)
-        enrollment = await SqliteEnrollment.open(path, CHAIN)
+        enrollment = await SqliteEnrollment.open(path, CHAIN, data_key=TEST_DATA_KEY)
         token = new_api_token()
         tokens_file = tmp_path / "api-tokens"
         add_token_hash(tokens_file, token_hash(token))
@@ -82,12 +82,14 @@ def roster_devices(roster: wire.RosterSync, member: str) -> list[wire.RosterDevi
 
 
 async def stored_key(api: Api, device: str) -> bytes:
+    """The device's identity key as stored: opened with the data key (zeros once erased)."""
     async with api.records.connection.execute(
-        "SELECT identity_key FROM devices WHERE id = ?", (device,)
+        "SELECT identity_key, sealed_key FROM devices WHERE id = ?", (device,)
     ) as cursor:
         row = await cursor.fetchone()
     assert row is not None
-    return bytes(row[0])
+    sealed = None if row[1] is None else bytes(row[1])
+    return api.records.open_identity_key(device, bytes(row[0]), sealed)
 
 
 # --- what the app backend does ----------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from cloud_bridge.errors import RecordsError
 from cloud_bridge.seed import DEMO_CAMPAIGNS, seed_records
 from edge.core import wire
 from edge.sim.entrance import make_members
-from tests.factories import T0, as_sent, make_offer_trigger, make_visit
+from tests.factories import T0, TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
 
 CHAIN = "acme"
 STORE = "store-001"
@@ -34,7 +35,9 @@ BAKERY = "welcome-bakery"
 
 @pytest.fixture
 async def records(tmp_path: Path) -> AsyncIterator[SqliteLoyaltyRecords]:
-    opened = await SqliteLoyaltyRecords.open(tmp_path / "bridge" / "loyalty.db", CHAIN)
+    opened = await SqliteLoyaltyRecords.open(
+        tmp_path / "bridge" / "loyalty.db", CHAIN, create=True, data_key=TEST_DATA_KEY
+    )
     try:
         added = await seed_records(
             opened, members=MEMBERS, seed=SEED, stores=(STORE,), joined_at=T0 - 86400
@@ -499,12 +502,12 @@ async def test_seeding_twice_adds_nothing(records: SqliteLoyaltyRecords) -> None
 
 async def test_records_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "loyalty.db"
-    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    records = await SqliteLoyaltyRecords.open(path, CHAIN, create=True, data_key=TEST_DATA_KEY)
     await seed_records(records, members=MEMBERS, seed=SEED, stores=(STORE,), joined_at=T0)
     offer = await record_offer(records)
     await records.close()
 
-    reopened = await SqliteLoyaltyRecords.open(path, CHAIN)
+    reopened = await SqliteLoyaltyRecords.open(path, CHAIN, data_key=TEST_DATA_KEY)
     try:
         again = await reopened.record(await as_sent(reopened, GW1, offer), NOW + 60)
         due = await reopened.due_deliveries(NOW + 60, 60, 10)
@@ -675,7 +678,7 @@ async def test_a_version_5_database_keeps_its_offers_and_gains_validity_and_quar
     conn.commit()
     conn.close()
 
-    records = await SqliteLoyaltyRecords.open(path, CHAIN)
+    records = await SqliteLoyaltyRecords.open(path, CHAIN, data_key=TEST_DATA_KEY)
     try:
         async with records.connection.execute(
             "SELECT event_id, delivery, suppressed_reason, expires_at FROM offers ORDER BY event_id"
@@ -693,3 +696,28 @@ async def test_a_version_5_database_keeps_its_offers_and_gains_validity_and_quar
         ("ev-2", "suppressed", "unknown", T0 + 3600),
     ]
     assert validity == [3600.0]
+
+
+# --- One transaction at a time on the connection --------------------------------------------------
+
+
+async def test_a_rollback_elsewhere_never_undoes_part_of_a_batch_being_recorded(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    # Coroutines share the connection: before its operations were serialized, a failed
+    # add-gateway's rollback landing in the middle of `record` discarded the batch's first rows,
+    # and `record` then committed the rest and acknowledged them all.
+    visits = [
+        make_visit(member=f"m-{i % MEMBERS:05d}", device=f"d-{i % MEMBERS:05d}") for i in range(200)
+    ]
+    sent = await as_sent(records, GW1, *visits)
+
+    async def unknown_store() -> None:
+        for _ in range(20):
+            with pytest.raises(RecordsError):
+                await records.add_gateway("store-404", "gw-1", bytes(32), NOW)
+
+    outcome, _ = await asyncio.gather(records.record(sent, NOW), unknown_store())
+
+    assert len(outcome.acks[GW1]) == len(visits)
+    assert await records.count("visits") == len(visits)

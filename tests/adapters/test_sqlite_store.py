@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
-from edge.adapters.sqlite_store import SCHEMA_VERSION, SqliteGatewayStore
+from edge.adapters.sqlite_store import SCHEMA_VERSION, SqliteGatewayStore, move_aside
 from edge.core import wire
 from edge.errors import StorageError
 from tests.factories import T0, make_offer_trigger, make_visit
 
 GUARD_S = 10.0  # only a guard against hangs
+STAMP = "20260921T141320Z"  # T0 in UTC, as a moved-aside database's name carries it
 
 
 def pragma(path: Path, name: str) -> object:
@@ -398,14 +400,69 @@ async def test_path_that_is_a_directory_is_a_storage_error(tmp_path: Path) -> No
     assert str(path) in str(excinfo.value)
 
 
-async def test_file_that_is_not_a_database_is_a_storage_error(tmp_path: Path) -> None:
-    path = tmp_path / "gateway.db"
-    path.write_bytes(b"this is not an SQLite database, it is a text file" * 100)
+async def test_a_file_that_is_not_a_database_is_moved_aside_and_a_new_one_made(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "gateway.sqlite"
+    garbage = b"this is not an SQLite database, it is a text file" * 100
+    path.write_bytes(garbage)
 
-    with pytest.raises(StorageError) as excinfo:
-        await open_expecting_failure(path)
+    store = await SqliteGatewayStore.open(path, wall_clock=lambda: T0)
+    try:
+        assert await store.count() == 0
+        assert await store.load_sync("roster") is None  # roster version 0: the bridge resends
+    finally:
+        await store.close()
 
-    assert str(path) in str(excinfo.value)
+    aside = tmp_path / f"gateway.sqlite.corrupt-{STAMP}"
+    assert aside.read_bytes() == garbage
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    message = record.getMessage()
+    assert str(path) in message and str(aside) in message and "\n" not in message
+    assert "unacknowledged events in it are lost" in message
+    assert "resynced from the bridge" in message
+
+
+def test_a_database_is_moved_aside_with_its_wal_and_shm_never_over_an_earlier_one(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gateway.sqlite"
+    for round in (1, 2):
+        for name in ("gateway.sqlite", "gateway.sqlite-wal", "gateway.sqlite-shm"):
+            (tmp_path / name).write_text(f"{name} {round}")
+
+        aside = move_aside(path, T0)
+
+        suffix = "" if round == 1 else "-2"
+        assert aside == tmp_path / f"gateway.sqlite.corrupt-{STAMP}{suffix}"
+        for end in ("", "-wal", "-shm"):
+            moved = tmp_path / f"gateway.sqlite.corrupt-{STAMP}{suffix}{end}"
+            assert moved.read_text() == f"gateway.sqlite{end} {round}"
+        assert not path.exists()
+
+
+async def test_a_damaged_database_is_moved_aside_saying_how_many_events_were_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "gateway.sqlite"
+    store = await SqliteGatewayStore.open(path)
+    await store.append_events([make_visit() for _ in range(400)], now_s=T0)
+    await store.cut_wal()
+    await store.close()
+    with path.open("r+b") as f:  # scribble over the outbox's root page (page 2)
+        f.seek(4096 + 12)
+        f.write(b"\xff" * 300)
+
+    store = await SqliteGatewayStore.open(path, wall_clock=lambda: T0)
+    try:
+        assert await store.count() == 0
+    finally:
+        await store.close()
+
+    assert (tmp_path / f"gateway.sqlite.corrupt-{STAMP}").exists()
+    [record] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert "quick_check" in record.getMessage() or "malformed" in record.getMessage()
+    assert "unacknowledged events in it are lost" in record.getMessage()
 
 
 # --- Migration 2: no roster in clear ----------------------------------------------------------
@@ -454,3 +511,39 @@ async def test_migration_2_erases_the_clear_roster_of_a_v1_database_from_the_fil
     assert pragma(db_path, "user_version") == SCHEMA_VERSION == 2
     for name, data in (while_open | read_files(db_path.parent)).items():
         assert key.hex().encode() not in data, f"the old roster's key is still in {name}"
+
+
+# --- Checkpoints never race an open statement ------------------------------------------------------
+
+
+async def test_wal_cuts_under_concurrent_reads_and_writes_never_find_the_table_locked(
+    store: SqliteGatewayStore,
+) -> None:
+    # Before each read fetched in one hop under the store's lock, a purge's TRUNCATE checkpoint
+    # landing between two fetches of `pending` failed with "database table is locked" (about
+    # 3 in 4 purges here).
+    await store.append_events([make_visit() for _ in range(500)], now_s=T0)
+    appended = 0
+
+    async def read() -> None:
+        for _ in range(30):
+            assert len(await store.pending(limit=400)) == 400
+            await store.load_history()
+
+    async def write() -> None:
+        nonlocal appended
+        for _ in range(30):
+            await store.append_events([make_offer_trigger()], now_s=T0)
+            appended += 1
+
+    async def purge() -> None:
+        for _ in range(100):
+            await store.remove([make_visit().event_id])  # deletes nothing, but asks for a cut
+            await store.purge_history(T0 - 10)
+            await asyncio.sleep(0)
+
+    async with asyncio.timeout(GUARD_S):
+        await asyncio.gather(read(), write(), purge())
+
+    assert await store.count() == 500 + appended
+    assert await store.cut_wal()

@@ -37,6 +37,7 @@ from edge.demo.runner import load_enrolled_devices, unmasker
 from edge.demo.shopper_apps import ShopperApps
 from edge.services.tasks import cancel_and_wait
 from edge.sim.entrance import SimDevice
+from tests.factories import TEST_DATA_KEY
 from tests.fakes.radio import FakeAdvertSource
 
 P = TypeVar("P", wire.Status, wire.CloneAlert)
@@ -179,7 +180,9 @@ async def store_rig(
     `Rig.start_bridge()`, and the gateway holds no roster or campaigns until then.
     """
     mqtt = MqttSection(host=broker.host, port=broker.port)
-    records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", CHAIN)
+    records = await SqliteLoyaltyRecords.open(
+        workdir / "loyalty.sqlite", CHAIN, create=True, data_key=TEST_DATA_KEY
+    )
     await seed_records(
         records, members=members, seed=3, stores=(STORE, *other_stores), joined_at=time.time()
     )
@@ -214,6 +217,7 @@ async def store_rig(
         records,
         records,
         signing_key,
+        data_key=TEST_DATA_KEY,
     )
     trusted = (bundle.key_to_text(bundle.public_key_bytes(signing_key)),)
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+from cloud_bridge.adapters.data_key import DATA_KEY_FILE_NAME, load_data_key
+from cloud_bridge.core.keyseal import IdentityKeySealer
 from tests.integration.secrets_scan import Needles, find_secrets
 
 MAC_RE = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}([:_-])[0-9A-Fa-f]{2}(\1[0-9A-Fa-f]{2}){4}")
@@ -53,9 +56,12 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
 
     assert "DEBUG aiosqlite" in result.stderr  # the libraries' DEBUG lines are in it
     needles = Needles()
+    sealer = IdentityKeySealer(
+        load_data_key(tmp_path / "demo" / DATA_KEY_FILE_NAME, {}).key, os.urandom
+    )
     with contextlib.closing(sqlite3.connect(tmp_path / "demo" / "loyalty.sqlite")) as db:
-        for ref, key in db.execute("SELECT id, identity_key FROM devices"):
-            needles.identity_key(bytes(key), ref)
+        for ref, sealed in db.execute("SELECT id, sealed_key FROM devices"):
+            needles.identity_key(sealer.open(ref, bytes(sealed)), ref)
     assert len(needles.binary) > 100
     assert find_secrets(result.stderr.encode(), needles) == set()
     assert MAC_RE.search(result.stderr) is None

@@ -17,7 +17,7 @@ from edge.config import MqttSection
 from edge.core import bundle, wire
 from edge.demo.shopper_apps import ShopperApps
 from edge.services.tasks import cancel_and_wait
-from tests.factories import as_sent, make_offer_trigger
+from tests.factories import TEST_DATA_KEY, as_sent, make_offer_trigger
 from tests.integration.rig import eventually
 
 CHAIN = "test-chain"
@@ -38,7 +38,9 @@ async def test_an_app_offline_within_the_validity_gets_the_offer_and_one_past_it
 ) -> None:
     clock = [time.time()]
     issued = clock[0]
-    records = await SqliteLoyaltyRecords.open(tmp_path / "loyalty.sqlite", CHAIN)
+    records = await SqliteLoyaltyRecords.open(
+        tmp_path / "loyalty.sqlite", CHAIN, create=True, data_key=TEST_DATA_KEY
+    )
     await seed_records(records, members=10, seed=3, stores=(STORE,), joined_at=issued - 86400)
     await records.connection.execute(
         "INSERT INTO campaigns (id, title, body, tiers, cooldown_s, priority, validity_s) "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from cloud_bridge.adapters.data_key import DATA_KEY_FILE_NAME, load_data_key
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from edge.adapters.keystore import load_gateway_keys
@@ -256,7 +257,11 @@ async def test_the_demo_leaves_no_identity_key_mac_or_eid_in_anything_its_gatewa
     assert summary["members_recognised"] > 0 and summary["offers_delivered"] > 0
     # What the gateway heard and held: the same seeded entrance and the bridge's enrolled devices.
     assert options.start_unix_s is not None
-    records = await SqliteLoyaltyRecords.open(workdir / "loyalty.sqlite", DEMO_CHAIN)
+    records = await SqliteLoyaltyRecords.open(
+        workdir / "loyalty.sqlite",
+        DEMO_CHAIN,
+        data_key=load_data_key(workdir / DATA_KEY_FILE_NAME, {}),
+    )
     try:
         devices = await load_enrolled_devices(records)
     finally:

@@ -72,6 +72,18 @@ def test_a_new_visit_after_the_timeout_enters_again() -> None:
     assert len(feed(tracker, device, walk_in(later))) == 1
 
 
+def test_after_a_clock_step_back_tracks_move_with_the_clock() -> None:
+    tracker, device = PresenceTracker(CFG), make_device()
+    hours_s = 3 * 3600.0
+    assert len(feed(tracker, device, walk_in(hours_s))) == 1  # timed by a clock 3 h ahead
+
+    tracker.shift_time(-hours_s)  # NTP steps it back
+
+    # The visit ends on the corrected clock, and the member can enter again after it.
+    assert tracker.expire(16 + CFG.visit_timeout_s + 1) == [device.member]
+    assert len(feed(tracker, device, walk_in(16 + CFG.visit_timeout_s + 10))) == 1
+
+
 def test_two_devices_of_one_member_share_a_track() -> None:
     tracker = PresenceTracker(CFG)
     phone = make_device(member="m-77777")
