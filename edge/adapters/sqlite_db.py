@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ async def open_database(
     synchronous=FULL because in WAL mode NORMAL may roll back the last commits on power loss.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private(path)
         db = await aiosqlite.connect(path)
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open {what} {path}: {exc}") from exc
@@ -33,6 +34,27 @@ async def open_database(
         await db.close()
         raise StorageError(f"cannot prepare {what} {path}: {exc}") from exc
     return db
+
+
+def make_private(path: Path) -> None:
+    """Directories created for `path` are 0700; the database file is created 0600 (SQLite gives its
+    -wal and -shm the database file's mode), and an existing one and its -wal/-shm lose any group or
+    other access: they hold identity keys, members and visits."""
+    missing = []
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # empty: SQLite's new database
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            pass
 
 
 async def _migrate(db: aiosqlite.Connection, path: Path, migrations: Sequence[str]) -> None:

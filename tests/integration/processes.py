@@ -176,8 +176,7 @@ def gateway_config(workdir: Path, broker: MosquittoProcess) -> Path:
 def bridge_config(workdir: Path, broker: MosquittoProcess) -> Path:
     """A bridge on a seeded loyalty database."""
     workdir.mkdir(parents=True, exist_ok=True)
-    database = workdir / "db" / "loyalty.sqlite"
-    database.parent.mkdir()
+    database = workdir / "db" / "loyalty.sqlite"  # its directory made by `seed`
     subprocess.run(
         [sys.executable, "-m", "cloud_bridge", "seed", str(database), "--members", "30"],
         check=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -193,6 +194,10 @@ def test_ready_then_the_watchdog_is_fed_then_stopping_on_sigterm(
     assert code == ExitCode.OK, process.output()[-3000:]
     assert len(fed) >= 3, notify.messages()  # every 0.5 s: half of WATCHDOG_USEC
     assert any("STOPPING=1" in m for m in notify.messages())
+    db = database_of(module, config)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in db.parent.iterdir()}
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    assert modes[db.name] == 0o600 and all(m == 0o600 for m in modes.values()), modes
 
 
 # The database loop's probe hangs once the trigger file exists: a database that stops answering.
