@@ -184,15 +184,15 @@ def test_ready_then_the_watchdog_is_fed_then_stopping_on_sigterm(
     config = configure(module, tmp_path, mosquitto)
     with (
         notify_socket(tmp_path, abstract=True) as notify,
-        running(module, config, notify, watchdog_usec=1_000_000) as process,
+        running(module, config, notify, watchdog_usec=2_000_000) as process,
     ):
         ready = notify.wait_for("READY=1", 60)
-        notify.poll(3.0)
+        notify.poll(4.0)
         fed = [at for at, m in notify.received if "WATCHDOG=1" in m.split("\n") and at > ready]
         process.popen.send_signal(signal.SIGTERM)
         code = process.wait(30, notify)
     assert code == ExitCode.OK, process.output()[-3000:]
-    assert len(fed) >= 3, notify.messages()  # every 0.5 s: half of WATCHDOG_USEC
+    assert len(fed) >= 2, notify.messages()  # every 1 s: half of WATCHDOG_USEC
     assert any("STOPPING=1" in m for m in notify.messages())
     db = database_of(module, config)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in db.parent.iterdir()}
@@ -228,7 +228,7 @@ def test_a_stalled_loop_stops_the_watchdog_feeding(
         notify.wait_for("WATCHDOG=1", 5)
         trigger.touch()
         deadline = time.monotonic() + 15
-        while not any("STATUS=stalled" in m for m in notify.messages()):
+        while not any("database busy" in m for m in notify.messages()):
             assert time.monotonic() < deadline, notify.messages()
             notify.poll(0.5)
         since = time.monotonic()
@@ -236,5 +236,5 @@ def test_a_stalled_loop_stops_the_watchdog_feeding(
         assert process.popen.poll() is None  # alive, but no longer feeding: systemd kills it
     late = [m for at, m in notify.received if at > since and "WATCHDOG=1" in m.split("\n")]
     assert late == []
-    stall = next(m for m in notify.messages() if "STATUS=stalled" in m)
-    assert "database busy" in stall
+    stalls = [m for m in notify.messages() if "STATUS=stalled" in m]
+    assert any("database busy" in m for m in stalls), stalls
