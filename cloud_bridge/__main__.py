@@ -1,3 +1,3 @@
-from cloud_bridge.cli import main
+from cloud_bridge.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -17,11 +17,13 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -35,11 +37,18 @@ from cloud_bridge.core import admission
 from cloud_bridge.core.enrollment import Enrollment, EnrollmentError
 from cloud_bridge.core.pseudonyms import Serials, pseudonymize
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
+from cloud_bridge.errors import BridgeError
 from cloud_bridge.services.clones import AlertError, CloneAlerts, describe, revoke_for_alert
 from edge.adapters.keystore import load_signing_key_file
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
+from edge.adapters.sdnotify import SdNotifier
+from edge.adapters.sqlite_watch import DatabaseWatch
 from edge.core import bundle, signed, wire
+from edge.core.liveness import Liveness
 from edge.logutil import OnceLogger
+from edge.process import ExitCode, Failure, classify
+from edge.services.dbwatch import watch_database
+from edge.services.watchdog import Watchdog
 
 _LOGGER = logging.getLogger(__name__)
 INBOX_MAX = 50_000
@@ -47,6 +56,12 @@ REDELIVER_EVERY_S = 1.0
 # Event ids per ack: 500 ids of the longest kind (64 characters) signed and base64'd stay within
 # wire.MAX_PAYLOAD_BYTES.
 ACK_IDS_MAX = 500
+#: A loop busy this long without finishing is stalled, when systemd sets no WatchdogSec=.
+STALL_LIMIT_S = 60.0
+#: How often stalls are looked for (and logged) when systemd sets no WatchdogSec=.
+WATCHDOG_CHECK_S = 10.0
+#: How long each step of a shutdown may take: the loops ending, the database closing.
+CLOSE_TIMEOUT_S = 5.0
 
 OutcomeListener = Callable[[RecordOutcome], None]
 DeliveryListener = Callable[[Sequence[Delivery]], None]
@@ -88,10 +103,24 @@ class Bridge:
         signing_key: Ed25519PrivateKey,
         wall_clock: Callable[[], float] = time.time,
         data_key: DataKey | None = None,
+        notifier: SdNotifier | None = None,
+        db_watch: DatabaseWatch | None = None,
+        stall_limit_s: float | None = None,
     ) -> None:
         self.config = config
         self._data_key = data_key  # for the enrollment connection, which seals new identity keys
         self.records = records
+        self.notifier = notifier if notifier is not None else SdNotifier()
+        #: Which loops make progress (edge/core/liveness.py): the watchdog feeds systemd on it.
+        self.liveness = Liveness(
+            ("record", "deliver", "sync", "database"),
+            time.monotonic(),
+            stall_limit_s or self.notifier.watchdog_s or STALL_LIMIT_S,
+        )
+        #: The database's files, watched while running (None: records that are not SQLite files).
+        self.db_watch = db_watch
+        #: Why the bridge stops, once a loop failed (the first failure).
+        self.failure: Failure | None = None
         self.registry = registry
         self._signing_key = signing_key
         self._wall = wall_clock
@@ -149,7 +178,7 @@ class Bridge:
         )
 
     @classmethod
-    async def open(cls, config: BridgeConfig) -> Bridge:
+    async def open(cls, config: BridgeConfig, notifier: SdNotifier | None = None) -> Bridge:
         signing_key = await asyncio.to_thread(
             load_signing_key_file, Path(config.bridge.signing_key_file)
         )
@@ -165,10 +194,25 @@ class Bridge:
             await records.close()
             raise
         _LOGGER.info("signing rosters with key %s", bundle.key_id(signing_key))
-        return cls(config, records, records, signing_key, data_key=data_key)
+        watch = DatabaseWatch(records.path, "loyalty database")
+        return cls(
+            config,
+            records,
+            records,
+            signing_key,
+            data_key=data_key,
+            notifier=notifier,
+            db_watch=watch,
+        )
 
     async def close(self) -> None:
-        await self.records.close()
+        """Close the records; records that do not close within CLOSE_TIMEOUT_S are left to the
+        process's exit (edge/process.py), logged."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.records.close()
+        except (TimeoutError, sqlite3.Error) as exc:
+            _LOGGER.error("the loyalty records did not close: %r", exc)
 
     async def run(self) -> None:
         """Run every loop until cancelled; with [api] enabled, the enrollment API too.
@@ -198,11 +242,44 @@ class Bridge:
             await self._run_loops()
 
     async def _run_loops(self) -> None:
+        watchdog = Watchdog(
+            self.notifier,
+            self.liveness,
+            self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else WATCHDOG_CHECK_S,
+        )
+        loops: dict[str, Coroutine[Any, Any, None]] = {
+            "mqtt": self.mqtt.run(),
+            "record": self._process_inbox(),
+            "deliver": self._deliver_loop(),
+            "sync": self._sync_loop(),
+            "watchdog": watchdog.run(),
+        }
+        if self.db_watch is not None:
+            loops["database"] = watch_database(self.db_watch, self.records.stores, self.liveness)
+        else:
+            self.liveness.idle("database", time.monotonic())
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.mqtt.run(), name="bridge-mqtt")
-            tg.create_task(self._process_inbox(), name="bridge-record")
-            tg.create_task(self._deliver_loop(), name="bridge-deliver")
-            tg.create_task(self._sync_loop(), name="bridge-sync")
+            for name, loop in loops.items():
+                tg.create_task(self._guarded(name, loop), name=f"bridge-{name}")
+            await asyncio.sleep(0)  # every loop started
+            self.notifier.ready(
+                f"bridge {self.config.bridge.chain}/{self.config.bridge.id} running"
+            )
+
+    async def _guarded(self, name: str, loop: Coroutine[Any, Any, None]) -> None:
+        """Run one loop; the first to fail says why the bridge stops."""
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self.failure is None:
+                self.failure = failure = classify(name, exc, runtime=(BridgeError,))
+                if failure.code is ExitCode.INTERNAL:
+                    _LOGGER.exception("loop %s failed", name)
+                _LOGGER.error("stopping: %s", failure)
+                self.notifier.stopping(f"failed: {failure}")
+            raise
 
     def _on_message(self, message: Message) -> None:
         try:
@@ -448,6 +525,7 @@ class Bridge:
     async def _sync_loop(self) -> None:
         """Revocations, withdrawn consent and campaign edits reach gateways at the next sync."""
         while True:
+            self.liveness.idle("sync", time.monotonic())
             try:
                 async with asyncio.timeout(self.config.bridge.sync_interval_s):
                     await self._sync_wakeup.wait()
@@ -459,6 +537,7 @@ class Bridge:
                 await asyncio.sleep(grace_s)
             if not self.mqtt.connected:
                 continue
+            self.liveness.busy("sync", time.monotonic())
             try:
                 await self.publish_sync()
             except MqttError as exc:  # the reconnect publishes everything again
@@ -504,7 +583,9 @@ class Bridge:
     async def _process_inbox(self) -> None:
         batch_max = self.config.bridge.batch
         while True:
+            self.liveness.idle("record", time.monotonic())
             messages = [await self._inbox.get()]
+            self.liveness.busy("record", time.monotonic())
             while len(messages) < batch_max and not self._inbox.empty():
                 messages.append(self._inbox.get_nowait())
             events = []
@@ -664,6 +745,7 @@ class Bridge:
         A broker's PUBACK is not the phone's: a broker killed right after it may lose the message.
         """
         while True:
+            self.liveness.idle("deliver", time.monotonic())
             try:
                 async with asyncio.timeout(REDELIVER_EVERY_S):
                     await self._deliver_wakeup.wait()
@@ -672,6 +754,7 @@ class Bridge:
             self._deliver_wakeup.clear()
             if not self.mqtt.connected:
                 continue
+            self.liveness.busy("deliver", time.monotonic())
             now_s = self._wall()
             expired = await self.records.expire_offers(now_s)
             if expired:
@@ -683,3 +766,44 @@ class Bridge:
             due = await self.records.due_deliveries(now_s, self.config.bridge.offer_resend_s, 500)
             if due:
                 await self._deliver(due)
+
+
+async def run_bridge(config: BridgeConfig, notifier: SdNotifier | None = None) -> Failure | None:
+    """`cloud-bridge run`: until SIGTERM/SIGINT (None) or a loop fails (why; the caller exits with
+    its code). Either way the loops end, the broker connection and the database are closed, each
+    within CLOSE_TIMEOUT_S; what does not end in time is left to edge/process.py's hard exit."""
+    notifier = notifier if notifier is not None else SdNotifier.from_environ()
+    notifier.status("starting")
+    bridge = await Bridge.open(config, notifier)
+    task = asyncio.create_task(bridge.run(), name="bridge")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    failure: Failure | None = None
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            exc = None if task.cancelled() else task.exception()
+            failure = bridge.failure or (
+                classify("bridge", exc, runtime=(BridgeError,))
+                if exc is not None
+                else Failure("bridge", ExitCode.RUNTIME, "every loop ended")
+            )
+        else:
+            notifier.stopping("stopping on request")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for pending in (task, stopper):
+            pending.cancel()  # the MQTT loop disconnects gracefully when cancelled
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await asyncio.wait({task})
+        except TimeoutError:
+            _LOGGER.error("the bridge's loops did not end within %.0f s", CLOSE_TIMEOUT_S)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: classified above, or raised while stopping
+        await bridge.close()
+    return failure

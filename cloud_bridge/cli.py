@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import dataclasses
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -205,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create_db(args)
         if args.command == "data-key":
             return _create_data_key(args.key)
-        return asyncio.run(_run(args.config))
+        return _run(args.config)
     except (BridgeError, EdgeError) as exc:
         print(f"cloud-bridge: {exc}", file=sys.stderr)
         return 2
@@ -454,21 +453,28 @@ def _api_token(tokens_file: Path) -> int:
     return 0
 
 
-async def _run(config_path: Path) -> int:
-    from cloud_bridge.app import Bridge
+def _run(config_path: Path) -> int:
+    """`run`: the exit code says why it stopped (edge/process.py, README "Exit codes")."""
+    from cloud_bridge.app import run_bridge
     from cloud_bridge.config import load_bridge_config
+    from edge.process import ExitCode, classify
 
-    bridge = await Bridge.open(load_bridge_config(config_path))
-    task = asyncio.create_task(bridge.run(), name="bridge")
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+    config = load_bridge_config(config_path)  # a bad file stops here: exit 2, nothing started
+    umask = os.umask(0o077)  # every file and directory the bridge creates is its own (0600, 0700)
     try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        failure = asyncio.run(run_bridge(config))
+    except Exception as exc:  # before the loops ran: signing key, database, tokens file
+        failure = classify("start", exc, runtime=(BridgeError,))
+        if failure.code is ExitCode.INTERNAL:
+            _LOGGER.exception("the bridge failed to start")
+        elif isinstance(exc, (BridgeError, EdgeError)):
+            failure = dataclasses.replace(failure, code=ExitCode.CONFIG)
     finally:
-        await bridge.close()
-    return 0
+        os.umask(umask)
+    if failure is None:
+        return ExitCode.OK
+    print(f"cloud-bridge: {failure.reason}", file=sys.stderr)
+    return failure.code
 
 
 def _add_database_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -560,3 +566,10 @@ def _create_data_key(path: Path) -> int:
     _, created = create_data_key_file(path)
     print(f"{path}: {'created (mode 0600)' if created else 'exists, kept'}")
     return 0
+
+
+def entry() -> None:
+    """The console script: `main()`, then an exit that no lingering thread can hold up."""
+    from edge.process import exit_for_good
+
+    exit_for_good(main())

@@ -7,10 +7,13 @@ source they want.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -20,22 +23,28 @@ from edge.adapters.bleak_radio import BleakAdvertSource
 from edge.adapters.bluez_advertiser import BluezIBeaconAdvertiser
 from edge.adapters.keystore import GatewayKeys, load_gateway_keys, load_trusted_signers
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt, Will
+from edge.adapters.sdnotify import SdNotifier
 from edge.adapters.serial_radio import SerialAdvertSource
 from edge.adapters.simulated_radio import SimulatedAdvertSource
 from edge.adapters.sqlite_store import SqliteGatewayStore
+from edge.adapters.sqlite_watch import DatabaseWatch
 from edge.config import GatewayConfig
 from edge.core import bundle, signed, wire
 from edge.core.advert import RawAdvert
 from edge.core.clockstep import ClockStepDetector
-from edge.core.health import RadioHealth
+from edge.core.health import RadioHealth, RadioState
+from edge.core.liveness import Liveness
 from edge.core.offers import OfferEngine
 from edge.core.pipeline import HOUSEKEEPING_EVERY_S, RESOLVER_STEP_EVERY_S, Pipeline
 from edge.core.presence import PresenceTracker
 from edge.core.resolver import ClockCheck, EidResolver
 from edge.errors import ConfigError
 from edge.logutil import OnceLogger
+from edge.process import ExitCode, Failure, classify
+from edge.services.dbwatch import watch_database
 from edge.services.sync import SyncApplier
 from edge.services.uplink import Uplink
+from edge.services.watchdog import Watchdog
 from edge.sim.entrance import EntranceConfig, StoreEntrance, make_members
 from firmware_config.profiles import load_profiles
 
@@ -44,6 +53,12 @@ INBOX_MAX = 10_000
 # No advert for this long (monotonic s) and the gateway, not the radio, drives housekeeping.
 QUIET_S = HOUSEKEEPING_EVERY_S
 SOFTWARE = f"threshold-edge {__version__}"
+#: A loop busy this long without finishing is stalled, when systemd sets no WatchdogSec=.
+STALL_LIMIT_S = 60.0
+#: How often stalls are looked for (and logged) when systemd sets no WatchdogSec=.
+WATCHDOG_CHECK_S = 10.0
+#: How long each step of a shutdown may take: the loops ending, the goodbye, the database closing.
+CLOSE_TIMEOUT_S = 5.0
 
 
 class AdvertSource(Protocol):
@@ -118,9 +133,21 @@ class Gateway:
         trusted_signers: Sequence[Ed25519PublicKey],
         wall_clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        notifier: SdNotifier | None = None,
+        stall_limit_s: float | None = None,
     ) -> None:
         self.config = config
         self.keys = keys
+        self.notifier = notifier if notifier is not None else SdNotifier()
+        #: Which loops make progress (edge/core/liveness.py): the watchdog feeds systemd on it.
+        self.liveness = Liveness(
+            ("radio", "uplink", "inbox", "status", "database"),
+            monotonic(),
+            stall_limit_s or self.notifier.watchdog_s or STALL_LIMIT_S,
+        )
+        self.db_watch = DatabaseWatch(store.path, "gateway database")
+        #: Why the gateway stops, once a loop failed (the first failure).
+        self.failure: Failure | None = None
         self.address = config.address
         self.source = source
         self.store = store
@@ -183,7 +210,12 @@ class Gateway:
             on_connect=self._on_connect,
         )
         self.uplink = Uplink(
-            self.mqtt, store, self.address, config.uplink.ack_timeout_s, config.uplink.batch
+            self.mqtt,
+            store,
+            self.address,
+            config.uplink.ack_timeout_s,
+            config.uplink.batch,
+            liveness=self.liveness,
         )
         self._adverts_window = (time.monotonic(), 0)
         self.adverts_per_s = 0.0
@@ -193,7 +225,13 @@ class Gateway:
         self.clock_steps = ClockStepDetector()
 
     @classmethod
-    async def open(cls, config: GatewayConfig, source: AdvertSource) -> Gateway:
+    async def open(
+        cls,
+        config: GatewayConfig,
+        source: AdvertSource,
+        notifier: SdNotifier | None = None,
+        stall_limit_s: float | None = None,
+    ) -> Gateway:
         """Open the gateway's keys and database and restore its last good roster and campaigns."""
         identity = config.identity
         signers, problems = await asyncio.to_thread(
@@ -214,7 +252,9 @@ class Gateway:
         )
         store = await SqliteGatewayStore.open(config.database_path)
         try:
-            gateway = cls(config, source, store, keys, signers)
+            gateway = cls(
+                config, source, store, keys, signers, notifier=notifier, stall_limit_s=stall_limit_s
+            )
             gateway.pipeline.offers.history = await store.load_history()
             await gateway.sync.restore()
         except BaseException:
@@ -229,7 +269,13 @@ class Gateway:
         return gateway
 
     async def close(self) -> None:
-        await self.store.close()
+        """Close the database; a database that does not close within CLOSE_TIMEOUT_S is left to
+        the process's exit (edge/process.py), logged."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.store.close()
+        except (TimeoutError, sqlite3.Error) as exc:
+            _LOGGER.error("gateway database %s did not close: %r", self.store.path, exc)
 
     def radio_now(self) -> float:
         """Radio time: the last advert's time, or the wall clock before the first."""
@@ -257,16 +303,62 @@ class Gateway:
                 await advertiser.stop()
 
     async def _run_loops(self) -> None:
+        watchdog = Watchdog(
+            self.notifier,
+            self.liveness,
+            self.notifier.watchdog_s / 2 if self.notifier.watchdog_s else WATCHDOG_CHECK_S,
+            checks=(self._radio_machinery_dead,),
+        )
+        loops: dict[str, Coroutine[Any, Any, None]] = {
+            "mqtt": self.mqtt.run(),
+            "uplink": self.uplink.run(),
+            "scan": self._scan(),
+            "inbox": self._process_inbox(),
+            "status": self._publish_status_periodically(),
+            "housekeeping": self.housekeep_while_quiet(),
+            "database": watch_database(self.db_watch, self.store.count, self.liveness),
+            "watchdog": watchdog.run(),
+        }
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.mqtt.run(), name="mqtt")
-            tg.create_task(self.uplink.run(), name="uplink")
-            tg.create_task(self._scan(), name="scan")
-            tg.create_task(self._process_inbox(), name="inbox")
-            tg.create_task(self._publish_status_periodically(), name="status")
-            tg.create_task(self.housekeep_while_quiet(), name="housekeeping")
+            for name, loop in loops.items():
+                tg.create_task(self._guarded(name, loop), name=name)
+            await asyncio.sleep(0)  # every loop started
+            self.notifier.ready(f"gateway {self.address.prefix} running")
+
+    async def _guarded(self, name: str, loop: Coroutine[Any, Any, None]) -> None:
+        """Run one loop; the first to fail says why the gateway stops and says goodbye first."""
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self.failure is None:
+                self.failure = failure = classify(name, exc)
+                if failure.code is ExitCode.INTERNAL:
+                    _LOGGER.exception("loop %s failed", name)
+                _LOGGER.error("stopping: %s", failure)
+                self.notifier.stopping(f"failed: {failure}")
+                if name != "mqtt":
+                    # The retained status must not stay "online": a DISCONNECT (the cancelled MQTT
+                    # loop sends one) suppresses the will that would say "offline".
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                            await self.say_goodbye()
+            raise
+
+    def _radio_machinery_dead(self) -> str | None:
+        """Why the radio's scan machinery is dead (its recovery gave up), or None while it runs:
+        waiting for BlueZ, recovering or scanning a silent store all count as running."""
+        health = self.source.health()
+        if health.state is RadioState.FAILED:
+            return f"radio failed: {health.last_error}"
+        return None
 
     async def _scan(self) -> None:
+        mono = self._mono
+        self.liveness.idle("radio", mono())
         async for batch in self.source.batches():
+            self.liveness.busy("radio", mono())
             self.check_clock_step()
             self._last_radio_s = batch[-1].t_s
             self._last_batch_mono = self._mono()
@@ -277,6 +369,7 @@ class Gateway:
                 self.uplink.wake()
                 for listener in self.listeners:
                     listener(events)
+            self.liveness.idle("radio", mono())
         _LOGGER.info("radio source %r ended", self.source.name)
 
     def quiet_radio_now(self) -> float | None:
@@ -335,7 +428,10 @@ class Gateway:
 
     async def _process_inbox(self) -> None:
         while True:
-            await self.handle_message(await self._inbox.get())
+            self.liveness.idle("inbox", self._mono())
+            message = await self._inbox.get()
+            self.liveness.busy("inbox", self._mono())
+            await self.handle_message(message)
 
     def _drop(self, message: Message, reason: str) -> None:
         """Count a message that breaks the contract; one WARNING per topic, then DEBUG."""
@@ -495,11 +591,13 @@ class Gateway:
         interval_s = self.config.uplink.status_interval_s
         next_tick = time.monotonic() + interval_s
         while True:
+            self.liveness.idle("status", self._mono())
             try:
                 async with asyncio.timeout(max(0.0, next_tick - time.monotonic())):
                     await self._status_wakeup.wait()
             except TimeoutError:
                 pass
+            self.liveness.busy("status", self._mono())
             if self._status_wakeup.is_set():  # a roster applied or rejected: say so now
                 self._status_wakeup.clear()
                 if self.mqtt.connected:
@@ -511,3 +609,53 @@ class Gateway:
             await self.purge_history()
             if self.mqtt.connected:
                 await self.publish_status()
+            self.notifier.status(
+                f"running: radio {self.source.health().state.value}, broker "
+                f"{'connected' if self.mqtt.connected else 'unreachable'}, "
+                f"{self.uplink.pending} events to send"
+            )
+
+
+async def run_gateway(config: GatewayConfig, notifier: SdNotifier | None = None) -> Failure | None:
+    """`edge-gateway run`: until SIGTERM/SIGINT (None) or a loop fails (why; the caller exits with
+    its code). Either way the loops end, the broker hears goodbye and the database is closed, each
+    within CLOSE_TIMEOUT_S; what does not end in time is left to edge/process.py's hard exit."""
+    notifier = notifier if notifier is not None else SdNotifier.from_environ()
+    notifier.status("starting")
+    gateway = await Gateway.open(config, build_radio(config), notifier=notifier)
+    task = asyncio.create_task(gateway.run(), name="gateway")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    _LOGGER.info("gateway %s running", config.address.prefix)
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    failure: Failure | None = None
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            exc = None if task.cancelled() else task.exception()
+            failure = gateway.failure or (
+                classify("gateway", exc)
+                if exc is not None
+                else Failure("gateway", ExitCode.RUNTIME, "every loop ended")
+            )
+        else:
+            notifier.stopping("stopping on request")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await gateway.say_goodbye()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for pending in (task, stopper):
+            pending.cancel()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await asyncio.wait({task})
+        except TimeoutError:
+            _LOGGER.error("the gateway's loops did not end within %.0f s", CLOSE_TIMEOUT_S)
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: classified above, or raised while stopping
+        await gateway.close()
+    return failure

@@ -148,23 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from edge.config import load_config
 
             config = load_config(args.config)  # a bad file stops here: exit 2, nothing started
-            from edge.adapters.keystore import KeystoreError
-            from edge.errors import ConfigError
-
-            code = 3
-            try:
-                code = asyncio.run(_run_gateway(config))
-            except* (ConfigError, KeystoreError) as setup:
-                # Keys or trusted signers missing or unusable: a person must act, not a retry.
-                for problem in setup.exceptions:
-                    print(f"edge-gateway: {problem}", file=sys.stderr)
-                code = 2
-            except* EdgeError as group:
-                # A loop gave up (e.g. the radio failed after every recovery step): exit non-zero
-                # so systemd restarts the service.
-                for exc in group.exceptions:
-                    print(f"edge-gateway: {exc}", file=sys.stderr)
-            return code
+            return _run(config)
         if args.command == "provision":
             return _provision(args.config)
         if args.command == "tools":
@@ -355,28 +339,28 @@ async def _scan_until_stopped(
             loop.remove_signal_handler(sig)
 
 
-async def _run_gateway(config: GatewayConfig) -> int:
-    from edge.app import Gateway, build_radio
+def _run(config: GatewayConfig) -> int:
+    """`run`: the exit code says why it stopped (edge/process.py, README "Exit codes")."""
+    from edge.app import run_gateway
+    from edge.process import ExitCode, classify
 
-    source = build_radio(config)
-    gateway = await Gateway.open(config, source)
-    task = asyncio.create_task(gateway.run(), name="gateway")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    _LOGGER.info("gateway %s running", config.address.prefix)
-    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    umask = os.umask(0o077)  # every file and directory the gateway creates is its own (0600, 0700)
     try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()  # a loop failed: raise it, systemd restarts the service
-        else:
-            await gateway.say_goodbye()
+        failure = asyncio.run(run_gateway(config))
+    except Exception as exc:  # before the loops ran: keys, trusted signers, database
+        failure = classify("start", exc)
+        if failure.code is ExitCode.INTERNAL:
+            _LOGGER.exception("the gateway failed to start")
     finally:
-        for pending in (task, stopper):
-            pending.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await gateway.close()
-    return 0
+        os.umask(umask)
+    if failure is None:
+        return ExitCode.OK
+    print(f"edge-gateway: {failure.reason}", file=sys.stderr)
+    return failure.code
+
+
+def entry() -> None:
+    """The console script: `main()`, then an exit that no lingering thread can hold up."""
+    from edge.process import exit_for_good
+
+    exit_for_good(main())

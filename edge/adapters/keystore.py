@@ -136,7 +136,7 @@ def _describe(source: KeySource) -> str:
 def write_secret_file(path: Path, data: bytes) -> None:
     """Create `path` with mode 0600 holding `data`, durably; never replaces an existing file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data_dir: 0700
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:

@@ -61,13 +61,12 @@ async def open_database(
     """
     # A few stat calls, once at start-up: not worth a thread (aiosqlite's own is not running yet).
     exists = _check_file(path, what, create, writable)
-    directory = path.parent
     try:
+        make_private(path)  # directories 0700, the file 0600 (created only if `create`)
         if exists:
             # mode=rw: never create a file that vanished since the check above.
             db = await aiosqlite.connect(f"file:{quote(str(path))}?mode=rw", uri=True)
         else:
-            directory.mkdir(parents=True, exist_ok=True)
             db = await aiosqlite.connect(path)
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open {what} {path}: {exc}") from exc
@@ -84,6 +83,27 @@ async def open_database(
         await db.close()
         raise _mapped(exc, path, what, fix) from exc
     return db
+
+
+def make_private(path: Path) -> None:
+    """Directories created for `path` are 0700; the database file is created 0600 (SQLite gives its
+    -wal and -shm the database file's mode), and an existing one and its -wal/-shm lose any group or
+    other access: they hold identity keys, members and visits."""
+    missing = []
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            break
+        missing.append(parent)
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # empty: SQLite's new database
+    for file in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except FileNotFoundError:
+            pass
 
 
 def _check_file(path: Path, what: str, create: bool, writable: Writable) -> bool:

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from edge.adapters.sqlite_store import OutboxEntry, SqliteGatewayStore
 from edge.core import wire
+from edge.core.liveness import Liveness
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ class Uplink:
         ack_timeout_s: float,
         window: int,
         clock: Callable[[], float] = time.monotonic,
+        liveness: Liveness | None = None,
     ) -> None:
         self._publisher = publisher
+        self._liveness = liveness  # told when a drain starts and ends (the watchdog's "uplink")
         self._store = store
         self._address = address
         self._ack_timeout_s = ack_timeout_s
@@ -79,12 +82,16 @@ class Uplink:
         """Drain forever."""
         self.pending = await self._store.count()
         while True:
+            if self._liveness is not None:
+                self._liveness.idle("uplink", self._clock())
             try:
                 async with asyncio.timeout(self._ack_timeout_s / 2):
                     await self._wakeup.wait()
             except TimeoutError:
                 pass
             self._wakeup.clear()
+            if self._liveness is not None:
+                self._liveness.busy("uplink", self._clock())
             await self.drain_once()
 
     async def drain_once(self) -> int:

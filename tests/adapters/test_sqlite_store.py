@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 
@@ -547,3 +549,26 @@ async def test_wal_cuts_under_concurrent_reads_and_writes_never_find_the_table_l
 
     assert await store.count() == 500 + appended
     assert await store.cut_wal()
+
+
+async def test_the_database_and_its_directory_are_private_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "new" / "state" / "gateway.sqlite"
+    umask = os.umask(0o022)
+    try:
+        opened = await SqliteGatewayStore.open(path)
+        await opened.append_events([], 0.0)
+        await opened.close()
+        path.with_name("gateway.sqlite-wal").touch()
+        (tmp_path / "new" / "state" / "gateway.sqlite-wal").chmod(0o644)
+        path.chmod(0o644)  # an older release's file
+        reopened = await SqliteGatewayStore.open(path)
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+        await reopened.close()
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+    assert modes["gateway.sqlite"] == 0o600
+    assert all(mode == 0o600 for mode in modes.values()), modes
