@@ -35,7 +35,13 @@ from cloud_bridge.core.pseudonyms import Serials, pseudonymize
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
 from cloud_bridge.services.clones import AlertError, CloneAlerts, describe, revoke_for_alert
 from edge.adapters.keystore import load_signing_key_file
-from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
+from edge.adapters.mqtt import (
+    INSECURE_PLAINTEXT_WARNING,
+    Message,
+    MqttError,
+    MqttSettings,
+    PahoMqtt,
+)
 from edge.core import bundle, wire
 from edge.logutil import OnceLogger
 
@@ -121,6 +127,7 @@ class Bridge:
                 username=m.username or None,
                 password=m.password or None,
                 keepalive_s=m.keepalive_s,
+                tls=config.mqtt_tls,
             ),
             # A shared subscription: several bridge instances split the gateways' events.
             subscriptions=[
@@ -153,6 +160,10 @@ class Bridge:
         The API and `clone_auto_revoke` need an enrollment connection of their own: enrollment
         transactions must not interleave with recording's.
         """
+        if self.config.mqtt.insecure_plaintext:
+            _LOGGER.warning(
+                INSECURE_PLAINTEXT_WARNING, self.config.mqtt.host, self.config.mqtt.port
+            )
         api = self.config.api
         async with contextlib.AsyncExitStack() as stack:
             if api.enabled or self.config.bridge.clone_auto_revoke:

@@ -14,7 +14,8 @@ from cloud_bridge.core.clones import (
     DEFAULT_MIN_GAP_S,
     ClonePolicy,
 )
-from edge.config import MqttSection, build_dataclass
+from edge.adapters.pki import TlsFiles
+from edge.config import MqttSection, build_dataclass, check_mqtt_section
 from edge.core.wire import WireError, check_id
 from edge.errors import ConfigError
 
@@ -67,6 +68,11 @@ class BridgeConfig:
     mqtt: MqttSection = field(default_factory=MqttSection)
     api: ApiSection = field(default_factory=ApiSection)
 
+    @property
+    def mqtt_tls(self) -> TlsFiles | None:
+        """The broker TLS files from [mqtt] (else tls/ beside the database), None for plain TCP."""
+        return self.mqtt.tls_files(Path(self.bridge.database).parent)
+
 
 def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
     """Parse and validate; raise ConfigError naming file, field and what is expected."""
@@ -80,6 +86,7 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
             check_id(getattr(config.bridge, name), name)
         except WireError as exc:
             raise ConfigError(path, f"bridge.{name}", exc.reason) from None
+    check_mqtt_section(config.mqtt, path)
     if config.bridge.batch < 1:
         raise ConfigError(path, "bridge.batch", "must be >= 1")
     if not 0 <= config.api.port <= 65535:

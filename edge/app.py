@@ -19,7 +19,14 @@ from edge import __version__
 from edge.adapters.bleak_radio import BleakAdvertSource
 from edge.adapters.bluez_advertiser import BluezIBeaconAdvertiser
 from edge.adapters.keystore import GatewayKeys, load_gateway_keys, load_trusted_signers
-from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt, Will
+from edge.adapters.mqtt import (
+    INSECURE_PLAINTEXT_WARNING,
+    Message,
+    MqttError,
+    MqttSettings,
+    PahoMqtt,
+    Will,
+)
 from edge.adapters.serial_radio import SerialAdvertSource
 from edge.adapters.simulated_radio import SimulatedAdvertSource
 from edge.adapters.sqlite_store import SqliteGatewayStore
@@ -156,6 +163,7 @@ class Gateway:
                 username=m.username or None,
                 password=m.password or None,
                 keepalive_s=m.keepalive_s,
+                tls=config.mqtt_tls,
             ),
             will=Will(
                 wire.status_topic(self.address),
@@ -222,6 +230,10 @@ class Gateway:
 
     async def run(self) -> None:
         """Run every loop until cancelled; the radio source ending does not stop the uplink."""
+        if self.config.mqtt.insecure_plaintext:
+            _LOGGER.warning(
+                INSECURE_PLAINTEXT_WARNING, self.config.mqtt.host, self.config.mqtt.port
+            )
         beacon = self.config.store_beacon
         advertiser = None
         if beacon.enabled:
@@ -354,6 +366,8 @@ class Gateway:
                 "events_sent": self.uplink.sent,
                 "events_acked": self.uplink.acked,
                 "inbox_dropped": self.inbox_dropped,
+                # 1: this gateway talks to the broker in plain TCP (config insecure_plaintext).
+                "mqtt_insecure_plaintext": int(self.config.mqtt.insecure_plaintext),
             },
             sync=self.sync.status_json(),
             clock=self.clock_json(),
