@@ -26,7 +26,7 @@ from typing import Protocol
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
-from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile
+from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile, server_tls_context
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
 from cloud_bridge.config import BridgeConfig
@@ -177,7 +177,12 @@ class Bridge:
                 self.enrollment = enrollment
                 stack.callback(setattr, self, "enrollment", None)
                 if api.enabled:
-                    server = EnrollmentApiServer(enrollment, tokens, api.host, api.port)
+                    context = (
+                        server_tls_context(Path(api.tls_cert_file), Path(api.tls_key_file))
+                        if api.tls
+                        else None
+                    )
+                    server = EnrollmentApiServer(enrollment, tokens, api.host, api.port, context)
                     await server.start()
                     stack.push_async_callback(server.close)
                     self.api_server = server
