@@ -214,13 +214,15 @@ async def _add_store(args: argparse.Namespace) -> int:
     """`add-store` and `set-store-location`: a store and where it is."""
     from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
     from cloud_bridge.core.clones import LocationError, location_from
+    from edge.core.broker_identity import IdentityError, check_store_id
     from edge.core.wire import WireError, check_id
 
     command = f"cloud-bridge {args.command}"
     try:
         check_id(args.store, "store")
+        check_store_id(args.store)
         location = location_from(args.lat, args.lon)
-    except WireError as exc:
+    except (WireError, IdentityError) as exc:
         print(f"{command}: {exc.reason}", file=sys.stderr)
         return 2
     except LocationError as exc:

@@ -155,6 +155,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{args.config}: note: [identity] trusted_signers is empty: `run` refuses to "
                     "start until it names the bridge's public key (`cloud-bridge keygen`)"
                 )
+            tls = config.mqtt_tls
+            if tls is None:
+                print(f"{args.config}: note: [mqtt] insecure_plaintext: MQTT without TLS")
+            for path in () if tls is None else (tls.ca_file, tls.cert_file, tls.key_file):
+                if not path.exists():
+                    print(
+                        f"{args.config}: note: {path} is missing: `run` cannot connect until "
+                        "the certificate is installed (`edge-gateway provision`, then "
+                        "`edge-gateway install-cert`)"
+                    )
             return 0
         if args.command == "run":
             logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)

@@ -200,7 +200,10 @@ def _tls_failure(exc: ssl.SSLError | str, where: str) -> MqttError:
             f"TLS handshake with {where} failed ({reason}): is this the broker's TLS port "
             "(8883)? Plain TCP needs `insecure_plaintext = true` in [mqtt]"
         )
-    return MqttConnectFailed(f"TLS handshake with {where} failed: {reason}")
+    return MqttConnectFailed(
+        f"TLS handshake with {where} failed: {reason} (if this lasts: is {where} the broker's "
+        "TLS listener?)"
+    )
 
 
 class _Backoff:
