@@ -26,7 +26,7 @@ from edge.core.broker_identity import (
 )
 from edge.core.wire import GatewayAddress
 
-DEFAULT_CA_DIR = Path("/etc/threshold/ca")
+DEFAULT_CA_DIR = Path("/var/lib/threshold/ca")  # owned by the bridge user, like its signing key
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,7 +57,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     client.add_argument("--chain", default="demo-chain")
     client.add_argument("--kind", choices=("bridge", "monitor", "shopper"), required=True)
     client.add_argument("--name", required=True, help="bridge id, monitor name or shopper token")
-    client.add_argument("--out", type=Path, required=True, help="directory for NAME.crt/.key")
+    client.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="directory for client.crt/.key and ca.crt ([mqtt] defaults: tls/ beside the "
+        "bridge's database)",
+    )
     broker = sub.add_parser(
         "broker-config",
         help="write the Mosquitto config and ACL for the chain (TLS, client certificates)",
@@ -93,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             args.kind, shopper_identity
         )
         identity = maker(args.chain, args.name)
-        return _issue(ca, identity.common_name, args.out, args.name, server_names=())
+        return _issue(ca, identity.common_name, args.out, "client", server_names=())
     except (PkiError, IdentityError) as exc:
         print(f"cloud-bridge: {exc.reason}", file=sys.stderr)
         return 2
@@ -142,7 +148,10 @@ def _broker_config(args: argparse.Namespace) -> int:
         os.replace(tmp, path)
     print(f"{conf_path}: Mosquitto config (TLS on port {args.port}, client certificates)")
     print(f"{acl_path}: its ACL")
-    print(f"Run: mosquitto -c {conf_path}  (or include it from /etc/mosquitto/conf.d/)")
+    print(
+        f"It is a whole broker config (persistence and logging included), not a conf.d snippet: "
+        f"run `mosquitto -c {conf_path}`, or make it /etc/mosquitto/mosquitto.conf"
+    )
     return 0
 
 

@@ -140,7 +140,7 @@ def test_a_gateways_csr_is_signed_at_registration_and_installed_on_the_gateway(
         str(other),
     )
     capsys.readouterr()
-    assert gateway_main([*install[:1], str(other / "it.crt"), *install[2:]]) == 2
+    assert gateway_main([*install[:1], str(other / "client.crt"), *install[2:]]) == 2
     assert "not for this gateway's key" in capsys.readouterr().err
 
 

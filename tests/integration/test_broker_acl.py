@@ -324,7 +324,7 @@ def test_broker_config_output_runs_a_real_mosquitto(tmp_path: Path) -> None:
             host="127.0.0.1",
             port=port,
             tls=TlsFiles(
-                client_dir / "ca.crt", client_dir / "bridge-1.crt", client_dir / "bridge-1.key"
+                client_dir / "ca.crt", client_dir / "client.crt", client_dir / "client.key"
             ),
         )
 
