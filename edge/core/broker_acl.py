@@ -135,7 +135,8 @@ def acl_text(chains: Sequence[ChainAcl], *, store_campaigns: bool = True) -> str
         *(p.format(root=root) for p in _GATEWAY_PATTERNS),
         "# Every shopper app chain/shopper/token: its own offers in, its receipts out.",
         *(p.format(root=root) for p in _SHOPPER_PATTERNS),
-        "# Reserved store ids are never gateways.",
+        "# Reserved store ids are never gateways. (Mosquitto warns at start that these patterns",
+        "# hold no %u: they are meant for every client.)",
     ]
     for reserved in sorted(RESERVED_STORE_IDS):
         lines += [d.format(root=root, reserved=reserved) for d in _RESERVED_DENIALS]

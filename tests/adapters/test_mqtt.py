@@ -313,3 +313,18 @@ async def test_a_publish_the_broker_refuses_raises_and_no_subscribers_is_a_succe
             with pytest.raises(MqttPublishFailed, match="Not authorized"):
                 await client.publish("denied/x", b"x")
             assert client.connected
+
+
+async def test_a_burst_of_messages_over_tls_all_arrive_without_waiting_for_more_traffic(
+    mosquitto: MosquittoProcess,
+) -> None:
+    inbox = Inbox()
+    subscriber = PahoMqtt(
+        make_settings(mosquitto), subscriptions=[("t/burst/#", 1)], on_message=inbox
+    )
+    publisher = PahoMqtt(make_settings(mosquitto))
+    async with running(subscriber), running(publisher):
+        sent = [f"m{n}".encode() for n in range(300)]
+        await asyncio.gather(*(publisher.publish("t/burst/x", p) for p in sent))
+        received = [await inbox.next() for _ in sent]
+    assert sorted(m.payload for m in received) == sorted(sent)
