@@ -43,6 +43,7 @@ from edge.adapters.mqtt import (
     PahoMqtt,
 )
 from edge.core import bundle, wire
+from edge.core.broker_identity import bridge_identity
 from edge.logutil import OnceLogger
 
 _LOGGER = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class Bridge:
                 password=m.password or None,
                 keepalive_s=m.keepalive_s,
                 tls=config.mqtt_tls,
+                identity=bridge_identity(b.chain, b.id).common_name,
             ),
             # A shared subscription: several bridge instances split the gateways' events.
             subscriptions=[

@@ -33,6 +33,7 @@ from edge.adapters.sqlite_store import SqliteGatewayStore
 from edge.config import GatewayConfig
 from edge.core import bundle, wire
 from edge.core.advert import RawAdvert
+from edge.core.broker_identity import gateway_identity
 from edge.core.health import RadioHealth
 from edge.core.offers import OfferEngine
 from edge.core.pipeline import HOUSEKEEPING_EVERY_S, RESOLVER_STEP_EVERY_S, Pipeline
@@ -164,6 +165,7 @@ class Gateway:
                 password=m.password or None,
                 keepalive_s=m.keepalive_s,
                 tls=config.mqtt_tls,
+                identity=gateway_identity(self.address).common_name,
             ),
             will=Will(
                 wire.status_topic(self.address),

@@ -139,6 +139,7 @@ class MosquittoProcess:
             "port": self._port,
             "client_id": client_id,
             "tls": tls,
+            "identity": None if tls is None else str(identity),
             "connect_timeout_s": 5.0,
             **overrides,
         }

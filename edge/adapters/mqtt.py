@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime
 import logging
 import random
 import secrets
@@ -34,7 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from edge.adapters.pki import TlsFiles
+from edge.adapters.pki import PkiError, TlsFiles, common_name, load_certificate
 from edge.errors import EdgeError
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ class MqttSettings:
     # The CA that signed the broker's certificate, and ours. None: plain TCP, only when a config
     # says `insecure_plaintext = true`. The broker's certificate must name `host`.
     tls: TlsFiles | None = None
+    # The CN our certificate must carry (the ACL grants by it): checked before connecting.
+    identity: str | None = None
     client_id: str = ""  # empty: a random id, so the session survives reconnects but not a restart
     username: str | None = None
     password: str | None = None
@@ -178,6 +181,34 @@ def tls_context(files: TlsFiles) -> ssl.SSLContext:
             "this key"
         ) from None
     return context
+
+
+#: A client certificate ending sooner than this is logged at WARNING at every start.
+CERT_EXPIRY_WARNING_DAYS = 30
+
+
+def _check_certificate(files: TlsFiles, identity: str | None) -> None:
+    """Refuse a certificate for another identity; warn of one that ends soon."""
+    try:
+        cert = load_certificate(files.cert_file)
+    except PkiError as exc:
+        raise MqttConfigError(f"[mqtt] cert_file: {exc.reason}") from None
+    cn = common_name(cert.subject)
+    if identity is not None and cn != identity:
+        raise MqttConfigError(
+            f"[mqtt] cert_file {files.cert_file} is for {cn!r}, but this process is "
+            f"{identity!r}: the broker's ACL would refuse everything it sends; install the "
+            "certificate made for this identity"
+        )
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    if left < datetime.timedelta(days=CERT_EXPIRY_WARNING_DAYS):
+        _LOGGER.warning(
+            "MQTT certificate %s (%s) %s %s: make a new one (README, Certificates)",
+            files.cert_file,
+            cn,
+            "ended" if left.total_seconds() < 0 else "ends",
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+        )
 
 
 def _tls_failure(exc: ssl.SSLError | str, where: str) -> MqttError:
@@ -316,6 +347,7 @@ class PahoMqtt:
         if self._settings.tls is not None and self._tls_context is None:
             # Unreadable or mismatched certificate files: a config error, raised before connecting.
             self._tls_context = tls_context(self._settings.tls)
+            _check_certificate(self._settings.tls, self._settings.identity)
             self._client.tls_set_context(self._tls_context)
         self._running = True
         self._run_task = asyncio.current_task()

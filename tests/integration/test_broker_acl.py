@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,16 @@ async def test_missing_certificate_files_are_a_config_error_naming_the_file(
         tls=TlsFiles(ours.ca_file, missing, ours.key_file),
     )
     with pytest.raises(MqttConfigError, match=str(missing)):
+        await PahoMqtt(settings).run()
+
+
+async def test_a_certificate_for_another_identity_is_a_config_error(
+    mosquitto: MosquittoProcess,
+) -> None:
+    settings = replace(
+        mosquitto.client_settings(gateway_identity(DOOR_1)), identity=BRIDGE.common_name
+    )
+    with pytest.raises(MqttConfigError, match="is for 'test-chain/store-001/door-1'"):
         await PahoMqtt(settings).run()
 
 
