@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from cloud_bridge.adapters.data_key import DataKey, load_data_key
-from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile
+from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile, server_tls_context
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
 from cloud_bridge.config import BridgeConfig
@@ -40,10 +40,17 @@ from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, R
 from cloud_bridge.errors import BridgeError
 from cloud_bridge.services.clones import AlertError, CloneAlerts, describe, revoke_for_alert
 from edge.adapters.keystore import load_signing_key_file
-from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
+from edge.adapters.mqtt import (
+    INSECURE_PLAINTEXT_WARNING,
+    Message,
+    MqttError,
+    MqttSettings,
+    PahoMqtt,
+)
 from edge.adapters.sdnotify import SdNotifier
 from edge.adapters.sqlite_watch import DatabaseWatch
 from edge.core import bundle, signed, wire
+from edge.core.broker_identity import bridge_identity
 from edge.core.liveness import Liveness
 from edge.logutil import OnceLogger
 from edge.process import ExitCode, Failure, classify
@@ -164,6 +171,8 @@ class Bridge:
                 keepalive_s=m.keepalive_s,
                 # Everything the bridge reads is small; the broker drops anything larger for us.
                 max_packet_bytes=wire.MAX_BRIDGE_PACKET_BYTES,
+                tls=config.mqtt_tls,
+                identity=bridge_identity(b.chain, b.id).common_name,
             ),
             # Only its own chain's topics: another chain's events never reach it. A shared
             # subscription: several bridge instances split the gateways' events.
@@ -220,6 +229,10 @@ class Bridge:
         The API and `clone_auto_revoke` need an enrollment connection of their own: enrollment
         transactions must not interleave with recording's.
         """
+        if self.config.mqtt.insecure_plaintext:
+            _LOGGER.warning(
+                INSECURE_PLAINTEXT_WARNING, self.config.mqtt.host, self.config.mqtt.port
+            )
         api = self.config.api
         async with contextlib.AsyncExitStack() as stack:
             if api.enabled or self.config.bridge.clone_auto_revoke:
@@ -235,7 +248,12 @@ class Bridge:
                 self.enrollment = enrollment
                 stack.callback(setattr, self, "enrollment", None)
                 if api.enabled:
-                    server = EnrollmentApiServer(enrollment, tokens, api.host, api.port)
+                    context = (
+                        server_tls_context(Path(api.tls_cert_file), Path(api.tls_key_file))
+                        if api.tls
+                        else None
+                    )
+                    server = EnrollmentApiServer(enrollment, tokens, api.host, api.port, context)
                     await server.start()
                     stack.push_async_callback(server.close)
                     self.api_server = server

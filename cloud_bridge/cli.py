@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cloud_bridge import cli_pki
 from cloud_bridge.core.enrollment import DEFAULT_EXPONENT
 from cloud_bridge.errors import BridgeError, RecordsError
 from edge.errors import EdgeError
@@ -79,6 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_key_commands(sub)
     _add_enrollment_commands(sub)
     _add_database_commands(sub)
+    cli_pki.add_commands(sub)
     return parser
 
 
@@ -121,6 +123,25 @@ def _add_key_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="the public key `edge-gateway provision` printed (base64 or hex)",
     )
     add.add_argument("--chain", default="demo-chain")
+    add.add_argument(
+        "--csr",
+        type=Path,
+        default=None,
+        help="the CSR `edge-gateway provision` wrote: sign it with the CA (its CN must be "
+        "chain/store/gateway)",
+    )
+    add.add_argument(
+        "--ca-dir",
+        type=Path,
+        default=cli_pki.DEFAULT_CA_DIR,
+        help="the CA made by `cloud-bridge ca init` (default %(default)s)",
+    )
+    add.add_argument(
+        "--cert-out",
+        type=Path,
+        default=None,
+        help="where to write the signed certificate (default: STORE-GATEWAY.crt here)",
+    )
     remove = sub.add_parser(
         "remove-gateway",
         help="forget a gateway: no more rosters for it (and its retained one is cleared)",
@@ -204,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create_db(args)
         if args.command == "data-key":
             return _create_data_key(args.key)
+        if args.command in ("ca", "broker-config"):
+            return cli_pki.run(args)
         return _run(args.config)
     except (BridgeError, EdgeError) as exc:
         print(f"cloud-bridge: {exc}", file=sys.stderr)
@@ -214,13 +237,15 @@ async def _add_store(args: argparse.Namespace) -> int:
     """`add-store` and `set-store-location`: a store and where it is."""
     from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
     from cloud_bridge.core.clones import LocationError, location_from
+    from edge.core.broker_identity import IdentityError, check_store_id
     from edge.core.wire import WireError, check_id
 
     command = f"cloud-bridge {args.command}"
     try:
         check_id(args.store, "store")
+        check_store_id(args.store)
         location = location_from(args.lat, args.lon)
-    except WireError as exc:
+    except (WireError, IdentityError) as exc:
         print(f"{command}: {exc.reason}", file=sys.stderr)
         return 2
     except LocationError as exc:
@@ -338,8 +363,10 @@ def _keygen(path: Path) -> int:
 
 async def _gateways(args: argparse.Namespace) -> int:
     from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+    from edge.adapters.pki import PkiError
+    from edge.core.broker_identity import IdentityError, check_store_id
     from edge.core.bundle import KeyFormatError, key_id, load_gateway_public_key
-    from edge.core.wire import WireError, check_id
+    from edge.core.wire import GatewayAddress, WireError, check_id
 
     public_key = b""
     try:
@@ -347,12 +374,23 @@ async def _gateways(args: argparse.Namespace) -> int:
             check_id(args.store, "store")
             check_id(args.gateway, "gateway")
         if args.command == "add-gateway":
+            check_store_id(args.store)
             public_key = load_gateway_public_key(args.public_key, "--public-key").public_bytes_raw()
-    except (WireError, KeyFormatError) as exc:
+    except (WireError, KeyFormatError, IdentityError) as exc:
         print(f"cloud-bridge {args.command}: {exc.reason}", file=sys.stderr)
         return 2
     if not args.database.is_file():
         raise RecordsError(f"{args.database}: no loyalty database there; check the path")
+    cert_path = None
+    if args.command == "add-gateway" and args.csr is not None:
+        # Signed before the gateway is registered: a CSR for another gateway registers nothing.
+        address = GatewayAddress(args.chain, args.store, args.gateway)
+        out = args.cert_out or Path(f"{args.store}-{args.gateway}.crt")
+        try:
+            cert_path = cli_pki.sign_gateway_csr(args.csr, args.ca_dir, address, out)
+        except PkiError as exc:
+            print(f"cloud-bridge add-gateway: {exc.reason}", file=sys.stderr)
+            return 2
     records = await SqliteLoyaltyRecords.open(args.database, args.chain)
     try:
         if args.command == "add-gateway":
@@ -360,6 +398,11 @@ async def _gateways(args: argparse.Namespace) -> int:
             print(f"gateway {args.store}/{args.gateway}: {outcome} (key id {key_id(public_key)})")
             if outcome != "unchanged":
                 print("The running bridge sends it a full roster within [bridge] sync_interval_s.")
+            if cert_path is not None:
+                print(
+                    f"{cert_path}: its broker certificate. On the gateway: edge-gateway "
+                    f"install-cert {cert_path.name} --ca {args.ca_dir / 'ca.crt'}"
+                )
         elif args.command == "remove-gateway":
             removed = await records.remove_gateway(args.store, args.gateway)
             print(f"gateway {args.store}/{args.gateway}: {'removed' if removed else 'not there'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import tomllib
 import typing
@@ -15,7 +16,8 @@ from cloud_bridge.core.clones import (
     DEFAULT_MIN_GAP_S,
     ClonePolicy,
 )
-from edge.config import MqttSection, build_dataclass
+from edge.adapters.pki import TlsFiles
+from edge.config import MqttSection, build_dataclass, check_mqtt_section
 from edge.core.wire import WireError, check_id
 from edge.errors import ConfigError
 
@@ -67,11 +69,30 @@ class ApiSection:
     """The enrollment API for the retailer's app backend (docs/enrollment-api.md)."""
 
     enabled: bool = False
-    host: str = "127.0.0.1"  # put a TLS reverse proxy in front before listening beyond loopback
+    host: str = "127.0.0.1"  # beyond loopback only with TLS (or insecure_plaintext = true)
     port: int = 8480
     tokens_file: str = (
         "/etc/threshold/api-tokens"  # SHA-256 hashes, made by `cloud-bridge api-token`
     )
+    # HTTPS: the API's PEM certificate and key. Both empty: plain HTTP.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Plain HTTP beyond loopback (tokens and identity keys in clear on the network): a lab only.
+    insecure_plaintext: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+
+def is_loopback(host: str) -> bool:
+    """True for a host that only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to any address
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +100,11 @@ class BridgeConfig:
     bridge: BridgeSection = field(default_factory=BridgeSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     api: ApiSection = field(default_factory=ApiSection)
+
+    @property
+    def mqtt_tls(self) -> TlsFiles | None:
+        """The broker TLS files from [mqtt] (else tls/ beside the database), None for plain TCP."""
+        return self.mqtt.tls_files(Path(self.bridge.database).parent)
 
 
 def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
@@ -93,8 +119,21 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
             check_id(getattr(config.bridge, name), name)
         except WireError as exc:
             raise ConfigError(path, f"bridge.{name}", exc.reason) from None
+    check_mqtt_section(config.mqtt, path)
     if config.bridge.batch < 1:
         raise ConfigError(path, "bridge.batch", "must be >= 1")
+    api = config.api
+    if bool(api.tls_cert_file) != bool(api.tls_key_file):
+        raise ConfigError(
+            path, "api.tls_key_file", "set both tls_cert_file and tls_key_file (or neither)"
+        )
+    if not (api.tls or api.insecure_plaintext or is_loopback(api.host)):
+        raise ConfigError(
+            path,
+            "api.host",
+            f"{api.host!r} is beyond loopback: set tls_cert_file and tls_key_file to serve "
+            "HTTPS (tokens and identity keys cross the network), or insecure_plaintext = true",
+        )
     if not 0 <= config.api.port <= 65535:
         raise ConfigError(path, "api.port", f"must be 0..65535, got {config.api.port}")
     if not config.bridge.signing_key_file:

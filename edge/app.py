@@ -22,7 +22,14 @@ from edge import __version__
 from edge.adapters.bleak_radio import BleakAdvertSource
 from edge.adapters.bluez_advertiser import BluezIBeaconAdvertiser
 from edge.adapters.keystore import GatewayKeys, load_gateway_keys, load_trusted_signers
-from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt, Will
+from edge.adapters.mqtt import (
+    INSECURE_PLAINTEXT_WARNING,
+    Message,
+    MqttError,
+    MqttSettings,
+    PahoMqtt,
+    Will,
+)
 from edge.adapters.sdnotify import SdNotifier
 from edge.adapters.serial_radio import SerialAdvertSource
 from edge.adapters.simulated_radio import SimulatedAdvertSource
@@ -31,6 +38,7 @@ from edge.adapters.sqlite_watch import DatabaseWatch
 from edge.config import GatewayConfig
 from edge.core import bundle, signed, wire
 from edge.core.advert import RawAdvert
+from edge.core.broker_identity import gateway_identity
 from edge.core.clockstep import ClockStepDetector
 from edge.core.health import RadioHealth, RadioState
 from edge.core.liveness import Liveness
@@ -196,6 +204,8 @@ class Gateway:
                 keepalive_s=m.keepalive_s,
                 # Room for a full roster bundle; the broker drops anything larger for us.
                 max_packet_bytes=wire.MAX_GATEWAY_PACKET_BYTES,
+                tls=config.mqtt_tls,
+                identity=gateway_identity(self.address).common_name,
             ),
             will=Will(
                 wire.status_topic(self.address),
@@ -283,6 +293,10 @@ class Gateway:
 
     async def run(self) -> None:
         """Run every loop until cancelled; the radio source ending does not stop the uplink."""
+        if self.config.mqtt.insecure_plaintext:
+            _LOGGER.warning(
+                INSECURE_PLAINTEXT_WARNING, self.config.mqtt.host, self.config.mqtt.port
+            )
         beacon = self.config.store_beacon
         advertiser = None
         if beacon.enabled:
@@ -520,6 +534,8 @@ class Gateway:
                 "inbox_dropped": self.inbox_dropped,
                 "rejected_messages": self.rejected_messages,
                 "acks_refused": self.acks_refused,
+                # 1: this gateway talks to the broker in plain TCP (config insecure_plaintext).
+                "mqtt_insecure_plaintext": int(self.config.mqtt.insecure_plaintext),
             },
             sync=self.sync.status_json(),
             clock=self.clock_json(),

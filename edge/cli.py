@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from edge.config import GatewayConfig
+from edge.core.broker_identity import gateway_identity
 from edge.errors import EdgeError
 from edge.logredact import install_redaction
 
@@ -49,6 +50,18 @@ def _parser() -> argparse.ArgumentParser:
         "gateway runs as; run again, it changes nothing and prints the same key.",
     )
     provision.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    install = sub.add_parser(
+        "install-cert",
+        help="install the broker certificate the bridge signed for this gateway's CSR",
+        description="Check that CERT is for this gateway's TLS key and CN and was signed by the "
+        "CA certificate given, then copy both to [gateway] data_dir/tls/ (where [mqtt] looks by "
+        "default). Restart the gateway afterwards.",
+    )
+    install.add_argument(
+        "cert", type=Path, help="the certificate `cloud-bridge add-gateway --csr` wrote"
+    )
+    install.add_argument("--ca", type=Path, required=True, help="the chain CA certificate (ca.crt)")
+    install.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
 
     demo = sub.add_parser("demo", help="a simulated store entrance, end to end")
     demo.add_argument("--minutes", type=float, default=8.0, help="simulated minutes (default 8)")
@@ -142,6 +155,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{args.config}: note: [identity] trusted_signers is empty: `run` refuses to "
                     "start until it names the bridge's public key (`cloud-bridge keygen`)"
                 )
+            tls = config.mqtt_tls
+            if tls is None:
+                print(f"{args.config}: note: [mqtt] insecure_plaintext: MQTT without TLS")
+            for path in () if tls is None else (tls.ca_file, tls.cert_file, tls.key_file):
+                if not path.exists():
+                    print(
+                        f"{args.config}: note: {path} is missing: `run` cannot connect until "
+                        "the certificate is installed (`edge-gateway provision`, then "
+                        "`edge-gateway install-cert`)"
+                    )
             return 0
         if args.command == "run":
             logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
@@ -151,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(config)
         if args.command == "provision":
             return _provision(args.config)
+        if args.command == "install-cert":
+            return _install_cert(args)
         if args.command == "tools":
             return _tool_eid(args)
         if args.command == "replay":
@@ -165,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _provision(config_path: Path) -> int:
     from edge.adapters.keystore import SEAL_KEY_FILE, provision_gateway_keys
+    from edge.adapters.pki import make_gateway_csr
     from edge.config import load_config
     from edge.core.bundle import key_to_text
 
@@ -181,21 +207,55 @@ def _provision(config_path: Path) -> int:
     )
     public = key_to_text(keys.public_key)
     address = config.address
+    broker_identity = gateway_identity(address)
+    csr_path, tls_created = make_gateway_csr(config.data_dir, broker_identity)
     print(
         f"gateway {address.prefix}: key {'created' if created else 'already provisioned'}, {sealed}"
     )
     print(f"public key: {public}")
     print(f"key id:     {keys.key_id}")
-    print("Register it on the bridge (the bridge's [bridge] database):")
+    print(
+        f"TLS key:    {csr_path.with_name('client.key')} "
+        f"({'created, mode 0600' if tls_created else 'kept'})"
+    )
+    print(f"CSR:        {csr_path} (CN {broker_identity.common_name})")
+    print("Register it on the bridge (the bridge's [bridge] database), with the CSR copied there:")
     print(
         f"  cloud-bridge add-gateway /var/lib/threshold/loyalty.sqlite {address.store} "
-        f"{address.gateway} --public-key {public}"
+        f"{address.gateway} --chain {address.chain} --public-key {public} --csr {csr_path.name}"
+    )
+    print(
+        "Then copy the certificate it writes back here and run: "
+        f"edge-gateway install-cert CERT --ca ca.crt --config {config_path}"
     )
     if not identity.trusted_signers and not identity.trusted_signers_file:
         print(
             "Then add the bridge's public key (`cloud-bridge keygen` prints it) to "
             f'{config_path}: [identity] trusted_signers = ["..."]'
         )
+    return 0
+
+
+def _install_cert(args: argparse.Namespace) -> int:
+    from edge.adapters.pki import PkiError, install_gateway_certificate
+    from edge.config import load_config
+
+    config = load_config(args.config)
+    try:
+        cert_pem = args.cert.read_bytes()
+        ca_pem = args.ca.read_bytes()
+    except OSError as exc:
+        print(f"edge-gateway: {exc.filename}: cannot read it: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        files = install_gateway_certificate(
+            config.data_dir, cert_pem, ca_pem, gateway_identity(config.address), str(args.cert)
+        )
+    except PkiError as exc:
+        print(f"edge-gateway: {exc.reason}", file=sys.stderr)
+        return 2
+    print(f"{files.cert_file}: installed; {files.ca_file}: the CA the broker must be signed by")
+    print("Restart the gateway: it connects to the broker with TLS ([mqtt] port 8883).")
     return 0
 
 

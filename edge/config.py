@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.adapters.pki import TlsFiles, gateway_tls_files
+from edge.core.broker_identity import IdentityError, check_store_id
 from edge.core.bundle import KeyFormatError, load_signer_public_key
 from edge.core.presence import PresenceConfig
 from edge.core.wire import GatewayAddress, WireError
@@ -33,11 +35,45 @@ class GatewaySection:
 
 @dataclass(frozen=True, slots=True)
 class MqttSection:
-    host: str = "127.0.0.1"
-    port: int = 1883
+    """The broker connection (gateway and bridge): TLS with a client certificate by default."""
+
+    host: str = "127.0.0.1"  # must be a name (or IP) in the broker's certificate
+    port: int = 8883
     username: str = ""
     password: str = ""
     keepalive_s: int = 30
+    # PEM files: the chain CA, this client's certificate and its key (0600). By default
+    # tls/{ca.crt,client.crt,client.key} in the gateway's data_dir (`edge-gateway install-cert`
+    # puts them there) or beside the bridge's database.
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    # Plain TCP, no certificates: anyone on the network reads and forges every message. Only for
+    # a lab; logged as a WARNING at every start and shown in the gateway's status.
+    insecure_plaintext: bool = False
+
+    def tls_files(self, default_dir: Path) -> TlsFiles | None:
+        """The TLS files to use (None with insecure_plaintext); unset ones under default_dir/tls."""
+        if self.insecure_plaintext:
+            return None
+        defaults = gateway_tls_files(default_dir)
+        return TlsFiles(
+            Path(self.ca_file) if self.ca_file else defaults.ca_file,
+            Path(self.cert_file) if self.cert_file else defaults.cert_file,
+            Path(self.key_file) if self.key_file else defaults.key_file,
+        )
+
+
+def check_mqtt_section(mqtt: MqttSection, path: str) -> None:
+    """Raise ConfigError for a bad [mqtt] section (shared by the gateway and bridge configs)."""
+    if not 1 <= mqtt.port <= 65535:
+        raise ConfigError(path, "mqtt.port", f"must be 1..65535, got {mqtt.port}")
+    if mqtt.insecure_plaintext and (mqtt.ca_file or mqtt.cert_file or mqtt.key_file):
+        raise ConfigError(
+            path,
+            "mqtt.insecure_plaintext",
+            "is true but certificate files are set: remove insecure_plaintext to use TLS",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +203,11 @@ class GatewayConfig:
     def database_path(self) -> Path:
         return self.data_dir / "gateway.sqlite"
 
+    @property
+    def mqtt_tls(self) -> TlsFiles | None:
+        """The broker TLS files (from [mqtt], else under data_dir/tls), None for plain TCP."""
+        return self.mqtt.tls_files(self.data_dir)
+
 
 RADIO_SOURCES = ("bleak", "serial", "simulated")
 KEY_SOURCES = ("auto", "otp", "file")
@@ -220,6 +261,10 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
         config.address  # noqa: B018 - validates the ids
     except WireError as exc:
         raise ConfigError(path, "gateway", exc.reason) from None
+    try:
+        check_store_id(config.gateway.store)
+    except IdentityError as exc:
+        raise ConfigError(path, "gateway.store", exc.reason) from None
     source = config.radio.source
     if source not in RADIO_SOURCES:
         raise ConfigError(path, "radio.source", f"must be one of {RADIO_SOURCES}, got {source!r}")
@@ -243,8 +288,7 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
         )
     if not identity.otp_command.strip():
         raise ConfigError(path, "identity.otp_command", "must name the OTP tool")
-    if not 1 <= config.mqtt.port <= 65535:
-        raise ConfigError(path, "mqtt.port", f"must be 1..65535, got {config.mqtt.port}")
+    check_mqtt_section(config.mqtt, path)
     if config.uplink.batch < 1 or config.uplink.ack_timeout_s <= 0:
         raise ConfigError(path, "uplink", "batch must be >= 1 and ack_timeout_s > 0")
     retention_s = config.privacy.retention_s

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.adapters.pki import LocalPki
 from edge.adapters.sqlite_store import SqliteGatewayStore
 from tests.fakes.broker import MosquittoProcess
 
@@ -38,10 +39,18 @@ def heap_unfrozen() -> Iterator[None]:
     gc.unfreeze()
 
 
+@pytest.fixture(scope="session")
+def test_pki(tmp_path_factory: pytest.TempPathFactory) -> LocalPki:
+    """One CA for the whole test session; each identity's certificate is made once and reused."""
+    return LocalPki(tmp_path_factory.mktemp("pki"), "test")
+
+
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[MosquittoProcess]:
-    """A started Mosquitto on a free loopback port, with its data and log in tmp_path/mosquitto."""
-    broker = MosquittoProcess(tmp_path / "mosquitto")
+def mosquitto(tmp_path: Path, test_pki: LocalPki) -> Iterator[MosquittoProcess]:
+    """A started Mosquitto on a free loopback port, with its data and log in tmp_path/mosquitto:
+    TLS with client certificates and the generated ACL, as in production. A client's settings for
+    an identity in one line: `mosquitto.client_settings(gateway_identity(address))`."""
+    broker = MosquittoProcess(tmp_path / "mosquitto", pki=test_pki)
     broker.start()
     try:
         yield broker

@@ -2,10 +2,12 @@
 
 A small, strict server instead of a new dependency: one request per connection (`Connection: close`),
 bodies framed by Content-Length only (no chunked coding) and at most 64 KiB, a timeout on every read and
-write, CRLF line endings, ASCII heads. Clients authenticate with `Authorization: Bearer <token>`; the
+write (the whole head within 10 s, every read within 5 s: a client sending byte by byte is cut
+off), CRLF line endings, ASCII heads. Clients authenticate with `Authorization: Bearer <token>`; the
 tokens file holds only SHA-256 hashes of the tokens, one per line, and is re-read when it changes, so
-`cloud-bridge api-token` adds a token and deleting its line revokes it without a restart. Put TLS in
-front (a reverse proxy) when the API listens beyond loopback. docs/enrollment-api.md is the schema.
+`cloud-bridge api-token` adds a token and deleting its line revokes it without a restart. It serves
+HTTPS with a certificate and key ([api] tls_cert_file, tls_key_file); the bridge's config refuses to
+listen beyond loopback without them unless told so explicitly. docs/enrollment-api.md is the schema.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import os
 import re
 import secrets
+import ssl
 import stat
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,7 +52,9 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers
 MAX_HEADERS = 64
 MAX_TOKEN_CHARS = 256
-READ_TIMEOUT_S = 10.0  # for the head, and again for the body
+READ_TIMEOUT_S = 10.0  # for the whole head, and again for the whole body
+IDLE_READ_TIMEOUT_S = 5.0  # for each read: a line of the head, a chunk of the body
+BODY_CHUNK_BYTES = 16 * 1024
 WRITE_TIMEOUT_S = 10.0
 LINGER_TIMEOUT_S = (
     2.0  # after an early answer: let the client finish sending, so it reads the answer
@@ -466,11 +471,13 @@ class EnrollmentApiServer:
         tokens: TokenFile,
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.api = EnrollmentApi(enrollment)
         self.tokens = tokens
         self.host = host
         self._port = port
+        self._ssl = ssl_context
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._refusals = OnceLogger(_LOGGER)
@@ -492,9 +499,19 @@ class EnrollmentApiServer:
                 f"`cloud-bridge api-token --tokens-file {self.tokens.path}`",
             )
         self._server = await asyncio.start_server(
-            self._on_connection, self.host, self._port, limit=MAX_HEAD_BYTES
+            self._on_connection,
+            self.host,
+            self._port,
+            limit=MAX_HEAD_BYTES,
+            ssl=self._ssl,
+            ssl_handshake_timeout=READ_TIMEOUT_S if self._ssl is not None else None,
         )
-        _LOGGER.info("enrollment API listening on %s:%d", self.host, self.port)
+        _LOGGER.info(
+            "enrollment API listening on %s://%s:%d",
+            "https" if self._ssl is not None else "http",
+            self.host,
+            self.port,
+        )
 
     async def close(self) -> None:
         """Stop listening and end the connections in progress."""
@@ -567,10 +584,16 @@ class EnrollmentApiServer:
     ) -> tuple[HttpResponse | None, bool]:
         """Read one request and answer it: (response or None if the client left, linger?)."""
         try:
-            async with asyncio.timeout(READ_TIMEOUT_S):
-                raw_head = await reader.readuntil(b"\r\n\r\n")
+            raw_head = await _read_head(reader)
         except asyncio.IncompleteReadError:
             return None, False
+        except _Idle:
+            problem = HttpProblem(
+                408,
+                "request_timeout",
+                f"the request head stalled for {IDLE_READ_TIMEOUT_S:g} s",
+            )
+            return problem.response(), True
         except asyncio.LimitOverrunError:
             problem = HttpProblem(
                 431, "headers_too_large", f"the request head is over {MAX_HEAD_BYTES} bytes"
@@ -652,10 +675,15 @@ class EnrollmentApiServer:
             )
         if length:
             try:
-                async with asyncio.timeout(READ_TIMEOUT_S):
-                    request.body = await reader.readexactly(length)
+                request.body = await _read_body(reader, length)
             except asyncio.IncompleteReadError:
                 raise _ClientGone() from None
+            except _Idle:
+                raise HttpProblem(
+                    408,
+                    "request_timeout",
+                    f"{request.where}: the body stalled for {IDLE_READ_TIMEOUT_S:g} s",
+                ) from None
             except TimeoutError:
                 raise HttpProblem(
                     408,
@@ -687,13 +715,72 @@ class EnrollmentApiServer:
                     dropped += len(chunk)
 
 
+class _Idle(Exception):
+    """A single read waited longer than IDLE_READ_TIMEOUT_S."""
+
+
+async def _read_idle(read: Awaitable[bytes]) -> bytes:
+    try:
+        async with asyncio.timeout(IDLE_READ_TIMEOUT_S):
+            return await read
+    except TimeoutError:
+        raise _Idle() from None
+
+
+async def _read_head(reader: asyncio.StreamReader) -> bytes:
+    """The request line and headers, up to the empty line: within READ_TIMEOUT_S in all and
+    IDLE_READ_TIMEOUT_S per line; LimitOverrunError past MAX_HEAD_BYTES."""
+    head = bytearray()
+    async with asyncio.timeout(READ_TIMEOUT_S):
+        while not head.endswith(b"\r\n\r\n"):
+            head += await _read_idle(reader.readuntil(b"\n"))
+            if len(head) > MAX_HEAD_BYTES:
+                raise asyncio.LimitOverrunError("request head too large", len(head))
+    return bytes(head)
+
+
+async def _read_body(reader: asyncio.StreamReader, length: int) -> bytes:
+    """Exactly `length` bytes, within READ_TIMEOUT_S in all and IDLE_READ_TIMEOUT_S per chunk."""
+    body = bytearray()
+    async with asyncio.timeout(READ_TIMEOUT_S):
+        while len(body) < length:
+            chunk = await _read_idle(reader.read(min(BODY_CHUNK_BYTES, length - len(body))))
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(body), length)
+            body += chunk
+    return bytes(body)
+
+
+def server_tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """An HTTPS server context (TLS 1.2+); ConfigError naming the file when it cannot be loaded."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    except OSError as exc:
+        raise ConfigError(
+            str(exc.filename or cert_file),
+            "api.tls_cert_file",
+            f"cannot be read ({exc.strerror}): set [api] tls_cert_file and tls_key_file to the "
+            "API's PEM certificate and key (`cloud-bridge ca server-cert` makes them)",
+        ) from None
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            str(cert_file),
+            "api.tls_cert_file",
+            f"is not a PEM certificate matching {key_file} ({exc.reason})",
+        ) from None
+    return context
+
+
 async def serve_api(
     enrollment: Enrollment,
     tokens_file: Path,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> EnrollmentApiServer:
     """Start the enrollment API on `host:port` (port 0: any free one); `close()` it when done."""
-    server = EnrollmentApiServer(enrollment, TokenFile(tokens_file), host, port)
+    server = EnrollmentApiServer(enrollment, TokenFile(tokens_file), host, port, ssl_context)
     await server.start()
     return server

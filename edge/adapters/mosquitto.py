@@ -1,8 +1,11 @@
 """A private Mosquitto broker run as a child process, for tests and the demo.
 
-It listens on loopback only, persists its state in its own work directory (saved every second, so
-a `kill()` loses at most the last second, see shared/RECIPES.md) and is killed or restarted by its
-own PID for fault tests. A restart reuses the same port, so clients reconnect to the same address.
+It runs the configuration and ACL `cloud-bridge broker-config` writes (edge/core/broker_acl.py):
+TLS with a client certificate per identity from its own CA (`client_settings()` gives a client's
+settings in one call), or plain TCP only when asked (`plaintext=True`). It listens on loopback
+only, persists its state in its own work directory (saved every second, so a `kill()` loses at
+most the last second, see shared/RECIPES.md) and is killed or restarted by its own PID for fault
+tests. A restart reuses the same port, so clients reconnect to the same address.
 """
 
 from __future__ import annotations
@@ -18,11 +21,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from edge.adapters.mqtt import MqttSettings
+from edge.adapters.pki import LocalPki
+from edge.config import MqttSection
+from edge.core.broker_acl import (
+    BrokerListener,
+    BrokerSettings,
+    BrokerTlsFiles,
+    ChainAcl,
+    acl_text,
+    mosquitto_config_text,
+)
+from edge.core.broker_identity import BrokerIdentity
 from edge.errors import EdgeError
 
 _FALLBACK_BINARY = Path("/usr/sbin/mosquitto")
 _LOG_TAIL_CHARS = 2000
 _STOP_GRACE_S = 5.0
+#: The chains, bridge instances and IT monitors the tests' and demo's brokers know by name.
+LOCAL_CHAINS = (
+    ChainAcl("test-chain", ("bridge-1", "bridge-2"), ("it", "it-2", "it-3")),
+    ChainAcl("demo-chain", ("bridge-1",), ("it",)),
+)
 
 
 class MosquittoError(EdgeError):
@@ -83,14 +103,60 @@ class MosquittoProcess:
         workdir: Path,
         port: int | None = None,
         *,
+        plaintext: bool = False,
+        pki: LocalPki | None = None,
+        chains: Sequence[ChainAcl] = LOCAL_CHAINS,
+        acl_extra: Sequence[str] = (),
         password_file: Path | None = None,
         extra_config: Sequence[str] = (),
     ) -> None:
         self._workdir = workdir
         self._port = port if port is not None else free_loopback_port()
+        self._plaintext = plaintext
+        self._pki = None if plaintext else (pki or LocalPki(workdir / "pki"))
+        self._chains = tuple(chains)
+        self._acl_extra = tuple(acl_extra)  # more ACL lines (tests: a scratch topic tree)
         self._password_file = password_file
         self._extra_config = tuple(extra_config)
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pki(self) -> LocalPki:
+        """The CA whose certificates this broker accepts (not for a plaintext broker)."""
+        if self._pki is None:
+            raise MosquittoError("this broker runs plain TCP: it has no certificates")
+        return self._pki
+
+    def client_settings(
+        self, identity: BrokerIdentity | str, client_id: str = "", **overrides: object
+    ) -> MqttSettings:
+        """A client's settings for this broker: TLS with a certificate for `identity` (made on
+        first use), or plain TCP on a plaintext broker. The broker uses the certificate's CN as
+        client id, whatever `client_id` says."""
+        tls = None if self._pki is None else self._pki.client_files(identity)
+        fields: dict[str, object] = {
+            "host": self.host,
+            "port": self._port,
+            "client_id": client_id,
+            "tls": tls,
+            "identity": None if tls is None else str(identity),
+            "connect_timeout_s": 5.0,
+            **overrides,
+        }
+        return MqttSettings(**fields)  # type: ignore[arg-type]
+
+    def mqtt_section(self, identity: BrokerIdentity | str) -> MqttSection:
+        """A config [mqtt] section for this broker with `identity`'s certificate files."""
+        if self._pki is None:
+            return MqttSection(host=self.host, port=self._port, insecure_plaintext=True)
+        files = self._pki.client_files(identity)
+        return MqttSection(
+            host=self.host,
+            port=self._port,
+            ca_file=str(files.ca_file),
+            cert_file=str(files.cert_file),
+            key_file=str(files.key_file),
+        )
 
     @property
     def host(self) -> str:
@@ -122,36 +188,38 @@ class MosquittoProcess:
         # What mosquitto prints before its own logging is set up (config errors, bind failures).
         return self._workdir / "mosquitto.out"
 
+    @property
+    def acl_path(self) -> Path:
+        return self._workdir / "acl"
+
     def config_text(self) -> str:
-        """The generated configuration (see shared/RECIPES.md for why each line is there)."""
-        lines = [
-            f"listener {self._port} 127.0.0.1",
-            "persistence true",
-            f"persistence_location {self._workdir}/",
-            # The default of 1800 s means a kill -9 loses the last half hour of queued messages.
-            "autosave_interval 1",
-            # Without it the broker's small writes (PUBACKs, deliveries) wait on Nagle's algorithm
-            # and the peer's delayed ACK: about 40 ms per hop on Linux.
-            "set_tcp_nodelay true",
-            # The default of 1000 per client silently drops the rest.
-            "max_queued_messages 100000",
-            f"log_dest file {self.log_path}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            "connection_messages true",
-            "log_timestamp_format %Y-%m-%dT%H:%M:%S",
-        ]
-        if self._password_file is not None:
-            lines += ["allow_anonymous false", f"password_file {self._password_file}"]
-        else:
-            lines.append("allow_anonymous true")
+        """The generated configuration (edge/core/broker_acl.py says why each line is there)."""
+        tls = None
+        if self._pki is not None:
+            server = self._pki.server_files(("localhost", self.host))
+            tls = BrokerTlsFiles(str(server.ca_file), str(server.cert_file), str(server.key_file))
+        extra = list(self._extra_config)
         if os.geteuid() == 0:
             # As root mosquitto drops to user `mosquitto` and then cannot read files in our workdir.
-            lines.append("user root")
-        lines += self._extra_config
-        return "\n".join(lines) + "\n"
+            extra.insert(0, "user root")
+        return mosquitto_config_text(
+            BrokerSettings(
+                listener=BrokerListener(self._port, "127.0.0.1", tls),
+                acl_file=None if self._plaintext else str(self.acl_path),
+                persistence_location=str(self._workdir),
+                log_lines=(
+                    f"log_dest file {self.log_path}",
+                    "log_type error",
+                    "log_type warning",
+                    "log_type notice",
+                    "log_type information",
+                    "connection_messages true",
+                    "log_timestamp_format %Y-%m-%dT%H:%M:%S",
+                ),
+                password_file=None if self._password_file is None else str(self._password_file),
+                extra=tuple(extra),
+            )
+        )
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Spawn the broker; return once its port accepts TCP, else raise with its log."""
@@ -163,6 +231,9 @@ class MosquittoProcess:
         binary = find_mosquitto()
         self._workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(self.config_text())
+        if not self._plaintext:
+            extra = "".join(f"{line}\n" for line in self._acl_extra)
+            self.acl_path.write_text(extra + acl_text(self._chains))
         with self._output_path.open("ab") as output:
             self._proc = subprocess.Popen(
                 [str(binary), "-c", str(self.config_path)],
@@ -255,4 +326,5 @@ class MosquittoProcess:
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
-        return f"<MosquittoProcess 127.0.0.1:{self._port} {state} in {self._workdir}>"
+        kind = "plain" if self._plaintext else "TLS"
+        return f"<MosquittoProcess {kind} 127.0.0.1:{self._port} {state} in {self._workdir}>"

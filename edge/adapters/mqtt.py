@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import datetime
 import logging
 import random
 import secrets
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,6 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.adapters.pki import PkiError, TlsFiles, common_name, load_certificate
 from edge.core.wire import MAX_BRIDGE_PACKET_BYTES
 from edge.errors import EdgeError
 
@@ -47,6 +50,13 @@ MISC_INTERVAL_S = 1.0
 #: drops us at once (e.g. two gateways sharing a client id take the session from each other) must
 #: not be hammered at the minimum delay.
 STABLE_CONNECTION_S = 10.0
+
+#: Logged at every start of a process whose [mqtt] says insecure_plaintext = true (host, port).
+INSECURE_PLAINTEXT_WARNING = (
+    "INSECURE: MQTT to %s:%d in plain TCP without certificates ([mqtt] insecure_plaintext = "
+    "true): anyone on this network can read every message and forge events, acks and rosters. "
+    "Use TLS (README, Certificates) outside a lab"
+)
 
 # CONNACK reason codes (MQTT 5.0 §3.2.2.2) that retrying with the same settings cannot fix.
 _AUTH_REFUSALS = frozenset(
@@ -89,7 +99,12 @@ class MqttConfigError(MqttError):
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
     host: str = "127.0.0.1"
-    port: int = 1883
+    port: int = 8883
+    # The CA that signed the broker's certificate, and ours. None: plain TCP, only when a config
+    # says `insecure_plaintext = true`. The broker's certificate must name `host`.
+    tls: TlsFiles | None = None
+    # The CN our certificate must carry (the ACL grants by it): checked before connecting.
+    identity: str | None = None
     client_id: str = ""  # empty: a random id, so the session survives reconnects but not a restart
     username: str | None = None
     password: str | None = None
@@ -123,6 +138,108 @@ class Message:
     payload: bytes
     retain: bool
     qos: int
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when its handshake fails: paho 2.2 drops such a socket without closing it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_context(files: TlsFiles) -> ssl.SSLContext:
+    """A client context: TLS 1.2 or later, the broker's certificate verified against `ca_file`
+    and its host name checked, our certificate presented. Raises MqttConfigError naming the file."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.sslsocket_class = _ClosingSSLSocket
+    for path, what in (
+        (files.ca_file, "ca_file (the chain CA certificate)"),
+        (files.cert_file, "cert_file (this client's certificate)"),
+        (files.key_file, "key_file (this client's private key)"),
+    ):
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise MqttConfigError(
+                f"[mqtt] {what} {path}: {exc.strerror}; set the path in the [mqtt] section, or "
+                "make the certificate (README, Certificates: `edge-gateway provision`, "
+                "`cloud-bridge add-gateway --csr`, `edge-gateway install-cert`)"
+            ) from None
+    try:
+        context.load_verify_locations(cafile=str(files.ca_file))
+    except ssl.SSLError as exc:
+        raise MqttConfigError(
+            f"[mqtt] ca_file {files.ca_file} is not a PEM CA certificate ({exc.reason})"
+        ) from None
+    try:
+        context.load_cert_chain(str(files.cert_file), str(files.key_file))
+    except ssl.SSLError as exc:
+        raise MqttConfigError(
+            f"[mqtt] cert_file {files.cert_file} and key_file {files.key_file} are not a PEM "
+            f"certificate and its private key ({exc.reason}); install the certificate signed for "
+            "this key"
+        ) from None
+    return context
+
+
+#: A client certificate ending sooner than this is logged at WARNING at every start.
+CERT_EXPIRY_WARNING_DAYS = 30
+
+
+def _check_certificate(files: TlsFiles, identity: str | None) -> None:
+    """Refuse a certificate for another identity; warn of one that ends soon."""
+    try:
+        cert = load_certificate(files.cert_file)
+    except PkiError as exc:
+        raise MqttConfigError(f"[mqtt] cert_file: {exc.reason}") from None
+    cn = common_name(cert.subject)
+    if identity is not None and cn != identity:
+        raise MqttConfigError(
+            f"[mqtt] cert_file {files.cert_file} is for {cn!r}, but this process is "
+            f"{identity!r}: the broker's ACL would refuse everything it sends; install the "
+            "certificate made for this identity"
+        )
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.UTC)
+    if left < datetime.timedelta(days=CERT_EXPIRY_WARNING_DAYS):
+        _LOGGER.warning(
+            "MQTT certificate %s (%s) %s %s: make a new one (README, Certificates)",
+            files.cert_file,
+            cn,
+            "ended" if left.total_seconds() < 0 else "ends",
+            f"{cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+        )
+
+
+def _tls_failure(exc: ssl.SSLError | str, where: str) -> MqttError:
+    """What a failed TLS handshake means: our configuration, our certificate, or a passing fault."""
+    reason = exc if isinstance(exc, str) else str(exc.reason or exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return MqttConfigError(
+            f"the broker at {where} presented a certificate we do not trust "
+            f"({exc.verify_message}): check [mqtt] ca_file (the chain CA) and that [mqtt] host is "
+            "a name in the broker's certificate (`cloud-bridge ca server-cert --host`)"
+        )
+    if "ALERT" in reason and any(w in reason for w in ("CERTIFICATE", "UNKNOWN_CA", "ACCESS")):
+        return MqttAuthError(
+            f"the broker at {where} refused our certificate ({reason}): install a certificate "
+            "signed by the broker's CA (`cloud-bridge add-gateway --csr`, then "
+            "`edge-gateway install-cert`)"
+        )
+    if reason in ("WRONG_VERSION_NUMBER", "UNSUPPORTED_PROTOCOL", "RECORD_LAYER_FAILURE"):
+        return MqttConfigError(
+            f"TLS handshake with {where} failed ({reason}): is this the broker's TLS port "
+            "(8883)? Plain TCP needs `insecure_plaintext = true` in [mqtt]"
+        )
+    return MqttConnectFailed(
+        f"TLS handshake with {where} failed: {reason} (if this lasts: is {where} the broker's "
+        "TLS listener?)"
+    )
 
 
 class _Backoff:
@@ -167,6 +284,10 @@ class PahoMqtt:
         self._on_disconnect = on_disconnect
         self._client_id = settings.client_id or f"threshold-{secrets.token_hex(6)}"
         self._where = f"{settings.host}:{settings.port}"
+        self._tls_context: ssl.SSLContext | None = None  # made when run() starts
+        # The last TLS error paho met reading the socket: a broker that refuses our certificate
+        # under TLS 1.3 says so in an alert after the handshake, so the connection just closes.
+        self._tls_read_error: str | None = None
         self._client = self._build_client(will)
 
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -197,6 +318,8 @@ class PahoMqtt:
         client.connect_timeout = s.connect_timeout_s
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
+        if s.tls is not None:
+            client.on_log = self._paho_log
         if will is not None:
             client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
         client.on_connect = self._paho_connect
@@ -226,6 +349,11 @@ class PahoMqtt:
         MqttConfigError (retrying cannot help) and retries everything else with backoff."""
         if self._running:
             raise RuntimeError(f"PahoMqtt({self._client_id}).run() is already running")
+        if self._settings.tls is not None and self._tls_context is None:
+            # Unreadable or mismatched certificate files: a config error, raised before connecting.
+            self._tls_context = tls_context(self._settings.tls)
+            _check_certificate(self._settings.tls, self._settings.identity)
+            self._client.tls_set_context(self._tls_context)
         self._running = True
         self._run_task = asyncio.current_task()
         self._stop_requested = False
@@ -301,6 +429,7 @@ class PahoMqtt:
         loop = asyncio.get_running_loop()
         self._connack = loop.create_future()
         self._lost = loop.create_future()
+        self._tls_read_error = None
         # Messages paho still holds belong to futures already failed: callers resend them from their
         # outboxes, so paho must not resend its own copy after the reconnect as well.
         self._client.drop_out_messages()
@@ -317,6 +446,10 @@ class PahoMqtt:
                 f"within {self._settings.connect_timeout_s} s"
             ) from exc
         if isinstance(connack, str):
+            if self._tls_read_error is not None:
+                refused = _tls_failure(self._tls_read_error, self._where)
+                if isinstance(refused, MqttAuthError | MqttConfigError):
+                    raise refused
             raise MqttConnectFailed(f"{connack} before CONNACK")
         reason_code, session_present = connack
         if reason_code.is_failure:
@@ -351,6 +484,8 @@ class PahoMqtt:
             if not future.cancelled():
                 future.exception()  # retrieved on purpose: we are cancelled, nobody else will
             raise
+        except ssl.SSLError as exc:
+            raise _tls_failure(exc, self._where) from exc
         except ConnectionRefusedError as exc:
             raise MqttConnectFailed(
                 f"refused: nothing accepts connections at {self._where}"
@@ -583,7 +718,25 @@ class PahoMqtt:
     def _watch_socket(self, sock: SocketLike) -> None:
         assert self._loop is not None
         if self._client.socket() is sock:  # not a socket already closed again
-            self._loop.add_reader(sock, self._client.loop_read)
+            self._loop.add_reader(sock, self._readable, sock)
+
+    def _readable(self, sock: SocketLike) -> None:
+        self._client.loop_read()
+        # TLS decrypts whole records: packets already decrypted wait in the SSL object, not in the
+        # kernel, so the event loop would not wake for them. Read them now.
+        pending = getattr(sock, "pending", None)
+        rounds = 0
+        while pending is not None and self._client.socket() is sock and pending() > 0:
+            self._client.loop_read()
+            rounds += 1
+            if rounds >= 100_000:  # a guard: every round consumes bytes
+                break
+
+    def _paho_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        if buf.startswith("failed to receive on socket") and "SSL" in buf:
+            start = buf.find("[SSL: ")
+            if start >= 0:
+                self._tls_read_error = buf[start + 6 :].split("]", 1)[0]
 
     def _paho_socket_close(self, client: mqtt.Client, userdata: Any, sock: SocketLike) -> None:
         self._in_loop(self._unwatch_socket, sock)

@@ -31,11 +31,13 @@ from cloud_bridge.core.pseudonyms import Kind
 from cloud_bridge.seed import seed_records
 from edge.adapters.keystore import create_signing_key_file, provision_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
-from edge.adapters.mqtt import MqttSettings
+from edge.adapters.pki import LocalPki, install_gateway_certificate, make_gateway_csr
 from edge.adapters.simulated_radio import SimulatedAdvertSource
 from edge.app import Gateway
-from edge.config import IdentitySection, MqttSection, load_config
+from edge.config import IdentitySection, load_config
 from edge.core import bundle, wire
+from edge.core.broker_identity import bridge_identity, gateway_identity, shopper_identity
+from edge.core.wire import GatewayAddress
 from edge.demo.shopper_apps import ReceivedOffer, ShopperApps
 from edge.demo.stats import percentile
 from edge.services.tasks import cancel_and_wait
@@ -130,6 +132,14 @@ async def load_enrolled_devices(records: SqliteLoyaltyRecords) -> list[SimDevice
     return devices
 
 
+async def shopper_tokens(records: SqliteLoyaltyRecords) -> list[str]:
+    """Every member's offer delivery token: one simulated app (and certificate) each."""
+    async with records.connection.execute(
+        "SELECT shopper_token FROM members ORDER BY id"
+    ) as cursor:
+        return [str(row[0]) async for row in cursor]
+
+
 def demo_entrance(
     options: DemoOptions, devices: Sequence[SimDevice], start_unix_s: float
 ) -> StoreEntrance:
@@ -206,7 +216,9 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> dict[str, 
         else:
             workdir = options.workdir
             workdir.mkdir(parents=True, exist_ok=True)
-        broker = MosquittoProcess(workdir / "broker")
+        # TLS with the generated ACL, as in production: a certificate per identity from a CA
+        # made for the run (edge/adapters/pki.py).
+        broker = MosquittoProcess(workdir / "broker", pki=LocalPki(workdir / "pki", CHAIN))
         await asyncio.to_thread(broker.start)
         stack.callback(broker.stop)
         return await _run(options, workdir, broker, out)
@@ -217,7 +229,6 @@ async def _run(
     options: DemoOptions, workdir: Path, broker: MosquittoProcess, out: TextIO
 ) -> dict[str, Any]:
     wall_start = time.monotonic()
-    mqtt = MqttSection(host=broker.host, port=broker.port)
     # As `cloud-bridge create-db` would: the database and the data key sealing its identity keys.
     data_key, _ = await asyncio.to_thread(create_data_key_file, workdir / DATA_KEY_FILE_NAME)
     records = await SqliteLoyaltyRecords.open(
@@ -246,7 +257,7 @@ async def _run(
                 event_max_age_s=max(_DEFAULT_AGE_S, time.time() - sim_start + 86400),
                 data_key_file=str(workdir / DATA_KEY_FILE_NAME),
             ),
-            mqtt,
+            broker.mqtt_section(bridge_identity(CHAIN, BridgeSection().id)),
         ),
         records,
         records,
@@ -274,8 +285,9 @@ async def _run(
 
     gateway.listeners.append(on_events)
     apps = ShopperApps(
-        MqttSettings(host=broker.host, port=broker.port, client_id="threshold-demo-shopper-apps"),
+        lambda token: broker.client_settings(shopper_identity(CHAIN, token)),
         CHAIN,
+        await shopper_tokens(records),
         on_offer=lambda r: view.offer_received(r, gateway.radio_now()),
     )
     if options.live:
@@ -292,7 +304,7 @@ async def _run(
     try:
         async with asyncio.timeout(30):
             await bridge.mqtt.wait_connected()
-            await apps.mqtt.wait_connected()
+            await apps.wait_connected()
             await gateway.sync.synced.wait()
         go.set()
         await _watch(source, gateway, truth, view)
@@ -347,6 +359,18 @@ async def provision_demo_gateway(
     )
     await records.add_gateway(STORE, GATEWAY, keys.public_key, time.time())
     signer = bundle.key_to_text(bundle.public_key_bytes(signing_key))
+    # The gateway's TLS key and CSR as `edge-gateway provision` makes them, signed by the CA as
+    # `cloud-bridge add-gateway --csr` does and installed as `edge-gateway install-cert` does.
+    identity = gateway_identity(GatewayAddress(CHAIN, STORE, GATEWAY))
+    csr_path, _ = await asyncio.to_thread(make_gateway_csr, data_dir, identity)
+    pki = broker.pki
+    cert_pem = pki.ca.sign_gateway_csr(
+        csr_path.read_bytes(), GatewayAddress(CHAIN, STORE, GATEWAY), str(csr_path)
+    )
+    install_gateway_certificate(
+        data_dir, cert_pem, pki.ca_file.read_bytes(), identity, "the demo's certificate"
+    )
+    mqtt_lines = ["[mqtt]", f"host = {json.dumps(broker.host)}", f"port = {broker.port}"]
     lines = [
         "# The demo gateway's config, written by `edge-gateway demo`.",
         "[gateway]",
@@ -354,9 +378,7 @@ async def provision_demo_gateway(
         f"store = {json.dumps(STORE)}",
         f"id = {json.dumps(GATEWAY)}",
         f"data_dir = {json.dumps(str(data_dir))}",
-        "[mqtt]",
-        f"host = {json.dumps(broker.host)}",
-        f"port = {broker.port}",
+        *mqtt_lines,
         "[uplink]",
         "ack_timeout_s = 5.0",
         "status_interval_s = 5.0",

@@ -1,11 +1,12 @@
-"""Simulated shopper apps: subscribe to shoppers' offer topics and show each offer once."""
+"""Simulated shopper apps: each subscribes to its shopper's offer topic and shows each offer once."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from edge.adapters.mqtt import Message, MqttError, MqttSettings, PahoMqtt
@@ -23,17 +24,19 @@ class ReceivedOffer:
 
 
 class ShopperApps:
-    """Stands in for every shopper's app on one MQTT connection (a wildcard on the offer topics).
+    """Stands in for every shopper's app: one MQTT connection per shopper, each with its own
+    certificate, subscribed to its own offer topic only (the broker's ACL allows nothing else).
 
-    A real app subscribes to its own topic only. Like the real app, it confirms each offer with a
-    receipt (so the bridge stops resending) and shows an offer seen twice (QoS 1 is at least once, and
-    the bridge resends unconfirmed offers) once, by offer id; `duplicates` counts the repeats.
+    Like the real app, each confirms every offer with a receipt (so the bridge stops resending)
+    and shows an offer seen twice (QoS 1 is at least once, and the bridge resends unconfirmed
+    offers) once, by offer id; `duplicates` counts the repeats.
     """
 
     def __init__(
         self,
-        settings: MqttSettings,
+        settings_for: Callable[[str], MqttSettings],
         chain: str,
+        shoppers: Sequence[str],
         on_offer: Callable[[ReceivedOffer], None] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -46,18 +49,38 @@ class ShopperApps:
         self.rejected = 0  # messages that broke the wire contract, dropped
         self.receipts_sent = 0
         self._receipts: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self.mqtt = PahoMqtt(
-            settings,
-            subscriptions=[(wire.shopper_offer_topic(chain, "+"), 1)],
-            on_message=self._on_message,
-        )
+        self._settings_for = settings_for
+        self._tasks: asyncio.TaskGroup | None = None
+        self.apps: dict[str, PahoMqtt] = {}
+        for shopper in shoppers:
+            self._new_app(shopper)
 
-    def _on_message(self, message: Message) -> None:
+    def _new_app(self, shopper: str) -> PahoMqtt:
+        app = PahoMqtt(
+            self._settings_for(shopper),
+            subscriptions=[(wire.shopper_offer_topic(self._chain, shopper), 1)],
+            on_message=functools.partial(self._on_message, shopper),
+        )
+        self.apps[shopper] = app
+        return app
+
+    def add(self, shopper: str) -> PahoMqtt:
+        """Another shopper's app (a member who enrolled meanwhile); started if run() is running."""
+        app = self.apps.get(shopper) or self._new_app(shopper)
+        if self._tasks is not None:
+            self._tasks.create_task(app.run(), name=f"shopper-app-{shopper}")
+        return app
+
+    async def wait_connected(self, timeout_s: float | None = None) -> None:
+        """Return once every app is connected and subscribed."""
+        async with asyncio.timeout(timeout_s):
+            for app in self.apps.values():
+                await app.wait_connected()
+
+    def _on_message(self, shopper: str, message: Message) -> None:
         now = self._wall()
-        parts = message.topic.split("/")
         where = f"topic {message.topic}"
         try:
-            shopper = wire.check_id(parts[-2] if len(parts) >= 2 else "", f"{where}: shopper")
             offer = wire.decode_as(message.payload, wire.ShopperOffer, where)
         except wire.WireError as exc:
             self.rejected += 1
@@ -73,17 +96,22 @@ class ShopperApps:
             self._on_offer(received)
 
     async def run(self) -> None:
-        """Stay connected and confirm every offer received."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.mqtt.run(), name="shopper-apps-mqtt")
-            tg.create_task(self._send_receipts(), name="shopper-apps-receipts")
+        """Keep every app connected and confirm every offer received."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tasks = tg
+                for shopper, app in self.apps.items():
+                    tg.create_task(app.run(), name=f"shopper-app-{shopper}")
+                tg.create_task(self._send_receipts(), name="shopper-apps-receipts")
+        finally:
+            self._tasks = None
 
     async def _send_receipts(self) -> None:
         while True:
             shopper, offer_id = await self._receipts.get()
             receipt = wire.OfferReceipt((offer_id,))
             try:
-                await self.mqtt.publish(
+                await self.apps[shopper].publish(
                     wire.shopper_receipt_topic(self._chain, shopper), wire.encode(receipt), qos=1
                 )
                 self.receipts_sent += 1

@@ -83,3 +83,69 @@ def test_add_gateway_explains_what_is_wrong(
     database: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     assert message in output(capsys, "add-gateway", str(database), *argv, code=2)
+
+
+def test_a_gateways_csr_is_signed_at_registration_and_installed_on_the_gateway(
+    tmp_path: Path, database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca_dir = tmp_path / "ca"
+    assert "CA created" in output(capsys, "ca", "init", "--dir", str(ca_dir), "--chain", "acme")
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[gateway]\nchain = "acme"\nstore = "{STORE}"\nid = "door-1"\n'
+        f'data_dir = "{tmp_path / "gw"}"\n[identity]\nkey_source = "file"\n'
+    )
+    capsys.readouterr()
+    assert gateway_main(["provision", "--config", str(config)]) == 0
+    printed = capsys.readouterr().out
+    public = printed.split("public key: ")[1].split()[0]
+    csr = tmp_path / "gw" / "tls" / "client.csr"
+    assert f"CSR:        {csr} (CN acme/{STORE}/door-1)" in printed
+    cert = tmp_path / "door-1.crt"
+    register = ["add-gateway", str(database), STORE, "door-1", "--chain", "acme"]
+    signing = ["--public-key", public, "--csr", str(csr), "--ca-dir", str(ca_dir)]
+
+    # A CSR is signed only for the gateway it names; nothing is registered otherwise.
+    wrong = [*register[:3], "door-9", *register[4:], *signing, "--cert-out", str(cert)]
+    refused = output(capsys, *wrong, code=2)
+    assert "CN is 'acme/store-001/door-1'" in refused and "door-9" in refused
+    assert not cert.exists()
+    assert output(capsys, "gateways", str(database), "--chain", "acme").strip() == ""
+
+    added = output(capsys, *register, *signing, "--cert-out", str(cert))
+    assert "added" in added and "edge-gateway install-cert door-1.crt" in added
+
+    capsys.readouterr()
+    install = ["install-cert", str(cert), "--ca", str(ca_dir / "ca.crt"), "--config", str(config)]
+    assert gateway_main(install) == 0
+    installed = tmp_path / "gw" / "tls" / "client.crt"
+    assert installed.read_bytes() == cert.read_bytes()
+    assert (tmp_path / "gw" / "tls" / "ca.crt").read_bytes() == (ca_dir / "ca.crt").read_bytes()
+
+    # A certificate for another key is refused at installation.
+    other = tmp_path / "other"
+    assert output(
+        capsys,
+        "ca",
+        "client-cert",
+        "--dir",
+        str(ca_dir),
+        "--chain",
+        "acme",
+        "--kind",
+        "monitor",
+        "--name",
+        "it",
+        "--out",
+        str(other),
+    )
+    capsys.readouterr()
+    assert gateway_main([*install[:1], str(other / "client.crt"), *install[2:]]) == 2
+    assert "not for this gateway's key" in capsys.readouterr().err
+
+
+def test_a_reserved_store_id_cannot_be_registered(
+    database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["add-gateway", str(database), "shopper", "door-1", "--public-key", "AA" * 32]
+    assert "reserved" in output(capsys, *argv, code=2)

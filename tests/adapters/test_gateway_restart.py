@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -9,9 +11,17 @@ from pathlib import Path
 import pytest
 
 from edge.adapters.keystore import provision_gateway_keys
+from edge.adapters.mosquitto import free_loopback_port
 from edge.app import Gateway
-from edge.config import GatewayConfig, GatewaySection, IdentitySection, PrivacySection
+from edge.config import (
+    GatewayConfig,
+    GatewaySection,
+    IdentitySection,
+    MqttSection,
+    PrivacySection,
+)
 from edge.core import bundle, eid, signed, wire
+from edge.services.tasks import cancel_and_wait
 from tests.factories import make_campaigns, make_device, make_offer_trigger
 from tests.fakes.radio import FakeAdvertSource
 
@@ -113,3 +123,25 @@ async def test_offers_older_than_the_retention_are_forgotten_even_inside_a_longe
         assert gateway.pipeline.offers.decide("m-00002", "gold", now) is None
     finally:
         await gateway.close()
+
+
+async def test_a_plaintext_gateway_warns_at_start_and_says_so_in_its_status(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    provision_gateway_keys(tmp_path, "file", "rpi-otp-private-key")
+    config = replace(
+        trusting(tmp_path), mqtt=MqttSection(port=free_loopback_port(), insecure_plaintext=True)
+    )
+    assert config.mqtt_tls is None
+    gateway = await Gateway.open(config, FakeAdvertSource())
+    try:
+        task = asyncio.create_task(gateway.run(), name="plaintext-gateway")
+        await asyncio.sleep(0.2)  # no broker: it keeps trying; the warning comes first
+        await cancel_and_wait([task])
+        assert gateway.status().counters["mqtt_insecure_plaintext"] == 1
+    finally:
+        await gateway.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(w.startswith("INSECURE: MQTT") for w in warnings)
+    tls = trusting(tmp_path)
+    assert tls.mqtt_tls is not None and tls.mqtt_tls.cert_file == tmp_path / "tls" / "client.crt"

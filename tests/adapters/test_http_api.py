@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from cloud_bridge.adapters import http_api
 from cloud_bridge.adapters.http_api import (
     MAX_BODY_BYTES,
     EnrollmentApiServer,
@@ -17,17 +20,20 @@ from cloud_bridge.adapters.http_api import (
     add_token_hash,
     new_api_token,
     serve_api,
+    server_tls_context,
     token_hash,
 )
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.config import parse_bridge_config
 from cloud_bridge.core.clones import GeoPoint
 from cloud_bridge.core.enrollment import EID_COUNTER_BASIS, RecordsUnavailable
 from cloud_bridge.seed import seed_records
+from edge.adapters.pki import LocalPki
 from edge.core import wire
 from edge.errors import ConfigError
 from tests.factories import T0, TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
-from tests.fakes.http import HttpReply, build_request, exchange, request
+from tests.fakes.http import HttpReply, build_request, exchange, parse_reply, request
 
 CHAIN = "acme"
 STORE = "store-001"
@@ -590,3 +596,126 @@ async def test_open_clone_alerts_are_listed_for_it_and_need_a_token(api: Api) ->
     assert reply.json() == {"alerts": [alert.to_json()]}
     assert refused.status == 401
     assert (await api.call("DELETE", "/v1/alerts")).status == 405
+
+
+# --- HTTPS and slow clients (real sockets) -------------------------------------------------------
+
+
+async def _dribble(
+    port: int, data: bytes, pause_s: float, context: ssl.SSLContext | None = None
+) -> tuple[bytes, int]:
+    """Send `data` a byte at a time; return what the server answered and how many bytes it took
+    before it answered and closed."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1" if context else None
+    )
+    sent = 0
+    try:
+        for byte in data:
+            if reader.at_eof() or len(reader._buffer):
+                break
+            writer.write(bytes([byte]))
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+            sent += 1
+            await asyncio.sleep(pause_s)
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+    return answer, sent
+
+
+@pytest.fixture
+def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_api, "READ_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(http_api, "IDLE_READ_TIMEOUT_S", 0.5)
+
+
+@pytest.mark.usefixtures("short_timeouts")
+async def test_a_client_sending_its_head_byte_by_byte_is_cut_off(api: Api) -> None:
+    head = build_request("GET", f"/v1/members/{APP_MEMBER}", token=api.token)
+    slow = head[:-4] + b"\r\nX-Pad: " + b"a" * 400 + b"\r\n\r\n"
+    answer, sent = await _dribble(api.port, slow, 0.01)
+    assert parse_reply(answer).status == 408
+    assert sent < len(slow)  # cut off long before it finished
+
+
+@pytest.mark.usefixtures("short_timeouts")
+async def test_a_client_that_stalls_mid_head_or_mid_body_is_cut_off(api: Api) -> None:
+    post = build_request("POST", f"/v1/members/{NEW_MEMBER}/devices", token=api.token, body=b"{}")
+    for partial in (
+        b"GET /v1/members/m-00000 HTTP/1.1\r\nHost: x",
+        post[:-1],  # the head says 2 bytes of body, 1 comes
+    ):
+        reply = await exchange_without_eof(api.port, partial)
+        assert reply.status == 408 and "stalled" in reply.json()["message"], reply.raw_body
+
+
+async def exchange_without_eof(port: int, raw: bytes) -> HttpReply:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return parse_reply(await reader.read())
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_the_api_serves_https_with_its_certificate(
+    tmp_path: Path, api: Api, test_pki: LocalPki
+) -> None:
+    files = test_pki.server_files(("127.0.0.1",))
+    server = EnrollmentApiServer(
+        api.server.api.enrollment,
+        TokenFile(api.tokens_file),
+        "127.0.0.1",
+        0,
+        server_tls_context(files.cert_file, files.key_file),
+    )
+    await server.start()
+    try:
+        client = ssl.create_default_context(cafile=str(test_pki.ca_file))
+        raw = build_request("GET", f"/v1/members/{APP_MEMBER}", token=api.token)
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", server.port, ssl=client, server_hostname="127.0.0.1"
+            )
+            writer.write(raw)
+            await writer.drain()
+            reply = parse_reply(await reader.read())
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+        assert reply.status == 200 and reply.json()["member"] == APP_MEMBER
+        # Plain HTTP to the HTTPS port gets no answer in clear.
+        async with asyncio.timeout(15):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(raw)
+            await writer.drain()
+            answer = await reader.read()
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        assert not answer.startswith(b"HTTP/1.1 200")
+    finally:
+        await server.close()
+
+
+def test_https_needs_readable_files_and_beyond_loopback_needs_https(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="tls_cert_file"):
+        server_tls_context(tmp_path / "missing.crt", tmp_path / "missing.key")
+    base = "[mqtt]\ninsecure_plaintext = true\n[api]\nenabled = true\n"
+    with pytest.raises(ConfigError, match="beyond loopback"):
+        parse_bridge_config(base + 'host = "0.0.0.0"\n')
+    assert parse_bridge_config(base + 'host = "::1"\n').api.host == "::1"
+    tls = 'host = "0.0.0.0"\ntls_cert_file = "/etc/a.crt"\ntls_key_file = "/etc/a.key"\n'
+    assert parse_bridge_config(base + tls).api.tls
+    lab = parse_bridge_config(base + 'host = "0.0.0.0"\ninsecure_plaintext = true\n')
+    assert lab.api.insecure_plaintext

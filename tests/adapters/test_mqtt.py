@@ -11,7 +11,7 @@ import itertools
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from edge.adapters.mqtt import (
     PahoMqtt,
     Will,
 )
+from edge.adapters.pki import LocalPki
 from tests.fakes.broker import MosquittoProcess, free_loopback_port, write_password_file
 
 pytestmark = pytest.mark.integration
@@ -34,17 +35,28 @@ GUARD_S = 15.0  # only a guard against hangs
 _ids = itertools.count(1)
 
 
+#: Scratch topics every test identity may use, besides the generated ACL.
+SCRATCH_ACL = ("pattern readwrite t/#", "pattern readwrite allowed/#")
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path, test_pki: LocalPki) -> Iterator[MosquittoProcess]:
+    """The TLS broker of tests/conftest.py, with the scratch topics `t/#` open to every client."""
+    broker = MosquittoProcess(tmp_path / "mosquitto", pki=test_pki, acl_extra=SCRATCH_ACL)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 def make_settings(broker: MosquittoProcess, **overrides: Any) -> MqttSettings:
-    fields: dict[str, Any] = {
-        "host": broker.host,
-        "port": broker.port,
-        "client_id": f"test-client-{next(_ids)}",
-        "connect_timeout_s": 5.0,
-        "backoff_min_s": 0.05,
-        "backoff_max_s": 0.5,
-    }
+    """TLS settings with a certificate of its own (its CN is the client id), or plain ones on a
+    plaintext broker."""
+    client_id = overrides.pop("client_id", f"test-client-{next(_ids)}")
+    fields: dict[str, Any] = {"backoff_min_s": 0.05, "backoff_max_s": 0.5}
     fields.update(overrides)
-    return MqttSettings(**fields)
+    return broker.client_settings(client_id, client_id, **fields)
 
 
 class Inbox:
@@ -289,7 +301,9 @@ async def test_refused_credentials_stop_run_with_an_auth_error(
     tmp_path: Path, username: str | None, password: str | None
 ) -> None:
     password_file = write_password_file(tmp_path / "passwd", {"gateway": "secret"})
-    with MosquittoProcess(tmp_path / "mosquitto", password_file=password_file) as broker:
+    with MosquittoProcess(
+        tmp_path / "mosquitto", plaintext=True, password_file=password_file
+    ) as broker:
         client = PahoMqtt(make_settings(broker, username=username, password=password))
         with pytest.raises(MqttAuthError) as refused:
             async with asyncio.timeout(GUARD_S):
@@ -307,7 +321,9 @@ async def test_a_publish_the_broker_refuses_raises_and_no_subscribers_is_a_succe
 ) -> None:
     acl = tmp_path / "acl"
     acl.write_text("topic readwrite allowed/#\n")  # lines before any `user` apply to anonymous
-    with MosquittoProcess(tmp_path / "mosquitto", extra_config=[f"acl_file {acl}"]) as broker:
+    with MosquittoProcess(
+        tmp_path / "mosquitto", plaintext=True, extra_config=[f"acl_file {acl}"]
+    ) as broker:
         client = PahoMqtt(make_settings(broker))
         async with running(client):
             await client.publish("allowed/nobody-listens", b"x")  # PUBACK 0x10 is a success
@@ -315,3 +331,18 @@ async def test_a_publish_the_broker_refuses_raises_and_no_subscribers_is_a_succe
             with pytest.raises(MqttPublishFailed, match="Not authorized"):
                 await client.publish("denied/x", b"x")
             assert client.connected
+
+
+async def test_a_burst_of_messages_over_tls_all_arrive_without_waiting_for_more_traffic(
+    mosquitto: MosquittoProcess,
+) -> None:
+    inbox = Inbox()
+    subscriber = PahoMqtt(
+        make_settings(mosquitto), subscriptions=[("t/burst/#", 1)], on_message=inbox
+    )
+    publisher = PahoMqtt(make_settings(mosquitto))
+    async with running(subscriber), running(publisher):
+        sent = [f"m{n}".encode() for n in range(300)]
+        await asyncio.gather(*(publisher.publish("t/burst/x", p) for p in sent))
+        received = [await inbox.next() for _ in sent]
+    assert sorted(m.payload for m in received) == sorted(sent)

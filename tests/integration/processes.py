@@ -8,6 +8,7 @@ stall put into a loop); a file named by THRESHOLD_TEST_TRIGGER can arm it while 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -20,6 +21,12 @@ from pathlib import Path
 
 from edge.adapters.keystore import create_signing_key_file, provision_gateway_keys
 from edge.core import bundle
+from edge.core.broker_identity import (
+    BrokerIdentity,
+    bridge_identity,
+    gateway_identity,
+)
+from edge.core.wire import GatewayAddress
 from tests.fakes.broker import MosquittoProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +172,7 @@ def gateway_config(workdir: Path, broker: MosquittoProcess) -> Path:
     path.write_text(
         f'[gateway]\nchain = "{CHAIN}"\nstore = "{STORE}"\nid = "{GATEWAY}"\n'
         f'data_dir = "{data_dir}"\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f"{mqtt_toml(broker, gateway_identity(GatewayAddress(CHAIN, STORE, GATEWAY)))}"
         '[radio]\nsource = "simulated"\n[radio.simulated]\nmembers = 20\nspeed = 20.0\n'
         f'[identity]\nkey_source = "file"\ntrusted_signers = ["{trusted}"]\n'
         "[uplink]\nstatus_interval_s = 1.0\n"
@@ -192,6 +199,15 @@ def bridge_config(workdir: Path, broker: MosquittoProcess) -> Path:
         f'signing_key_file = "{workdir / "bridge-signing.key"}"\n'
         f'data_key_file = "{database.parent / "bridge-data.key"}"\n'  # made by `seed`
         "sync_interval_s = 1.0\nstatus_grace_s = 0.2\n"
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+        f"{mqtt_toml(broker, bridge_identity(CHAIN, 'bridge-1'))}"
     )
     return path
+
+
+def mqtt_toml(broker: MosquittoProcess, identity: BrokerIdentity) -> str:
+    """The [mqtt] section for `identity` on `broker`: TLS with its own certificate."""
+    section = broker.mqtt_section(identity)
+    lines = ["[mqtt]", f"host = {json.dumps(section.host)}", f"port = {section.port}"]
+    for name in ("ca_file", "cert_file", "key_file"):
+        lines.append(f"{name} = {json.dumps(getattr(section, name))}")
+    return "\n".join(lines) + "\n"

@@ -23,17 +23,17 @@ from cloud_bridge.config import ApiSection, BridgeConfig, BridgeSection
 from cloud_bridge.seed import seed_records
 from edge.adapters.keystore import GatewayKeys, create_signing_key_file, provision_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
-from edge.adapters.mqtt import MqttSettings, PahoMqtt
+from edge.adapters.mqtt import PahoMqtt
 from edge.app import Gateway
-from edge.config import (
-    GatewayConfig,
-    GatewaySection,
-    IdentitySection,
-    MqttSection,
-    UplinkSection,
-)
+from edge.config import GatewayConfig, GatewaySection, IdentitySection, UplinkSection
 from edge.core import bundle, wire
-from edge.demo.runner import load_enrolled_devices, unmasker
+from edge.core.broker_identity import (
+    bridge_identity,
+    gateway_identity,
+    monitor_identity,
+    shopper_identity,
+)
+from edge.demo.runner import load_enrolled_devices, shopper_tokens, unmasker
 from edge.demo.shopper_apps import ShopperApps
 from edge.services.tasks import cancel_and_wait
 from edge.sim.entrance import SimDevice
@@ -66,12 +66,14 @@ async def eventually(
 
 @contextlib.asynccontextmanager
 async def monitor(
-    broker: MosquittoProcess, topic_filter: str, kind: type[P], client_id: str
+    broker: MosquittoProcess, topic_filter: str, kind: type[P], name: str = "it"
 ) -> AsyncIterator[list[P]]:
-    """Every `kind` payload published on `topic_filter` (retained ones first), as IT sees them."""
+    """Every `kind` payload published on `topic_filter` (retained ones first), as IT sees them
+    with the monitor certificate `name` (one connection per name at a time)."""
     seen: list[P] = []
+    client_id = f"test-monitor-{name}"
     client = PahoMqtt(
-        MqttSettings(host=broker.host, port=broker.port, client_id=client_id),
+        broker.client_settings(monitor_identity(CHAIN, name), client_id),
         subscriptions=[(topic_filter, 1)],
         on_message=lambda m: seen.append(wire.decode_as(m.payload, kind, m.topic)),
     )
@@ -89,7 +91,7 @@ def status_monitor(
     broker: MosquittoProcess, address: wire.GatewayAddress
 ) -> contextlib.AbstractAsyncContextManager[list[wire.Status]]:
     """Every status the gateway publishes (the retained one first), as fleet monitoring sees it."""
-    return monitor(broker, wire.status_topic(address), wire.Status, "test-status-monitor")
+    return monitor(broker, wire.status_topic(address), wire.Status, "it-3")
 
 
 @dataclass
@@ -179,7 +181,6 @@ async def store_rig(
     `bridge_options` are more [bridge] settings. Without `start_bridge` the bridge waits for
     `Rig.start_bridge()`, and the gateway holds no roster or campaigns until then.
     """
-    mqtt = MqttSection(host=broker.host, port=broker.port)
     records = await SqliteLoyaltyRecords.open(
         workdir / "loyalty.sqlite", CHAIN, create=True, data_key=TEST_DATA_KEY
     )
@@ -209,7 +210,7 @@ async def store_rig(
                 # The tests walk shoppers in at simulated times hours ahead of the clock.
                 **{"event_max_future_s": 7 * 86400.0, **(bridge_options or {})},
             ),
-            mqtt,
+            broker.mqtt_section(bridge_identity(CHAIN, "bridge-1")),
             ApiSection(enabled=True, port=0, tokens_file=str(api_tokens))
             if api_tokens
             else ApiSection(),
@@ -224,7 +225,7 @@ async def store_rig(
     def gateway_config(store: str, gateway_dir: Path) -> GatewayConfig:
         return GatewayConfig(
             gateway=GatewaySection(chain=CHAIN, store=store, id=GATEWAY, data_dir=str(gateway_dir)),
-            mqtt=mqtt,
+            mqtt=broker.mqtt_section(gateway_identity(wire.GatewayAddress(CHAIN, store, GATEWAY))),
             uplink=UplinkSection(ack_timeout_s=resend_s, batch=100, status_interval_s=1.0),
             identity=IdentitySection(trusted_signers=trusted, key_source="file"),
         )
@@ -245,7 +246,9 @@ async def store_rig(
     events: list[wire.Event] = []
     gateway.listeners.append(events.extend)
     apps = ShopperApps(
-        MqttSettings(host=broker.host, port=broker.port, client_id="test-shopper-apps"), CHAIN
+        lambda token: broker.client_settings(shopper_identity(CHAIN, token)),
+        CHAIN,
+        await shopper_tokens(records),
     )
     tasks = [
         *([asyncio.create_task(bridge.run(), name="rig-bridge")] if start_bridge else []),
@@ -255,7 +258,7 @@ async def store_rig(
     ]
     try:
         async with asyncio.timeout(30):
-            await apps.mqtt.wait_connected()
+            await apps.wait_connected()
             if start_bridge:
                 await gateway.sync.synced.wait()
                 for other, _ in others.values():

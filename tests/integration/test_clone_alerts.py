@@ -23,7 +23,7 @@ def alerts_monitor(
     broker: MosquittoProcess,
 ) -> contextlib.AbstractAsyncContextManager[list[wire.CloneAlert]]:
     """Every clone alert on the alerts topic, as IT monitoring sees them."""
-    return monitor(broker, wire.ALERTS_FILTER, wire.CloneAlert, "test-it-monitoring")
+    return monitor(broker, wire.ALERTS_FILTER, wire.CloneAlert, "it-2")
 
 
 async def test_a_tag_at_two_distant_stores_within_a_minute_is_published_as_an_alert(

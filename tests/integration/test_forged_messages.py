@@ -14,9 +14,10 @@ import pytest
 from cloud_bridge.cli import main
 from cloud_bridge.core.pseudonyms import Kind
 from edge.adapters.mosquitto import MosquittoProcess
-from edge.adapters.mqtt import MqttSettings, PahoMqtt
+from edge.adapters.mqtt import PahoMqtt
 from edge.core import bundle, signed, wire
-from tests.integration.rig import GATEWAY, STORE, Rig, eventually, store_rig
+from edge.core.broker_identity import bridge_identity, gateway_identity
+from tests.integration.rig import CHAIN, GATEWAY, STORE, Rig, eventually, store_rig
 
 
 async def pending_visits(rig: Rig, count: int, now_s: float) -> list[wire.Visit]:
@@ -66,7 +67,9 @@ async def test_forged_acks_drain_nothing_and_every_event_is_recorded_once_the_br
             b'{"v":1,"type":"signed"}',  # malformed
         ]
         forger = PahoMqtt(
-            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-forger"),
+            # Another bridge instance's certificate: the ACL lets it publish acks and campaigns
+            # (a stolen certificate, or an ACL mistake), but it does not hold the signing key.
+            mosquitto.client_settings(bridge_identity(CHAIN, "bridge-2")),
             subscriptions=[],
         )
         task = asyncio.create_task(forger.run(), name="test-forger")
@@ -110,7 +113,9 @@ async def test_unsigned_or_forged_campaigns_change_nothing_and_the_status_says_s
         )
         stranger = bundle.generate_signing_key(random.Random("forger").randbytes)
         forger = PahoMqtt(
-            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-forger"),
+            # Another bridge instance's certificate: the ACL lets it publish acks and campaigns
+            # (a stolen certificate, or an ACL mistake), but it does not hold the signing key.
+            mosquitto.client_settings(bridge_identity(CHAIN, "bridge-2")),
             subscriptions=[],
         )
         task = asyncio.create_task(forger.run(), name="test-forger")
@@ -145,7 +150,7 @@ async def test_events_of_an_unregistered_gateway_wait_unacked_until_it_is_regist
         visits = await pending_visits(rig, 3, time.time())
         acks: list[bytes] = []
         client = PahoMqtt(
-            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-door-9"),
+            mosquitto.client_settings(gateway_identity(newcomer)),
             subscriptions=[(wire.ack_topic(newcomer), 1)],
             on_message=lambda m: acks.append(m.payload),
         )

@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 
 from edge.adapters.mosquitto import MosquittoProcess
-from edge.adapters.mqtt import MqttSettings, PahoMqtt
+from edge.adapters.mqtt import PahoMqtt
 from edge.core import wire
+from edge.core.broker_identity import bridge_identity, gateway_identity, shopper_identity
+from edge.services.tasks import cancel_and_wait
 from tests.fakes.radio import walk_in
 from tests.integration.rig import CHAIN, STORE, eventually, store_rig
 
+OTHER_CHAIN = wire.GatewayAddress("other-chain", STORE, "door-1")
 VISIT = wire.Visit("e-forged", 1795000000.0, 1795000000.1, "m-1", "d-1", "gold", -60.0)
 GARBAGE = [
     b"",
@@ -43,10 +46,14 @@ async def test_garbage_on_every_topic_is_counted_and_dropped_and_events_still_fl
     caplog.set_level(logging.DEBUG)
     async with store_rig(tmp_path, mosquitto) as rig:
         address = rig.gateway.address
+        # Garbage as the broker's ACL lets it arrive: a gateway's certificate on its own event
+        # topics (a compromised gateway), a shopper app's on its own receipt topic, another bridge
+        # instance's on what the gateway reads (a stolen bridge certificate).
+        door_2 = wire.GatewayAddress(CHAIN, STORE, "door-2")
         stranger = wire.GatewayAddress(CHAIN, STORE, "door-9")  # not registered, never online
         bridge_topics = [
-            wire.event_topic(address, "visit"),
-            wire.event_topic(address, "offer"),
+            wire.event_topic(door_2, "visit"),
+            wire.event_topic(door_2, "offer"),
             wire.shopper_receipt_topic(CHAIN, "token-1"),
         ]
         gateway_topics = [
@@ -54,23 +61,36 @@ async def test_garbage_on_every_topic_is_counted_and_dropped_and_events_still_fl
             wire.roster_bundle_topic(address),
             wire.campaigns_topic(address),
         ]
-        rogue = PahoMqtt(
-            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-rogue")
-        )
-        task = asyncio.create_task(rogue.run(), name="rogue")
+        identities = {
+            bridge_topics[0]: gateway_identity(door_2),
+            bridge_topics[1]: gateway_identity(door_2),
+            bridge_topics[2]: shopper_identity(CHAIN, "token-1"),
+            wire.status_topic(stranger): gateway_identity(stranger),
+            # A gateway of another chain on the same broker: the bridge does not subscribe to it.
+            wire.event_topic(OTHER_CHAIN, "visit"): gateway_identity(OTHER_CHAIN),
+            **{topic: bridge_identity(CHAIN, "bridge-2") for topic in gateway_topics},
+        }
+        rogues: dict[str, PahoMqtt] = {}
+        for identity in set(identities.values()):
+            rogues[str(identity)] = PahoMqtt(mosquitto.client_settings(identity))
+        tasks = [asyncio.create_task(r.run(), name=f"rogue {n}") for n, r in rogues.items()]
+
+        async def publish(topic: str, payload: bytes, retain: bool = False) -> None:
+            await rogues[str(identities[topic])].publish(topic, payload, retain=retain)
+
         try:
-            await rogue.wait_connected(10)
+            for rogue in rogues.values():
+                await rogue.wait_connected(10)
             for topic in bridge_topics + gateway_topics:
                 for payload in GARBAGE[1:]:  # an empty roster or status is a cleared retained one
-                    await rogue.publish(topic, payload)
-                await rogue.publish(topic, OVERSIZED)
+                    await publish(topic, payload)
+                await publish(topic, OVERSIZED)
             # Retained garbage: a status, and what the gateway reads on every (re)connect.
-            await rogue.publish(wire.status_topic(stranger), GARBAGE[4], retain=True)
-            await rogue.publish(wire.roster_bundle_topic(address), GARBAGE[3], retain=True)
-            await rogue.publish(wire.campaigns_topic(address), GARBAGE[5], retain=True)
-            # A genuine-looking event of another chain: the bridge does not even subscribe to it.
-            other_chain = wire.GatewayAddress("other-chain", STORE, "door-1")
-            await rogue.publish(wire.event_topic(other_chain, "visit"), wire.encode(VISIT))
+            await publish(wire.status_topic(stranger), GARBAGE[4], retain=True)
+            await publish(wire.roster_bundle_topic(address), GARBAGE[3], retain=True)
+            await publish(wire.campaigns_topic(address), GARBAGE[5], retain=True)
+            # A genuine-looking event of another chain's gateway never reaches this bridge.
+            await publish(wire.event_topic(OTHER_CHAIN, "visit"), wire.encode(VISIT))
 
             # The bridge: every small garbage message counted; the oversized ones never reached
             # it (its maximum packet size); the gateway got its oversized ack and dropped it.
@@ -102,9 +122,9 @@ async def test_garbage_on_every_topic_is_counted_and_dropped_and_events_still_fl
             rig.source.push(walk_in(rig.devices[1], time.time() + 1))
             await rig.settled(expected_offers=2)
         finally:
-            await rogue.disconnect()
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            for rogue in rogues.values():
+                await rogue.disconnect()
+            await cancel_and_wait(tasks)
         assert "e-forged" not in await rig.column("SELECT event_id FROM visits")
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     for topic in [*bridge_topics, wire.ack_topic(address)]:

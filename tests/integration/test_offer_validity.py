@@ -12,9 +12,9 @@ from cloud_bridge.app import Bridge
 from cloud_bridge.config import BridgeConfig, BridgeSection
 from cloud_bridge.seed import seed_records
 from edge.adapters.mosquitto import MosquittoProcess
-from edge.adapters.mqtt import MqttSettings
-from edge.config import MqttSection
 from edge.core import bundle, wire
+from edge.core.broker_identity import bridge_identity, shopper_identity
+from edge.demo.runner import shopper_tokens
 from edge.demo.shopper_apps import ShopperApps
 from edge.services.tasks import cancel_and_wait
 from tests.factories import TEST_DATA_KEY, as_sent, make_offer_trigger
@@ -60,7 +60,7 @@ async def test_an_app_offline_within_the_validity_gets_the_offer_and_one_past_it
     bridge = Bridge(
         BridgeConfig(
             BridgeSection(chain=CHAIN, database=str(records.path), offer_resend_s=60.0),
-            MqttSection(host=mosquitto.host, port=mosquitto.port),
+            mosquitto.mqtt_section(bridge_identity(CHAIN, "bridge-1")),
         ),
         records,
         records,
@@ -68,7 +68,9 @@ async def test_an_app_offline_within_the_validity_gets_the_offer_and_one_past_it
         wall_clock=lambda: clock[0],
     )
     apps = ShopperApps(
-        MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-app"), CHAIN
+        lambda token: mosquitto.client_settings(shopper_identity(CHAIN, token)),
+        CHAIN,
+        await shopper_tokens(records),
     )
     tasks = [asyncio.create_task(bridge.run(), name="test-bridge")]
     try:
@@ -81,7 +83,7 @@ async def test_an_app_offline_within_the_validity_gets_the_offer_and_one_past_it
         clock[0] = issued + 1800
         await eventually(lambda: _is(records, flash.event_id, "expired"), "the flash offer expired")
         tasks.append(asyncio.create_task(apps.run(), name="test-apps"))
-        await apps.mqtt.wait_connected(10)
+        await apps.wait_connected(10)
         clock[0] = issued + 1900  # the next resend is due (offer_resend_s after the last)
         await eventually(lambda: lasting.event_id in apps.received, "the bakery offer on reconnect")
         await eventually(lambda: _is(records, lasting.event_id, "received"), "the app's receipt")

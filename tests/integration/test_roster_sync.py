@@ -26,21 +26,23 @@ from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from edge.adapters.keystore import load_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
-from edge.adapters.mqtt import MqttSettings, PahoMqtt
+from edge.adapters.mqtt import PahoMqtt
 from edge.core import bundle, wire
+from edge.core.broker_identity import bridge_identity
 from edge.core.bundle import FullRoster, RejectReason
 from edge.demo.runner import CHAIN as DEMO_CHAIN
 from edge.demo.runner import DemoOptions, demo_entrance, load_enrolled_devices, run_demo
 from edge.logredact import RedactingFilter
 from tests.fakes.radio import walk_in
-from tests.integration.rig import Rig, eventually, status_monitor, store_rig
+from tests.integration.rig import CHAIN, Rig, eventually, status_monitor, store_rig
 from tests.integration.secrets_scan import Needles, find_secrets, scan_files
 
 
 @asynccontextmanager
 async def rogue_client(broker: MosquittoProcess) -> AsyncIterator[PahoMqtt]:
-    """Someone on the broker (or the broker itself) publishing on the gateway's roster topic."""
-    rogue = PahoMqtt(MqttSettings(host=broker.host, port=broker.port, client_id="test-rogue"))
+    """Another bridge instance of the chain (its certificate stolen, or the broker itself)
+    publishing on the gateway's roster topic: only bridge identities may."""
+    rogue = PahoMqtt(broker.client_settings(bridge_identity(CHAIN, "bridge-2"), "test-rogue"))
     task = asyncio.create_task(rogue.run(), name="rogue")
     try:
         await rogue.wait_connected(10)

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from edge.adapters.mosquitto import MosquittoProcess
-from edge.adapters.mqtt import Message, MqttSettings, PahoMqtt
+from edge.adapters.mqtt import Message, PahoMqtt
 from edge.core import eid, wire
 from edge.core.advert import RawAdvert
+from edge.core.broker_identity import bridge_identity, gateway_identity, monitor_identity
 from edge.sim.entrance import SimDevice
 from tests.fakes.radio import walk_in, walk_past
-from tests.integration.rig import eventually, status_monitor, store_rig
+from tests.integration.rig import CHAIN, STORE, eventually, status_monitor, store_rig
 
 
 async def test_members_walking_in_get_one_offer_each_and_passers_by_none(
@@ -64,7 +65,7 @@ async def test_status_is_retained_and_counts_what_was_heard(
         await rig.settled(expected_offers=1)
         await rig.gateway.publish_status()
         monitor = PahoMqtt(
-            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-monitor"),
+            mosquitto.client_settings(monitor_identity(CHAIN, "it"), "test-monitor"),
             subscriptions=[(wire.STATUS_FILTER, 1)],
             on_message=on_message,
         )
@@ -207,7 +208,7 @@ async def test_a_stopped_gateway_shows_offline(tmp_path: Path, mosquitto: Mosqui
         assert not rig.gateway.mqtt.connected
         seen: list[wire.Status] = []
         monitor = PahoMqtt(
-            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-monitor-2"),
+            mosquitto.client_settings(monitor_identity(CHAIN, "it-2"), "test-monitor-2"),
             subscriptions=[(wire.STATUS_FILTER, 1)],
             on_message=lambda m: seen.append(wire.decode_as(m.payload, wire.Status, m.topic)),
         )
@@ -227,23 +228,31 @@ async def test_bad_payloads_are_logged_once_with_their_topic_and_ignored(
     caplog.set_level(logging.DEBUG)
     async with store_rig(tmp_path, mosquitto) as rig:
         address = rig.gateway.address
-        rogue = PahoMqtt(
-            MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="test-rogue")
+        # A faulty gateway (under its own prefix: the ACL allows nothing else) and a faulty
+        # bridge instance (only bridges may publish acks).
+        faulty = wire.GatewayAddress(CHAIN, STORE, "door-2")
+        rogue = PahoMqtt(mosquitto.client_settings(gateway_identity(faulty), "test-rogue"))
+        rogue_bridge = PahoMqtt(
+            mosquitto.client_settings(bridge_identity(CHAIN, "bridge-2"), "test-rogue-bridge")
         )
         task = asyncio.create_task(rogue.run(), name="rogue")
+        bridge_task = asyncio.create_task(rogue_bridge.run(), name="rogue-bridge")
         try:
             await rogue.wait_connected(10)
-            event_topic = wire.event_topic(address, "visit")
+            await rogue_bridge.wait_connected(10)
+            event_topic = wire.event_topic(faulty, "visit")
             for payload in (b"not json", b'{"v": 1, "type": "visit"}', b"\xff" * 3):
                 await rogue.publish(event_topic, payload)
-            await rogue.publish(wire.ack_topic(address), b'{"v": 9, "type": "ack"}')
+            await rogue_bridge.publish(wire.ack_topic(address), b'{"v": 9, "type": "ack"}')
             # The flow carries on.
             rig.source.push(walk_in(rig.devices[0], time.time()))
             await rig.settled(expected_offers=1)
         finally:
             await rogue.disconnect()
+            await rogue_bridge.disconnect()
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            bridge_task.cancel()
+            await asyncio.gather(task, bridge_task, return_exceptions=True)
         assert rig.bridge.rejected == 3
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert sum(event_topic in w for w in warnings) == 1  # once, then at DEBUG
@@ -303,6 +312,9 @@ async def test_a_device_enrolled_over_the_api_is_recognised_at_the_door(
             enrolled["exponent"],
             "tag",
         )
+        # The new member's app connects with its own certificate.
+        (token,) = await rig.column("SELECT shopper_token FROM members WHERE id = 'm-new-1'")
+        await rig.apps.add(str(token)).wait_connected(10)
         rig.source.push(walk_in(tag, time.time()))
         await rig.settled(expected_offers=1)
         assert await rig.column("SELECT member_id FROM visits") == ["m-new-1"]

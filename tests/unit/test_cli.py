@@ -78,7 +78,13 @@ def test_provision_prints_the_public_key_and_the_line_to_run_on_the_bridge(
     again = capsys.readouterr().out
     assert "already provisioned" in again and f"public key: {public}" in again
     private_files = sorted(p.name for p in (tmp_path / "state").iterdir())
-    assert private_files == ["gateway.key", "seal.key"]
+    assert private_files == ["gateway.key", "seal.key", "tls"]
+    assert sorted(p.name for p in (tmp_path / "state" / "tls").iterdir()) == [
+        "client.csr",
+        "client.key",
+    ]
+    assert (tmp_path / "state" / "tls" / "client.key").stat().st_mode & 0o777 == 0o600
+    assert "--csr client.csr" in out
 
 
 def test_run_without_a_provisioned_key_says_how_to_provision(
