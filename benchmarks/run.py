@@ -181,6 +181,10 @@ def main() -> int:
     results["targets"].update(resolver_bench.RESOLVER_TARGETS)
     results.update(resolver_bench.resolver_results(quick=args.quick))
     results.update(asyncio.run(bench_e2e(minutes=3 if args.quick else 10, speed=60.0)))
+    from benchmarks import uplink_bench
+
+    results["targets"].update(uplink_bench.UPLINK_TARGETS)
+    results.update(asyncio.run(uplink_bench.uplink_results(1000 if args.quick else 5000)))
     results["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = json.dumps(results, indent=2)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -127,6 +127,10 @@ class SyncApplier:
         a = self._address
         return f"roster/{a.chain}/{a.store}/{a.gateway}"
 
+    def roster_devices(self) -> tuple[wire.RosterDevice, ...]:
+        """The devices of the roster in force, under this store's pseudonyms."""
+        return tuple(self._roster.values())
+
     def status_json(self) -> dict[str, Any]:
         """The `sync` object of the status payload."""
         return {
