@@ -38,6 +38,7 @@ from edge.config import IdentitySection, load_config
 from edge.core import bundle, wire
 from edge.core.broker_identity import bridge_identity, gateway_identity, shopper_identity
 from edge.core.wire import GatewayAddress
+from edge.demo import intruders
 from edge.demo.shopper_apps import ReceivedOffer, ShopperApps
 from edge.demo.stats import percentile
 from edge.services.tasks import cancel_and_wait
@@ -201,6 +202,8 @@ def failures(summary: dict[str, Any]) -> list[str]:
         problems.append(f"{summary['non_members_recognised']} non-members were recognised")
     if summary["passers_by_entered"]:
         problems.append(f"{summary['passers_by_entered']} passers-by were counted as entering")
+    if summary.get("intruders_admitted"):
+        problems.append(f"the broker let {summary['intruders_admitted']} intruder(s) in")
     if summary["offers_delivered"] < summary["offers_triggered"]:
         problems.append(
             f"{summary['offers_triggered'] - summary['offers_delivered']} offers did not arrive"
@@ -293,7 +296,8 @@ async def _run(
     if options.live:
         print(
             f"Threshold demo: {options.minutes:g} simulated minutes at {options.speed:g}x, "
-            f"{len(devices)} enrolled devices, broker on {broker.host}:{broker.port}\n",
+            f"{len(devices)} enrolled devices, broker on {broker.host}:{broker.port} "
+            "(TLS, a certificate per identity, the generated ACL)\n",
             file=out,
         )
     tasks = [
@@ -306,6 +310,10 @@ async def _run(
             await bridge.mqtt.wait_connected()
             await apps.wait_connected()
             await gateway.sync.synced.wait()
+        # The broker speaks TLS only to the chain's certificates, under the generated ACL.
+        knocks = await intruders.knock(broker, workdir, gateway.address)
+        for k in knocks:
+            view.line(sim_start, "ADMITTED" if k.admitted else "REFUSED", f"{k.who} ({k.how})")
         go.set()
         await _watch(source, gateway, truth, view)
         await _drain(gateway, apps, triggers)
@@ -326,6 +334,8 @@ async def _run(
             "adverts_unresolved_eid": gateway.pipeline.counters.unresolved,
             "offer_duplicates_seen_by_apps": apps.duplicates,
             "events_recorded_by_bridge": bridge.recorded,
+            "intruders_refused": sum(not k.admitted for k in knocks),
+            "intruders_admitted": sum(k.admitted for k in knocks),
             "sim_minutes": options.minutes,
             "wall_s": round(time.monotonic() - wall_start, 2),
             "seed": options.seed,

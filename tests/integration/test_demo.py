@@ -52,6 +52,9 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     assert summary["offers_delivered"] == summary["offers_triggered"] > 0
     assert summary["non_members_recognised"] == 0
     assert summary["passers_by_entered"] == 0
+    # The broker refused the intruders (no certificate, plain TCP, a foreign CA's certificate).
+    assert (summary["intruders_refused"], summary["intruders_admitted"]) == (3, 0)
+    assert result.stdout.count("REFUSED") == 3 and "ADMITTED" not in result.stdout
     assert summary["latency_ms_p50"] <= summary["latency_ms_p99"]
 
     assert "DEBUG aiosqlite" in result.stderr  # the libraries' DEBUG lines are in it
