@@ -23,11 +23,12 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from cloud_bridge import __version__
 from cloud_bridge.adapters.data_key import DataKey, load_data_key
 from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile, server_tls_context
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
@@ -46,6 +47,7 @@ from edge.adapters.mqtt import (
     MqttError,
     MqttSettings,
     PahoMqtt,
+    Will,
 )
 from edge.adapters.sdnotify import SdNotifier
 from edge.adapters.sqlite_watch import DatabaseWatch
@@ -58,6 +60,7 @@ from edge.services.dbwatch import watch_database
 from edge.services.watchdog import Watchdog
 
 _LOGGER = logging.getLogger(__name__)
+SOFTWARE = f"threshold-bridge {__version__}"
 INBOX_MAX = 50_000
 REDELIVER_EVERY_S = 1.0
 # Event ids per ack: 500 ids of the longest kind (64 characters) signed and base64'd stay within
@@ -160,7 +163,10 @@ class Bridge:
         self.api_server: EnrollmentApiServer | None = None
         self.enrollment: Enrollment | None = None  # while running, with the API or auto-revoke
         self.clone_alerts = 0
+        self._started_mono = time.monotonic()
+        self._leaving = False  # stopping: no "online" status may follow the "offline" one
         m, b = config.mqtt, config.bridge
+        self.status_topic = wire.bridge_status_topic(b.chain, b.id)
         self.mqtt = PahoMqtt(
             MqttSettings(
                 host=m.host,
@@ -182,9 +188,72 @@ class Bridge:
                 # Not shared: every instance learns which roster each gateway holds.
                 (wire.status_filter(b.chain), 1),
             ],
+            will=Will(
+                self.status_topic,
+                wire.encode(wire.BridgeStatus("offline", wall_clock(), b.id, SOFTWARE)),
+            ),
             on_message=self._on_message,
             on_connect=self._on_connect,
         )
+
+    def status(self, state: Literal["online", "offline"] = "online") -> wire.BridgeStatus:
+        """This instance's health as IT monitoring sees it (docs/mqtt.md, `bridge_status`)."""
+        counters = {
+            "recorded": self.recorded,
+            "duplicates": self.duplicates,
+            "unknown": self.unknown,
+            "rejected": self.rejected,
+            "refused_events": self.refused_events,
+            "quarantined": self.quarantined,
+            "delivered": self.delivered,
+            "received": self.received,
+            "expired": self.expired,
+            "clone_alerts": self.clone_alerts,
+            "inbox_pending": self._inbox.qsize(),
+        }
+        if self.config.mqtt.insecure_plaintext:
+            counters["mqtt_insecure_plaintext"] = 1
+        return wire.BridgeStatus(
+            state=state,
+            ts=self._wall(),
+            bridge=self.config.bridge.id,
+            software=SOFTWARE,
+            uptime_s=time.monotonic() - self._started_mono,
+            counters=counters,
+        )
+
+    async def publish_status(self) -> None:
+        """Publish this instance's status, retained; a broker that is away is not waited for."""
+        if self._leaving or not self.mqtt.connected:
+            return
+        try:
+            await self.mqtt.publish(
+                self.status_topic, wire.encode(self.status()), qos=1, retain=True
+            )
+        except MqttError as exc:
+            _LOGGER.debug("bridge status not published: %s", exc)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.bridge.status_interval_s)
+            await self.publish_status()
+
+    async def say_goodbye(self) -> None:
+        """On a stop: publish the retained "offline" status the will would have (a clean
+        DISCONNECT suppresses the will), within CLOSE_TIMEOUT_S."""
+        self._leaving = True
+        if not self.mqtt.connected:
+            return
+        try:
+            await self.mqtt.publish(
+                self.status_topic,
+                wire.encode(self.status("offline")),
+                qos=1,
+                retain=True,
+                timeout_s=CLOSE_TIMEOUT_S,
+            )
+        except MqttError as exc:
+            _LOGGER.debug("offline status not published: %s", exc)
 
     @classmethod
     async def open(cls, config: BridgeConfig, notifier: SdNotifier | None = None) -> Bridge:
@@ -271,6 +340,7 @@ class Bridge:
             "deliver": self._deliver_loop(),
             "sync": self._sync_loop(),
             "watchdog": watchdog.run(),
+            "status": self._status_loop(),
         }
         if self.db_watch is not None:
             loops["database"] = watch_database(self.db_watch, self.records.stores, self.liveness)
@@ -317,6 +387,7 @@ class Bridge:
         self._sync_not_before = time.monotonic() + self.config.bridge.status_grace_s
         self._sync_wakeup.set()
         self._deliver_wakeup.set()
+        await self.publish_status()
 
     async def publish_sync(self) -> None:
         """Publish, retained, every roster and campaigns set that changed since last published."""
@@ -814,6 +885,11 @@ async def run_bridge(config: BridgeConfig, notifier: SdNotifier | None = None) -
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        # Retained "offline" for IT monitoring, before the cancelled MQTT loop's DISCONNECT
+        # suppresses the will that would say so.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await bridge.say_goodbye()
         for pending in (task, stopper):
             pending.cancel()  # the MQTT loop disconnects gracefully when cancelled
         try:

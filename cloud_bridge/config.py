@@ -41,6 +41,8 @@ class BridgeSection:
     # After (re)connecting, how long to read gateways' retained statuses before publishing rosters:
     # a gateway that already holds the current roster gets nothing instead of a full bundle.
     status_grace_s: float = 2.0
+    # How often this instance publishes its retained status for IT monitoring (bridge_status).
+    status_interval_s: float = 10.0
     # The Ed25519 key that signs every roster bundle (0600; `cloud-bridge keygen` creates it).
     signing_key_file: str = "/var/lib/threshold/bridge-signing.key"
     # The data key sealing identity keys in the database (0600; `cloud-bridge create-db` creates
@@ -140,6 +142,8 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
         raise ConfigError(path, "bridge.signing_key_file", "must name the signing key file")
     if config.bridge.sync_interval_s <= 0:
         raise ConfigError(path, "bridge.sync_interval_s", "must be > 0")
+    if not (math.isfinite(config.bridge.status_interval_s) and config.bridge.status_interval_s > 0):
+        raise ConfigError(path, "bridge.status_interval_s", "must be > 0 (seconds)")
     if not 0 <= config.bridge.status_grace_s <= 60:
         raise ConfigError(path, "bridge.status_grace_s", "must be between 0 and 60 seconds")
     if config.bridge.offer_resend_s <= 0 or config.bridge.offer_max_attempts < 1:

@@ -8,9 +8,9 @@ identity can take over another's session. The ACL grants, and nothing else:
 - a gateway `C/S/G`: publish `threshold/v1/C/S/G/status` and `.../event/+`; read `.../ack`,
   `.../sync/roster` and `.../sync/campaigns`;
 - a bridge instance `C/bridge/ID`: read events, statuses and shopper receipts of chain C; publish
-  acks, rosters, campaigns and shopper offers of chain C and its alerts;
+  acks, rosters, campaigns and shopper offers of chain C, its alerts and its own status;
 - a shopper app `C/shopper/T`: read `threshold/v1/C/shopper/T/offer`, publish `.../receipt`;
-- an IT monitor `C/monitor/NAME`: read chain C's gateway statuses and bridge alerts.
+- an IT monitor `C/monitor/NAME`: read chain C's gateway and bridge statuses and bridge alerts.
 Gateway rules are `pattern` lines (every gateway, no ACL change per gateway); bridge and monitor
 identities are listed by name. Checked against Mosquitto 2.0.11: `%u` substitutes a CN containing
 '/', a denied MQTT 5 publish gets PUBACK 0x87, a shared subscription (`$share/group/filter`) is
@@ -111,10 +111,12 @@ _BRIDGE_TOPICS = (
     "topic write {root}/{chain}/+/+/sync/campaigns",
     "topic write {root}/{chain}/shopper/+/offer",
     "topic write {root}/{chain}/bridge/alerts",
+    "topic write {root}/{chain}/bridge/status/{bridge_id}",
 )
 _MONITOR_TOPICS = (
     "topic read {root}/{chain}/+/+/status",
     "topic read {root}/{chain}/bridge/alerts",
+    "topic read {root}/{chain}/bridge/status/+",
 )
 
 
@@ -139,7 +141,7 @@ def acl_text(chains: Sequence[ChainAcl]) -> str:
         chain = chain_acl.chain
         for bridge_id in chain_acl.bridge_ids:
             lines += ["", f"user {bridge_identity(chain, bridge_id).common_name}"]
-            lines += [t.format(root=root, chain=chain) for t in _BRIDGE_TOPICS]
+            lines += [t.format(root=root, chain=chain, bridge_id=bridge_id) for t in _BRIDGE_TOPICS]
         for name in chain_acl.monitors:
             lines += ["", f"user {monitor_identity(chain, name).common_name}"]
             lines += [t.format(root=root, chain=chain) for t in _MONITOR_TOPICS]

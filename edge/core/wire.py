@@ -147,6 +147,16 @@ def bridge_alerts_topic(chain: str) -> str:
     return f"{TOPIC_ROOT}/{check_id(chain, 'chain')}/bridge/alerts"
 
 
+def bridge_status_topic(chain: str, bridge_id: str) -> str:
+    """One bridge instance → IT monitoring: its health, retained; also its last will ("offline")."""
+    return f"{TOPIC_ROOT}/{check_id(chain, 'chain')}/bridge/status/{check_id(bridge_id, 'bridge')}"
+
+
+def bridge_status_filter(chain: str) -> str:
+    """What IT monitoring subscribes to: every bridge instance's status of one chain."""
+    return f"{TOPIC_ROOT}/{check_id(chain, 'chain')}/bridge/status/+"
+
+
 @dataclass(frozen=True, slots=True)
 class ShopperTopic:
     """A parsed shopper topic: chain and the shopper's delivery token."""
@@ -283,6 +293,33 @@ class Status:
             "counters": self.counters,
             "sync": self.sync,
             "clock": self.clock,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeStatus:
+    """One bridge instance's health, published retained; the last will carries state "offline".
+
+    `counters` are totals since it started: what it recorded, and what it refused and why
+    (docs/mqtt.md).
+    """
+
+    TYPE: ClassVar[str] = "bridge_status"
+    state: Literal["online", "offline"]
+    ts: UnixTime
+    bridge: Id
+    software: Software = ""
+    uptime_s: Seconds = 0.0
+    counters: CountMap = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "ts": self.ts,
+            "bridge": self.bridge,
+            "software": self.software,
+            "uptime_s": round(self.uptime_s, 3),
+            "counters": self.counters,
         }
 
 
@@ -548,6 +585,7 @@ class CloneAlert:
 
 Payload = (
     Status
+    | BridgeStatus
     | Visit
     | OfferTrigger
     | Ack
@@ -560,6 +598,7 @@ Payload = (
 _T = TypeVar(
     "_T",
     Status,
+    BridgeStatus,
     Visit,
     OfferTrigger,
     Ack,
@@ -595,6 +634,7 @@ _SCHEMAS: dict[str, _Schema] = {
     cls.TYPE: _Schema(msgspec.json.Decoder(cls), _identity)
     for cls in (
         Status,
+        BridgeStatus,
         Visit,
         OfferTrigger,
         Ack,

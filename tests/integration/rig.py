@@ -40,7 +40,7 @@ from edge.sim.entrance import SimDevice
 from tests.factories import TEST_DATA_KEY
 from tests.fakes.radio import FakeAdvertSource
 
-P = TypeVar("P", wire.Status, wire.CloneAlert)
+P = TypeVar("P", wire.Status, wire.BridgeStatus, wire.CloneAlert)
 
 CHAIN = "test-chain"
 STORE = "store-001"

@@ -17,7 +17,7 @@ from edge.adapters.mosquitto import MosquittoProcess
 from edge.adapters.mqtt import PahoMqtt
 from edge.core import bundle, signed, wire
 from edge.core.broker_identity import bridge_identity, gateway_identity
-from tests.integration.rig import CHAIN, GATEWAY, STORE, Rig, eventually, store_rig
+from tests.integration.rig import CHAIN, GATEWAY, STORE, Rig, eventually, monitor, store_rig
 
 
 async def pending_visits(rig: Rig, count: int, now_s: float) -> list[wire.Visit]:
@@ -195,7 +195,11 @@ async def test_events_of_an_unregistered_gateway_wait_unacked_until_it_is_regist
 async def test_events_with_times_far_off_are_quarantined_acked_and_listed_for_it(
     tmp_path: Path, mosquitto: MosquittoProcess, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    async with store_rig(tmp_path, mosquitto, bridge_options={"event_max_future_s": 300.0}) as rig:
+    options = {"event_max_future_s": 300.0, "status_interval_s": 0.2}
+    async with (
+        store_rig(tmp_path, mosquitto, bridge_options=options) as rig,
+        monitor(mosquitto, wire.bridge_status_filter(CHAIN), wire.BridgeStatus) as statuses,
+    ):
         now = time.time()
         future = await pending_visits(rig, 2, now + 3 * 86400)  # a gateway clock days ahead
         ancient = await pending_visits(rig, 1, now - 90 * 86400)
@@ -212,6 +216,14 @@ async def test_events_with_times_far_off_are_quarantined_acked_and_listed_for_it
         await eventually(outbox_empty, "every event acknowledged")
         assert await rig.column("SELECT event_id FROM visits") == ["fine-0"]
         assert rig.bridge.quarantined == 3
+        # IT sees them on the bridge's retained status, and sees it go offline when it stops.
+        await eventually(
+            lambda: any(s.counters.get("quarantined") == 3 for s in statuses),
+            "the quarantine count on the bridge's status",
+        )
+        assert {s.bridge for s in statuses} == {"bridge-1"}
+        await rig.bridge.say_goodbye()
+        await eventually(lambda: statuses[-1].state == "offline", "the bridge's offline status")
         database = str(rig.records.path)
     capsys.readouterr()
     assert await asyncio.to_thread(main, ["quarantine", database, "--json"]) == 0

@@ -79,6 +79,15 @@ statuses = st.builds(
     sync=st.dictionaries(keys, st.one_of(scalars, scalar_maps), max_size=8),
     clock=scalar_maps,
 )
+bridge_statuses = st.builds(
+    wire.BridgeStatus,
+    state=st.sampled_from(["online", "offline"]),
+    ts=times,
+    bridge=ids,
+    software=texts(200),
+    uptime_s=rounded(durations, 3),
+    counters=st.dictionaries(keys, counts, max_size=8),
+)
 visits = st.builds(
     wire.Visit, ids, times, times, ids, ids, ids, rounded(st.floats(-199.0, 49.0), 1)
 )
@@ -120,7 +129,9 @@ alerts = st.builds(
     st.sampled_from(wire.ALERT_STATUSES),
     times,
 )
-payloads = st.one_of(statuses, visits, triggers, acks, offers, receipts, rosters, campaigns, alerts)
+payloads = st.one_of(
+    statuses, bridge_statuses, visits, triggers, acks, offers, receipts, rosters, campaigns, alerts
+)
 
 json_values = st.recursive(
     st.one_of(
