@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 import os
-import signal
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -57,6 +56,7 @@ from edge.core.liveness import Liveness
 from edge.logutil import OnceLogger
 from edge.process import ExitCode, Failure, classify
 from edge.services.dbwatch import watch_database
+from edge.services.supervisor import run_until_stopped
 from edge.services.watchdog import Watchdog
 
 _LOGGER = logging.getLogger(__name__)
@@ -864,40 +864,6 @@ async def run_bridge(config: BridgeConfig, notifier: SdNotifier | None = None) -
     notifier = notifier if notifier is not None else SdNotifier.from_environ()
     notifier.status("starting")
     bridge = await Bridge.open(config, notifier)
-    task = asyncio.create_task(bridge.run(), name="bridge")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
-    failure: Failure | None = None
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            exc = None if task.cancelled() else task.exception()
-            failure = bridge.failure or (
-                classify("bridge", exc, runtime=(BridgeError,))
-                if exc is not None
-                else Failure("bridge", ExitCode.RUNTIME, "every loop ended")
-            )
-        else:
-            notifier.stopping("stopping on request")
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        # Retained "offline" for IT monitoring, before the cancelled MQTT loop's DISCONNECT
-        # suppresses the will that would say so.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await bridge.say_goodbye()
-        for pending in (task, stopper):
-            pending.cancel()  # the MQTT loop disconnects gracefully when cancelled
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await asyncio.wait({task})
-        except TimeoutError:
-            _LOGGER.error("the bridge's loops did not end within %.0f s", CLOSE_TIMEOUT_S)
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved: classified above, or raised while stopping
-        await bridge.close()
-    return failure
+    return await run_until_stopped(
+        "bridge", bridge, notifier, CLOSE_TIMEOUT_S, runtime=(BridgeError,)
+    )

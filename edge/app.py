@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import sqlite3
 import time
 import uuid
@@ -50,6 +49,7 @@ from edge.errors import ConfigError
 from edge.logutil import OnceLogger
 from edge.process import ExitCode, Failure, classify
 from edge.services.dbwatch import watch_database
+from edge.services.supervisor import run_until_stopped
 from edge.services.sync import SyncApplier
 from edge.services.uplink import Uplink
 from edge.services.watchdog import Watchdog
@@ -639,39 +639,5 @@ async def run_gateway(config: GatewayConfig, notifier: SdNotifier | None = None)
     notifier = notifier if notifier is not None else SdNotifier.from_environ()
     notifier.status("starting")
     gateway = await Gateway.open(config, build_radio(config), notifier=notifier)
-    task = asyncio.create_task(gateway.run(), name="gateway")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     _LOGGER.info("gateway %s running", config.address.prefix)
-    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
-    failure: Failure | None = None
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            exc = None if task.cancelled() else task.exception()
-            failure = gateway.failure or (
-                classify("gateway", exc)
-                if exc is not None
-                else Failure("gateway", ExitCode.RUNTIME, "every loop ended")
-            )
-        else:
-            notifier.stopping("stopping on request")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                    await gateway.say_goodbye()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        for pending in (task, stopper):
-            pending.cancel()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await asyncio.wait({task})
-        except TimeoutError:
-            _LOGGER.error("the gateway's loops did not end within %.0f s", CLOSE_TIMEOUT_S)
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved: classified above, or raised while stopping
-        await gateway.close()
-    return failure
+    return await run_until_stopped("gateway", gateway, notifier, CLOSE_TIMEOUT_S)
