@@ -61,8 +61,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--out",
         type=Path,
         required=True,
-        help="directory for client.crt/.key and ca.crt ([mqtt] defaults: tls/ beside the "
-        "bridge's database)",
+        help="directory for client.crt/.key and ca.crt ([mqtt] defaults: bridge-tls/ beside "
+        "the bridge's database)",
     )
     broker = sub.add_parser(
         "broker-config",

@@ -44,7 +44,8 @@ class MqttSection:
     keepalive_s: int = 30
     # PEM files: the chain CA, this client's certificate and its key (0600). By default
     # tls/{ca.crt,client.crt,client.key} in the gateway's data_dir (`edge-gateway install-cert`
-    # puts them there) or beside the bridge's database.
+    # puts them there) or bridge-tls/{...} beside the bridge's database (`cloud-bridge ca client-cert
+    # --kind bridge --out` there): a bridge and a gateway on one host never share a key.
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
@@ -52,11 +53,10 @@ class MqttSection:
     # a lab; logged as a WARNING at every start and shown in the gateway's status.
     insecure_plaintext: bool = False
 
-    def tls_files(self, default_dir: Path) -> TlsFiles | None:
-        """The TLS files to use (None with insecure_plaintext); unset ones under default_dir/tls."""
+    def tls_files(self, defaults: TlsFiles) -> TlsFiles | None:
+        """The TLS files to use (None with insecure_plaintext); `defaults` for those unset."""
         if self.insecure_plaintext:
             return None
-        defaults = gateway_tls_files(default_dir)
         return TlsFiles(
             Path(self.ca_file) if self.ca_file else defaults.ca_file,
             Path(self.cert_file) if self.cert_file else defaults.cert_file,
@@ -206,7 +206,7 @@ class GatewayConfig:
     @property
     def mqtt_tls(self) -> TlsFiles | None:
         """The broker TLS files (from [mqtt], else under data_dir/tls), None for plain TCP."""
-        return self.mqtt.tls_files(self.data_dir)
+        return self.mqtt.tls_files(gateway_tls_files(self.data_dir))
 
 
 RADIO_SOURCES = ("bleak", "serial", "simulated")

@@ -36,6 +36,7 @@ CA_KEY_NAME = "ca.key"
 CA_CERT_NAME = "ca.crt"
 #: Where a gateway keeps its broker credentials, under its data_dir.
 GATEWAY_TLS_DIR = "tls"
+BRIDGE_TLS_DIR = "bridge-tls"
 CLIENT_KEY_NAME = "client.key"
 CLIENT_CSR_NAME = "client.csr"
 CLIENT_CERT_NAME = "client.crt"
@@ -297,8 +298,20 @@ class CertificateAuthority:
 
 def gateway_tls_files(data_dir: Path) -> TlsFiles:
     """Where a gateway keeps its broker credentials by default."""
-    tls_dir = data_dir / GATEWAY_TLS_DIR
-    return TlsFiles(tls_dir / CA_CERT_NAME, tls_dir / CLIENT_CERT_NAME, tls_dir / CLIENT_KEY_NAME)
+    return tls_files_in(data_dir / GATEWAY_TLS_DIR)
+
+
+def bridge_tls_files(state_dir: Path) -> TlsFiles:
+    """Where a bridge keeps its broker credentials by default: not the gateway's tls/, so that a
+    bridge and a gateway on one host never share (and overwrite) a key."""
+    return tls_files_in(state_dir / BRIDGE_TLS_DIR)
+
+
+def tls_files_in(directory: Path) -> TlsFiles:
+    """The CA, certificate and key files `[mqtt]` looks for in `directory`."""
+    return TlsFiles(
+        directory / CA_CERT_NAME, directory / CLIENT_CERT_NAME, directory / CLIENT_KEY_NAME
+    )
 
 
 def make_gateway_csr(data_dir: Path, identity: BrokerIdentity) -> tuple[Path, bool]:

@@ -84,3 +84,15 @@ def test_mqtt_is_tls_on_8883_by_default_and_plaintext_only_when_asked() -> None:
     assert plain.mqtt_tls is None
     with pytest.raises(ConfigError, match="insecure_plaintext"):
         parse_config('[mqtt]\ninsecure_plaintext = true\nca_file = "/x"\n')
+
+
+def test_a_bridge_and_a_gateway_on_one_host_never_share_tls_files_by_default() -> None:
+    from cloud_bridge.config import parse_bridge_config
+
+    gateway = parse_config('[gateway]\ndata_dir = "/var/lib/threshold"\n').mqtt_tls
+    bridge = parse_bridge_config(
+        '[bridge]\ndatabase = "/var/lib/threshold/loyalty.sqlite"\n'
+    ).mqtt_tls
+    assert gateway is not None and bridge is not None
+    assert str(bridge.key_file) == "/var/lib/threshold/bridge-tls/client.key"
+    assert {gateway.key_file, gateway.cert_file}.isdisjoint({bridge.key_file, bridge.cert_file})
