@@ -22,6 +22,7 @@ import random
 import secrets
 import socket
 import ssl
+import stat
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -171,6 +172,13 @@ def tls_context(files: TlsFiles) -> ssl.SSLContext:
                 "make the certificate (README, Certificates: `edge-gateway provision`, "
                 "`cloud-bridge add-gateway --csr`, `edge-gateway install-cert`)"
             ) from None
+    # The private key is this client's broker identity: refused where others may read it, as
+    # every other key file is (edge/adapters/keystore.py).
+    if files.key_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise MqttConfigError(
+            f"[mqtt] key_file {files.key_file} may be read or written by group or others: "
+            f"`chmod 600 {files.key_file}` (and make sure nobody else copied it)"
+        )
     try:
         context.load_verify_locations(cafile=str(files.ca_file))
     except ssl.SSLError as exc:
