@@ -224,9 +224,22 @@ def _check_certificate(files: TlsFiles, identity: str | None) -> None:
         )
 
 
+# OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID and X509_V_ERR_CERT_HAS_EXPIRED.
+_BROKER_CERT_TIME = frozenset({9, 10})
+
+
 def _tls_failure(exc: ssl.SSLError | str, where: str) -> MqttError:
     """What a failed TLS handshake means: our configuration, our certificate, or a passing fault."""
-    reason = exc if isinstance(exc, str) else str(exc.reason or exc)
+    reason = exc if isinstance(exc, str) else str(getattr(exc, "reason", None) or exc)
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _BROKER_CERT_TIME:
+        # The broker's certificate is out of its validity (or our clock is): fixed at the broker
+        # (or by NTP), not here. Keep retrying, so that every gateway heals itself once it is
+        # renewed, and keeps its events meanwhile.
+        return MqttConnectFailed(
+            f"the broker at {where} presented a certificate that is not valid now "
+            f"({exc.verify_message}): renew it (`cloud-bridge ca server-cert`, then restart "
+            "Mosquitto), or check this host's clock; retrying, events are kept until then"
+        )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return MqttConfigError(
             f"the broker at {where} presented a certificate we do not trust "
