@@ -39,6 +39,7 @@ from cloud_bridge.core.pseudonyms import Serials, pseudonymize
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
 from cloud_bridge.errors import BridgeError
 from cloud_bridge.services.clones import AlertError, CloneAlerts, describe, revoke_for_alert
+from edge.adapters.instance_lock import instance_lock
 from edge.adapters.keystore import load_signing_key_file
 from edge.adapters.mqtt import (
     INSECURE_PLAINTEXT_WARNING,
@@ -863,7 +864,10 @@ async def run_bridge(config: BridgeConfig, notifier: SdNotifier | None = None) -
     within CLOSE_TIMEOUT_S; what does not end in time is left to edge/process.py's hard exit."""
     notifier = notifier if notifier is not None else SdNotifier.from_environ()
     notifier.status("starting")
-    bridge = await Bridge.open(config, notifier)
-    return await run_until_stopped(
-        "bridge", bridge, notifier, CLOSE_TIMEOUT_S, runtime=(BridgeError,)
-    )
+    database = Path(config.bridge.database)
+    # One bridge process per database (several instances share PostgreSQL, not a SQLite file).
+    with instance_lock(database.with_name(database.name + ".lock"), "cloud-bridge"):
+        bridge = await Bridge.open(config, notifier)
+        return await run_until_stopped(
+            "bridge", bridge, notifier, CLOSE_TIMEOUT_S, runtime=(BridgeError,)
+        )

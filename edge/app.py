@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge import __version__
 from edge.adapters.bleak_radio import BleakAdvertSource
 from edge.adapters.bluez_advertiser import BluezIBeaconAdvertiser
+from edge.adapters.instance_lock import instance_lock
 from edge.adapters.keystore import GatewayKeys, load_gateway_keys, load_trusted_signers
 from edge.adapters.mqtt import (
     INSECURE_PLAINTEXT_WARNING,
@@ -61,6 +62,8 @@ INBOX_MAX = 10_000
 # No advert for this long (monotonic s) and the gateway, not the radio, drives housekeeping.
 QUIET_S = HOUSEKEEPING_EVERY_S
 SOFTWARE = f"threshold-edge {__version__}"
+#: In the data directory: held while `edge-gateway run` runs (edge/adapters/instance_lock.py).
+INSTANCE_LOCK_NAME = "edge-gateway.lock"
 #: A loop busy this long without finishing is stalled, when systemd sets no WatchdogSec=.
 STALL_LIMIT_S = 60.0
 #: How often stalls are looked for (and logged) when systemd sets no WatchdogSec=.
@@ -638,6 +641,7 @@ async def run_gateway(config: GatewayConfig, notifier: SdNotifier | None = None)
     within CLOSE_TIMEOUT_S; what does not end in time is left to edge/process.py's hard exit."""
     notifier = notifier if notifier is not None else SdNotifier.from_environ()
     notifier.status("starting")
-    gateway = await Gateway.open(config, build_radio(config), notifier=notifier)
-    _LOGGER.info("gateway %s running", config.address.prefix)
-    return await run_until_stopped("gateway", gateway, notifier, CLOSE_TIMEOUT_S)
+    with instance_lock(config.data_dir / INSTANCE_LOCK_NAME, "edge-gateway"):
+        gateway = await Gateway.open(config, build_radio(config), notifier=notifier)
+        _LOGGER.info("gateway %s running", config.address.prefix)
+        return await run_until_stopped("gateway", gateway, notifier, CLOSE_TIMEOUT_S)

@@ -17,6 +17,10 @@ class ConfigError(EdgeError):
         self.problem = problem
 
 
+class AlreadyRunning(EdgeError):
+    """Another process of ours holds these state files; starting a second one would harm it."""
+
+
 class StorageError(EdgeError):
     """The gateway's database could not be opened or written."""
 

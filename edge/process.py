@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from edge.errors import ConfigError, EdgeError, StorageError
+from edge.errors import AlreadyRunning, ConfigError, EdgeError, StorageError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -85,7 +85,9 @@ def classify(
         return Failure(loop, ExitCode.STORAGE, str(storage))
     if isinstance(exc, StorageError):
         return Failure(loop, ExitCode.STORAGE, str(exc))
-    if isinstance(exc, (ConfigError, KeystoreError, MqttAuthError, MqttConfigError)):
+    if isinstance(
+        exc, (AlreadyRunning, ConfigError, KeystoreError, MqttAuthError, MqttConfigError)
+    ):
         return Failure(loop, ExitCode.CONFIG, str(exc))
     if isinstance(exc, (EdgeError, *runtime)):
         return Failure(loop, ExitCode.RUNTIME, str(exc))
