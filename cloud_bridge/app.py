@@ -55,10 +55,19 @@ from edge.core.liveness import Liveness
 from edge.logutil import OnceLogger
 from edge.process import ExitCode, Failure, classify
 from edge.services.dbwatch import watch_database
+from edge.services.inbox import FairInbox, InboxLimits, sender_of
 from edge.services.watchdog import Watchdog
 
 _LOGGER = logging.getLogger(__name__)
-INBOX_MAX = 50_000
+#: What waits for the record loop: in total, and from any one gateway or shopper app (its topic's
+#: prefix), so one client flooding the broker cannot crowd out the others' events or exhaust memory
+#: (edge/services/inbox.py). A genuine gateway's batch is far inside its share.
+INBOX_LIMITS = InboxLimits(
+    messages=50_000,
+    bytes=64 * 1024 * 1024,
+    sender_messages=5_000,
+    sender_bytes=8 * 1024 * 1024,
+)
 REDELIVER_EVERY_S = 1.0
 # Event ids per ack: 500 ids of the longest kind (64 characters) signed and base64'd stay within
 # wire.MAX_PAYLOAD_BYTES.
@@ -139,7 +148,7 @@ class Bridge:
         self._held: dict[wire.GatewayAddress, tuple[int, str]] = {}
         self._sync_not_before = 0.0  # monotonic: no roster publishing before (the status grace)
         self._registered: dict[wire.GatewayAddress, bytes] | None = None  # None: not read yet
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
+        self._inbox = FairInbox(INBOX_LIMITS, self._inbox_full)
         self._deliver_wakeup = asyncio.Event()
         self._delivering: set[str] = set()
         # Campaigns version last published to each gateway (signed for its own topic).
@@ -300,13 +309,23 @@ class Bridge:
             raise
 
     def _on_message(self, message: Message) -> None:
-        try:
-            self._inbox.put_nowait(message)
-        except asyncio.QueueFull:
-            # Not acknowledged, so the gateway resends it: nothing is lost.
-            self._payload_errors.warning(
-                "inbox-full", "inbox full: %s left for a resend", message.topic
-            )
+        self._inbox.offer(message)
+
+    def _inbox_full(self, message: Message, reason: str) -> None:
+        # Not acknowledged, so the gateway resends it; an app confirms an offer resent to it
+        # again, and a gateway's status comes again: nothing is lost.
+        self._payload_errors.warning(
+            f"inbox-full {sender_of(message.topic)}",
+            "a message on %s left for a resend (%d so far): %s",
+            message.topic,
+            self._inbox.dropped,
+            reason,
+        )
+
+    @property
+    def inbox_dropped(self) -> int:
+        """Messages refused by the inbox for want of room (their senders resend them)."""
+        return self._inbox.dropped
 
     async def _on_connect(self) -> None:
         # The broker may have lost retained messages: publish everything again. The gateways'
@@ -584,7 +603,8 @@ class Bridge:
             return None
         return IncomingEvent(topic.gateway, event)
 
-    async def _handle_receipt(self, message: Message) -> None:
+    def _decode_receipt(self, message: Message, into: dict[str, set[str]]) -> None:
+        """Add a receipt's offer ids to `into`, under the shopper its topic names."""
         where = f"topic {message.topic}"
         try:
             topic = wire.parse_receipt_topic(message.topic)
@@ -594,9 +614,14 @@ class Bridge:
         except wire.WireError as exc:
             self._drop(message, exc.reason)
             return
-        self.received += await self.records.mark_received(
-            topic.shopper, list(receipt.offer_ids), self._wall()
-        )
+        into.setdefault(topic.shopper, set()).update(receipt.offer_ids)
+
+    async def _mark_received(self, receipts: dict[str, set[str]]) -> None:
+        """One write per shopper app per batch, however many receipts it sent: a flood of
+        receipts costs the record loop little. Only the shopper an offer was for confirms it."""
+        now_s = self._wall()
+        for shopper, offer_ids in receipts.items():
+            self.received += await self.records.mark_received(shopper, sorted(offer_ids), now_s)
 
     async def _process_inbox(self) -> None:
         batch_max = self.config.bridge.batch
@@ -607,13 +632,16 @@ class Bridge:
             while len(messages) < batch_max and not self._inbox.empty():
                 messages.append(self._inbox.get_nowait())
             events = []
+            receipts: dict[str, set[str]] = {}
             for message in messages:
                 if message.topic.endswith("/receipt"):
-                    await self._handle_receipt(message)
+                    self._decode_receipt(message, receipts)
                 elif message.topic.endswith("/status"):
                     self._handle_status(message)
                 else:
                     events.append(message)
+            if receipts:
+                await self._mark_received(receipts)
             decoded = [e for e in map(self._decode, events) if e is not None]
             incoming = await self._admit(decoded) if decoded else []
             if not incoming:
