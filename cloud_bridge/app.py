@@ -83,6 +83,8 @@ OutcomeListener = Callable[[RecordOutcome], None]
 DeliveryListener = Callable[[Sequence[Delivery]], None]
 Roster = dict[str, wire.RosterDevice]
 
+#: The topics the bridge reads, after their sender's prefix (edge/services/inbox.py sender_of).
+_TOPIC_KINDS = frozenset({"/event/visit", "/event/offer", "/status", "/receipt"})
 # Rejections a full snapshot cures: the gateway was not at the version the delta builds on.
 _NEEDS_FULL = frozenset({bundle.RejectReason.BASE_MISMATCH, bundle.RejectReason.DELTA_CONFLICT})
 
@@ -547,12 +549,14 @@ class Bridge:
             )
 
     def _log_campaigns_rejection(self, address: wire.GatewayAddress, status: wire.Status) -> None:
-        """Say once per rejection that a gateway refused campaigns (forged ones, or a key mix-up)."""
+        """Say once per gateway (per OnceLogger window) that it refused campaigns (forged ones,
+        or a key mix-up); the rest at DEBUG."""
         rejection = status.sync.get("last_rejection")
         if not isinstance(rejection, dict) or rejection.get("what") != "campaigns":
             return
+        # Keyed by the gateway alone: what its status says (when, why) is its to choose.
         self._payload_errors.warning(
-            f"campaigns rejected {address.prefix} {rejection.get('at')}",
+            f"campaigns rejected {address.prefix}",
             "gateway %s rejected campaigns [%s], keeping its last good set: %s",
             address.prefix,
             rejection.get("reason"),
@@ -581,10 +585,17 @@ class Bridge:
                 _LOGGER.debug("sync not published: %s", exc)
 
     def _drop(self, message: Message, reason: str) -> None:
-        """Count a message that breaks the contract; one WARNING per topic, then DEBUG."""
+        """Count a message that breaks the contract; one WARNING per sender and kind of topic,
+        then DEBUG: a client cycling through topic names (`event/<anything>`, which the ACL lets a
+        gateway publish) fills neither memory nor the log, nor hides the others' problems."""
         self.rejected += 1
+        sender = sender_of(message.topic)
+        kind = message.topic[len(sender) :]
         self._payload_errors.warning(
-            f"rejected {message.topic}", "dropped a message (%d so far): %s", self.rejected, reason
+            f"rejected {sender}{kind if kind in _TOPIC_KINDS else '/(other)'}",
+            "dropped a message (%d so far): %s",
+            self.rejected,
+            reason,
         )
 
     def _decode(self, message: Message) -> IncomingEvent | None:

@@ -21,6 +21,7 @@ import asyncio
 import concurrent.futures
 import datetime
 import json
+import logging
 import random
 import threading
 import time
@@ -593,6 +594,36 @@ async def test_a_flood_from_one_gateway_and_one_app_does_not_starve_genuine_even
         await cancel_and_wait([flooding])
     await rig.assert_alive_and_recording("the flood")
     assert sent > 100 and rig.bridge._inbox.bytes_waiting <= rig.bridge._inbox.limits.bytes
+
+
+async def test_a_gateway_cycling_through_topic_names_neither_floods_the_log_nor_hides_others(
+    hostile: Hostile, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ACL lets a gateway publish on `event/<any name>`: before, each name was a new WARNING
+    line kept in memory, and 256 of them silenced every other problem for an hour."""
+    rig = hostile.rig
+    for i in range(400):
+        await hostile.door_2.publish(f"{DOOR_2.prefix}/event/k{i:04d}", b"{}", qos=0)
+    await hostile.door_2.publish(f"{DOOR_2.prefix}/event/{'z' * 4000}", b"{}")
+    await rig.assert_alive_and_recording("400 event topic names")
+    door_3 = wire.GatewayAddress(CHAIN, STORE, "door-3")
+    newcomer = Rogue(rig.broker, gateway_identity(door_3), [])
+    try:
+        await newcomer.mqtt.wait_connected(10)
+        rejected = rig.bridge.rejected
+        await newcomer.publish(wire.status_topic(door_3), b"garbage")
+        await eventually(lambda: rig.bridge.rejected > rejected, "door-3's status dropped")
+    finally:
+        await newcomer.mqtt.disconnect()
+        await cancel_and_wait([newcomer.task])
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name == "cloud_bridge.app"
+    ]
+    assert sum("/event/k" in w for w in warnings) <= 1, warnings
+    assert any(wire.status_topic(door_3) in w for w in warnings), warnings  # not silenced
+    assert all(len(w) < 2000 for w in warnings)
 
 
 # --- Identities and certificates ---------------------------------------------------------------
