@@ -85,6 +85,10 @@ Roster = dict[str, wire.RosterDevice]
 
 #: The topics the bridge reads, after their sender's prefix (edge/services/inbox.py sender_of).
 _TOPIC_KINDS = frozenset({"/event/visit", "/event/offer", "/status", "/receipt"})
+#: Why a gateway refuses campaigns (edge/services/sync.py): the reasons the bridge tells apart.
+_CAMPAIGNS_REJECTIONS = frozenset(
+    {*(r.value for r in signed.SignedReason), "malformed", "wrong_store", "stale_version"}
+)
 # Rejections a full snapshot cures: the gateway was not at the version the delta builds on.
 _NEEDS_FULL = frozenset({bundle.RejectReason.BASE_MISMATCH, bundle.RejectReason.DELTA_CONFLICT})
 
@@ -549,14 +553,17 @@ class Bridge:
             )
 
     def _log_campaigns_rejection(self, address: wire.GatewayAddress, status: wire.Status) -> None:
-        """Say once per gateway (per OnceLogger window) that it refused campaigns (forged ones,
-        or a key mix-up); the rest at DEBUG."""
+        """Say once per gateway and reason that it refused campaigns (forged ones, or a key
+        mix-up); the rest at DEBUG."""
         rejection = status.sync.get("last_rejection")
         if not isinstance(rejection, dict) or rejection.get("what") != "campaigns":
             return
-        # Keyed by the gateway alone: what its status says (when, why) is its to choose.
+        # Keyed by the gateway and a known reason: what its status says (when, why) is its to
+        # choose, so an unknown reason is one key, and a new time no new key.
+        reason = rejection.get("reason")
+        known = reason if reason in _CAMPAIGNS_REJECTIONS else "other"
         self._payload_errors.warning(
-            f"campaigns rejected {address.prefix}",
+            f"campaigns rejected {address.prefix} {known}",
             "gateway %s rejected campaigns [%s], keeping its last good set: %s",
             address.prefix,
             rejection.get("reason"),
