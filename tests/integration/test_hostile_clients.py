@@ -684,6 +684,34 @@ async def test_a_client_id_takeover_by_another_identity_takes_nothing_over(
     await cancel_and_wait(thieves)
 
 
+@pytest.mark.parametrize("whose", ["gateway", "bridge"])
+async def test_a_stolen_certificate_kicks_its_owner_off_once_and_the_owner_comes_back(
+    hostile: Hostile, whose: str
+) -> None:
+    """The same certificate twice is the same client id: the broker drops the older session. The
+    owner reconnects by itself, the bridge republishes what a reconnect needs, nothing is lost."""
+    rig = hostile.rig
+    owner = rig.gateway.mqtt if whose == "gateway" else rig.bridge.mqtt
+    identity = (
+        gateway_identity(rig.gateway.address)
+        if whose == "gateway"
+        else bridge_identity(CHAIN, "bridge-1")
+    )
+    (visit,) = await rig.genuine_visits(1, time.time(), f"during-takeover-{whose}")
+    thief = PahoMqtt(rig.broker.client_settings(identity))
+    task = asyncio.create_task(thief.run(), name=f"thief {identity}")
+    try:
+        await thief.wait_connected(10)
+        await eventually(lambda: not owner.connected or not thief.connected, "a session dropped")
+        await rig.gateway.store.append_events([visit], time.time())  # while it fights for it
+    finally:
+        await thief.disconnect()
+        await cancel_and_wait([task])
+    await eventually(lambda: owner.connected, f"the {whose} reconnected")
+    await rig.assert_alive_and_recording(f"the {whose}'s certificate used elsewhere", timeout_s=30)
+    assert visit.event_id in await rig.column("SELECT event_id FROM visits")
+
+
 def _certificate(pki: LocalPki, cn: str, where: Path, now: datetime.datetime) -> TlsFiles:
     """A client certificate from the test CA for `cn`, as if issued at `now`."""
     key = ec.generate_private_key(ec.SECP256R1())
