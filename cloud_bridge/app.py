@@ -76,6 +76,11 @@ ACK_IDS_MAX = 500
 STALL_LIMIT_S = 60.0
 #: How often stalls are looked for (and logged) when systemd sets no WatchdogSec=.
 WATCHDOG_CHECK_S = 10.0
+#: At most one resend of a roster or campaigns set to a gateway this often, when its status shows
+#: it does not hold what was published (a lost or overwritten retained message, a gateway that lost
+#: its database and took an old set replayed to it). A status is the gateway's to choose: a lying
+#: one costs one resend per interval, never one per status.
+RESYNC_EVERY_S = 60.0
 #: How long each step of a shutdown may take: the loops ending, the database closing.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -154,6 +159,11 @@ class Bridge:
         self._held: dict[wire.GatewayAddress, tuple[int, str]] = {}
         self._sync_not_before = 0.0  # monotonic: no roster publishing before (the status grace)
         self._registered: dict[wire.GatewayAddress, bytes] | None = None  # None: not read yet
+        # When each registered gateway was last sent a roster or campaigns set (monotonic s): a
+        # status in flight meanwhile shows the old version, and asks for no resend.
+        self._last_sent: dict[wire.GatewayAddress, float] = {}
+        self.resync_every_s = RESYNC_EVERY_S
+        self.resyncs = 0  # resends a gateway's status asked for
         self._inbox = FairInbox(INBOX_LIMITS, self._inbox_full)
         self._deliver_wakeup = asyncio.Event()
         self._delivering: set[str] = set()
@@ -357,6 +367,8 @@ class Bridge:
             await self.mqtt.publish(wire.roster_bundle_topic(address), b"", qos=1, retain=True)
             del self._rosters[address]
             _LOGGER.info("gateway %s removed: its roster topic cleared", address.prefix)
+        for address in [a for a in self._last_sent if a not in self._registered]:
+            del self._last_sent[address]
         for address in [a for a in self._published if a not in self._registered]:
             await self.mqtt.publish(wire.campaigns_topic(address), b"", qos=1, retain=True)
             del self._published[address]
@@ -390,6 +402,7 @@ class Bridge:
             data = signed.sign(payload, topic, self._signing_key)
             await self.mqtt.publish(topic, data, qos=1, retain=True)
             self._published[address] = campaigns.version
+            self._last_sent[address] = time.monotonic()
         if outdated:
             _LOGGER.info(
                 "store %s: campaigns v%d published to %d gateway(s)",
@@ -455,6 +468,7 @@ class Bridge:
             await self.mqtt.publish(wire.roster_bundle_topic(address), data, qos=1, retain=True)
             delta_from = change.base_version if isinstance(change, bundle.RosterDelta) else None
             self._rosters[address] = _Published(version, kid, delta_from)
+            self._last_sent[address] = time.monotonic()
             _LOGGER.info(
                 "gateway %s: roster v%d published (%s, %d bytes)",
                 address.prefix,
@@ -507,6 +521,7 @@ class Bridge:
             )
             return
         self._log_campaigns_rejection(address, status)
+        self._resync_if_behind(address, status)
         sent = self._rosters.get(address)
         if sent is None or status.roster_version == sent.version or sent.full_needed:
             return
@@ -551,6 +566,50 @@ class Bridge:
                 reason,
                 rejection.get("message") if isinstance(rejection, dict) else "",
             )
+
+    def _resync_if_behind(self, address: wire.GatewayAddress, status: wire.Status) -> None:
+        """Resend a registered gateway what its status shows it lacks, if nothing was sent to it
+        for `resync_every_s`: the campaigns set, or a full roster where a full one was sent (a
+        delta is handled below) and not refused for a reason a resend cannot cure."""
+        campaigns = self._published.get(address)
+        sent = self._rosters.get(address)
+        rejection = status.sync.get("last_rejection")
+        refused = (
+            isinstance(rejection, dict)
+            and rejection.get("what") == "roster"
+            and sent is not None
+            and rejection.get("version") == sent.version
+        )
+        roster_behind = (
+            sent is not None
+            and sent.base_version is None
+            and not sent.adopted
+            and not sent.full_needed
+            and status.roster_version != sent.version
+            and not refused
+        )
+        campaigns_behind = campaigns is not None and status.campaigns_version != campaigns
+        if not (roster_behind or campaigns_behind):
+            return
+        now = time.monotonic()
+        last = self._last_sent.get(address)
+        if last is not None and now - last < self.resync_every_s:
+            return
+        self._last_sent[address] = now
+        self.resyncs += 1
+        if campaigns_behind:
+            del self._published[address]
+        if roster_behind and sent is not None:
+            sent.full_needed = True
+        self._sync_wakeup.set()
+        _LOGGER.info(
+            "gateway %s holds roster v%d, campaigns v%d, not v%s, v%s as published: resending",
+            address.prefix,
+            status.roster_version,
+            status.campaigns_version,
+            sent.version if sent else "-",
+            campaigns if campaigns is not None else "-",
+        )
 
     def _log_campaigns_rejection(self, address: wire.GatewayAddress, status: wire.Status) -> None:
         """Say once per gateway and reason that it refused campaigns (forged ones, or a key

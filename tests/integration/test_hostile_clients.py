@@ -121,7 +121,11 @@ async def hostile(
                 Rogue(
                     broker,
                     gateway_identity(DOOR_2),
-                    [wire.ack_topic(DOOR_2), wire.roster_bundle_topic(DOOR_2)],
+                    [
+                        wire.ack_topic(DOOR_2),
+                        wire.roster_bundle_topic(DOOR_2),
+                        wire.campaigns_topic(DOOR_2),
+                    ],
                 ),
                 Rogue(broker, bridge_identity(CHAIN, "bridge-2"), []),
                 Rogue(broker, shopper_identity(CHAIN, ROGUE_TOKEN), []),
@@ -428,7 +432,12 @@ async def test_statuses_claiming_other_keys_and_versions_cost_a_bounded_number_o
     rig = hostile.rig
     topic = wire.status_topic(DOOR_2)
     door_1_key = rig.gateway_keys.key_id
-    rosters_before = len(hostile.door_2.received)
+    roster_topic = wire.roster_bundle_topic(DOOR_2)
+
+    def rosters() -> int:
+        return sum(m.topic == roster_topic for m in hostile.door_2.received)
+
+    rosters_before = rosters()
     lies = [
         {"roster_version": wire.MAX_VERSION, "sync": {"key_id": door_1_key}},
         {"roster_version": wire.MAX_VERSION - 1, "campaigns_version": wire.MAX_VERSION},
@@ -453,9 +462,56 @@ async def test_statuses_claiming_other_keys_and_versions_cost_a_bounded_number_o
         await hostile.door_2.publish(topic, _json(status), qos=0)
     await rig.assert_alive_and_recording("200 lying statuses")
     await asyncio.sleep(1.0)  # several sync intervals
-    sent = len(hostile.door_2.received) - rosters_before
-    assert sent <= 3, f"{sent} messages to door-2 for 200 statuses"
+    sent = rosters() - rosters_before
+    assert sent <= 3, f"{sent} rosters to door-2 for 200 statuses"
     await hostile.door_2.publish(topic, b"", retain=True)
+
+
+async def test_a_gateway_whose_status_shows_it_lacks_what_was_published_gets_it_again_once(
+    hostile: Hostile,
+) -> None:
+    """A retained roster or campaigns set overwritten by a stolen bridge certificate, or an old
+    signed set replayed to a gateway that lost its database: its status shows it, and the bridge
+    resends, once per `resync_every_s` however many statuses say so."""
+    rig = hostile.rig
+    bridge = rig.bridge
+    roster_topic, campaigns_topic = wire.roster_bundle_topic(DOOR_2), wire.campaigns_topic(DOOR_2)
+
+    def got(topic: str) -> int:
+        return sum(m.topic == topic and bool(m.payload) for m in hostile.door_2.received)
+
+    door_2_key = bundle.key_id(
+        bundle.public_key_bytes(bundle.generate_gateway_key(random.Random("door-2").randbytes))
+    )
+    lacking = _json(
+        {
+            "v": 1,
+            "type": "status",
+            "state": "online",
+            "ts": time.time(),
+            "roster_version": 0,
+            "campaigns_version": 0,
+            "sync": {"key_id": door_2_key},
+        }
+    )
+    rosters, campaigns, resyncs = got(roster_topic), got(campaigns_topic), bridge.resyncs
+    bridge.resync_every_s = 0.5
+    try:
+        await asyncio.sleep(0.6)  # nothing sent to door-2 for that long
+        await hostile.door_2.publish(wire.status_topic(DOOR_2), lacking)
+        await eventually(
+            lambda: got(roster_topic) > rosters and got(campaigns_topic) > campaigns,
+            "the roster and campaigns sent to door-2 again",
+        )
+        assert bridge.resyncs == resyncs + 1
+        bridge.resync_every_s = 3600.0
+        for _ in range(100):
+            await hostile.door_2.publish(wire.status_topic(DOOR_2), lacking, qos=0)
+        await rig.assert_alive_and_recording("100 statuses lacking everything")
+        assert bridge.resyncs == resyncs + 1
+    finally:
+        bridge.resync_every_s = 60.0
+    await hostile.door_2.publish(wire.status_topic(DOOR_2), b"", retain=True)
 
 
 # --- Forged and replayed signed messages -------------------------------------------------------
