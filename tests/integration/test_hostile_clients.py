@@ -334,6 +334,9 @@ async def _expect_drop(h: Hostile, target: Target, before: int) -> None:
 async def test_garbage_on_each_topic_is_dropped_and_counted(
     hostile: Hostile, target_name: str, kind: str
 ) -> None:
+    """Counted and dropped by its listener (retained: again after the listener reconnects); a
+    message over a client's maximum packet size is dropped by the broker before it. Then every
+    part runs and a genuine event is recorded."""
     target = TARGETS[target_name]
     _, build, retain, counted = next(g for g in GENERIC if g[0] == kind)
     payload = build(target, hostile)
