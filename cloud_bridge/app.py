@@ -57,12 +57,21 @@ from edge.core.liveness import Liveness
 from edge.logutil import OnceLogger
 from edge.process import ExitCode, Failure, classify
 from edge.services.dbwatch import watch_database
+from edge.services.inbox import FairInbox, InboxLimits, sender_of
 from edge.services.supervisor import run_until_stopped
 from edge.services.watchdog import Watchdog
 
 _LOGGER = logging.getLogger(__name__)
 SOFTWARE = f"threshold-bridge {__version__}"
-INBOX_MAX = 50_000
+#: What waits for the record loop: in total, and from any one gateway or shopper app (its topic's
+#: prefix), so one client flooding the broker cannot crowd out the others' events or exhaust memory
+#: (edge/services/inbox.py). A genuine gateway's batch is far inside its share.
+INBOX_LIMITS = InboxLimits(
+    messages=50_000,
+    bytes=64 * 1024 * 1024,
+    sender_messages=5_000,
+    sender_bytes=8 * 1024 * 1024,
+)
 REDELIVER_EVERY_S = 1.0
 # Event ids per ack: 500 ids of the longest kind (64 characters) signed and base64'd stay within
 # wire.MAX_PAYLOAD_BYTES.
@@ -71,6 +80,11 @@ ACK_IDS_MAX = 500
 STALL_LIMIT_S = 60.0
 #: How often stalls are looked for (and logged) when systemd sets no WatchdogSec=.
 WATCHDOG_CHECK_S = 10.0
+#: At most one resend of a roster or campaigns set to a gateway this often, when its status shows
+#: it does not hold what was published (a lost or overwritten retained message, a gateway that lost
+#: its database and took an old set replayed to it). A status is the gateway's to choose: a lying
+#: one costs one resend per interval, never one per status.
+RESYNC_EVERY_S = 60.0
 #: How long each step of a shutdown may take: the loops ending, the database closing.
 CLOSE_TIMEOUT_S = 5.0
 
@@ -78,6 +92,12 @@ OutcomeListener = Callable[[RecordOutcome], None]
 DeliveryListener = Callable[[Sequence[Delivery]], None]
 Roster = dict[str, wire.RosterDevice]
 
+#: The topics the bridge reads, after their sender's prefix (edge/services/inbox.py sender_of).
+_TOPIC_KINDS = frozenset({"/event/visit", "/event/offer", "/status", "/receipt"})
+#: Why a gateway refuses campaigns (edge/services/sync.py): the reasons the bridge tells apart.
+_CAMPAIGNS_REJECTIONS = frozenset(
+    {*(r.value for r in signed.SignedReason), "malformed", "wrong_store", "stale_version"}
+)
 # Rejections a full snapshot cures: the gateway was not at the version the delta builds on.
 _NEEDS_FULL = frozenset({bundle.RejectReason.BASE_MISMATCH, bundle.RejectReason.DELTA_CONFLICT})
 
@@ -143,7 +163,12 @@ class Bridge:
         self._held: dict[wire.GatewayAddress, tuple[int, str]] = {}
         self._sync_not_before = 0.0  # monotonic: no roster publishing before (the status grace)
         self._registered: dict[wire.GatewayAddress, bytes] | None = None  # None: not read yet
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
+        # When each registered gateway was last sent a roster or campaigns set (monotonic s): a
+        # status in flight meanwhile shows the old version, and asks for no resend.
+        self._last_sent: dict[wire.GatewayAddress, float] = {}
+        self.resync_every_s = RESYNC_EVERY_S
+        self.resyncs = 0  # resends a gateway's status asked for
+        self._inbox = FairInbox(INBOX_LIMITS, self._inbox_full)
         self._deliver_wakeup = asyncio.Event()
         self._delivering: set[str] = set()
         # Campaigns version last published to each gateway (signed for its own topic).
@@ -211,6 +236,7 @@ class Bridge:
             "expired": self.expired,
             "clone_alerts": self.clone_alerts,
             "inbox_pending": self._inbox.qsize(),
+            "inbox_dropped": self.inbox_dropped,
         }
         if self.config.mqtt.insecure_plaintext:
             counters["mqtt_insecure_plaintext"] = 1
@@ -371,13 +397,23 @@ class Bridge:
             raise
 
     def _on_message(self, message: Message) -> None:
-        try:
-            self._inbox.put_nowait(message)
-        except asyncio.QueueFull:
-            # Not acknowledged, so the gateway resends it: nothing is lost.
-            self._payload_errors.warning(
-                "inbox-full", "inbox full: %s left for a resend", message.topic
-            )
+        self._inbox.offer(message)
+
+    def _inbox_full(self, message: Message, reason: str) -> None:
+        # Not acknowledged, so the gateway resends it; an app confirms an offer resent to it
+        # again, and a gateway's status comes again: nothing is lost.
+        self._payload_errors.warning(
+            f"inbox-full {sender_of(message.topic)}",
+            "a message on %s left for a resend (%d so far): %s",
+            message.topic,
+            self._inbox.dropped,
+            reason,
+        )
+
+    @property
+    def inbox_dropped(self) -> int:
+        """Messages refused by the inbox for want of room (their senders resend them)."""
+        return self._inbox.dropped
 
     async def _on_connect(self) -> None:
         # The broker may have lost retained messages: publish everything again. The gateways'
@@ -404,6 +440,8 @@ class Bridge:
             await self.mqtt.publish(wire.roster_bundle_topic(address), b"", qos=1, retain=True)
             del self._rosters[address]
             _LOGGER.info("gateway %s removed: its roster topic cleared", address.prefix)
+        for address in [a for a in self._last_sent if a not in self._registered]:
+            del self._last_sent[address]
         for address in [a for a in self._published if a not in self._registered]:
             await self.mqtt.publish(wire.campaigns_topic(address), b"", qos=1, retain=True)
             del self._published[address]
@@ -437,6 +475,7 @@ class Bridge:
             data = signed.sign(payload, topic, self._signing_key)
             await self.mqtt.publish(topic, data, qos=1, retain=True)
             self._published[address] = campaigns.version
+            self._last_sent[address] = time.monotonic()
         if outdated:
             _LOGGER.info(
                 "store %s: campaigns v%d published to %d gateway(s)",
@@ -502,6 +541,7 @@ class Bridge:
             await self.mqtt.publish(wire.roster_bundle_topic(address), data, qos=1, retain=True)
             delta_from = change.base_version if isinstance(change, bundle.RosterDelta) else None
             self._rosters[address] = _Published(version, kid, delta_from)
+            self._last_sent[address] = time.monotonic()
             _LOGGER.info(
                 "gateway %s: roster v%d published (%s, %d bytes)",
                 address.prefix,
@@ -554,6 +594,7 @@ class Bridge:
             )
             return
         self._log_campaigns_rejection(address, status)
+        self._resync_if_behind(address, status)
         sent = self._rosters.get(address)
         if sent is None or status.roster_version == sent.version or sent.full_needed:
             return
@@ -599,13 +640,62 @@ class Bridge:
                 rejection.get("message") if isinstance(rejection, dict) else "",
             )
 
+    def _resync_if_behind(self, address: wire.GatewayAddress, status: wire.Status) -> None:
+        """Resend a registered gateway what its status shows it lacks, if nothing was sent to it
+        for `resync_every_s`: the campaigns set, or a full roster where a full one was sent (a
+        delta is handled below) and not refused for a reason a resend cannot cure."""
+        campaigns = self._published.get(address)
+        sent = self._rosters.get(address)
+        rejection = status.sync.get("last_rejection")
+        refused = (
+            isinstance(rejection, dict)
+            and rejection.get("what") == "roster"
+            and sent is not None
+            and rejection.get("version") == sent.version
+        )
+        roster_behind = (
+            sent is not None
+            and sent.base_version is None
+            and not sent.adopted
+            and not sent.full_needed
+            and status.roster_version != sent.version
+            and not refused
+        )
+        campaigns_behind = campaigns is not None and status.campaigns_version != campaigns
+        if not (roster_behind or campaigns_behind):
+            return
+        now = time.monotonic()
+        last = self._last_sent.get(address)
+        if last is not None and now - last < self.resync_every_s:
+            return
+        self._last_sent[address] = now
+        self.resyncs += 1
+        if campaigns_behind:
+            del self._published[address]
+        if roster_behind and sent is not None:
+            sent.full_needed = True
+        self._sync_wakeup.set()
+        _LOGGER.info(
+            "gateway %s holds roster v%d, campaigns v%d, not v%s, v%s as published: resending",
+            address.prefix,
+            status.roster_version,
+            status.campaigns_version,
+            sent.version if sent else "-",
+            campaigns if campaigns is not None else "-",
+        )
+
     def _log_campaigns_rejection(self, address: wire.GatewayAddress, status: wire.Status) -> None:
-        """Say once per rejection that a gateway refused campaigns (forged ones, or a key mix-up)."""
+        """Say once per gateway and reason that it refused campaigns (forged ones, or a key
+        mix-up); the rest at DEBUG."""
         rejection = status.sync.get("last_rejection")
         if not isinstance(rejection, dict) or rejection.get("what") != "campaigns":
             return
+        # Keyed by the gateway and a known reason: what its status says (when, why) is its to
+        # choose, so an unknown reason is one key, and a new time no new key.
+        reason = rejection.get("reason")
+        known = reason if reason in _CAMPAIGNS_REJECTIONS else "other"
         self._payload_errors.warning(
-            f"campaigns rejected {address.prefix} {rejection.get('at')}",
+            f"campaigns rejected {address.prefix} {known}",
             "gateway %s rejected campaigns [%s], keeping its last good set: %s",
             address.prefix,
             rejection.get("reason"),
@@ -634,10 +724,17 @@ class Bridge:
                 _LOGGER.debug("sync not published: %s", exc)
 
     def _drop(self, message: Message, reason: str) -> None:
-        """Count a message that breaks the contract; one WARNING per topic, then DEBUG."""
+        """Count a message that breaks the contract; one WARNING per sender and kind of topic,
+        then DEBUG: a client cycling through topic names (`event/<anything>`, which the ACL lets a
+        gateway publish) fills neither memory nor the log, nor hides the others' problems."""
         self.rejected += 1
+        sender = sender_of(message.topic)
+        kind = message.topic[len(sender) :]
         self._payload_errors.warning(
-            f"rejected {message.topic}", "dropped a message (%d so far): %s", self.rejected, reason
+            f"rejected {sender}{kind if kind in _TOPIC_KINDS else '/(other)'}",
+            "dropped a message (%d so far): %s",
+            self.rejected,
+            reason,
         )
 
     def _decode(self, message: Message) -> IncomingEvent | None:
@@ -656,7 +753,8 @@ class Bridge:
             return None
         return IncomingEvent(topic.gateway, event)
 
-    async def _handle_receipt(self, message: Message) -> None:
+    def _decode_receipt(self, message: Message, into: dict[str, set[str]]) -> None:
+        """Add a receipt's offer ids to `into`, under the shopper its topic names."""
         where = f"topic {message.topic}"
         try:
             topic = wire.parse_receipt_topic(message.topic)
@@ -666,9 +764,14 @@ class Bridge:
         except wire.WireError as exc:
             self._drop(message, exc.reason)
             return
-        self.received += await self.records.mark_received(
-            topic.shopper, list(receipt.offer_ids), self._wall()
-        )
+        into.setdefault(topic.shopper, set()).update(receipt.offer_ids)
+
+    async def _mark_received(self, receipts: dict[str, set[str]]) -> None:
+        """One write per shopper app per batch, however many receipts it sent: a flood of
+        receipts costs the record loop little. Only the shopper an offer was for confirms it."""
+        now_s = self._wall()
+        for shopper, offer_ids in receipts.items():
+            self.received += await self.records.mark_received(shopper, sorted(offer_ids), now_s)
 
     async def _process_inbox(self) -> None:
         batch_max = self.config.bridge.batch
@@ -679,13 +782,16 @@ class Bridge:
             while len(messages) < batch_max and not self._inbox.empty():
                 messages.append(self._inbox.get_nowait())
             events = []
+            receipts: dict[str, set[str]] = {}
             for message in messages:
                 if message.topic.endswith("/receipt"):
-                    await self._handle_receipt(message)
+                    self._decode_receipt(message, receipts)
                 elif message.topic.endswith("/status"):
                     self._handle_status(message)
                 else:
                     events.append(message)
+            if receipts:
+                await self._mark_received(receipts)
             decoded = [e for e in map(self._decode, events) if e is not None]
             incoming = await self._admit(decoded) if decoded else []
             if not incoming:

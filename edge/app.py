@@ -50,6 +50,7 @@ from edge.errors import ConfigError
 from edge.logutil import OnceLogger
 from edge.process import ExitCode, Failure, classify
 from edge.services.dbwatch import watch_database
+from edge.services.inbox import FairInbox, InboxLimits
 from edge.services.supervisor import run_until_stopped
 from edge.services.sync import SyncApplier
 from edge.services.uplink import Uplink
@@ -58,7 +59,15 @@ from edge.sim.entrance import EntranceConfig, StoreEntrance, make_members
 from firmware_config.profiles import load_profiles
 
 _LOGGER = logging.getLogger(__name__)
-INBOX_MAX = 10_000
+#: What waits for the inbox loop: everything it reads comes from the bridge (acks, its roster, its
+#: campaigns), but a stolen bridge certificate must not exhaust a Pi's memory with 32 MB messages.
+#: An empty inbox always takes one message (a roster bundle may be that big).
+INBOX_LIMITS = InboxLimits(
+    messages=10_000,
+    bytes=64 * 1024 * 1024,
+    sender_messages=10_000,
+    sender_bytes=64 * 1024 * 1024,
+)
 # No advert for this long (monotonic s) and the gateway, not the radio, drives housekeeping.
 QUIET_S = HOUSEKEEPING_EVERY_S
 SOFTWARE = f"threshold-edge {__version__}"
@@ -185,10 +194,9 @@ class Gateway:
             wall_clock,
             retention_s=config.privacy.retention_s,
         )
-        self._inbox: asyncio.Queue[Message] = asyncio.Queue(INBOX_MAX)
+        self._inbox = FairInbox(INBOX_LIMITS, self._inbox_full)
         self._status_wakeup = asyncio.Event()
         self._leaving = False
-        self.inbox_dropped = 0
         #: Messages dropped because they broke the wire contract (ack, roster, campaigns, others).
         self.rejected_messages = 0
         # Acks not signed by a trusted bridge key for this gateway's ack topic: they drain nothing.
@@ -435,13 +443,23 @@ class Gateway:
         return True
 
     def _on_message(self, message: Message) -> None:
-        try:
-            self._inbox.put_nowait(message)
-        except asyncio.QueueFull:
-            self.inbox_dropped += 1
-            self._payload_errors.warning(
-                "inbox-full", "inbox full (%d): dropped a message on %s", INBOX_MAX, message.topic
-            )
+        self._inbox.offer(message)
+
+    def _inbox_full(self, message: Message, reason: str) -> None:
+        # An ack not handled means a resend and a duplicate the bridge acks again; a retained
+        # roster or campaigns set comes back on the next (re)publish or reconnect.
+        self._payload_errors.warning(
+            "inbox-full",
+            "dropped a message on %s (%d so far): %s",
+            message.topic,
+            self._inbox.dropped,
+            reason,
+        )
+
+    @property
+    def inbox_dropped(self) -> int:
+        """Messages refused by the inbox for want of room."""
+        return self._inbox.dropped
 
     async def _process_inbox(self) -> None:
         while True:

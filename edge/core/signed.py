@@ -119,12 +119,14 @@ def verify(
         raise SignedRejected(
             SignedReason.MALFORMED, f"{where}: {len(data)} bytes, too big for a signed message"
         )
+    # msgspec raises RecursionError (not a DecodeError) for nesting deeper than it recurses, also
+    # where it skips an unknown field: `{"a":{"a":...}}` must be a refusal, not a crashed loop.
     try:
         envelope = _DECODER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         try:
             kind = _KIND_DECODER.decode(data).type
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             kind = SIGNED_TYPE
         if kind != SIGNED_TYPE:
             raise SignedRejected(

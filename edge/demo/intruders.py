@@ -7,6 +7,7 @@ certificate, and one with a certificate from a CA that is not the chain's. Each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from dataclasses import dataclass
@@ -40,10 +41,13 @@ def _raw_connect(broker: MosquittoProcess, context: ssl.SSLContext | None) -> Kn
         "anonymous client, TLS without a certificate" if context else "anonymous client, plain TCP"
     )
     try:
-        with socket.create_connection((broker.host, broker.port), timeout=PROBE_TIMEOUT_S) as raw:
-            sock: socket.socket = raw
+        with contextlib.ExitStack() as stack:
+            sock: socket.socket = stack.enter_context(
+                socket.create_connection((broker.host, broker.port), timeout=PROBE_TIMEOUT_S)
+            )
             if context is not None:
-                sock = context.wrap_socket(raw, server_hostname="localhost")
+                # The TLS socket takes the connection over: it is the one to close.
+                sock = stack.enter_context(context.wrap_socket(sock, server_hostname="localhost"))
             sock.sendall(_CONNECT_V5)
             reply = sock.recv(16)
     except (OSError, ssl.SSLError) as exc:

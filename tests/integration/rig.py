@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import Bridge
 from cloud_bridge.config import ApiSection, BridgeConfig, BridgeSection
+from cloud_bridge.core.pseudonyms import Kind
 from cloud_bridge.seed import seed_records
 from edge.adapters.keystore import GatewayKeys, create_signing_key_file, provision_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
@@ -111,6 +112,7 @@ class Rig:
     others: dict[str, tuple[Gateway, FakeAdvertSource]] = field(default_factory=dict)
     # The running parts' tasks, torn down on exit (start_bridge adds the bridge's).
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _genuine: int = 0  # genuine events sent by assert_alive_and_recording
 
     def start_bridge(self) -> None:
         """Start the bridge of a rig built with `start_bridge=False`."""
@@ -162,6 +164,52 @@ class Rig:
     async def column(self, sql: str) -> list[object]:
         async with self.records.connection.execute(sql) as cursor:
             return [r[0] async for r in cursor]
+
+    async def genuine_visits(self, count: int, now_s: float, prefix: str) -> list[wire.Visit]:
+        """`count` visits of consenting members under the store's pseudonyms, as its gateway
+        sends them; event ids `{prefix}-0000`..."""
+        serials = await self.records.serials()
+        pseudonyms = self.records.pseudonyms(STORE)
+        async with self.records.connection.execute(
+            "SELECT d.id, d.member_id, m.tier FROM devices d JOIN members m ON m.id = d.member_id "
+            "WHERE m.consent AND d.active ORDER BY d.id"
+        ) as cursor:
+            rows = [tuple(r) async for r in cursor]
+        visits = []
+        for i in range(count):
+            device, member, tier = rows[i % len(rows)]
+            visits.append(
+                wire.Visit(
+                    event_id=f"{prefix}-{i:04d}",
+                    ts=now_s + i,
+                    detected_at=now_s + i,
+                    member=pseudonyms.one(Kind.MEMBER, serials.members[member]),
+                    device=pseudonyms.one(Kind.DEVICE, serials.devices[device]),
+                    tier=tier,
+                    rssi_dbm=-60.0,
+                )
+            )
+        return visits
+
+    async def assert_alive_and_recording(self, after: str, timeout_s: float = 10.0) -> None:
+        """Every part still running, and a genuine event of the gateway recorded and acknowledged
+        within `timeout_s`: what must hold after anything hostile (`after` names it)."""
+        for task in self.tasks:
+            assert not task.done(), f"{task.get_name()} ended after {after}: {task!r}"
+        self._genuine += 1
+        (visit,) = await self.genuine_visits(1, time.time(), f"genuine-{self._genuine:05d}")
+        await self.gateway.store.append_events([visit], time.time())
+        self.gateway.uplink.wake()
+
+        async def recorded_and_acked() -> bool:
+            ids = await self.column(
+                f"SELECT event_id FROM visits WHERE event_id = '{visit.event_id}'"
+            )
+            return bool(ids) and await self.gateway.store.count() == 0
+
+        await eventually(
+            recorded_and_acked, f"a genuine event recorded and acked after {after}", timeout_s
+        )
 
 
 @contextlib.asynccontextmanager

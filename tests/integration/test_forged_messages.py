@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from cloud_bridge.cli import main
-from cloud_bridge.core.pseudonyms import Kind
 from edge.adapters.mosquitto import MosquittoProcess
 from edge.adapters.mqtt import PahoMqtt
 from edge.core import bundle, signed, wire
@@ -22,28 +21,7 @@ from tests.integration.rig import CHAIN, GATEWAY, STORE, Rig, eventually, monito
 
 async def pending_visits(rig: Rig, count: int, now_s: float) -> list[wire.Visit]:
     """`count` visits of consenting members under the store's pseudonyms, as its gateway sends."""
-    serials = await rig.records.serials()
-    pseudonyms = rig.records.pseudonyms(STORE)
-    async with rig.records.connection.execute(
-        "SELECT d.id, d.member_id, m.tier FROM devices d JOIN members m ON m.id = d.member_id "
-        "WHERE m.consent AND d.active ORDER BY d.id"
-    ) as cursor:
-        rows = [tuple(r) async for r in cursor]
-    visits = []
-    for i in range(count):
-        device, member, tier = rows[i % len(rows)]
-        visits.append(
-            wire.Visit(
-                event_id=f"forged-test-{i:04d}",
-                ts=now_s + i,
-                detected_at=now_s + i,
-                member=pseudonyms.one(Kind.MEMBER, serials.members[member]),
-                device=pseudonyms.one(Kind.DEVICE, serials.devices[device]),
-                tier=tier,
-                rssi_dbm=-60.0,
-            )
-        )
-    return visits
+    return await rig.genuine_visits(count, now_s, "forged-test")
 
 
 async def test_forged_acks_drain_nothing_and_every_event_is_recorded_once_the_bridge_is_up(

@@ -61,6 +61,10 @@ FORGED_PAYLOAD = _altered(
         (_altered(GOOD, payload=12), TOPIC, signed.SignedReason.MALFORMED),
         (GOOD.replace(b'"format":1', b'"format":1e999'), TOPIC, signed.SignedReason.MALFORMED),
         (b" " * (3 * signed.MAX_SIGNED_BYTES), TOPIC, signed.SignedReason.MALFORMED),
+        # Deep nesting where msgspec skips an unknown field raised RecursionError out of verify.
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, TOPIC, signed.SignedReason.MALFORMED),
+        (b'{"type":"signed","x":' + b"[" * 10_000, TOPIC, signed.SignedReason.MALFORMED),
+        (b'{"type":"ack","x":' + b'{"a":' * 10_000, TOPIC, signed.SignedReason.MALFORMED),
     ],
     ids=[
         "another-topic",
@@ -81,6 +85,9 @@ FORGED_PAYLOAD = _altered(
         "payload-not-bytes",
         "non-finite",
         "oversized",
+        "deep-unknown-field",
+        "deep-in-an-envelope",
+        "deep-in-a-plain-payload",
     ],
 )
 def test_a_message_not_signed_by_a_trusted_key_for_this_topic_is_refused(
@@ -109,3 +116,21 @@ def test_any_bytes_are_refused_or_verified_never_an_exception(data: bytes) -> No
 def test_every_payload_round_trips_for_its_topic(payload: bytes, topic: str) -> None:
     data = signed.sign(payload, topic, BRIDGE)
     assert signed.verify(data, topic, [BRIDGE.public_key()]).payload == payload
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"[", b'{"a":', b'{"type":"signed","x":', b'{"v":1,"payload":']),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(min_value=1, max_value=20_000),
+    st.sampled_from([b"", b"1", b"]", b"}", b'"x"}']),
+)
+def test_nesting_of_any_depth_and_shape_is_refused_never_an_exception(
+    openers: list[bytes], depth: int, tail: bytes
+) -> None:
+    data = b"".join(openers[i % len(openers)] for i in range(depth)) + tail * depth
+    with pytest.raises(signed.SignedRejected):
+        signed.verify(data[: 2 * signed.MAX_SIGNED_BYTES], TOPIC, [BRIDGE.public_key()])
