@@ -498,13 +498,11 @@ class EnrollmentApiServer:
                 "holds no API token hash: create a token with "
                 f"`cloud-bridge api-token --tokens-file {self.tokens.path}`",
             )
+        # TLS starts inside _on_connection, once the connection is counted: asyncio's own
+        # ssl= would hold every accepted socket through its handshake before the cap could see it,
+        # so a flood of silent connections would use up the bridge's file descriptors.
         self._server = await asyncio.start_server(
-            self._on_connection,
-            self.host,
-            self._port,
-            limit=MAX_HEAD_BYTES,
-            ssl=self._ssl,
-            ssl_handshake_timeout=READ_TIMEOUT_S if self._ssl is not None else None,
+            self._on_connection, self.host, self._port, limit=MAX_HEAD_BYTES
         )
         _LOGGER.info(
             "enrollment API listening on %s://%s:%d",
@@ -553,14 +551,24 @@ class EnrollmentApiServer:
         self._connections[task] = writer
         try:
             if len(self._connections) > MAX_CONNECTIONS:
+                # Refused at once, without lingering or a TLS handshake: a flood must cost no
+                # more than the MAX_CONNECTIONS sockets already held.
+                self._refusals.warning(
+                    "busy", "enrollment API: over %d connections, refusing more", MAX_CONNECTIONS
+                )
+                if self._ssl is not None:
+                    writer.transport.abort()
+                    return
                 response: HttpResponse | None = HttpProblem(
                     503,
                     "busy",
                     f"more than {MAX_CONNECTIONS} connections; retry in {RETRY_AFTER_S} s",
                     headers=(("Retry-After", str(RETRY_AFTER_S)),),
                 ).response()
-                linger = True
+                linger = False
             else:
+                if self._ssl is not None:
+                    await writer.start_tls(self._ssl, ssl_handshake_timeout=READ_TIMEOUT_S)
                 response, linger = await self._exchange(reader, writer)
             if response is not None:
                 async with asyncio.timeout(WRITE_TIMEOUT_S):
@@ -568,14 +576,14 @@ class EnrollmentApiServer:
                     await writer.drain()
                 if linger:
                     await self._linger(reader, writer)
-        except (ConnectionError, TimeoutError):
-            pass  # the client went away or stopped reading: nothing more to say to it
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            pass  # the client went away, stopped reading or failed its TLS handshake
         except Exception:  # a supervisor: one connection's bug must not stop the API
             _LOGGER.exception("enrollment API: connection failed")
         finally:
             self._connections.pop(task, None)
             writer.close()
-            with contextlib.suppress(ConnectionError, TimeoutError):
+            with contextlib.suppress(ConnectionError, TimeoutError, ssl.SSLError):
                 async with asyncio.timeout(WRITE_TIMEOUT_S):
                     await writer.wait_closed()
 

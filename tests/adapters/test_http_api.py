@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -706,6 +708,79 @@ async def test_the_api_serves_https_with_its_certificate(
         assert not answer.startswith(b"HTTP/1.1 200")
     finally:
         await server.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
+async def test_a_flood_of_idle_connections_holds_no_more_than_the_cap(
+    api: Api, test_pki: LocalPki, monkeypatch: pytest.MonkeyPatch, https: bool
+) -> None:
+    """Each silent connection over the cap is closed at once (before any TLS handshake), so a
+    flood cannot use up the bridge's file descriptors; once it ends, the API answers again."""
+    cap, flood = 8, 200
+    monkeypatch.setattr(http_api, "MAX_CONNECTIONS", cap)
+    context = None
+    if https:
+        files = test_pki.server_files(("127.0.0.1",))
+        context = server_tls_context(files.cert_file, files.key_file)
+    server = EnrollmentApiServer(
+        api.server.api.enrollment, TokenFile(api.tokens_file), "127.0.0.1", 0, context
+    )
+    await server.start()
+    idle: list[socket.socket] = []
+    try:
+        before = _open_fds()
+        loop = asyncio.get_running_loop()
+        for _ in range(flood):
+            sock = socket.socket()
+            sock.setblocking(False)
+            idle.append(sock)
+            async with asyncio.timeout(10):
+                await loop.sock_connect(sock, ("127.0.0.1", server.port))  # then never a byte
+        await asyncio.sleep(0.5)  # the server accepts them all meanwhile
+        held = _open_fds() - before - flood  # the server's side of the flood
+        assert held <= cap + 2, f"the server holds {held} sockets for {flood} idle clients"
+        refused = [await _closed_by_peer(loop, sock) for sock in idle]
+        assert sum(refused) >= flood - cap
+    finally:
+        for sock in idle:
+            sock.close()
+    try:
+        client = None
+        if https:
+            client = ssl.create_default_context(cafile=str(test_pki.ca_file))
+        raw = build_request("GET", f"/v1/members/{APP_MEMBER}", token=api.token)
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1",
+                server.port,
+                ssl=client,
+                server_hostname="127.0.0.1" if https else None,
+            )
+            writer.write(raw)
+            await writer.drain()
+            reply = parse_reply(await reader.read())
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+        assert reply.status == 200
+    finally:
+        await server.close()
+
+
+async def _closed_by_peer(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bool:
+    """Whether the server has closed (or answered and closed) this connection."""
+    try:
+        async with asyncio.timeout(0.05):
+            data = await loop.sock_recv(sock, 4096)
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return data == b"" or data.startswith(b"HTTP/1.1 503")
 
 
 def test_https_needs_readable_files_and_beyond_loopback_needs_https(tmp_path: Path) -> None:
