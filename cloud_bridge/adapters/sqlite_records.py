@@ -483,8 +483,9 @@ class SqliteLoyaltyRecords:
                 fix="; restore it from a backup",
             )
         except MissingDatabase as exc:
+            there = "there" if not path.exists() else "in that file (it is empty or another's)"
             raise RecordsError(
-                f"{path}: no loyalty database there; check the path ([bridge] database), or "
+                f"{path}: no loyalty database {there}; check the path ([bridge] database), or "
                 f"create a new one with `cloud-bridge create-db {path}`"
             ) from exc
         except StorageError as exc:

@@ -71,6 +71,8 @@ async def open_database(
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open {what} {path}: {exc}") from exc
     try:
+        if exists and not create and migrations:
+            await _refuse_unversioned(db, path, what)  # before _check writes (WAL mode)
         await _check(db, path, what, fix)
         await db.execute("PRAGMA synchronous=FULL")
         if foreign_keys:
@@ -157,6 +159,17 @@ async def _check(db: aiosqlite.Connection, path: Path, what: str, fix: str) -> N
         await db.execute("CREATE TABLE main.threshold_write_probe (x)")
     finally:
         await db.rollback()
+
+
+async def _refuse_unversioned(db: aiosqlite.Connection, path: Path, what: str) -> None:
+    """Refuse a file with no schema version: an empty file (or another program's database) is a
+    new database to SQLite, and migrating it would be the silent creation `create=False` refuses."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    if not row or int(row[0]) == 0:
+        raise MissingDatabase(
+            str(path), f"{path}: is empty or not a {what} (schema version 0); check the path"
+        )
 
 
 async def _migrate(
