@@ -36,6 +36,10 @@ class MissingDatabase(DatabaseFileError):
     """The database file is not there (and the caller did not ask to create it)."""
 
 
+class EmptyDatabase(MissingDatabase):
+    """The file is there but holds no schema version: empty, or another program's database."""
+
+
 class ReadOnlyDatabase(DatabaseFileError):
     """The database file, or its directory (where SQLite keeps -wal and -shm), cannot be written."""
 

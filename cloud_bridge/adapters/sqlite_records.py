@@ -48,7 +48,7 @@ from cloud_bridge.core.records import Delivery, IncomingEvent, QuarantinedEvent,
 from cloud_bridge.errors import RecordsError
 from edge.adapters.sqlite_db import Writable, open_database, os_writable
 from edge.core import wire
-from edge.errors import MissingDatabase, StorageError
+from edge.errors import EmptyDatabase, MissingDatabase, StorageError
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -483,7 +483,11 @@ class SqliteLoyaltyRecords:
                 fix="; restore it from a backup",
             )
         except MissingDatabase as exc:
-            there = "there" if not path.exists() else "in that file (it is empty or another's)"
+            there = (
+                "in that file (it is empty or another's)"
+                if isinstance(exc, EmptyDatabase)
+                else "there"
+            )
             raise RecordsError(
                 f"{path}: no loyalty database {there}; check the path ([bridge] database), or "
                 f"create a new one with `cloud-bridge create-db {path}`"

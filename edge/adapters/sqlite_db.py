@@ -20,6 +20,7 @@ import aiosqlite
 from edge.errors import (
     CorruptDatabase,
     DatabaseFileError,
+    EmptyDatabase,
     MissingDatabase,
     NewerDatabase,
     ReadOnlyDatabase,
@@ -167,7 +168,7 @@ async def _refuse_unversioned(db: aiosqlite.Connection, path: Path, what: str) -
     async with db.execute("PRAGMA user_version") as cursor:
         row = await cursor.fetchone()
     if not row or int(row[0]) == 0:
-        raise MissingDatabase(
+        raise EmptyDatabase(
             str(path), f"{path}: is empty or not a {what} (schema version 0); check the path"
         )
 
