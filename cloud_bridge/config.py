@@ -16,7 +16,7 @@ from cloud_bridge.core.clones import (
     DEFAULT_MIN_GAP_S,
     ClonePolicy,
 )
-from edge.adapters.pki import TlsFiles
+from edge.adapters.pki import BRIDGE_TLS_DIR, TlsFiles
 from edge.config import MqttSection, build_dataclass, check_mqtt_section
 from edge.core.wire import WireError, check_id
 from edge.errors import ConfigError
@@ -103,8 +103,9 @@ class BridgeConfig:
 
     @property
     def mqtt_tls(self) -> TlsFiles | None:
-        """The broker TLS files from [mqtt] (else tls/ beside the database), None for plain TCP."""
-        return self.mqtt.tls_files(Path(self.bridge.database).parent)
+        """The broker TLS files from [mqtt] (else bridge-tls/ beside the database), None for
+        plain TCP."""
+        return self.mqtt.tls_files(Path(self.bridge.database).parent, BRIDGE_TLS_DIR)
 
 
 def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.adapters.pki import TlsFiles, gateway_tls_files
+from edge.adapters.pki import GATEWAY_TLS_DIR, TlsFiles, gateway_tls_files
 from edge.core.broker_identity import IdentityError, check_store_id
 from edge.core.bundle import KeyFormatError, load_signer_public_key
 from edge.core.presence import PresenceConfig
@@ -52,11 +52,12 @@ class MqttSection:
     # a lab; logged as a WARNING at every start and shown in the gateway's status.
     insecure_plaintext: bool = False
 
-    def tls_files(self, default_dir: Path) -> TlsFiles | None:
-        """The TLS files to use (None with insecure_plaintext); unset ones under default_dir/tls."""
+    def tls_files(self, default_dir: Path, subdir: str = GATEWAY_TLS_DIR) -> TlsFiles | None:
+        """The TLS files to use (None with insecure_plaintext); unset ones under
+        default_dir/subdir."""
         if self.insecure_plaintext:
             return None
-        defaults = gateway_tls_files(default_dir)
+        defaults = gateway_tls_files(default_dir, subdir)
         return TlsFiles(
             Path(self.ca_file) if self.ca_file else defaults.ca_file,
             Path(self.cert_file) if self.cert_file else defaults.cert_file,

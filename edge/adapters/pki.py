@@ -36,6 +36,9 @@ CA_KEY_NAME = "ca.key"
 CA_CERT_NAME = "ca.crt"
 #: Where a gateway keeps its broker credentials, under its data_dir.
 GATEWAY_TLS_DIR = "tls"
+#: Where a bridge keeps its own, beside its database: not GATEWAY_TLS_DIR, which a gateway sharing
+#: the host and the state directory (a pilot on one Pi) already uses for its key.
+BRIDGE_TLS_DIR = "bridge-tls"
 CLIENT_KEY_NAME = "client.key"
 CLIENT_CSR_NAME = "client.csr"
 CLIENT_CERT_NAME = "client.crt"
@@ -295,9 +298,9 @@ class CertificateAuthority:
         return True
 
 
-def gateway_tls_files(data_dir: Path) -> TlsFiles:
-    """Where a gateway keeps its broker credentials by default."""
-    tls_dir = data_dir / GATEWAY_TLS_DIR
+def gateway_tls_files(data_dir: Path, subdir: str = GATEWAY_TLS_DIR) -> TlsFiles:
+    """Where a gateway (or, with BRIDGE_TLS_DIR, a bridge) keeps its broker credentials by default."""
+    tls_dir = data_dir / subdir
     return TlsFiles(tls_dir / CA_CERT_NAME, tls_dir / CLIENT_CERT_NAME, tls_dir / CLIENT_KEY_NAME)
 
 
