@@ -491,9 +491,10 @@ class PahoMqtt:
                 f"refused: nothing accepts connections at {self._where}"
             ) from exc
         except TimeoutError as exc:
+            step = "TCP connect or TLS handshake" if self._settings.tls else "TCP connect"
             raise MqttConnectFailed(
-                f"timeout: TCP connect to {self._where} took over "
-                f"{self._settings.connect_timeout_s} s"
+                f"timeout: {step} with {self._where} took over "
+                f"{self._settings.connect_timeout_s} s (a broker that accepts but does not answer?)"
             ) from exc
         except socket.gaierror as exc:
             raise MqttConnectFailed(
