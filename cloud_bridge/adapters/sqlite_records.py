@@ -46,7 +46,12 @@ from cloud_bridge.core.pseudonyms import (
 )
 from cloud_bridge.core.records import Delivery, IncomingEvent, QuarantinedEvent, RecordOutcome
 from cloud_bridge.errors import RecordsError
-from edge.adapters.sqlite_db import Writable, open_database, os_writable
+from edge.adapters.sqlite_db import (
+    LOYALTY_APPLICATION_ID,
+    Writable,
+    open_database,
+    os_writable,
+)
 from edge.core import wire
 from edge.errors import EmptyDatabase, MissingDatabase, StorageError
 
@@ -481,6 +486,7 @@ class SqliteLoyaltyRecords:
                 create=create,
                 writable=writable,
                 fix="; restore it from a backup",
+                application_id=LOYALTY_APPLICATION_ID,
             )
         except MissingDatabase as exc:
             there = (
