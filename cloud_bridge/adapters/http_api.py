@@ -489,6 +489,11 @@ class EnrollmentApiServer:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def connections(self) -> int:
+        """How many connections are open now (at most MAX_CONNECTIONS for more than a moment)."""
+        return len(self._connections)
+
     async def start(self) -> None:
         """Check the tokens file, then listen; raise ConfigError or OSError (port in use)."""
         if self.tokens.load() == 0:
