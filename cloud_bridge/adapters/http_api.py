@@ -41,6 +41,7 @@ from cloud_bridge.core.enrollment import (
     parse_enroll_request,
     parse_withdraw_request,
 )
+from cloud_bridge.errors import ApiError
 from edge.errors import ConfigError
 from edge.logutil import OnceLogger
 
@@ -495,7 +496,7 @@ class EnrollmentApiServer:
         return len(self._connections)
 
     async def start(self) -> None:
-        """Check the tokens file, then listen; raise ConfigError or OSError (port in use)."""
+        """Check the tokens file, then listen; raise ConfigError, or ApiError (port in use)."""
         if self.tokens.load() == 0:
             raise ConfigError(
                 str(self.tokens.path),
@@ -506,9 +507,15 @@ class EnrollmentApiServer:
         # TLS starts inside _on_connection, once the connection is counted: asyncio's own
         # ssl= would hold every accepted socket through its handshake before the cap could see it,
         # so a flood of silent connections would use up the bridge's file descriptors.
-        self._server = await asyncio.start_server(
-            self._on_connection, self.host, self._port, limit=MAX_HEAD_BYTES
-        )
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connection, self.host, self._port, limit=MAX_HEAD_BYTES
+            )
+        except OSError as exc:  # a port in use may be an old instance still stopping: retryable
+            raise ApiError(
+                f"enrollment API cannot listen on {self.host}:{self._port}: "
+                f"{exc.strerror or exc}; free the port or set [api] host and port"
+            ) from exc
         _LOGGER.info(
             "enrollment API listening on %s://%s:%d",
             "https" if self._ssl is not None else "http",

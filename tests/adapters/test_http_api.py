@@ -30,10 +30,12 @@ from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.config import parse_bridge_config
 from cloud_bridge.core.clones import GeoPoint
 from cloud_bridge.core.enrollment import EID_COUNTER_BASIS, RecordsUnavailable
+from cloud_bridge.errors import ApiError, BridgeError
 from cloud_bridge.seed import seed_records
 from edge.adapters.pki import LocalPki
 from edge.core import wire
 from edge.errors import ConfigError
+from edge.process import ExitCode, classify
 from tests.factories import T0, TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
 from tests.fakes.http import HttpReply, build_request, exchange, parse_reply, request
 
@@ -708,6 +710,20 @@ async def test_the_api_serves_https_with_its_certificate(
         assert not answer.startswith(b"HTTP/1.1 200")
     finally:
         await server.close()
+
+
+async def test_a_port_in_use_is_a_one_line_runtime_failure(api: Api) -> None:
+    """Not an 'unexpected OSError' (exit 1, a bug): the port may be an old instance's, still
+    stopping, so the process exits 3 and systemd retries."""
+    second = EnrollmentApiServer(
+        api.server.api.enrollment, TokenFile(api.tokens_file), "127.0.0.1", api.port
+    )
+    with pytest.raises(ApiError) as refused:
+        await second.start()
+    message = str(refused.value)
+    assert f"cannot listen on 127.0.0.1:{api.port}" in message and "\n" not in message
+    assert "in use" in message
+    assert classify("api", refused.value, runtime=(BridgeError,)).code == ExitCode.RUNTIME
 
 
 def _open_fds() -> int:
