@@ -42,6 +42,7 @@ from cloud_bridge.core.enrollment import (
     parse_withdraw_request,
 )
 from cloud_bridge.errors import ApiError
+from edge.adapters.files import read_regular_file
 from edge.errors import ConfigError
 from edge.logutil import OnceLogger
 
@@ -131,7 +132,7 @@ class TokenFile:
                 "is writable by group or others, who could add tokens: chmod 600 it",
             )
         try:
-            text = self.path.read_text(encoding="ascii")
+            text = read_regular_file(self.path)[0].decode("ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(str(self.path), "-", f"cannot be read: {exc}") from None
         hashes = []
@@ -776,6 +777,8 @@ def server_tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
+        for path in (cert_file, key_file):
+            read_regular_file(path)  # OpenSSL would block for ever on a FIFO
         context.load_cert_chain(str(cert_file), str(key_file))
     except OSError as exc:
         raise ConfigError(

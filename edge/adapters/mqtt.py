@@ -35,6 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.adapters.files import read_regular_file
 from edge.adapters.pki import PkiError, TlsFiles, common_name, load_certificate
 from edge.core.wire import MAX_BRIDGE_PACKET_BYTES
 from edge.errors import EdgeError
@@ -163,8 +164,7 @@ def tls_context(files: TlsFiles) -> ssl.SSLContext:
         (files.key_file, "key_file (this client's private key)"),
     ):
         try:
-            with path.open("rb"):
-                pass
+            read_regular_file(path)  # OpenSSL would block for ever on a FIFO
         except OSError as exc:
             raise MqttConfigError(
                 f"[mqtt] {what} {path}: {exc.strerror}; set the path in the [mqtt] section, or "

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edge.adapters.files import read_regular_file
 from edge.core.broker_identity import (
     CA_VALIDITY_DAYS,
     CLIENT_VALIDITY_DAYS,
@@ -412,7 +413,7 @@ def _general_name(name: str) -> x509.GeneralName:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_file(path)[0]
     except FileNotFoundError:
         raise PkiError(f"{path}: no {what} there; check the path") from None
     except OSError as exc:
