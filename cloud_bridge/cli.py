@@ -578,7 +578,8 @@ def _create_db(args: argparse.Namespace) -> int:
     )
 
     path: Path = args.database
-    existed = path.exists()
+    # An empty file (e.g. made by an installer's `touch`) holds nothing to keep: made a database.
+    existed = path.exists() and not (path.is_file() and path.stat().st_size == 0)
     if not existed:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     key_path = args.data_key_file or default_data_key_file(path)
@@ -589,7 +590,8 @@ def _create_db(args: argparse.Namespace) -> int:
         key_note = f"data key {key_path}: {'created (mode 0600)' if created else 'exists, kept'}"
     if not existed:
         # 0600 before SQLite writes a byte: the members are in it.
-        path.touch(mode=0o600, exist_ok=False)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
     asyncio.run(_open_new_db(path, existed, data_key))
     print(f"{path}: {'exists, checked and kept' if existed else 'created (mode 0600)'}")
     print(key_note)

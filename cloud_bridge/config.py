@@ -16,6 +16,7 @@ from cloud_bridge.core.clones import (
     DEFAULT_MIN_GAP_S,
     ClonePolicy,
 )
+from edge.adapters.files import read_regular_file
 from edge.adapters.pki import TlsFiles, bridge_tls_files
 from edge.config import MqttSection, build_dataclass, check_mqtt_section
 from edge.core.wire import WireError, check_id
@@ -165,7 +166,9 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
 
 def load_bridge_config(path: Path) -> BridgeConfig:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path)[0].decode("utf-8")
     except OSError as exc:
         raise ConfigError(str(path), "-", f"cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "-", f"is not UTF-8 text (byte {exc.start})") from None
     return parse_bridge_config(text, str(path))

@@ -13,4 +13,8 @@ class RecordsError(BridgeError):
     """The loyalty records could not be opened, migrated or written."""
 
 
-__all__ = ["BridgeError", "ConfigError", "RecordsError"]
+class ApiError(BridgeError):
+    """The enrollment API cannot serve: its address cannot be listened on (a port in use)."""
+
+
+__all__ = ["ApiError", "BridgeError", "ConfigError", "RecordsError"]

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.adapters.files import read_regular_file
 from edge.adapters.pki import TlsFiles, gateway_tls_files
 from edge.core.broker_identity import IdentityError, check_store_id
 from edge.core.bundle import KeyFormatError, load_signer_public_key
@@ -328,7 +329,9 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
 def load_config(path: Path) -> GatewayConfig:
     """Read and validate the config file at `path`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path)[0].decode("utf-8")
     except OSError as exc:
         raise ConfigError(str(path), "-", f"cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "-", f"is not UTF-8 text (byte {exc.start})") from None
     return parse_config(text, str(path))

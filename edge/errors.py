@@ -40,6 +40,14 @@ class MissingDatabase(DatabaseFileError):
     """The database file is not there (and the caller did not ask to create it)."""
 
 
+class EmptyDatabase(MissingDatabase):
+    """The file is there but holds no schema version: empty, or another program's database."""
+
+
+class ForeignDatabase(DatabaseFileError):
+    """The file is another kind of database (the bridge's given to the gateway, or vice versa)."""
+
+
 class ReadOnlyDatabase(DatabaseFileError):
     """The database file, or its directory (where SQLite keeps -wal and -shm), cannot be written."""
 

@@ -41,6 +41,8 @@ from cloud_bridge.core.enrollment import (
     parse_enroll_request,
     parse_withdraw_request,
 )
+from cloud_bridge.errors import ApiError
+from edge.adapters.files import read_regular_file
 from edge.errors import ConfigError
 from edge.logutil import OnceLogger
 
@@ -130,7 +132,7 @@ class TokenFile:
                 "is writable by group or others, who could add tokens: chmod 600 it",
             )
         try:
-            text = self.path.read_text(encoding="ascii")
+            text = read_regular_file(self.path)[0].decode("ascii")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(str(self.path), "-", f"cannot be read: {exc}") from None
         hashes = []
@@ -489,8 +491,13 @@ class EnrollmentApiServer:
             return self._port
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def connections(self) -> int:
+        """How many connections are open now (at most MAX_CONNECTIONS for more than a moment)."""
+        return len(self._connections)
+
     async def start(self) -> None:
-        """Check the tokens file, then listen; raise ConfigError or OSError (port in use)."""
+        """Check the tokens file, then listen; raise ConfigError, or ApiError (port in use)."""
         if self.tokens.load() == 0:
             raise ConfigError(
                 str(self.tokens.path),
@@ -498,14 +505,18 @@ class EnrollmentApiServer:
                 "holds no API token hash: create a token with "
                 f"`cloud-bridge api-token --tokens-file {self.tokens.path}`",
             )
-        self._server = await asyncio.start_server(
-            self._on_connection,
-            self.host,
-            self._port,
-            limit=MAX_HEAD_BYTES,
-            ssl=self._ssl,
-            ssl_handshake_timeout=READ_TIMEOUT_S if self._ssl is not None else None,
-        )
+        # TLS starts inside _on_connection, once the connection is counted: asyncio's own
+        # ssl= would hold every accepted socket through its handshake before the cap could see it,
+        # so a flood of silent connections would use up the bridge's file descriptors.
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connection, self.host, self._port, limit=MAX_HEAD_BYTES
+            )
+        except OSError as exc:  # a port in use may be an old instance still stopping: retryable
+            raise ApiError(
+                f"enrollment API cannot listen on {self.host}:{self._port}: "
+                f"{exc.strerror or exc}; free the port or set [api] host and port"
+            ) from exc
         _LOGGER.info(
             "enrollment API listening on %s://%s:%d",
             "https" if self._ssl is not None else "http",
@@ -553,14 +564,24 @@ class EnrollmentApiServer:
         self._connections[task] = writer
         try:
             if len(self._connections) > MAX_CONNECTIONS:
+                # Refused at once, without lingering or a TLS handshake: a flood must cost no
+                # more than the MAX_CONNECTIONS sockets already held.
+                self._refusals.warning(
+                    "busy", "enrollment API: over %d connections, refusing more", MAX_CONNECTIONS
+                )
+                if self._ssl is not None:
+                    writer.transport.abort()
+                    return
                 response: HttpResponse | None = HttpProblem(
                     503,
                     "busy",
                     f"more than {MAX_CONNECTIONS} connections; retry in {RETRY_AFTER_S} s",
                     headers=(("Retry-After", str(RETRY_AFTER_S)),),
                 ).response()
-                linger = True
+                linger = False
             else:
+                if self._ssl is not None:
+                    await writer.start_tls(self._ssl, ssl_handshake_timeout=READ_TIMEOUT_S)
                 response, linger = await self._exchange(reader, writer)
             if response is not None:
                 async with asyncio.timeout(WRITE_TIMEOUT_S):
@@ -568,14 +589,14 @@ class EnrollmentApiServer:
                     await writer.drain()
                 if linger:
                     await self._linger(reader, writer)
-        except (ConnectionError, TimeoutError):
-            pass  # the client went away or stopped reading: nothing more to say to it
+        except (ConnectionError, TimeoutError, ssl.SSLError):
+            pass  # the client went away, stopped reading or failed its TLS handshake
         except Exception:  # a supervisor: one connection's bug must not stop the API
             _LOGGER.exception("enrollment API: connection failed")
         finally:
             self._connections.pop(task, None)
             writer.close()
-            with contextlib.suppress(ConnectionError, TimeoutError):
+            with contextlib.suppress(ConnectionError, TimeoutError, ssl.SSLError):
                 async with asyncio.timeout(WRITE_TIMEOUT_S):
                     await writer.wait_closed()
 
@@ -756,6 +777,8 @@ def server_tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
+        for path in (cert_file, key_file):
+            read_regular_file(path)  # OpenSSL would block for ever on a FIFO
         context.load_cert_chain(str(cert_file), str(key_file))
     except OSError as exc:
         raise ConfigError(

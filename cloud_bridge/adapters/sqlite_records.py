@@ -46,9 +46,14 @@ from cloud_bridge.core.pseudonyms import (
 )
 from cloud_bridge.core.records import Delivery, IncomingEvent, QuarantinedEvent, RecordOutcome
 from cloud_bridge.errors import RecordsError
-from edge.adapters.sqlite_db import Writable, open_database, os_writable
+from edge.adapters.sqlite_db import (
+    LOYALTY_APPLICATION_ID,
+    Writable,
+    open_database,
+    os_writable,
+)
 from edge.core import wire
-from edge.errors import MissingDatabase, StorageError
+from edge.errors import EmptyDatabase, MissingDatabase, StorageError
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -481,10 +486,16 @@ class SqliteLoyaltyRecords:
                 create=create,
                 writable=writable,
                 fix="; restore it from a backup",
+                application_id=LOYALTY_APPLICATION_ID,
             )
         except MissingDatabase as exc:
+            there = (
+                "in that file (it is empty or another's)"
+                if isinstance(exc, EmptyDatabase)
+                else "there"
+            )
             raise RecordsError(
-                f"{path}: no loyalty database there; check the path ([bridge] database), or "
+                f"{path}: no loyalty database {there}; check the path ([bridge] database), or "
                 f"create a new one with `cloud-bridge create-db {path}`"
             ) from exc
         except StorageError as exc:

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from edge.adapters.files import read_regular_file
 from edge.core import bundle
 from edge.errors import EdgeError
 
@@ -163,9 +164,8 @@ def write_secret_file(path: Path, data: bytes) -> None:
 def read_secret_file(path: Path, what: str) -> bytes:
     """The content of a secret file, refused if group or others may read or write it."""
     try:
-        with path.open("rb") as file:
-            mode = os.fstat(file.fileno()).st_mode
-            data = file.read()
+        data, st = read_regular_file(path)
+        mode = st.st_mode
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -323,7 +323,7 @@ def load_trusted_signers(
     entries = [(f"[identity] trusted_signers[{i}]", text) for i, text in enumerate(keys)]
     if keys_file:
         try:
-            lines = Path(keys_file).read_text(encoding="ascii").splitlines()
+            lines = read_regular_file(Path(keys_file))[0].decode("ascii").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{keys_file}: cannot be read: {exc}")
             lines = []

@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edge.adapters.files import read_regular_file
 from edge.adapters.pki import PkiError, TlsFiles, common_name, load_certificate
 from edge.core.wire import MAX_BRIDGE_PACKET_BYTES
 from edge.errors import EdgeError
@@ -164,8 +165,7 @@ def tls_context(files: TlsFiles) -> ssl.SSLContext:
         (files.key_file, "key_file (this client's private key)"),
     ):
         try:
-            with path.open("rb"):
-                pass
+            read_regular_file(path)  # OpenSSL would block for ever on a FIFO
         except OSError as exc:
             raise MqttConfigError(
                 f"[mqtt] {what} {path}: {exc.strerror}; set the path in the [mqtt] section, or "
@@ -512,9 +512,10 @@ class PahoMqtt:
                 f"refused: nothing accepts connections at {self._where}"
             ) from exc
         except TimeoutError as exc:
+            step = "TCP connect or TLS handshake" if self._settings.tls else "TCP connect"
             raise MqttConnectFailed(
-                f"timeout: TCP connect to {self._where} took over "
-                f"{self._settings.connect_timeout_s} s"
+                f"timeout: {step} with {self._where} took over "
+                f"{self._settings.connect_timeout_s} s (a broker that accepts but does not answer?)"
             ) from exc
         except socket.gaierror as exc:
             raise MqttConnectFailed(

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edge.adapters.files import read_regular_file
 from edge.core.broker_identity import (
     CA_VALIDITY_DAYS,
     CLIENT_VALIDITY_DAYS,
@@ -36,6 +37,8 @@ CA_KEY_NAME = "ca.key"
 CA_CERT_NAME = "ca.crt"
 #: Where a gateway keeps its broker credentials, under its data_dir.
 GATEWAY_TLS_DIR = "tls"
+#: Where a bridge keeps its own, beside its database: not GATEWAY_TLS_DIR, which a gateway sharing
+#: the host and the state directory (a pilot on one Pi) already uses for its key.
 BRIDGE_TLS_DIR = "bridge-tls"
 CLIENT_KEY_NAME = "client.key"
 CLIENT_CSR_NAME = "client.csr"
@@ -422,7 +425,7 @@ def _general_name(name: str) -> x509.GeneralName:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_file(path)[0]
     except FileNotFoundError:
         raise PkiError(f"{path}: no {what} there; check the path") from None
     except OSError as exc:

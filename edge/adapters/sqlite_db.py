@@ -20,6 +20,8 @@ import aiosqlite
 from edge.errors import (
     CorruptDatabase,
     DatabaseFileError,
+    EmptyDatabase,
+    ForeignDatabase,
     MissingDatabase,
     NewerDatabase,
     ReadOnlyDatabase,
@@ -32,6 +34,15 @@ _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
 Writable = Callable[[Path], bool]
+
+# PRAGMA application_id (the file header's offset 68) of each kind of Threshold database, so that
+# one is never opened, migrated or moved aside as the other.
+GATEWAY_APPLICATION_ID = 0x54485247  # "THRG"
+LOYALTY_APPLICATION_ID = 0x54485242  # "THRB"
+_KINDS = {
+    GATEWAY_APPLICATION_ID: "a gateway database",
+    LOYALTY_APPLICATION_ID: "the bridge's loyalty database",
+}
 
 
 def os_writable(path: Path) -> bool:
@@ -52,11 +63,13 @@ async def open_database(
     create: bool = True,
     writable: Writable = os_writable,
     fix: str = "",
+    application_id: int = 0,
 ) -> aiosqlite.Connection:
     """Open `path` (creating it only if `create`), check it and bring its schema to len(migrations).
 
-    Raises a DatabaseFileError subclass for a missing, read-only, corrupt or too new file (`fix`,
-    if given, is appended to the corrupt file's message), StorageError for anything else.
+    Raises a DatabaseFileError subclass for a missing, read-only, corrupt, too new or foreign file
+    (`fix`, if given, is appended to the corrupt file's message), StorageError for anything else.
+    With `application_id`, a file marked with another id is refused, and an unmarked one marked.
     synchronous=FULL because in WAL mode NORMAL may roll back the last commits on power loss.
     """
     # A few stat calls, once at start-up: not worth a thread (aiosqlite's own is not running yet).
@@ -71,11 +84,18 @@ async def open_database(
     except (OSError, sqlite3.Error) as exc:
         raise StorageError(f"cannot open {what} {path}: {exc}") from exc
     try:
+        # Before _check writes anything (WAL mode):
+        if exists and application_id:
+            await _refuse_foreign(db, path, what, application_id)
+        if exists and not create and migrations:
+            await _refuse_unversioned(db, path, what)
         await _check(db, path, what, fix)
         await db.execute("PRAGMA synchronous=FULL")
         if foreign_keys:
             await db.execute("PRAGMA foreign_keys=ON")
         await _migrate(db, path, migrations, what)
+        if application_id and await _application_id(db) != application_id:
+            await db.execute(f"PRAGMA application_id = {int(application_id)}")
     except StorageError:
         await db.close()
         raise
@@ -157,6 +177,34 @@ async def _check(db: aiosqlite.Connection, path: Path, what: str, fix: str) -> N
         await db.execute("CREATE TABLE main.threshold_write_probe (x)")
     finally:
         await db.rollback()
+
+
+async def _application_id(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA application_id") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def _refuse_foreign(
+    db: aiosqlite.Connection, path: Path, what: str, application_id: int
+) -> None:
+    """Refuse a file marked as another kind of database: migrating it as this kind would fail
+    half-way or, worse, succeed, and a gateway would move the bridge's database aside."""
+    found = await _application_id(db)
+    if found not in (0, application_id):
+        kind = _KINDS.get(found, f"another program's database (application id {found:#x})")
+        raise ForeignDatabase(str(path), f"{path}: is {kind}, not a {what}; check the path")
+
+
+async def _refuse_unversioned(db: aiosqlite.Connection, path: Path, what: str) -> None:
+    """Refuse a file with no schema version: an empty file (or another program's database) is a
+    new database to SQLite, and migrating it would be the silent creation `create=False` refuses."""
+    async with db.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    if not row or int(row[0]) == 0:
+        raise EmptyDatabase(
+            str(path), f"{path}: is empty or not a {what} (schema version 0); check the path"
+        )
 
 
 async def _migrate(

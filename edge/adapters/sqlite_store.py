@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import aiosqlite
 
-from edge.adapters.sqlite_db import open_database
+from edge.adapters.sqlite_db import GATEWAY_APPLICATION_ID, open_database
 from edge.core import wire
 from edge.core.offers import OfferHistory
 from edge.errors import CorruptDatabase, StorageError
@@ -138,7 +138,9 @@ class SqliteGatewayStore:
         bridge answers its status with a full one. A newer or read-only one is an error.
         """
         try:
-            db = await open_database(path, _MIGRATIONS, "gateway database")
+            db = await open_database(
+                path, _MIGRATIONS, "gateway database", application_id=GATEWAY_APPLICATION_ID
+            )
         except CorruptDatabase as exc:
             unsent = _count_outbox(path)
             aside = move_aside(path, wall_clock())
@@ -149,7 +151,9 @@ class SqliteGatewayStore:
                 aside,
                 "an unknown number of" if unsent is None else unsent,
             )
-            db = await open_database(path, _MIGRATIONS, "gateway database")
+            db = await open_database(
+                path, _MIGRATIONS, "gateway database", application_id=GATEWAY_APPLICATION_ID
+            )
         try:
             await db.execute("PRAGMA secure_delete = ON")
             # Old page images (e.g. migration 2's erased roster) can sit in the WAL: fold it into

@@ -7,6 +7,7 @@ with the injected writability check standing in for a file this process may not 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import sqlite3
@@ -85,6 +86,38 @@ def test_every_command_but_create_db_refuses_a_missing_database(
     assert main(["gateways", db]) == 0
 
 
+@pytest.mark.parametrize("kind", ["empty", "another program's"])
+async def test_an_empty_file_or_another_programs_database_is_refused_and_left_alone(
+    tmp_path: Path, kind: str
+) -> None:
+    """A zero-byte file is a new database to SQLite: migrating it would be the silent creation
+    that a missing file is refused for (the bridge would acknowledge the gateways' backlog into
+    it)."""
+    path = tmp_path / "loyalty.sqlite"
+    if kind == "empty":
+        path.write_bytes(b"")
+    else:
+        conn = sqlite3.connect(path)
+        conn.execute("CREATE TABLE notes (x TEXT)")
+        conn.commit()
+        conn.close()
+    before = path.read_bytes()
+
+    message = await refused(path)
+
+    assert "no loyalty database in that file" in message
+    assert f"cloud-bridge create-db {path}" in message
+    assert path.read_bytes() == before
+    if kind == "empty":  # nothing to keep: create-db makes it the database
+        assert await asyncio.to_thread(main, ["create-db", str(path)]) == 0
+        records = await SqliteLoyaltyRecords.open(path, CHAIN)
+        await records.close()
+        assert path.stat().st_mode & 0o777 == 0o600
+    else:
+        assert await asyncio.to_thread(main, ["create-db", str(path)]) == 2  # never written over
+        assert path.read_bytes() == before
+
+
 async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "loyalty.sqlite"
     path.write_bytes(b"not sqlite at all " * 1000)
@@ -100,6 +133,7 @@ async def test_a_damaged_database_fails_the_quick_check(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE t (x TEXT)")
     conn.execute("CREATE INDEX t_x ON t (x)")
     conn.executemany("INSERT INTO t VALUES (?)", [(str(i) * 20,) for i in range(3000)])
+    conn.execute("PRAGMA user_version = 1")  # versioned: an unversioned file is refused sooner
     conn.commit()
     conn.close()
     with path.open("r+b") as f:  # scribble over the middle of a b-tree page

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,10 +30,12 @@ from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.config import parse_bridge_config
 from cloud_bridge.core.clones import GeoPoint
 from cloud_bridge.core.enrollment import EID_COUNTER_BASIS, RecordsUnavailable
+from cloud_bridge.errors import ApiError, BridgeError
 from cloud_bridge.seed import seed_records
 from edge.adapters.pki import LocalPki
 from edge.core import wire
 from edge.errors import ConfigError
+from edge.process import ExitCode, classify
 from tests.factories import T0, TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
 from tests.fakes.http import HttpReply, build_request, exchange, parse_reply, request
 
@@ -706,6 +710,93 @@ async def test_the_api_serves_https_with_its_certificate(
         assert not answer.startswith(b"HTTP/1.1 200")
     finally:
         await server.close()
+
+
+async def test_a_port_in_use_is_a_one_line_runtime_failure(api: Api) -> None:
+    """Not an 'unexpected OSError' (exit 1, a bug): the port may be an old instance's, still
+    stopping, so the process exits 3 and systemd retries."""
+    second = EnrollmentApiServer(
+        api.server.api.enrollment, TokenFile(api.tokens_file), "127.0.0.1", api.port
+    )
+    with pytest.raises(ApiError) as refused:
+        await second.start()
+    message = str(refused.value)
+    assert f"cannot listen on 127.0.0.1:{api.port}" in message and "\n" not in message
+    assert "in use" in message
+    assert classify("api", refused.value, runtime=(BridgeError,)).code == ExitCode.RUNTIME
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("https", [False, True], ids=["http", "https"])
+async def test_a_flood_of_idle_connections_holds_no_more_than_the_cap(
+    api: Api, test_pki: LocalPki, monkeypatch: pytest.MonkeyPatch, https: bool
+) -> None:
+    """Each silent connection over the cap is closed at once (before any TLS handshake), so a
+    flood cannot use up the bridge's file descriptors; once it ends, the API answers again."""
+    cap, flood = 8, 200
+    monkeypatch.setattr(http_api, "MAX_CONNECTIONS", cap)
+    context = None
+    if https:
+        files = test_pki.server_files(("127.0.0.1",))
+        context = server_tls_context(files.cert_file, files.key_file)
+    server = EnrollmentApiServer(
+        api.server.api.enrollment, TokenFile(api.tokens_file), "127.0.0.1", 0, context
+    )
+    await server.start()
+    idle: list[socket.socket] = []
+    try:
+        before = _open_fds()
+        loop = asyncio.get_running_loop()
+        for _ in range(flood):
+            sock = socket.socket()
+            sock.setblocking(False)
+            idle.append(sock)
+            async with asyncio.timeout(10):
+                await loop.sock_connect(sock, ("127.0.0.1", server.port))  # then never a byte
+        await asyncio.sleep(0.5)  # the server accepts them all meanwhile
+        held = _open_fds() - before - flood  # the server's side of the flood
+        assert held <= cap + 2, f"the server holds {held} sockets for {flood} idle clients"
+        refused = [await _closed_by_peer(loop, sock) for sock in idle]
+        assert sum(refused) >= flood - cap
+    finally:
+        for sock in idle:
+            sock.close()
+    try:
+        client = None
+        if https:
+            client = ssl.create_default_context(cafile=str(test_pki.ca_file))
+        raw = build_request("GET", f"/v1/members/{APP_MEMBER}", token=api.token)
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1",
+                server.port,
+                ssl=client,
+                server_hostname="127.0.0.1" if https else None,
+            )
+            writer.write(raw)
+            await writer.drain()
+            reply = parse_reply(await reader.read())
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+        assert reply.status == 200
+    finally:
+        await server.close()
+
+
+async def _closed_by_peer(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bool:
+    """Whether the server has closed (or answered and closed) this connection."""
+    try:
+        async with asyncio.timeout(0.05):
+            data = await loop.sock_recv(sock, 4096)
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+    return data == b"" or data.startswith(b"HTTP/1.1 503")
 
 
 def test_https_needs_readable_files_and_beyond_loopback_needs_https(tmp_path: Path) -> None:

@@ -294,6 +294,33 @@ async def test_a_publish_waiting_for_its_puback_fails_when_the_connection_drops(
                 await publish
 
 
+async def test_a_listener_that_never_answers_the_tls_handshake_is_named_and_retried(
+    mosquitto: MosquittoProcess,
+) -> None:
+    """TCP connects, then silence: each attempt times out, says it was the handshake, and is
+    retried (a broker that hangs is an outage to wait out, not a reason to exit)."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # never a byte back
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    client = PahoMqtt(make_settings(mosquitto, port=port, connect_timeout_s=0.3))
+    try:
+        async with running(client, connected=False) as task:
+            with pytest.raises(MqttNotConnected) as waited:
+                await client.wait_connected(2.0)
+            assert not task.done()  # still retrying
+        assert "TLS handshake" in str(waited.value), waited.value
+        assert len(accepted) >= 2
+    finally:
+        for writer in accepted:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+
+
 @pytest.mark.parametrize(
     ("username", "password"), [("gateway", "wrong"), ("nobody", "secret"), (None, None)]
 )

@@ -319,3 +319,61 @@ async def test_a_device_enrolled_over_the_api_is_recognised_at_the_door(
         await rig.settled(expected_offers=1)
         assert await rig.column("SELECT member_id FROM visits") == ["m-new-1"]
         assert len(rig.apps.received) == 1
+
+
+_FLOOD = """
+import socket, sys, time
+port, count, hold_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+held = []
+for _ in range(count):
+    try:
+        held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    except OSError:
+        pass
+print(len(held), flush=True)
+time.sleep(hold_s)
+"""
+
+
+async def test_a_flood_of_idle_api_connections_neither_stops_the_api_nor_the_loops(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    """1,000 silent sockets from another process: the bridge holds at most the API's cap of them,
+    goes on recording visits meanwhile, and answers the API once the flood ends."""
+    import subprocess
+    import sys
+
+    from cloud_bridge.adapters import http_api
+    from cloud_bridge.adapters.http_api import add_token_hash, new_api_token, token_hash
+    from tests.fakes.http import request
+
+    token = new_api_token()
+    tokens = tmp_path / "api-tokens"
+    add_token_hash(tokens, token_hash(token))
+    async with store_rig(tmp_path, mosquitto, api_tokens=tokens) as rig:
+        assert rig.bridge.api_server is not None
+        port = rig.bridge.api_server.port
+        fds_before = len(os.listdir("/proc/self/fd"))
+        flood = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _FLOOD, str(port), "1000", "6", stdout=subprocess.PIPE
+        )
+        try:
+            assert flood.stdout is not None
+            opened = int(await asyncio.wait_for(flood.stdout.readline(), 60))
+            assert opened >= 900
+            held = len(os.listdir("/proc/self/fd")) - fds_before
+            assert held <= http_api.MAX_CONNECTIONS + 8, f"{held} sockets held for the flood"
+            rig.source.push(walk_in(rig.devices[0], time.time()))
+            await rig.settled(expected_offers=1)
+            assert len(await rig.column("SELECT member_id FROM visits")) == 1
+        finally:
+            if flood.returncode is None:
+                flood.kill()
+            await flood.wait()
+        await eventually(
+            lambda: rig.bridge.api_server is not None and rig.bridge.api_server.connections == 0,
+            "the flood's connections closed",
+            timeout_s=15,
+        )
+        reply = await request(port, "GET", f"/v1/members/{rig.devices[0].member}", token=token)
+        assert reply.status == 200, reply.raw_body

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cloud_bridge.config import BridgeConfig, load_bridge_config
+from edge.config import load_config
 from edge.errors import ConfigError
 
 EXAMPLE = Path(__file__).parents[2] / "firmware_config" / "bridge.example.toml"
@@ -18,6 +19,23 @@ def test_example_config_loads_and_shows_every_default() -> None:
     # The example documents every key with its default: loading it gives the default config.
     assert config == BridgeConfig()
     assert config.bridge.database == "/var/lib/threshold/loyalty.sqlite"
+
+
+def test_a_bridge_and_a_gateway_sharing_a_host_keep_apart_broker_credentials() -> None:
+    """The README installs both in /var/lib/threshold on a pilot Pi: the bridge's default TLS
+    files must not be the gateway's (`ca client-cert` would refuse to replace the gateway's key,
+    or one process would connect as the other)."""
+    gateway = load_config(EXAMPLE.with_name("gateway.example.toml"))
+    bridge = load_bridge_config(EXAMPLE)
+    assert str(gateway.data_dir) == str(Path(bridge.bridge.database).parent)
+    gateway_files, bridge_files = gateway.mqtt_tls, bridge.mqtt_tls
+    assert gateway_files is not None and bridge_files is not None
+    assert {gateway_files.cert_file, gateway_files.key_file}.isdisjoint(
+        {bridge_files.cert_file, bridge_files.key_file}
+    )
+    assert bridge_files.key_file == Path("/var/lib/threshold/bridge-tls/client.key")
+    readme = (EXAMPLE.parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "--out /var/lib/threshold/bridge-tls" in readme
 
 
 def test_example_config_names_every_key() -> None:
