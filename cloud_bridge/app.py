@@ -394,6 +394,12 @@ class Bridge:
                     _LOGGER.exception("loop %s failed", name)
                 _LOGGER.error("stopping: %s", failure)
                 self.notifier.stopping(f"failed: {failure}")
+                if name != "mqtt":
+                    # Before the TaskGroup cancels the MQTT loop, whose clean DISCONNECT
+                    # suppresses the will: the retained status must not stay "online".
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                            await self.say_goodbye()
             raise
 
     def _on_message(self, message: Message) -> None:
@@ -471,6 +477,7 @@ class Bridge:
             )
             return
         for address in outdated:
+            self.liveness.busy("sync", time.monotonic())
             topic = wire.campaigns_topic(address)
             data = signed.sign(payload, topic, self._signing_key)
             await self.mqtt.publish(topic, data, qos=1, retain=True)
@@ -496,6 +503,8 @@ class Bridge:
         changes: dict[int | None, bundle.RosterChange] = {}  # by base version
         serials: Serials | None = None
         for address, public_key in gateways:
+            # Progress, for the watchdog: a full roster to each of a large fleet takes a while.
+            self.liveness.busy("sync", time.monotonic())
             kid = bundle.key_id(public_key)
             sent = self._rosters.get(address)
             if sent and (sent.version, sent.key_id) == (version, kid) and not sent.full_needed:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from cloud_bridge import cli_pki
 from cloud_bridge.core.enrollment import DEFAULT_EXPONENT
 from cloud_bridge.errors import BridgeError, RecordsError
-from edge.errors import EdgeError
+from edge.errors import DatabaseFileError, EdgeError, StorageError
 from edge.logredact import install_redaction
 
 if TYPE_CHECKING:
@@ -511,7 +511,12 @@ def _run(config_path: Path) -> int:
         if failure.code is ExitCode.INTERNAL:
             _LOGGER.exception("the bridge failed to start")
         elif isinstance(exc, (BridgeError, EdgeError)):
-            failure = dataclasses.replace(failure, code=ExitCode.CONFIG)
+            # At start, a person must act (a file, a key, a certificate): not restarted. Only an
+            # I/O failure of a database that is there and looks right may pass: restarted.
+            cause = exc if isinstance(exc, StorageError) else exc.__cause__
+            passing = isinstance(cause, StorageError) and not isinstance(cause, DatabaseFileError)
+            code = ExitCode.STORAGE if passing else ExitCode.CONFIG
+            failure = dataclasses.replace(failure, code=code)
     finally:
         os.umask(umask)
     if failure is None:

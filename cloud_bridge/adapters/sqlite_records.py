@@ -335,10 +335,14 @@ _T = TypeVar("_T")
 def _one_at_a_time(
     method: Callable[Concatenate[SqliteLoyaltyRecords, _P], Coroutine[Any, Any, _T]],
 ) -> Callable[Concatenate[SqliteLoyaltyRecords, _P], Coroutine[Any, Any, _T]]:
-    """Run a method that writes (or commits, or rolls back) alone on the connection.
+    """Run a method alone on the connection: every write (commit, rollback), and every read the
+    bridge's loops make while it runs.
 
     The bridge's loops share one connection, and a transaction is the connection's: without this,
-    one coroutine's commit or rollback lands in the middle of another's batch.
+    one coroutine's commit or rollback lands in the middle of another's batch, and a read between
+    two statements of `record()` sees its offers before they are committed (the deliver loop would
+    send them, and `record()` send them again). Not reentrant: a locked method calls only
+    undecorated helpers.
     """
 
     async def alone(self: SqliteLoyaltyRecords, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -516,6 +520,7 @@ class SqliteLoyaltyRecords:
             self._pseudonyms[store] = found
         return found
 
+    @_one_at_a_time
     async def serials(self) -> Serials:
         """Every device's and member's serial, for pseudonymizing rosters."""
         devices: dict[str, int] = {}
@@ -698,6 +703,10 @@ class SqliteLoyaltyRecords:
         except sqlite3.Error as exc:
             await db.rollback()
             raise RecordsError(f"cannot record events in {self.path}: {exc}") from exc
+        except BaseException:
+            # Nothing half-recorded stays open on the shared connection for the next caller.
+            await db.rollback()
+            raise
         return RecordOutcome(
             acks,
             deliveries,
@@ -764,12 +773,14 @@ class SqliteLoyaltyRecords:
             row = await cursor.fetchone()
         return None if row is None else _location_or_none(row[0], row[1])
 
+    @_one_at_a_time
     async def clone_alerts(self, include_closed: bool = False) -> list[wire.CloneAlert]:
         """Open alerts (or every alert), oldest first."""
         where = "" if include_closed else "WHERE status = 'open' "
         async with self._db.execute(f"{ALERT_SELECT} {where}ORDER BY id") as cursor:
             return [alert_from_row(r) async for r in cursor]
 
+    @_one_at_a_time
     async def clone_alert(self, alert_id: int) -> wire.CloneAlert | None:
         async with self._db.execute(f"{ALERT_SELECT} WHERE id = ?", (alert_id,)) as cursor:
             row = await cursor.fetchone()
@@ -869,6 +880,7 @@ class SqliteLoyaltyRecords:
             row = await cursor.fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
+    @_one_at_a_time
     async def due_deliveries(
         self, now_s: float, resend_after_s: float, limit: int
     ) -> list[Delivery]:
@@ -893,6 +905,7 @@ class SqliteLoyaltyRecords:
         await self._db.commit()
         return cursor.rowcount
 
+    @_one_at_a_time
     async def quarantined(self, limit: int = 1000) -> list[QuarantinedEvent]:
         """Events kept out of the records for their times, newest first."""
         async with self._db.execute(
@@ -984,6 +997,7 @@ class SqliteLoyaltyRecords:
         await self._db.commit()
         return cursor.rowcount == 1
 
+    @_one_at_a_time
     async def gateways(self) -> list[RegisteredGateway]:
         """Every registered gateway, by store and id."""
         async with self._db.execute(
@@ -991,10 +1005,12 @@ class SqliteLoyaltyRecords:
         ) as cursor:
             return [RegisteredGateway(r[0], r[1], bytes(r[2])) async for r in cursor]
 
+    @_one_at_a_time
     async def stores(self) -> list[str]:
         async with self._db.execute("SELECT id FROM stores ORDER BY id") as cursor:
             return [r[0] async for r in cursor]
 
+    @_one_at_a_time
     async def roster(self, store: str) -> wire.RosterSync:
         """Every active device of a consenting member (every store sees the whole chain's roster)."""
         version = await self._store_version(store, "roster_version")
@@ -1016,6 +1032,7 @@ class SqliteLoyaltyRecords:
         )
         return wire.RosterSync(store=store, version=version, devices=devices)
 
+    @_one_at_a_time
     async def campaigns(self, store: str) -> wire.CampaignSync:
         version = await self._store_version(store, "campaigns_version")
         async with self._db.execute(

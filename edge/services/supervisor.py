@@ -1,7 +1,8 @@
 """Runs one long-lived service (the gateway, the bridge) until a signal stops it or a loop fails.
 
-Either way it ends the same: the service says goodbye to the broker (a retained "offline", since the
-clean DISCONNECT of a stop suppresses the will), its loops are cancelled, its database closed, each
+Either way it ends the same: the service has said goodbye to the broker (a retained "offline", since
+the clean DISCONNECT of a stop suppresses the will: on a stop here, on a failure in the service's own
+loop guard, before its MQTT loop is cancelled), its loops are cancelled, its database closed, each
 step within `close_timeout_s`; what does not end in time is left to edge/process.py's hard exit.
 """
 

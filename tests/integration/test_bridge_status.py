@@ -12,10 +12,12 @@ from pathlib import Path
 from edge.adapters.mqtt import PahoMqtt
 from edge.core import wire
 from edge.core.broker_identity import bridge_identity, gateway_identity, monitor_identity
+from edge.process import ExitCode
 from tests.fakes.broker import MosquittoProcess
 from tests.integration.processes import CHAIN, bridge_config, notify_socket, running
 from tests.integration.rig import eventually
 from tests.integration.test_broker_acl import connected
+from tests.integration.test_fail_fast import _BRIDGE_BUG
 
 BRIDGE_1 = wire.bridge_status_topic(CHAIN, "bridge-1")
 
@@ -75,3 +77,20 @@ async def test_only_that_bridge_instance_publishes_its_status(
             assert not await intruder.published(BRIDGE_1, retain=True), identity
     async with connected(mosquitto, bridge_identity(CHAIN, "bridge-1")) as bridge_1:
         assert await bridge_1.published(BRIDGE_1, retain=True)
+
+
+async def test_a_bridge_whose_loop_fails_says_offline_before_it_exits(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    config = bridge_config(tmp_path / "bridge", mosquitto)
+    trigger = tmp_path / "fail-now"
+    async with bridge_statuses(mosquitto) as statuses:
+        with (
+            notify_socket(tmp_path) as notify,
+            running("cloud_bridge", config, notify, inject=_BRIDGE_BUG, trigger=trigger) as bridge,
+        ):
+            await eventually(lambda: last_state(statuses) == "online", "the bridge online", 60)
+            trigger.touch()
+            assert await asyncio.to_thread(bridge.wait, 30, notify) == ExitCode.INTERNAL
+        # Said by the bridge itself: its MQTT loop's clean DISCONNECT suppressed the will.
+        await eventually(lambda: last_state(statuses) == "offline", "offline after a failure", 10)
