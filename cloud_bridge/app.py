@@ -55,10 +55,10 @@ from edge.core import bundle, signed, wire
 from edge.core.broker_identity import bridge_identity
 from edge.core.liveness import Liveness
 from edge.logutil import OnceLogger
-from edge.process import ExitCode, Failure, classify
+from edge.process import Failure
 from edge.services.dbwatch import watch_database
 from edge.services.inbox import FairInbox, InboxLimits, sender_of
-from edge.services.supervisor import run_until_stopped
+from edge.services.supervisor import guard_loop, run_until_stopped
 from edge.services.watchdog import Watchdog
 
 _LOGGER = logging.getLogger(__name__)
@@ -375,32 +375,12 @@ class Bridge:
             self.liveness.idle("database", time.monotonic())
         async with asyncio.TaskGroup() as tg:
             for name, loop in loops.items():
-                tg.create_task(self._guarded(name, loop), name=f"bridge-{name}")
+                guarded = guard_loop(self, name, loop, CLOSE_TIMEOUT_S, runtime=(BridgeError,))
+                tg.create_task(guarded, name=f"bridge-{name}")
             await asyncio.sleep(0)  # every loop started
             self.notifier.ready(
                 f"bridge {self.config.bridge.chain}/{self.config.bridge.id} running"
             )
-
-    async def _guarded(self, name: str, loop: Coroutine[Any, Any, None]) -> None:
-        """Run one loop; the first to fail says why the bridge stops."""
-        try:
-            await loop
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            if self.failure is None:
-                self.failure = failure = classify(name, exc, runtime=(BridgeError,))
-                if failure.code is ExitCode.INTERNAL:
-                    _LOGGER.exception("loop %s failed", name)
-                _LOGGER.error("stopping: %s", failure)
-                self.notifier.stopping(f"failed: {failure}")
-                if name != "mqtt":
-                    # Before the TaskGroup cancels the MQTT loop, whose clean DISCONNECT
-                    # suppresses the will: the retained status must not stay "online".
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                            await self.say_goodbye()
-            raise
 
     def _on_message(self, message: Message) -> None:
         self._inbox.offer(message)

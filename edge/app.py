@@ -7,7 +7,6 @@ source they want.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
@@ -48,10 +47,10 @@ from edge.core.presence import PresenceTracker
 from edge.core.resolver import ClockCheck, EidResolver
 from edge.errors import ConfigError
 from edge.logutil import OnceLogger
-from edge.process import ExitCode, Failure, classify
+from edge.process import Failure
 from edge.services.dbwatch import watch_database
 from edge.services.inbox import FairInbox, InboxLimits
-from edge.services.supervisor import run_until_stopped
+from edge.services.supervisor import guard_loop, run_until_stopped
 from edge.services.sync import SyncApplier
 from edge.services.uplink import Uplink
 from edge.services.watchdog import Watchdog
@@ -346,30 +345,10 @@ class Gateway:
         }
         async with asyncio.TaskGroup() as tg:
             for name, loop in loops.items():
-                tg.create_task(self._guarded(name, loop), name=name)
+                guarded = guard_loop(self, name, loop, CLOSE_TIMEOUT_S)
+                tg.create_task(guarded, name=name)
             await asyncio.sleep(0)  # every loop started
             self.notifier.ready(f"gateway {self.address.prefix} running")
-
-    async def _guarded(self, name: str, loop: Coroutine[Any, Any, None]) -> None:
-        """Run one loop; the first to fail says why the gateway stops and says goodbye first."""
-        try:
-            await loop
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            if self.failure is None:
-                self.failure = failure = classify(name, exc)
-                if failure.code is ExitCode.INTERNAL:
-                    _LOGGER.exception("loop %s failed", name)
-                _LOGGER.error("stopping: %s", failure)
-                self.notifier.stopping(f"failed: {failure}")
-                if name != "mqtt":
-                    # The retained status must not stay "online": a DISCONNECT (the cancelled MQTT
-                    # loop sends one) suppresses the will that would say "offline".
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                            await self.say_goodbye()
-            raise
 
     def _radio_machinery_dead(self) -> str | None:
         """Why the radio's scan machinery is dead (its recovery gave up), or None while it runs:

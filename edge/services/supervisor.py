@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from edge.adapters.sdnotify import SdNotifier
 from edge.process import ExitCode, Failure, classify
@@ -25,12 +26,41 @@ class Service(Protocol):
 
     #: Why it stops, once one of its loops failed (the first failure), else None.
     failure: Failure | None
+    notifier: SdNotifier
 
     async def run(self) -> None: ...
 
     async def say_goodbye(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+async def guard_loop(
+    service: Service,
+    name: str,
+    loop: Coroutine[Any, Any, None],
+    close_timeout_s: float,
+    runtime: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Run one of `service`'s loops; the first to fail says why the service stops, and says
+    goodbye to the broker before the TaskGroup cancels the MQTT loop, whose clean DISCONNECT would
+    suppress the will (the retained status must not stay "online")."""
+    try:
+        await loop
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        if service.failure is None:
+            service.failure = failure = classify(name, exc, runtime=runtime)
+            if failure.code is ExitCode.INTERNAL:
+                _LOGGER.exception("loop %s failed", name)
+            _LOGGER.error("stopping: %s", failure)
+            service.notifier.stopping(f"failed: {failure}")
+            if name != "mqtt":
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(close_timeout_s):
+                        await service.say_goodbye()
+        raise
 
 
 async def run_until_stopped(
