@@ -24,7 +24,7 @@ from edge.core.broker_identity import (
     monitor_identity,
     shopper_identity,
 )
-from edge.core.wire import GatewayAddress
+from edge.core.wire import GatewayAddress, WireError, check_id
 
 DEFAULT_CA_DIR = Path("/var/lib/threshold/ca")  # owned by the bridge user, like its signing key
 
@@ -88,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if args.command == "broker-config":
             return _broker_config(args)
         if args.ca_command == "init":
+            check_id(args.chain, "chain")  # the chain the CA is named for, as every config has it
             ca = CertificateAuthority.init(args.dir, args.chain)
             print(f"{args.dir}: CA created (key {args.dir / 'ca.key'}, mode 0600)")
             print(f"CA certificate: {ca.cert_path} (give it to the broker and every client)")
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         )
         identity = maker(args.chain, args.name)
         return _issue(ca, identity.common_name, args.out, "client", server_names=())
-    except (PkiError, IdentityError) as exc:
+    except (PkiError, IdentityError, WireError) as exc:
         print(f"cloud-bridge: {exc.reason}", file=sys.stderr)
         return 2
 

@@ -149,3 +149,12 @@ def test_a_reserved_store_id_cannot_be_registered(
 ) -> None:
     argv = ["add-gateway", str(database), "shopper", "door-1", "--public-key", "AA" * 32]
     assert "reserved" in output(capsys, *argv, code=2)
+
+
+def test_ca_init_refuses_a_chain_that_is_not_an_id_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca_dir = tmp_path / "ca"
+    said = output(capsys, "ca", "init", "--dir", str(ca_dir), "--chain", "Bad Chain", code=2)
+    assert "chain 'Bad Chain' is not a valid id" in said
+    assert not ca_dir.exists()
