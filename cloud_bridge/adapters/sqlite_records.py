@@ -670,6 +670,8 @@ class SqliteLoyaltyRecords:
                     assert device is not None  # a visit names its device
                     clone_alerts += await self._check_clone(gw.store, event, member, device, now_s)
                     continue
+                if not isinstance(event, wire.OfferTrigger):
+                    continue  # a visit's end: recorded once the visits table keeps ends (issue 10)
                 delivery, refusal, expires_at = await self._prepare_delivery(
                     gw, event, member, now_s
                 )

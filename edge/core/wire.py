@@ -104,6 +104,15 @@ class GatewayAddress:
 
 
 EventKind = Literal["visit", "offer"]
+#: How a member was heard (docs/iphone-checkin.md): an Android app's EID advert, an iPhone app's GATT
+#: check-in, a key-fob tag's EID advert.
+Platform = Literal["android", "ios", "tag"]
+PLATFORMS: tuple[Platform, ...] = ("android", "ios", "tag")
+#: What an enrolled device is (the enrollment's kind): a shopper app on a phone, or a key-fob tag.
+DeviceKind = Literal["app", "tag"]
+#: Why a visit ended (docs/mqtt.md): not heard near the door for the visit timeout, or the gateway
+#: was down longer than the timeout and closes it at the last time it heard the member.
+VisitEndReason = Literal["timeout", "restart"]
 
 
 def status_topic(gw: GatewayAddress) -> str:
@@ -336,6 +345,9 @@ class Visit:
     device: Id
     tier: Id
     rssi_dbm: RssiDbm
+    # How the member was heard. Added with iPhone check-in (issue 10): absent (null) from older
+    # gateways.
+    platform: Platform | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -346,6 +358,45 @@ class Visit:
             "device": self.device,
             "tier": self.tier,
             "rssi_dbm": round(self.rssi_dbm, 1),
+            "platform": self.platform,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VisitEnd:
+    """The visit `visit_id` is over: published on the `visit` event topic, type "visit_end".
+
+    `entered_at` is when the member was first heard arriving at the door and `ts` the last time the
+    member was heard near it (both radio time, Unix s); `duration_s` = ts - entered_at, the time in
+    store. The gateway sends it once nothing has been heard for its visit timeout (`reason`
+    "timeout"), or, after being down longer than that, at start-up (`reason` "restart").
+    """
+
+    TYPE: ClassVar[str] = "visit_end"
+    KIND: ClassVar[EventKind] = "visit"
+    event_id: Id
+    visit_id: Id
+    ts: UnixTime
+    detected_at: UnixTime
+    member: Id
+    device: Id
+    entered_at: UnixTime
+    duration_s: Seconds
+    reason: VisitEndReason
+    platform: Platform | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "visit_id": self.visit_id,
+            "ts": self.ts,
+            "detected_at": self.detected_at,
+            "member": self.member,
+            "device": self.device,
+            "entered_at": self.entered_at,
+            "duration_s": round(self.duration_s, 3),
+            "reason": self.reason,
+            "platform": self.platform,
         }
 
 
@@ -377,7 +428,7 @@ class OfferTrigger:
         }
 
 
-Event = Visit | OfferTrigger
+Event = Visit | VisitEnd | OfferTrigger
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,15 +478,49 @@ class OfferReceipt:
         return {"offer_ids": list(self.offer_ids)}
 
 
+#: Most interests, and most promotion types, a chain may name: each is one bit of a roster mask.
+MAX_PREFERENCE_TERMS = 63  # a mask fits a signed 64-bit integer (SQLite, msgspec)
+#: The highest frequency a member may state (offers in any 24 h, in any 7 days).
+MAX_OFFERS_PER_DAY = 24
+MAX_OFFERS_PER_WEEK = 100
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPrefs:
+    """What a member asked for, in the roster's compact, pseudonymous form (issue 10).
+
+    `interests` and `promotions` are bit masks: bit i stands for the i-th term of the campaign sync's
+    `interest_terms` / `promotion_terms` (the bridge never reuses a bit). A mask of 0 means "no
+    preference": every interest, or every promotion type. `per_day` / `per_week` are the most offers
+    the member wants in any 24 hours / any 7 days; 0 means no offers at all (visits are still
+    recorded).
+    """
+
+    interests: int = 0
+    promotions: int = 0
+    per_day: int = MAX_OFFERS_PER_DAY
+    per_week: int = MAX_OFFERS_PER_WEEK
+
+    def to_json(self) -> list[int]:
+        return [self.interests, self.promotions, self.per_day, self.per_week]
+
+
 @dataclass(frozen=True, slots=True)
 class RosterDevice:
-    """One enrolled device as a gateway needs it. `ref` and `member` are opaque references."""
+    """One enrolled device as a gateway needs it. `ref` and `member` are opaque references.
+
+    `kind` ("app" or "tag", None in rosters older than issue 10) labels the visit's platform;
+    `prefs` is None when the member stated no preferences (every campaign of their tier, no cap but
+    the cooldowns).
+    """
 
     ref: str
     member: str
     tier: str
     identity_key: bytes
     exponent: int
+    kind: DeviceKind | None = None
+    prefs: MemberPrefs | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -444,7 +529,21 @@ class RosterDevice:
             "tier": self.tier,
             "identity_key": self.identity_key.hex(),
             "exponent": self.exponent,
+            "kind": self.kind,
+            "prefs": None if self.prefs is None else self.prefs.to_json(),
         }
+
+
+Mask = Annotated[int, Meta(ge=0, le=2**MAX_PREFERENCE_TERMS - 1)]
+PerDay = Annotated[int, Meta(ge=0, le=MAX_OFFERS_PER_DAY)]
+PerWeek = Annotated[int, Meta(ge=0, le=MAX_OFFERS_PER_WEEK)]
+#: A member's preferences on the wire: [interests mask, promotions mask, per_day, per_week].
+WirePrefs = tuple[Mask, Mask, PerDay, PerWeek]
+
+
+def prefs_from_wire(value: WirePrefs | None) -> MemberPrefs | None:
+    """A MemberPrefs from its wire form (already range-checked by the decoder), or None."""
+    return None if value is None else MemberPrefs(*value)
 
 
 class _WireDevice(msgspec.Struct, frozen=True):
@@ -455,10 +554,18 @@ class _WireDevice(msgspec.Struct, frozen=True):
     tier: Id
     identity_key: HexKey
     exponent: Exponent
+    kind: DeviceKind | None = None
+    prefs: WirePrefs | None = None
 
     def device(self) -> RosterDevice:
         return RosterDevice(
-            self.ref, self.member, self.tier, bytes.fromhex(self.identity_key), self.exponent
+            self.ref,
+            self.member,
+            self.tier,
+            bytes.fromhex(self.identity_key),
+            self.exponent,
+            self.kind,
+            prefs_from_wire(self.prefs),
         )
 
 
@@ -501,6 +608,10 @@ class CampaignSpec:
     tiers: Annotated[tuple[Id, ...], Meta(max_length=64)]
     cooldown_s: Seconds
     priority: Priority = 0
+    # What the campaign serves (issue 10): one promotion type and the interests it is about (none:
+    # a general offer, for any interest). Absent from older campaign syncs.
+    promotion_type: Id | None = None
+    interests: Annotated[tuple[Id, ...], Meta(max_length=MAX_PREFERENCE_TERMS)] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -510,6 +621,8 @@ class CampaignSpec:
             "tiers": list(self.tiers),
             "cooldown_s": self.cooldown_s,
             "priority": self.priority,
+            "promotion_type": self.promotion_type,
+            "interests": list(self.interests),
         }
 
 
@@ -522,6 +635,10 @@ class CampaignSync:
     version: Version
     member_cooldown_s: Seconds
     campaigns: Annotated[tuple[CampaignSpec, ...], Meta(max_length=256)]
+    # The chain's preference vocabulary (issue 10): term i is bit i of a roster member's mask
+    # (MemberPrefs). Absent from older campaign syncs.
+    interest_terms: Annotated[tuple[Id, ...], Meta(max_length=MAX_PREFERENCE_TERMS)] = ()
+    promotion_terms: Annotated[tuple[Id, ...], Meta(max_length=MAX_PREFERENCE_TERMS)] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -529,6 +646,8 @@ class CampaignSync:
             "version": self.version,
             "member_cooldown_s": self.member_cooldown_s,
             "campaigns": [c.to_json() for c in self.campaigns],
+            "interest_terms": list(self.interest_terms),
+            "promotion_terms": list(self.promotion_terms),
         }
 
 
@@ -587,6 +706,7 @@ Payload = (
     Status
     | BridgeStatus
     | Visit
+    | VisitEnd
     | OfferTrigger
     | Ack
     | ShopperOffer
@@ -600,6 +720,7 @@ _T = TypeVar(
     Status,
     BridgeStatus,
     Visit,
+    VisitEnd,
     OfferTrigger,
     Ack,
     ShopperOffer,
@@ -636,6 +757,7 @@ _SCHEMAS: dict[str, _Schema] = {
         Status,
         BridgeStatus,
         Visit,
+        VisitEnd,
         OfferTrigger,
         Ack,
         ShopperOffer,

@@ -96,7 +96,7 @@ class LiveView:
                     f"device {event.device[:8]}…  {event.rssi_dbm:.0f} dBm",
                     self._bold,
                 )
-            else:
+            elif isinstance(event, wire.OfferTrigger):
                 self.line(
                     event.ts, "OFFER", f"member {event.member[:8]}…  campaign {event.campaign}"
                 )

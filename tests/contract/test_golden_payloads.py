@@ -106,11 +106,31 @@ def test_an_old_status_without_sync_or_clock_still_decodes() -> None:
     assert status.roster_version == old["roster_version"]
 
 
+def test_payloads_from_before_issue_10_still_decode() -> None:
+    """Visits, campaigns and rosters from gateways and bridges before iPhone check-in and
+    preferences carry no platform, kind, prefs, promotion type, interests or terms."""
+    visit = json.loads((GOLDEN_DIR / "visit.json").read_bytes())
+    del visit["platform"]
+    assert wire.decode_as(json.dumps(visit).encode(), wire.Visit).platform is None
+    campaigns = json.loads((GOLDEN_DIR / "campaigns.json").read_bytes())
+    del campaigns["interest_terms"], campaigns["promotion_terms"]
+    for campaign in campaigns["campaigns"]:
+        del campaign["promotion_type"], campaign["interests"]
+    sync = wire.decode_as(json.dumps(campaigns).encode(), wire.CampaignSync)
+    assert sync.interest_terms == () and sync.campaigns[0].promotion_type is None
+    roster = json.loads((GOLDEN_DIR / "roster.json").read_bytes())
+    for device in roster["devices"]:
+        del device["kind"], device["prefs"]
+    old = wire.decode_as(json.dumps(roster).encode(), wire.RosterSync)
+    assert old.devices[0].kind is None and old.devices[0].prefs is None
+
+
 def test_every_payload_type_has_a_golden_copy() -> None:
     types = {json.loads(p.read_bytes())["type"] for p in GOLDEN}
     assert types == {
         "status",
         "visit",
+        "visit_end",
         "offer_trigger",
         "ack",
         "offer",
