@@ -15,7 +15,7 @@ from edge.core.frames import Classified, FrameKind, classify_advert
 from edge.core.offers import OfferEngine
 from edge.core.presence import PresenceTracker
 from edge.core.resolver import EidResolver
-from edge.core.wire import Event, OfferTrigger, Visit
+from edge.core.wire import Event, OfferTrigger, Platform, RosterDevice, Visit
 
 # Addresses remembered with their last bytes. A door hears a few hundred devices at a time, and
 # phones rotate their address every ~15 min; when the table is full it is cleared (memory stays bounded,
@@ -76,6 +76,7 @@ class PipelineCounters:
     resolved: int = 0
     unresolved: int = 0
     ignored: int = 0  # well-formed adverts that are not EID frames: other beacons, phones, noise
+    checkins: int = 0  # accepted iPhone check-ins (refusals are counted by the verifier)
     entries: int = 0
     offers: int = 0
 
@@ -127,7 +128,24 @@ class Pipeline:
             counters.unresolved += 1
             return []
         counters.resolved += 1
-        entry = self.presence.observe(device, t_s, advert.rssi_dbm)
+        platform: Platform = "tag" if device.kind == "tag" else "android"
+        return self._sighting(device, t_s, advert.rssi_dbm, wall_s, platform)
+
+    def check_in(
+        self, device: RosterDevice, t_s: float, rssi_dbm: float, wall_s: float
+    ) -> list[Event]:
+        """One accepted iPhone check-in (edge/core/checkin.py): a sighting like an advert's."""
+        counters = self.counters
+        counters.checkins += 1
+        if t_s >= self._next_housekeeping_s:
+            self.housekeeping(t_s)
+        return self._sighting(device, t_s, rssi_dbm, wall_s, "ios")
+
+    def _sighting(
+        self, device: RosterDevice, t_s: float, rssi_dbm: float, wall_s: float, platform: Platform
+    ) -> list[Event]:
+        counters = self.counters
+        entry = self.presence.observe(device, t_s, rssi_dbm)
         if entry is None:
             return []
         counters.entries += 1
@@ -139,6 +157,7 @@ class Pipeline:
             device=device.ref,
             tier=device.tier,
             rssi_dbm=entry.rssi_dbm,
+            platform=platform,
         )
         decision = self.offers.decide(device.member, device.tier, t_s)
         if decision is None:
