@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 import uuid
@@ -38,6 +39,7 @@ from edge.config import GatewayConfig
 from edge.core import bundle, signed, wire
 from edge.core.advert import RawAdvert
 from edge.core.broker_identity import gateway_identity
+from edge.core.checkin import CheckinAccepted, CheckinResult, CheckinVerifier
 from edge.core.clockstep import ClockStepDetector
 from edge.core.health import RadioHealth, RadioState
 from edge.core.liveness import Liveness
@@ -182,6 +184,9 @@ class Gateway:
         )
         self._last_radio_s: float | None = None
         self._last_batch_mono: float | None = None
+        #: iPhone check-ins (edge/core/checkin.py): looks EIDs up in whatever resolver the last
+        #: roster sync installed.
+        self.checkin = CheckinVerifier(os.urandom, lambda eid: self.pipeline.resolver.resolve(eid))
         self.sync = SyncApplier(
             self.pipeline,
             store,
@@ -368,13 +373,33 @@ class Gateway:
             self._last_batch_mono = self._mono()
             wall = self._wall()
             events = self.pipeline.feed_many(batch, wall)
-            if events:
-                await self.store.append_events(events, wall)
-                self.uplink.wake()
-                for listener in self.listeners:
-                    listener(events)
+            await self._store_events(events, wall)
             self.liveness.idle("radio", mono())
         _LOGGER.info("radio source %r ended", self.source.name)
+
+    def checkin_challenge(self) -> bytes:
+        """The check-in challenge an iPhone app reads now (radio time: the same clock as adverts)."""
+        return self.checkin.challenge(self.radio_now())
+
+    async def checkin_write(
+        self, payload: bytes, central: str, link_rssi_dbm: float | None = None
+    ) -> CheckinResult:
+        """One check-in write from `central` (the GATT service's caller): verified, and if genuine fed
+        to the pipeline as a sighting, its events stored for the uplink like an advert's."""
+        t_s = self.radio_now()
+        result = self.checkin.verify(payload, central, t_s, link_rssi_dbm)
+        if isinstance(result, CheckinAccepted):
+            wall = self._wall()
+            events = self.pipeline.check_in(result.device, t_s, result.rssi_dbm, wall)
+            await self._store_events(events, wall)
+        return result
+
+    async def _store_events(self, events: list[wire.Event], wall: float) -> None:
+        if events:
+            await self.store.append_events(events, wall)
+            self.uplink.wake()
+            for listener in self.listeners:
+                listener(events)
 
     def quiet_radio_now(self) -> float | None:
         """Radio time while no adverts arrive (None while they do): the last advert's time plus the
@@ -529,6 +554,7 @@ class Gateway:
             },
             counters={
                 **self.pipeline.counters.as_dict(),
+                **{f"checkin_{r}": n for r, n in self.checkin.refused.items()},
                 "events_sent": self.uplink.sent,
                 "events_acked": self.uplink.acked,
                 "inbox_dropped": self.inbox_dropped,
