@@ -41,6 +41,11 @@ MAX_GATEWAY_PACKET_BYTES = MAX_BUNDLE_BYTES + PACKET_OVERHEAD_BYTES
 MAX_ACK_IDS = 1000
 #: Largest version number (rosters, campaigns): fits SQLite's INTEGER.
 MAX_VERSION = 2**63 - 1
+#: Most interests, and most promotion types, a chain may name: each is one bit of a roster mask.
+MAX_PREFERENCE_TERMS = 63  # a mask fits a signed 64-bit integer (SQLite, msgspec)
+#: The highest frequency a member may state (offers in any 24 h, in any 7 days).
+MAX_OFFERS_PER_DAY = 24
+MAX_OFFERS_PER_WEEK = 100
 
 #: Every chain's gateways' events (a bridge subscribes to its own chain's: `event_filter`).
 EVENT_FILTER = f"{TOPIC_ROOT}/+/+/+/event/+"
@@ -454,6 +459,10 @@ class ShopperOffer:
     store: Id
     issued_at: UnixTime
     detected_at: UnixTime
+    # What the offer is (issue 10), so the app can file it and the shopper see why they got it.
+    # Absent from older bridges.
+    promotion_type: Id | None = None
+    interests: Annotated[tuple[Id, ...], Meta(max_length=MAX_PREFERENCE_TERMS)] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -464,6 +473,8 @@ class ShopperOffer:
             "store": self.store,
             "issued_at": self.issued_at,
             "detected_at": self.detected_at,
+            "promotion_type": self.promotion_type,
+            "interests": list(self.interests),
         }
 
 
@@ -476,13 +487,6 @@ class OfferReceipt:
 
     def to_json(self) -> dict[str, Any]:
         return {"offer_ids": list(self.offer_ids)}
-
-
-#: Most interests, and most promotion types, a chain may name: each is one bit of a roster mask.
-MAX_PREFERENCE_TERMS = 63  # a mask fits a signed 64-bit integer (SQLite, msgspec)
-#: The highest frequency a member may state (offers in any 24 h, in any 7 days).
-MAX_OFFERS_PER_DAY = 24
-MAX_OFFERS_PER_WEEK = 100
 
 
 @dataclass(frozen=True, slots=True)
