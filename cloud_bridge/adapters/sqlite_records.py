@@ -65,6 +65,7 @@ from edge.adapters.sqlite_db import (
 from edge.core import wire
 from edge.core.preferences import WEEK_S
 from edge.errors import EmptyDatabase, MissingDatabase, StorageError
+from edge.logutil import OnceLogger
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -537,6 +538,7 @@ class SqliteLoyaltyRecords:
         self._pseudonyms: dict[str, StorePseudonyms] = {}
         self.clone_policy = clone_policy or ClonePolicy()
         self._lock = asyncio.Lock()  # see _one_at_a_time
+        self._bad_rows = OnceLogger(_LOGGER)
 
     @classmethod
     async def open(
@@ -1157,21 +1159,10 @@ class SqliteLoyaltyRecords:
             "FROM campaigns WHERE active AND (store_id IS NULL OR store_id = ?) ORDER BY id",
             (store,),
         ) as cursor:
-            campaigns = tuple(
-                [
-                    wire.CampaignSpec(
-                        r[0],
-                        r[1],
-                        r[2],
-                        tuple(r[3].split(",")),
-                        r[4],
-                        r[5],
-                        promotion_type=r[6] or None,
-                        interests=split_terms(r[7]),
-                    )
-                    async for r in cursor
-                ]
-            )
+            rows = [r async for r in cursor]
+        campaigns = tuple(
+            campaign for campaign in map(self._campaign_spec, rows) if campaign is not None
+        )
         cooldown = await self.setting("member_cooldown_s", str(DEFAULT_MEMBER_COOLDOWN_S))
         vocabulary = await read_vocabulary(self._db)
         return wire.CampaignSync(
@@ -1183,6 +1174,38 @@ class SqliteLoyaltyRecords:
             interest_terms=vocabulary.in_bit_order("interest"),
             promotion_terms=vocabulary.in_bit_order("promotion"),
         )
+
+    def _campaign_spec(self, r: sqlite3.Row | tuple[Any, ...]) -> wire.CampaignSpec | None:
+        """A campaigns row as the sync carries it; None (logged) if a term in it is not an id:
+        a row edited by hand must not make every gateway refuse the whole set."""
+        spec = wire.CampaignSpec(
+            r[0],
+            r[1],
+            r[2],
+            tuple(r[3].split(",")),
+            r[4],
+            r[5],
+            promotion_type=r[6] or None,
+            interests=split_terms(r[7]),
+        )
+        for what, terms in (
+            ("tiers", spec.tiers),
+            ("promotion_type", (spec.promotion_type or "none",)),
+            ("interests", spec.interests),
+        ):
+            try:
+                for term in terms:
+                    wire.check_id(term, f"campaigns.{what}")
+            except wire.WireError as exc:
+                self._bad_rows.warning(
+                    f"campaign {spec.id} {what}",
+                    "campaign %r in %s is not published: %s; fix the row",
+                    spec.id,
+                    self.path,
+                    exc.reason,
+                )
+                return None
+        return spec
 
     @_one_at_a_time
     async def vocabulary(self) -> Vocabulary:

@@ -298,6 +298,27 @@ async def test_the_campaign_sync_says_what_each_campaign_serves_and_the_terms_in
     assert len(wire.encode(sync)) < signed.MAX_SIGNED_BYTES
 
 
+async def test_a_campaign_row_with_a_term_that_is_not_an_id_is_left_out_of_the_sync(
+    loyalty: Loyalty, caplog: pytest.LogCaptureFixture
+) -> None:
+    await loyalty.execute(
+        "UPDATE campaigns SET interests = 'home,Home Decor' WHERE id = 'home-tech-sale'"
+    )
+    await loyalty.execute(
+        "UPDATE campaigns SET promotion_type = '20% off' WHERE id = 'welcome-bakery'"
+    )
+
+    sync = await loyalty.records.campaigns(STORE)
+
+    # The rest still reach the gateways: one bad row does not make them refuse the whole set.
+    assert {c.id for c in sync.campaigns} == {c.id for c in DEMO_CAMPAIGNS} - {
+        "home-tech-sale",
+        "welcome-bakery",
+    }
+    assert wire.decode_as(wire.encode(sync), wire.CampaignSync) == sync
+    assert "campaign 'home-tech-sale'" in caplog.text and "not published" in caplog.text
+
+
 async def test_a_vocabulary_change_keeps_every_bit_and_reaches_the_campaign_sync(
     loyalty: Loyalty,
 ) -> None:
