@@ -377,16 +377,24 @@ class Gateway:
             self.liveness.idle("radio", mono())
         _LOGGER.info("radio source %r ended", self.source.name)
 
+    def checkin_now(self) -> float:
+        """Radio time for a check-in: the last advert's time, carried on by the monotonic clock
+        while the radio is quiet (as housekeeping does). Check-ins do not move radio time, so
+        without this a store where only iPhones are heard would see no time pass: no challenge
+        rotation, no throttle refill, and no dwell, hence no entry."""
+        quiet = self.quiet_radio_now()
+        return self.radio_now() if quiet is None else quiet
+
     def checkin_challenge(self) -> bytes:
         """The check-in challenge an iPhone app reads now (radio time: the same clock as adverts)."""
-        return self.checkin.challenge(self.radio_now())
+        return self.checkin.challenge(self.checkin_now())
 
     async def checkin_write(
         self, payload: bytes, central: str, link_rssi_dbm: float | None = None
     ) -> CheckinResult:
         """One check-in write from `central` (the GATT service's caller): verified, and if genuine fed
         to the pipeline as a sighting, its events stored for the uplink like an advert's."""
-        t_s = self.radio_now()
+        t_s = self.checkin_now()
         result = self.checkin.verify(payload, central, t_s, link_rssi_dbm)
         if isinstance(result, CheckinAccepted):
             wall = self._wall()
