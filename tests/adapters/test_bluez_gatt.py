@@ -26,6 +26,7 @@ from edge.adapters.sqlite_store import SqliteGatewayStore
 from edge.app import Gateway
 from edge.config import GatewayConfig, GatewaySection, IdentitySection
 from edge.core import bundle
+from edge.core.advert import RawAdvert
 from edge.core.checkin import (
     CHALLENGE_CHAR_UUID,
     CHALLENGE_PERIOD_S,
@@ -380,6 +381,32 @@ async def test_an_iphone_that_checks_in_at_the_door_becomes_an_ios_visit(
     on_disk = b"".join(p.read_bytes() for p in door.db_path.parent.glob("gateway.sqlite*"))
     assert b"4A_00_00_00_00_01" not in on_disk and b"4A:00:00:00:00:01" not in on_disk
     assert phone.token(door.clock.t)[1:9] not in on_disk
+
+
+async def test_an_iphone_enters_a_store_whose_radio_went_quiet(
+    bluez: FakeBluez, door: Door, served: BluezCheckinService
+) -> None:
+    """Check-ins do not move radio time; a store where only iPhones are heard still sees time
+    pass (the radio's last time, carried on by the monotonic clock), so dwell, challenge rotation
+    and throttle refill all work."""
+    gateway = door.gateway
+    assert isinstance(gateway.source, FakeAdvertSource)
+    gateway.source.push([RawAdvert(door.clock.t, "4A:00:00:00:00:99", -90, b"\x02\x01\x06")])
+    scan = asyncio.create_task(gateway._scan(), name="scan")
+    try:
+        await eventually(lambda: _true(gateway.pipeline.counters.adverts == 1), "the one advert")
+        phone = await Phone.connect(bluez, door.members[2], "4A:00:00:00:00:03")
+        first = await phone.read_challenge()
+        for _ in range(30):  # nothing else on the air
+            door.clock.t += 1.0
+            assert await phone.check_in(door.clock.t) is None
+        [visit] = await outbox(door)
+        assert visit["platform"] == "ios"
+        door.clock.t += CHALLENGE_PERIOD_S
+        assert await phone.read_challenge() != first
+    finally:
+        scan.cancel()
+        await asyncio.gather(scan, return_exceptions=True)
 
 
 async def test_an_iphone_walking_past_is_not_an_entry(
