@@ -7,7 +7,10 @@ reproduces from the test name alone, and hypothesis prints the falsifying exampl
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,10 +26,12 @@ from edge.core.checkin import (
     CHALLENGE_LEN,
     CHALLENGE_PERIOD_S,
     PAYLOAD_LEN,
+    RSSI_UNKNOWN,
     CheckinAccepted,
     CheckinRefusal,
     CheckinRefused,
     CheckinVerifier,
+    checkin_key,
     checkin_payload,
 )
 from edge.core.resolver import EidResolver
@@ -468,3 +473,60 @@ def test_every_refusal_has_an_att_error_for_the_app() -> None:
     assert ATT_ERRORS[CheckinRefusal.MALFORMED] == 0x0D
     assert all(0x80 < code <= 0x9F for r, code in ATT_ERRORS.items() if r != "malformed")
     assert len(set(ATT_ERRORS.values())) == len(ATT_ERRORS)
+
+
+# --- the test vector in docs/iphone-checkin.md ---
+
+
+def _doc_vector() -> dict[str, str]:
+    text = DOC.read_text()
+    block = re.search(r"<!-- test-vector -->\s*```text\n(.*?)```", text, re.DOTALL)
+    assert block is not None, "docs/iphone-checkin.md lost its test-vector block"
+    fields: dict[str, str] = {}
+    for line in block.group(1).splitlines():
+        if ":" in line:
+            name, value = line.split(":", 1)
+            fields[name.strip()] = value.strip().split(" ")[0]
+    return fields
+
+
+def test_the_documented_test_vector_is_what_the_gateway_accepts() -> None:
+    v = _doc_vector()
+    identity_key = bytes.fromhex(v["identity key"])
+    exponent = int(v["exponent"])
+    unix_s = int(v["time"])
+    challenge = bytes.fromhex(v["challenge"])
+    seq = int(v["seq"])
+    rssi = int(v["rssi"])
+    eid_value = eid.compute_eid(identity_key, exponent, eid.counter_at(unix_s))
+    key = checkin_key(identity_key)
+    head = bytes.fromhex(v["bytes 0..11"])
+    assert v["EID"] == eid_value.hex()
+    assert v["K"] == key.hex()
+    assert head == b"\x01" + eid_value + seq.to_bytes(2, "big") + (rssi & 0xFF).to_bytes(1)
+    mac = hmac.new(key, b"THCI" + challenge + head, hashlib.sha256).digest()
+    assert v["HMAC"] == mac.hex()
+    payload = checkin_payload(identity_key, exponent, unix_s, challenge, seq, rssi)
+    assert v["tag"] == mac[:8].hex() == payload[12:].hex()
+    assert v["write"] == payload.hex()
+    # and the gateway takes it, at that time, with that challenge
+    device = RosterDevice("d-vector", "m-vector", "gold", identity_key, exponent)
+    verifier = CheckinVerifier(lambda n: challenge, EidResolver((device,), unix_s).resolve)
+    assert verifier.verify(payload, PHONE, unix_s) == CheckinAccepted(device, float(rssi))
+
+
+def test_the_documented_uuids_and_sizes_are_the_codes() -> None:
+    text = DOC.read_text()
+    for value in (
+        checkin.CHECKIN_SERVICE_UUID,
+        checkin.CHALLENGE_CHAR_UUID,
+        checkin.CHECKIN_CHAR_UUID,
+    ):
+        assert value.upper() in text.upper()
+    for refusal, code in ATT_ERRORS.items():
+        assert re.search(rf"`0x{code:02X}`.*`{refusal.value}`", text), refusal
+    assert RSSI_UNKNOWN == 127 and "`127` = unknown" in text
+    # the pace and timing the app is told are the gateway's numbers
+    assert f"allows {CENTRAL_RATE_PER_S:g} writes a second per phone" in text
+    assert f"with a burst of {CENTRAL_BURST:g}" in text
+    assert f"new one every {CHALLENGE_PERIOD_S:g} s" in text
