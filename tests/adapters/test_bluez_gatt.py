@@ -13,12 +13,12 @@ import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dbus_fast import MessageType, Variant
+from dbus_fast import Variant
 
 from edge.adapters.bluez_gatt import BluezCheckinService
 from edge.adapters.keystore import provision_gateway_keys
@@ -36,19 +36,16 @@ from edge.core.checkin import (
     CheckinRefusal,
     CheckinRefused,
     CheckinResult,
-    checkin_payload,
 )
 from edge.core.wire import RosterDevice
 from tests.factories import make_device
-from tests.fakes.bluez import FakeBluez, device_props, running_fake_bluez
+from tests.fakes.bluez import FakeBluez, running_fake_bluez
+from tests.fakes.iphone import CHARACTERISTIC_IFACE, FAILED, FakeIPhone, registered_app
 from tests.fakes.radio import FakeAdvertSource
 
 GUARD_S = 20.0  # a guard against hanging, not a performance expectation
 SIGNER = bundle.generate_signing_key(random.Random("bridge").randbytes)
 T0 = 1_790_000_000 - 1_790_000_000 % 15_360  # a challenge period and an EID window start here
-OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
-CHARACTERISTIC_IFACE = "org.bluez.GattCharacteristic1"
-FAILED = "org.bluez.Error.Failed"
 INVALID_LENGTH = "org.bluez.Error.InvalidValueLength"
 
 
@@ -150,119 +147,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
         pytest.fail(f"gave up waiting for {what}")
 
 
-@dataclass
-class App:
-    """What bluetoothd knows of the registered application: where to send the phones' requests."""
-
-    client: str
-    path: str
-    objects: dict[str, dict[str, dict[str, Any]]]
-    challenge_path: str = ""
-    checkin_path: str = ""
-
-
-async def registered_app(bluez: FakeBluez) -> App:
-    """Read the application as bluetoothd does: GetManagedObjects on its registered path."""
-    [(client, path)] = await bluez.applications("hci0")
-    [managed] = await bluez.call(
-        path, OBJECT_MANAGER_IFACE, "GetManagedObjects", destination=client
-    )
-    objects = {
-        obj: {iface: {k: v.value for k, v in props.items()} for iface, props in ifaces.items()}
-        for obj, ifaces in managed.items()
-    }
-    app = App(client, path, objects)
-    for obj, ifaces in objects.items():
-        uuid = ifaces.get(CHARACTERISTIC_IFACE, {}).get("UUID")
-        if uuid == CHALLENGE_CHAR_UUID:
-            app.challenge_path = obj
-        elif uuid == CHECKIN_CHAR_UUID:
-            app.checkin_path = obj
-    return app
-
-
-@dataclass
-class Phone:
-    """A shopper's iPhone, connected to the gateway: its app's side of the protocol."""
-
-    bluez: FakeBluez
-    app: App
-    member: RosterDevice
-    central: str
-    rssi_dbm: int | None = -58
-    challenge: bytes = b""
-    seq: int = 0
-    answers: list[str | None] = field(default_factory=list)
-
-    @classmethod
-    async def connect(
-        cls, bluez: FakeBluez, member: RosterDevice, address: str, **props: Any
-    ) -> Phone:
-        central = await bluez.connect_central("hci0", address, device_props(**props))
-        return cls(bluez, await registered_app(bluez), member, central)
-
-    def options(self, **extra: Variant) -> dict[str, Variant]:
-        return {
-            "device": Variant("o", self.central),
-            "mtu": Variant("q", 185),
-            "link": Variant("s", "LE"),
-            **extra,
-        }
-
-    async def read_challenge(self) -> bytes:
-        [value] = await self.bluez.call(
-            self.app.challenge_path,
-            CHARACTERISTIC_IFACE,
-            "ReadValue",
-            "a{sv}",
-            [self.options()],
-            destination=self.app.client,
-        )
-        if bytes(value) != self.challenge:  # seqs count per challenge value (the app's rule)
-            self.challenge, self.seq = bytes(value), 0
-        return self.challenge
-
-    async def write(self, payload: bytes, **extra: Variant) -> str | None:
-        """WriteValue as bluetoothd relays a Write Request; the error it answers, or None."""
-        reply = await self.bluez.call_message(
-            self.app.checkin_path,
-            CHARACTERISTIC_IFACE,
-            "WriteValue",
-            "aya{sv}",
-            [payload, self.options(type=Variant("s", "request"), **extra)],
-            destination=self.app.client,
-        )
-        if reply.message_type != MessageType.ERROR:
-            answer = None
-        elif reply.error_name == FAILED:
-            answer = str(reply.body[0])  # the ATT application error code BlueZ sends on
-        else:
-            answer = reply.error_name
-        self.answers.append(answer)
-        return answer
-
-    def token(
-        self, t_s: float, seq: int | None = None, member: RosterDevice | None = None
-    ) -> bytes:
-        who = member or self.member
-        return checkin_payload(
-            who.identity_key,
-            who.exponent,
-            t_s,
-            self.challenge,
-            self.seq if seq is None else seq,
-            self.rssi_dbm,
-        )
-
-    async def check_in(self, t_s: float) -> str | None:
-        """One write of the current token (reading the challenge first if it has none)."""
-        if not self.challenge:
-            await self.read_challenge()
-        answer = await self.write(self.token(t_s))
-        self.seq += 1
-        return answer
-
-
 async def outbox(door: Door) -> list[dict[str, Any]]:
     return [json.loads(e.payload) for e in await door.store.pending(1000)]
 
@@ -324,7 +208,7 @@ async def test_registers_the_check_in_service_and_a_connectable_advertisement(
 async def test_the_challenge_is_the_gateways_and_rotates(
     bluez: FakeBluez, door: Door, served: BluezCheckinService
 ) -> None:
-    phone = await Phone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
+    phone = await FakeIPhone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
     first = await phone.read_challenge()
     assert first == door.gateway.checkin_challenge()
     assert len(first) == 16
@@ -359,7 +243,7 @@ async def test_an_iphone_that_checks_in_at_the_door_becomes_an_ios_visit(
     bluez: FakeBluez, door: Door, served: BluezCheckinService
 ) -> None:
     member = door.members[0]
-    phone = await Phone.connect(bluez, member, "4A:00:00:00:00:01")
+    phone = await FakeIPhone.connect(bluez, member, "4A:00:00:00:00:01")
     for second in range(30):  # about once a second, reading the challenge again every 20 s
         if second % 20 == 0:
             await phone.read_challenge()
@@ -395,7 +279,7 @@ async def test_an_iphone_enters_a_store_whose_radio_went_quiet(
     scan = asyncio.create_task(gateway._scan(), name="scan")
     try:
         await eventually(lambda: _true(gateway.pipeline.counters.adverts == 1), "the one advert")
-        phone = await Phone.connect(bluez, door.members[2], "4A:00:00:00:00:03")
+        phone = await FakeIPhone.connect(bluez, door.members[2], "4A:00:00:00:00:03")
         first = await phone.read_challenge()
         for _ in range(30):  # nothing else on the air
             door.clock.t += 1.0
@@ -412,7 +296,7 @@ async def test_an_iphone_enters_a_store_whose_radio_went_quiet(
 async def test_an_iphone_walking_past_is_not_an_entry(
     bluez: FakeBluez, door: Door, served: BluezCheckinService
 ) -> None:
-    phone = await Phone.connect(bluez, door.members[1], "4A:00:00:00:00:02")
+    phone = await FakeIPhone.connect(bluez, door.members[1], "4A:00:00:00:00:02")
     await phone.read_challenge()
     # strong by the open door, then fading behind the glass, still connected for half a minute
     walk = [-66, -62, -61, -64, -70, -78] + [-88 - (i % 8) for i in range(24)]
@@ -427,8 +311,8 @@ async def test_an_iphone_walking_past_is_not_an_entry(
 async def test_bluez_rssi_stands_in_when_the_app_has_none(
     bluez: FakeBluez, door: Door, served: BluezCheckinService
 ) -> None:
-    heard = await Phone.connect(bluez, door.members[0], "4A:00:00:00:00:01", rssi_dbm=-61)
-    unheard = await Phone.connect(bluez, door.members[1], "4A:00:00:00:00:02")
+    heard = await FakeIPhone.connect(bluez, door.members[0], "4A:00:00:00:00:01", rssi_dbm=-61)
+    unheard = await FakeIPhone.connect(bluez, door.members[1], "4A:00:00:00:00:02")
     for phone in (heard, unheard):
         phone.rssi_dbm = None  # readRSSI failed: the app writes 127
     assert await heard.check_in(door.clock.t) is None
@@ -439,41 +323,41 @@ async def test_bluez_rssi_stands_in_when_the_app_has_none(
 # --- bad input: refused, counted, nothing stored ---
 
 
-async def _malformed(phone: Phone, door: Door) -> str | None:
+async def _malformed(phone: FakeIPhone, door: Door) -> str | None:
     return await phone.write(phone.token(door.clock.t)[:19])
 
 
-async def _wrong_version(phone: Phone, door: Door) -> str | None:
+async def _wrong_version(phone: FakeIPhone, door: Door) -> str | None:
     return await phone.write(b"\x02" + phone.token(door.clock.t)[1:])
 
 
-async def _stale(phone: Phone, door: Door) -> str | None:
+async def _stale(phone: FakeIPhone, door: Door) -> str | None:
     # a token computed (or recorded) an hour ago: its EID's window is long gone
     return await phone.write(phone.token(door.clock.t - 3600))
 
 
-async def _unknown_key(phone: Phone, door: Door) -> str | None:
+async def _unknown_key(phone: FakeIPhone, door: Door) -> str | None:
     stranger = make_device(identity_key=random.Random("not enrolled").randbytes(16))
     return await phone.write(phone.token(door.clock.t, member=stranger))
 
 
-async def _replayed(phone: Phone, door: Door) -> str | None:
+async def _replayed(phone: FakeIPhone, door: Door) -> str | None:
     token = phone.token(door.clock.t, seq=4)
     assert await phone.write(token) is None  # the genuine write (a single sighting: no entry)
     door.clock.t += 1.0
     return await phone.write(token)  # the same bytes again
 
 
-async def _expired_challenge(phone: Phone, door: Door) -> str | None:
+async def _expired_challenge(phone: FakeIPhone, door: Door) -> str | None:
     door.clock.t += 2 * CHALLENGE_PERIOD_S  # the challenge it read has expired
     return await phone.write(phone.token(door.clock.t))
 
 
-async def _long_write(phone: Phone, door: Door) -> str | None:
+async def _long_write(phone: FakeIPhone, door: Door) -> str | None:
     return await phone.write(phone.token(door.clock.t)[10:], offset=Variant("q", 10))
 
 
-async def _forged_tag(phone: Phone, door: Door) -> str | None:
+async def _forged_tag(phone: FakeIPhone, door: Door) -> str | None:
     token = phone.token(door.clock.t)
     return await phone.write(token[:12] + bytes(8))
 
@@ -505,11 +389,11 @@ async def test_a_bad_write_is_answered_counted_and_not_stored(
     bluez: FakeBluez,
     door: Door,
     served: BluezCheckinService,
-    bad_write: Callable[[Phone, Door], Awaitable[str | None]],
+    bad_write: Callable[[FakeIPhone, Door], Awaitable[str | None]],
     answer: str,
     counter: str,
 ) -> None:
-    phone = await Phone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
+    phone = await FakeIPhone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
     await phone.read_challenge()
     assert await bad_write(phone, door) == answer
     status = counters(door)
@@ -525,8 +409,8 @@ async def test_a_bad_write_is_answered_counted_and_not_stored(
 async def test_a_flood_from_one_central_is_throttled_while_others_check_in(
     bluez: FakeBluez, door: Door, served: BluezCheckinService
 ) -> None:
-    flooder = await Phone.connect(bluez, door.members[0], "4A:00:00:00:00:0F")
-    shopper = await Phone.connect(bluez, door.members[1], "4A:00:00:00:00:01")
+    flooder = await FakeIPhone.connect(bluez, door.members[0], "4A:00:00:00:00:0F")
+    shopper = await FakeIPhone.connect(bluez, door.members[1], "4A:00:00:00:00:01")
     await flooder.read_challenge()
     await shopper.read_challenge()
     for i in range(60):  # back to back, as fast as ATT lets one link write
@@ -546,8 +430,8 @@ async def test_concurrent_writes_are_each_answered_and_do_not_block_another_cent
 ) -> None:
     """Something other than ATT sending many writes at once from one central: each one is
     answered at once (accepted, throttled or busy); another central's write goes through."""
-    flooder = await Phone.connect(bluez, door.members[0], "4A:00:00:00:00:0F")
-    shopper = await Phone.connect(bluez, door.members[1], "4A:00:00:00:00:01")
+    flooder = await FakeIPhone.connect(bluez, door.members[0], "4A:00:00:00:00:0F")
+    shopper = await FakeIPhone.connect(bluez, door.members[1], "4A:00:00:00:00:01")
     await flooder.read_challenge()
     await shopper.read_challenge()
     tokens = [flooder.token(door.clock.t, seq=i) for i in range(40)]
@@ -574,7 +458,8 @@ async def test_writes_in_hand_are_bounded(bluez: FakeBluez, door: Door) -> None:
     try:
         assert await service.start()
         phones = [
-            await Phone.connect(bluez, door.members[0], f"4A:00:00:00:00:0{i}") for i in range(3)
+            await FakeIPhone.connect(bluez, door.members[0], f"4A:00:00:00:00:0{i}")
+            for i in range(3)
         ]
         pending = [asyncio.create_task(p.write(bytes(20))) for p in phones[:2]]
         await eventually(lambda: _true(service.writes == 2), "two writes in hand")
@@ -598,7 +483,7 @@ async def test_a_gateway_that_fails_answers_0x80_and_counts_it(
     service = BluezCheckinService("hci0", broken_challenge, broken_write)
     try:
         assert await service.start()
-        phone = await Phone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
+        phone = await FakeIPhone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
         reply = await bluez.call_message(
             phone.app.challenge_path,
             CHARACTERISTIC_IFACE,
@@ -624,7 +509,7 @@ async def test_hostile_options_are_refused_not_raised(bluez: FakeBluez, door: Do
     service = BluezCheckinService("hci0", lambda: bytes(16), write)
     try:
         assert await service.start()
-        phone = await Phone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
+        phone = await FakeIPhone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
         weird = [
             {"offset": Variant("s", "zero")},
             {"offset": Variant("q", 1)},
@@ -672,7 +557,7 @@ async def test_registers_again_after_bluez_restarts(
 
     await eventually(registered_again, "the check-in service registered with the new BlueZ")
     assert served.registrations == 2
-    phone = await Phone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
+    phone = await FakeIPhone.connect(bluez, door.members[0], "4A:00:00:00:00:01")
     assert await phone.check_in(door.clock.t) is None  # and phones check in through it
 
 
