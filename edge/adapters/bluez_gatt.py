@@ -352,6 +352,7 @@ class BluezCheckinService:
             raise RuntimeError("the check-in service is already started")
         self._attempted.clear()
         self._task = asyncio.create_task(self._keep_registered(), name="bluez-checkin")
+        self._task.add_done_callback(self._keeper_ended)
         try:
             async with asyncio.timeout(wait_s):
                 await self._attempted.wait()
@@ -394,6 +395,15 @@ class BluezCheckinService:
                 self._exported_on.unexport(path, interface)
             self._exported_on = None
         await self._objects.close()
+
+    def _keeper_ended(self, task: asyncio.Task[None]) -> None:
+        """The keeper only ends when stopped; anything else is a bug to see in the log at once."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.last_error = f"the registration keeper failed: {exc!r}"
+            _LOGGER.error("iPhone check-in is no longer kept registered with BlueZ", exc_info=exc)
 
     def released(self) -> None:
         """BlueZ called Release() on the advertisement: it dropped it (the adapter went away)."""
