@@ -462,15 +462,17 @@ class BluezCheckinService:
         registration = self._registration
         if registration is None or not central.startswith(registration.adapter_path + "/"):
             return None
+        if self._objects.bus is None:
+            return None  # never (re)connect from a write: the keeper does that
         try:
             async with asyncio.timeout(self._rssi_timeout_s):
                 reply = await self._objects.call_bluez(
                     central, PROPERTIES_IFACE, "Get", "ss", [DEVICE_IFACE, "RSSI"]
                 )
         except (TimeoutError, RadioError):
-            return (
-                None  # no such property (not heard advertising), or BlueZ busy: the app's reading
-            )
+            # No such property (BlueZ has not heard it advertise), or BlueZ is slow: the gateway
+            # goes on with the app's own reading.
+            return None
         body: list[Any] = reply.body
         value = body[0].value if body and isinstance(body[0], Variant) else None
         if isinstance(value, int) and not isinstance(value, bool) and -127 <= value <= 20:
