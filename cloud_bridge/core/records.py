@@ -19,6 +19,9 @@ class IncomingEvent:
     # Set by the bridge's admission check (cloud_bridge/core/admission.py): times outside its
     # tolerance. Such an event is kept in quarantine, acknowledged, and not counted.
     quarantine: str | None = None
+    # Set by the admission check: a visit's end whose times contradict themselves
+    # (admission.ForgeryReason). Kept in quarantine with the reason, acknowledged, counted as forged.
+    forged: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,9 @@ class RecordOutcome:
     quarantined: int = (
         0  # events with times outside the bridge's tolerance: acknowledged, kept aside
     )
+    new_visit_ends: list[wire.VisitEnd] = field(default_factory=list)
+    # Visit ends that contradict themselves or their visit: acknowledged, never recorded as ends.
+    forged: int = 0
 
 
 class LoyaltyRecords(Protocol):
