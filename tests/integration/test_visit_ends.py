@@ -1,9 +1,10 @@
 """The whole visit on real parts: a simulated entrance's visits end and the bridge records how long each
 shopper stayed; a visit end that does not hold together is refused and counted; a gateway killed
-mid-visit and restarted reports one visit and one end."""
+mid-visit and restarted reports one visit and one end; the visit topic takes nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import statistics
@@ -14,8 +15,11 @@ import pytest
 
 from cloud_bridge.core.pseudonyms import Kind
 from edge.adapters.mosquitto import MosquittoProcess
+from edge.adapters.mqtt import PahoMqtt
 from edge.core import wire
 from edge.core.advert import RawAdvert
+from edge.core.broker_identity import gateway_identity
+from edge.services.tasks import cancel_and_wait
 from edge.sim.entrance import EntranceConfig, StoreEntrance
 from tests.fakes.radio import walk_in, walk_out
 from tests.integration.rig import CHAIN, STORE, Rig, eventually, monitor, store_rig
@@ -172,3 +176,30 @@ async def test_a_gateway_killed_mid_visit_and_restarted_reports_one_visit_and_on
         serials = await rig.records.serials()
         pseudonym = rig.records.pseudonyms(STORE).one(Kind.MEMBER, serials.members[member])
         assert visit.member == pseudonym
+
+
+async def test_the_visit_topic_takes_visits_and_visit_ends_only(
+    tmp_path: Path, mosquitto: MosquittoProcess
+) -> None:
+    async with store_rig(tmp_path, mosquitto) as rig:
+        door_2 = wire.GatewayAddress(CHAIN, STORE, "door-2")  # a gateway's certificate: its topics
+        client = PahoMqtt(mosquitto.client_settings(gateway_identity(door_2)))
+        task = asyncio.create_task(client.run(), name="door-2")
+        try:
+            await client.wait_connected(10)
+            now = time.time()
+            end = wire.VisitEnd("e-1", "v-1", now, now, "m-1", "d-1", now - 60, 60.0, "timeout")
+            trigger = wire.OfferTrigger("e-2", "v-1", now, now, "m-1", "d-1", "gold", "welcome")
+            wrong = [
+                (wire.event_topic(door_2, "visit"), trigger),
+                (wire.event_topic(door_2, "visit"), wire.Ack(("e-1",))),
+                (wire.event_topic(door_2, "offer"), end),
+            ]
+            for topic, payload in wrong:
+                await client.publish(topic, wire.encode(payload))
+            await eventually(lambda: rig.bridge.rejected == len(wrong), "three rejections")
+        finally:
+            await client.disconnect()
+            await cancel_and_wait([task])
+        assert await rig.records.count("events") == 0  # nothing of theirs recorded
+        await rig.assert_alive_and_recording("other payloads on the visit topic")
