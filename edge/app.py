@@ -309,10 +309,17 @@ class Gateway:
         within CLOSE_TIMEOUT_S is left to the process's exit (edge/process.py), logged."""
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                try:
-                    await self.save_open_visits()
-                finally:
-                    await self.store.close()
+                await self.save_open_visits()
+        except (TimeoutError, sqlite3.Error, ValueError) as exc:  # ValueError: closed already
+            _LOGGER.error(
+                "open visits' last times not saved in %s (after a restart they go on from their "
+                "last save): %r",
+                self.store.path,
+                exc,
+            )
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.store.close()
         except (TimeoutError, sqlite3.Error) as exc:
             _LOGGER.error("gateway database %s did not close: %r", self.store.path, exc)
 
