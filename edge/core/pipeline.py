@@ -307,7 +307,9 @@ class Pipeline:
 
         A visit last heard within the visit timeout is open again: a sighting within the timeout
         continues it (no second entry), and it ends as any other. One last heard longer ago ends
-        now, at its last sighting near the door, reason "restart". A member with several (only a
+        now, at its last sighting near the door, reason "restart"; so does one last heard more
+        than the timeout *ahead* of now (timed by a clock that was ahead: kept open, it would
+        outlast every sighting until this clock caught up). A member with several (only a
         tampered file can hold that) keeps the latest; the others end, reason "restart".
         """
         timeout_s = self.presence.config.visit_timeout_s
@@ -317,7 +319,7 @@ class Pipeline:
                 saved.member, saved.entered_at_s, saved.last_near_s, saved.last_heard_s
             )
             visit = _OpenVisit(saved.visit_id, saved.device, saved.platform, saved.last_heard_s)
-            if now_s - saved.last_heard_s > timeout_s or saved.member in self._open:
+            if abs(now_s - saved.last_heard_s) > timeout_s or saved.member in self._open:
                 events.append(self._visit_end(times, visit, "restart", wall_s))
                 continue
             self.presence.restore(times)

@@ -239,6 +239,15 @@ def test_at_start_up_a_visit_gone_longer_than_the_timeout_ends_at_its_last_sight
     assert pipeline.open_visits == 0
 
 
+def test_at_start_up_a_visit_timed_by_a_clock_far_ahead_ends_at_once() -> None:
+    device = make_device()
+    pipeline = make_pipeline([device])
+    ahead = saved(device.member, T0 + 3600)  # the last run's clock was an hour ahead
+    [end] = pipeline.restore_visits([ahead], now_s=T0, wall_s=T0)
+    assert isinstance(end, wire.VisitEnd) and end.reason == "restart"
+    assert pipeline.open_visits == 0
+
+
 def test_at_start_up_a_recent_visit_goes_on_and_ends_once_later() -> None:
     device = make_device()
     pipeline = make_pipeline([device])
