@@ -33,6 +33,7 @@ TARGETS = {
     "pipeline_adverts_per_s": ">= 50000",
     "resolver_build_s_100k": "<= 1.5",
     "e2e_latency_ms_p99": "<= 50 (deciding advert -> bridge record)",
+    "time_in_store_error_p50": "< 0.10 (median |measured - true| / true time in store, simulator)",
 }
 
 
@@ -169,6 +170,9 @@ def main() -> int:
     results["resolver_build_s_10k"] = round(bench_resolver_build(10_000), 3)
     results["resolver_build_s_100k"] = round(bench_resolver_build(100_000), 3)
     results.update(bench_pipeline(10_000, minutes=3 if args.quick else 10))
+    from benchmarks import presence_eval
+
+    results.update(presence_eval.time_in_store_results(quick=args.quick))
     from benchmarks import bundle_bench, radio_bench
 
     results["targets"] = {**TARGETS, **radio_bench.RADIO_TARGETS, **bundle_bench.BUNDLE_TARGETS}

@@ -183,6 +183,7 @@ class Bridge:
         self.rejected = 0
         self.refused_events = 0  # from gateways not registered for the topic's store
         self.quarantined = 0  # times outside the bridge's tolerance
+        self.forged = 0  # visit ends that contradict themselves or their visit
         self.expired = 0  # offers not confirmed within their validity
         # Offers the bridge refused to deliver (recorded suppressed), by reason (admission.py).
         self.offers_suppressed: dict[str, int] = {}
@@ -233,6 +234,7 @@ class Bridge:
             "rejected": self.rejected,
             "refused_events": self.refused_events,
             "quarantined": self.quarantined,
+            "forged": self.forged,
             "delivered": self.delivered,
             "received": self.received,
             "expired": self.expired,
@@ -745,7 +747,13 @@ class Bridge:
                 raise wire.WireError(f"{where}: chain {topic.gateway.chain!r} is not ours")
             event: wire.Event
             if topic.kind == "visit":
-                event = wire.decode_as(message.payload, wire.Visit, where)
+                payload = wire.decode(message.payload, where)
+                if not isinstance(payload, wire.Visit | wire.VisitEnd):
+                    raise wire.WireError(
+                        f"{where}: field $.type: expected a 'visit' or 'visit_end' payload, "
+                        f"got {payload.TYPE!r}"
+                    )
+                event = payload
             else:
                 event = wire.decode_as(message.payload, wire.OfferTrigger, where)
         except wire.WireError as exc:
@@ -797,10 +805,22 @@ class Bridge:
             if not incoming:
                 continue
             outcome = await self.records.record(incoming, self._wall())
-            self.recorded += len(outcome.new_visits) + len(outcome.new_offers)
+            self.recorded += (
+                len(outcome.new_visits) + len(outcome.new_visit_ends) + len(outcome.new_offers)
+            )
             self.duplicates += outcome.duplicates
             for reason, count in outcome.refused_offers.items():
                 self.offers_suppressed[reason] = self.offers_suppressed.get(reason, 0) + count
+            if outcome.forged:
+                self.forged += outcome.forged
+                self._payload_errors.warning(
+                    "forged visit ends",
+                    "%d visit end(s) contradict themselves or their visit (forged, or a gateway's "
+                    "bug): acknowledged, not recorded (%d so far); `cloud-bridge quarantine "
+                    "DATABASE` lists them",
+                    outcome.forged,
+                    self.forged,
+                )
             if outcome.quarantined:
                 self.quarantined += outcome.quarantined
                 _LOGGER.warning(
@@ -829,7 +849,8 @@ class Bridge:
 
     async def _admit(self, events: Sequence[IncomingEvent]) -> list[IncomingEvent]:
         """The events the bridge may record (cloud_bridge/core/admission.py), those with times
-        outside its tolerance marked for quarantine. Events of a gateway not registered for the
+        outside its tolerance marked for quarantine, visit ends that contradict themselves marked
+        forged. Events of a gateway not registered for the
         topic's store are dropped unacknowledged: its outbox keeps them, so once it is registered
         (read at the next sync) its backlog is recorded."""
         if self._registered is None:
@@ -860,7 +881,12 @@ class Bridge:
                     incoming.gateway.gateway,
                 )
                 continue
-            reason = admission.check_event_times(incoming.event, now_s, policy)
+            event = incoming.event
+            forged = admission.check_visit_end(event) if isinstance(event, wire.VisitEnd) else None
+            if forged is not None:
+                admitted.append(dataclasses.replace(incoming, forged=forged))
+                continue
+            reason = admission.check_event_times(event, now_s, policy)
             admitted.append(
                 incoming if reason is None else dataclasses.replace(incoming, quarantine=reason)
             )

@@ -67,10 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     clones.add_argument("--json", action="store_true", help="print the alerts as JSON")
     quarantine = sub.add_parser(
         "quarantine",
-        help="list events kept out of the records for their times (quarantined), newest first",
+        help="list events kept out of the records (quarantined, or forged visit ends), newest first",
         description="List the events the bridge quarantined: their ts or detected_at were outside "
         "[bridge] event_max_future_s / event_max_age_s of the bridge's clock (a gateway's clock "
-        "wrong, or forged). They were acknowledged and are not counted as visits or offers.",
+        "wrong, or forged), or they were visit ends that contradict themselves or their visit "
+        "(reasons visit_end_*). They were acknowledged and are not counted as visits, ends or "
+        "offers.",
     )
     quarantine.add_argument("database", type=Path)
     quarantine.add_argument("--limit", type=int, default=1000, help="at most this many (1000)")

@@ -48,6 +48,7 @@ from edge.core.offers import OfferEngine
 from edge.core.pipeline import HOUSEKEEPING_EVERY_S, RESOLVER_STEP_EVERY_S, Pipeline
 from edge.core.presence import PresenceTracker
 from edge.core.resolver import ClockCheck, EidResolver
+from edge.core.visits import OpenVisit
 from edge.errors import ConfigError
 from edge.logutil import OnceLogger
 from edge.process import Failure
@@ -81,6 +82,10 @@ STALL_LIMIT_S = 60.0
 WATCHDOG_CHECK_S = 10.0
 #: How long each step of a shutdown may take: the loops ending, the goodbye, the database closing.
 CLOSE_TIMEOUT_S = 5.0
+#: How often (radio seconds) open visits' times are written, for a restart to carry them on: a
+#: crash loses at most this much of a visit's last sightings. They are also written at entry (with
+#: the visit) and at close.
+OPEN_VISITS_SAVE_EVERY_S = 5.0
 
 
 class AdvertSource(Protocol):
@@ -201,6 +206,11 @@ class Gateway:
         )
         self._last_radio_s: float | None = None
         self._last_batch_mono: float | None = None
+        #: Events made outside a loop's batch (a clock step's visit ends), stored with the next.
+        self._unstored: list[wire.Event] = []
+        self._next_visits_save_s = float("-inf")
+        #: Open visits read back at start-up that did not decode (dropped, logged).
+        self.open_visits_dropped = 0
         #: iPhone check-ins (edge/core/checkin.py): looks EIDs up in whatever resolver the last
         #: roster sync installed.
         self.checkin = CheckinVerifier(os.urandom, lambda eid: self.pipeline.resolver.resolve(eid))
@@ -301,6 +311,7 @@ class Gateway:
             )
             gateway.pipeline.offers.history = await store.load_history()
             await gateway.sync.restore()
+            await gateway.restore_visits()
         except BaseException:
             await store.close()
             raise
@@ -313,13 +324,54 @@ class Gateway:
         return gateway
 
     async def close(self) -> None:
-        """Close the database; a database that does not close within CLOSE_TIMEOUT_S is left to
-        the process's exit (edge/process.py), logged."""
+        """Save the open visits' last times and close the database; a database that does not close
+        within CLOSE_TIMEOUT_S is left to the process's exit (edge/process.py), logged."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.save_open_visits()
+        except (TimeoutError, sqlite3.Error, ValueError) as exc:  # ValueError: closed already
+            _LOGGER.error(
+                "open visits' last times not saved in %s (after a restart they go on from their "
+                "last save): %r",
+                self.store.path,
+                exc,
+            )
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self.store.close()
         except (TimeoutError, sqlite3.Error) as exc:
             _LOGGER.error("gateway database %s did not close: %r", self.store.path, exc)
+
+    async def restore_visits(self) -> None:
+        """At start-up: take back the visits the last run left open (edge/core/visits.py). Those
+        last heard longer ago than the visit timeout end now (reason "restart"), stored for the
+        uplink; the others go on. Rows that do not decode were dropped by the store, logged."""
+        visits, dropped = await self.store.load_open_visits()
+        self.open_visits_dropped += dropped
+        wall = self._wall()
+        events = self.pipeline.restore_visits(visits, self.radio_now(), wall)
+        await self._store_events(events, wall)
+        if visits:
+            _LOGGER.info(
+                "%d visit(s) open when the gateway stopped: %d go on, %d ended at their last "
+                "sighting (gone longer than the visit timeout)",
+                len(visits),
+                len(visits) - len(events),
+                len(events),
+            )
+
+    async def save_open_visits(self) -> None:
+        """Write the open visits heard since they were last written (a restart carries them on)."""
+        opened, refreshed = self.pipeline.visits_to_save()
+        if opened or refreshed:
+            await self.store.save_open_visits(opened, refreshed)
+
+    async def _save_open_visits_every(self, now_s: float) -> None:
+        """`save_open_visits`, every OPEN_VISITS_SAVE_EVERY_S of radio time."""
+        due_s = self._next_visits_save_s
+        if now_s >= due_s or now_s < due_s - OPEN_VISITS_SAVE_EVERY_S:  # or the clock stepped back
+            self._next_visits_save_s = now_s + OPEN_VISITS_SAVE_EVERY_S
+            await self.save_open_visits()
 
     def radio_now(self) -> float:
         """Radio time: the last advert's time, or the wall clock before the first."""
@@ -410,6 +462,7 @@ class Gateway:
             wall = self._wall()
             events = self.pipeline.feed_many(batch, wall)
             await self._store_events(events, wall)
+            await self._save_open_visits_every(self._last_radio_s)
             self.liveness.idle("radio", mono())
         _LOGGER.info("radio source %r ended", self.source.name)
 
@@ -439,8 +492,16 @@ class Gateway:
         return result
 
     async def _store_events(self, events: list[wire.Event], wall: float) -> None:
+        """Store events for the uplink (with a clock step's, if any are waiting), in one
+        transaction with the visits they open (written at entry) and close (forgotten)."""
+        if self._unstored:
+            events, self._unstored = [*self._unstored, *events], []
         if events:
-            await self.store.append_events(events, wall)
+            opened: list[OpenVisit] = []
+            refreshed: list[OpenVisit] = []
+            if any(isinstance(e, wire.Visit) for e in events):
+                opened, refreshed = self.pipeline.visits_to_save()
+            await self.store.append_events(events, wall, opened, refreshed)
             self.uplink.wake()
             for listener in self.listeners:
                 listener(events)
@@ -470,8 +531,11 @@ class Gateway:
             await asyncio.sleep(RESOLVER_STEP_EVERY_S if pending else HOUSEKEEPING_EVERY_S)
             self.check_clock_step()
             now_s = self.quiet_radio_now()
+            wall = self._wall()
+            events = [] if now_s is None else self.pipeline.housekeeping(now_s, wall)
+            await self._store_events(events, wall)  # and a clock step's, if any
             if now_s is not None:
-                self.pipeline.housekeeping(now_s)
+                await self._save_open_visits_every(now_s)
 
     def check_clock_step(self) -> bool:
         """Compare the wall clock's progress with the monotonic clock's; on a step, log it once and
@@ -487,7 +551,8 @@ class Gateway:
         )
         if self._last_radio_s is not None:
             self._last_radio_s += step.step_s  # radio time, carried through quiet spells, too
-        self.pipeline.clock_stepped(step.wall_s, step.step_s)
+        # Visits that time out on the new clock: stored by the loop that asked, with its events.
+        self._unstored += self.pipeline.clock_stepped(step.wall_s, step.step_s, step.wall_s)
         return True
 
     def _on_message(self, message: Message) -> None:
@@ -598,6 +663,8 @@ class Gateway:
             },
             counters={
                 **self.pipeline.counters.as_dict(),
+                "visits_open": self.pipeline.open_visits,
+                "open_visits_dropped": self.open_visits_dropped,
                 **{f"checkin_{r}": n for r, n in self.checkin.refused.items()},
                 **(self.checkin_service.counters() if self.checkin_service is not None else {}),
                 "events_sent": self.uplink.sent,

@@ -23,9 +23,12 @@ import aiosqlite
 from cloud_bridge.adapters.data_key import DATA_KEY_ENV, DataKey
 from cloud_bridge.core.admission import (
     CampaignFacts,
+    ForgeryReason,
     MemberFacts,
     OfferFacts,
+    Visitor,
     check_offer,
+    check_visit_end_owner,
     offer_expires_at,
 )
 from cloud_bridge.core.clones import (
@@ -334,6 +337,37 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER preference_terms_added AFTER INSERT ON preference_terms
         BEGIN UPDATE stores SET campaigns_version = campaigns_version + 1; END;
     """,
+    # 9: the whole visit (issue 10). How each visit's member was heard (platform: NULL from older
+    # gateways), and each visit's end, keyed by the visit: from entered_at (first heard arriving) to
+    # ended_at (last heard near the door), duration_s = ended_at - entered_at. An end may arrive
+    # before its visit (resent, or another bridge instance): it is kept, and counts once the visit
+    # of the same member, device and store is there (the view visit_times).
+    """
+    ALTER TABLE visits ADD COLUMN platform TEXT
+        CHECK (platform IS NULL OR platform IN ('android', 'ios', 'tag'));
+    CREATE TABLE visit_ends (
+        visit_id TEXT PRIMARY KEY,
+        event_id TEXT NOT NULL UNIQUE REFERENCES events (event_id),
+        member_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        entered_at REAL NOT NULL,
+        ended_at REAL NOT NULL,
+        duration_s REAL NOT NULL CHECK (duration_s >= 0),
+        reason TEXT NOT NULL CHECK (reason IN ('timeout', 'restart')),
+        platform TEXT CHECK (platform IS NULL OR platform IN ('android', 'ios', 'tag')),
+        detected_at REAL NOT NULL,
+        recorded_at REAL NOT NULL
+    );
+    CREATE INDEX visit_ends_member ON visit_ends (member_id, ended_at);
+    CREATE VIEW visit_times AS
+        SELECT v.event_id AS visit_id, v.member_id, v.device_id, v.store_id, v.gateway,
+            v.platform, v.ts AS entry_ts, e.entered_at, e.ended_at, e.duration_s, e.reason,
+            e.event_id AS end_event_id
+        FROM visits v JOIN visit_ends e ON e.visit_id = v.event_id AND e.member_id = v.member_id
+            AND e.device_id = v.device_id AND e.store_id = v.store_id;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)
@@ -613,7 +647,7 @@ class SqliteLoyaltyRecords:
         if member_serial is None:
             return None
         serials = [member_serial]
-        if isinstance(event, wire.Visit):
+        if isinstance(event, wire.Visit | wire.VisitEnd):
             device_serial = pseudonyms.decode(Kind.DEVICE, event.device)
             if device_serial is None:
                 return None
@@ -676,12 +710,15 @@ class SqliteLoyaltyRecords:
         deliveries: list[Delivery] = []
         new_visits: list[wire.Visit] = []
         new_offers: list[wire.OfferTrigger] = []
+        new_ends: list[wire.VisitEnd] = []
         clone_alerts: list[wire.CloneAlert] = []
         duplicates = 0
         suppressed = 0
         unknown = 0
         quarantined = 0
         refused_offers: dict[str, int] = {}
+
+        forged = 0
         db = self._db
         try:
             for incoming in events:
@@ -697,22 +734,13 @@ class SqliteLoyaltyRecords:
                     continue
                 if incoming.quarantine is not None:
                     # Times outside the bridge's tolerance: kept for IT, acknowledged, not counted.
-                    await db.execute(
-                        "INSERT INTO quarantine (event_id, kind, store_id, gateway, ts, "
-                        "detected_at, reason, payload, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                        (
-                            event.event_id,
-                            event.KIND,
-                            gw.store,
-                            gw.gateway,
-                            _finite_or_none(event.ts),
-                            _finite_or_none(event.detected_at),
-                            incoming.quarantine,
-                            json.dumps(event.to_json()),
-                            now_s,
-                        ),
-                    )
+                    await self._set_aside(gw, event, incoming.quarantine, now_s)
                     quarantined += 1
+                    continue
+                if incoming.forged is not None:
+                    # A visit's end that contradicts itself: kept for IT, acknowledged, not counted.
+                    await self._set_aside(gw, event, incoming.forged, now_s)
+                    forged += 1
                     continue
                 ids = await self._unmask(gw.store, event)
                 if ids is None:
@@ -728,9 +756,11 @@ class SqliteLoyaltyRecords:
                     suppressed += 1
                     continue
                 if isinstance(event, wire.Visit):
+                    assert device is not None  # a visit names its device
                     await db.execute(
                         "INSERT INTO visits (event_id, member_id, device_id, store_id, gateway, "
-                        "ts, detected_at, recorded_at, rssi_dbm) VALUES (?,?,?,?,?,?,?,?,?)",
+                        "ts, detected_at, recorded_at, rssi_dbm, platform) "
+                        "VALUES (?,?,?,?,?,?,?,?,?,?)",
                         (
                             event.event_id,
                             member,
@@ -741,14 +771,24 @@ class SqliteLoyaltyRecords:
                             event.detected_at,
                             now_s,
                             event.rssi_dbm,
+                            event.platform,
                         ),
                     )
                     new_visits.append(event)
-                    assert device is not None  # a visit names its device
+                    if await self._unlink_foreign_end(event, Visitor(member, device, gw.store)):
+                        forged += 1
                     clone_alerts += await self._check_clone(gw.store, event, member, device, now_s)
                     continue
-                if not isinstance(event, wire.OfferTrigger):
-                    continue  # a visit's end: recorded once the visits table keeps ends (issue 10)
+                if isinstance(event, wire.VisitEnd):
+                    assert device is not None  # an end names its device
+                    outcome = await self._record_end(gw, event, member, device, now_s)
+                    if isinstance(outcome, ForgeryReason):
+                        forged += 1
+                    elif outcome is None:
+                        duplicates += 1  # the visit had already ended (another end event)
+                    else:
+                        new_ends.append(event)
+                    continue
                 delivery, refusal, expires_at = await self._prepare_delivery(
                     gw, event, member, now_s
                 )
@@ -799,7 +839,85 @@ class SqliteLoyaltyRecords:
             clone_alerts,
             quarantined,
             refused_offers,
+            new_ends,
+            forged,
         )
+
+    async def _set_aside(
+        self, gw: wire.GatewayAddress, event: wire.Event, reason: str, now_s: float
+    ) -> None:
+        """Keep an event out of the records, in the quarantine table with why (for IT)."""
+        await self._db.execute(
+            "INSERT INTO quarantine (event_id, kind, store_id, gateway, ts, "
+            "detected_at, reason, payload, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                event.event_id,
+                event.KIND,
+                gw.store,
+                gw.gateway,
+                _finite_or_none(event.ts),
+                _finite_or_none(event.detected_at),
+                reason,
+                json.dumps(event.to_json()),
+                now_s,
+            ),
+        )
+
+    async def _record_end(
+        self, gw: wire.GatewayAddress, end: wire.VisitEnd, member: str, device: str, now_s: float
+    ) -> wire.VisitEnd | ForgeryReason | None:
+        """Record a visit's end: the end, or why it is refused (set aside), or None if its visit
+        had already ended. Its visit, if recorded, must be the same member's, device's and store's
+        (cloud_bridge/core/admission.py); if not recorded yet, it is checked when it comes."""
+        async with self._db.execute(
+            "SELECT member_id, device_id, store_id FROM visits WHERE event_id = ?",
+            (end.visit_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        visit = None if row is None else Visitor(row[0], row[1], row[2])
+        refusal = check_visit_end_owner(Visitor(member, device, gw.store), visit)
+        if refusal is not None:
+            await self._set_aside(gw, end, refusal.value, now_s)
+            return refusal
+        cursor = await self._db.execute(
+            "INSERT OR IGNORE INTO visit_ends (visit_id, event_id, member_id, device_id, "
+            "store_id, gateway, entered_at, ended_at, duration_s, reason, platform, "
+            "detected_at, recorded_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                end.visit_id,
+                end.event_id,
+                member,
+                device,
+                gw.store,
+                gw.gateway,
+                end.entered_at,
+                end.ts,
+                end.duration_s,
+                end.reason,
+                end.platform,
+                end.detected_at,
+                now_s,
+            ),
+        )
+        return end if cursor.rowcount == 1 else None
+
+    async def _unlink_foreign_end(self, visit: wire.Visit, owner: Visitor) -> bool:
+        """A visit just recorded whose end came first: forget that end if it is another member's,
+        device's or store's (forged); True if it was."""
+        async with self._db.execute(
+            "SELECT member_id, device_id, store_id FROM visit_ends WHERE visit_id = ?",
+            (visit.event_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None or check_visit_end_owner(Visitor(row[0], row[1], row[2]), owner) is None:
+            return False
+        await self._db.execute("DELETE FROM visit_ends WHERE visit_id = ?", (visit.event_id,))
+        _LOGGER.warning(
+            "the end recorded for visit %s was another member's, device's or store's: forgotten "
+            "(forged, or a gateway's bug)",
+            visit.event_id,
+        )
+        return True
 
     async def _check_clone(
         self, store: str, visit: wire.Visit, member: str, device: str, now_s: float
@@ -1280,6 +1398,7 @@ class SqliteLoyaltyRecords:
             "devices",
             "clone_alerts",
             "quarantine",
+            "visit_ends",
         ):
             raise ValueError(table)
         async with self._db.execute(f"SELECT count(*) FROM {table}") as cursor:

@@ -10,6 +10,11 @@ records adapter and the bridge gather:
 - **When** (`check_times`): `ts` and `detected_at` within a tolerance of the bridge's clock. An
   event outside it is quarantined: kept in the quarantine table with the reason, acknowledged (a
   resend would be quarantined again), never counted as a visit or an offer.
+- **Whether a visit's end holds together** (`check_visit_end`, `check_visit_end_owner`): it ends
+  after it began, its duration_s is ts - entered_at (within VISIT_END_TOLERANCE_S), no visit lasts
+  more than MAX_VISIT_S, and the visit it closes, once recorded, is the same member's, device's and
+  store's. An end that does not is forged (or a gateway's bug): kept aside, acknowledged, counted
+  as `forged`, never recorded as an end.
 - **Whether an offer may reach the shopper** (`check_offer`): the campaign exists, is active at
   the store, serves the member's tier *as the loyalty records hold it* (not the tier the event
   claims), the member consents, the campaign serves what the member asked for *now* (interests and
@@ -34,6 +39,10 @@ from edge.core.preferences import DAY_S, WEEK_S, busiest_window, matches, under_
 DEFAULT_MAX_FUTURE_S = 300.0  # a gateway clock this far ahead of the bridge's is wrong
 DEFAULT_MAX_AGE_S = 30 * 86400.0  # older than any gateway keeps events (retention) by default
 DEFAULT_OFFER_VALIDITY_S = 3600.0  # how long an unconfirmed offer is resent
+#: How far a visit_end's duration_s may be from ts - entered_at: the gateway rounds it to 1 ms.
+VISIT_END_TOLERANCE_S = 1.0
+#: The longest visit believed: a day. A phone left in the store for days is not a shopper.
+MAX_VISIT_S = 86400.0
 
 
 class GatewayRefusal(StrEnum):
@@ -51,6 +60,15 @@ class QuarantineReason(StrEnum):
     TS_TOO_OLD = "ts_too_old"
     DETECTED_FUTURE = "detected_at_future"
     DETECTED_TOO_OLD = "detected_at_too_old"
+
+
+class ForgeryReason(StrEnum):
+    """Why a visit's end is not believed: it contradicts itself or the visit it closes."""
+
+    ENDS_BEFORE_ENTRY = "visit_end_before_entry"  # entered_at after ts
+    WRONG_DURATION = "visit_end_wrong_duration"  # duration_s is not ts - entered_at
+    TOO_LONG = "visit_end_too_long"  # longer than MAX_VISIT_S
+    OTHER_VISITOR = "visit_end_other_visitor"  # its visit is another member's, device's or store's
 
 
 class OfferRefusal(StrEnum):
@@ -112,6 +130,34 @@ def check_event_times(
 ) -> QuarantineReason | None:
     """`check_times` on an event's `ts` and `detected_at`."""
     return check_times(event.ts, event.detected_at, now_s, policy)
+
+
+def check_visit_end(end: wire.VisitEnd) -> ForgeryReason | None:
+    """None if the end's own times hold together, else what is wrong with them."""
+    if end.entered_at > end.ts:
+        return ForgeryReason.ENDS_BEFORE_ENTRY
+    if abs(end.duration_s - (end.ts - end.entered_at)) > VISIT_END_TOLERANCE_S:
+        return ForgeryReason.WRONG_DURATION
+    if end.duration_s > MAX_VISIT_S:
+        return ForgeryReason.TOO_LONG
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """Whose a visit (or its end) is, as the loyalty records hold it and the topic names the store."""
+
+    member: str
+    device: str
+    store: str
+
+
+def check_visit_end_owner(end: Visitor, visit: Visitor | None) -> ForgeryReason | None:
+    """None if the end may close the visit: the same member, device and store, or the visit not
+    recorded yet (it may come later, on another connection; it is checked then)."""
+    if visit is None or visit == end:
+        return None
+    return ForgeryReason.OTHER_VISITOR
 
 
 @dataclass(frozen=True, slots=True)

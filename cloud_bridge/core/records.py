@@ -20,6 +20,9 @@ class IncomingEvent:
     # Set by the bridge's admission check (cloud_bridge/core/admission.py): times outside its
     # tolerance. Such an event is kept in quarantine, acknowledged, and not counted.
     quarantine: str | None = None
+    # Set by the admission check: a visit's end whose times contradict themselves
+    # (admission.ForgeryReason). Kept in quarantine with the reason, acknowledged, counted as forged.
+    forged: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,9 @@ class RecordOutcome:
     )
     # Offers recorded suppressed, by reason (cloud_bridge/core/admission.py's OfferRefusal).
     refused_offers: dict[str, int] = field(default_factory=dict)
+    new_visit_ends: list[wire.VisitEnd] = field(default_factory=list)
+    # Visit ends that contradict themselves or their visit: acknowledged, never recorded as ends.
+    forged: int = 0
 
 
 class LoyaltyRecords(Protocol):

@@ -35,9 +35,19 @@ import aiosqlite
 from edge.adapters.sqlite_db import GATEWAY_APPLICATION_ID, open_database
 from edge.core import wire
 from edge.core.offers import OfferHistory
+from edge.core.visits import COLUMNS, OpenVisit, OpenVisitError, open_visit_from_row
 from edge.errors import CorruptDatabase, StorageError
 
 _LOGGER = logging.getLogger(__name__)
+#: Most open visits read back at start-up (the latest heard first): a door has hundreds at most;
+#: a file holding more was tampered with, and the rest are dropped.
+MAX_OPEN_VISITS = 100_000
+#: Undecodable open visits named one by one in the log at start-up; the rest are only counted.
+_LOGGED_BAD_VISITS = 5
+_LATEST_FIRST = "ORDER BY last_heard DESC, rowid"
+_INSERT_OPEN_VISIT = (
+    f"INSERT OR REPLACE INTO open_visits ({', '.join(COLUMNS)}) VALUES (?,?,?,?,?,?,?)"
+)
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -67,6 +77,19 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     PRAGMA secure_delete = ON;
     DELETE FROM sync_state WHERE kind = 'roster';
+    """,
+    # 3: open visits (issue 10), so that a visit spanning a restart is carried on, or ended at its
+    # last sighting: written with the visit's event, refreshed in batches, deleted with its end.
+    """
+    CREATE TABLE open_visits (
+        visit_id TEXT PRIMARY KEY,
+        member TEXT NOT NULL,
+        device TEXT NOT NULL,
+        platform TEXT,
+        entered_at REAL NOT NULL,
+        last_near REAL NOT NULL,
+        last_heard REAL NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -168,10 +191,18 @@ class SqliteGatewayStore:
         async with self._lock:
             await self._db.close()
 
-    async def append_events(self, events: Sequence[wire.Event], now_s: float) -> None:
-        """Store events in the outbox and their offers in the history, in one transaction."""
+    async def append_events(
+        self,
+        events: Sequence[wire.Event],
+        now_s: float,
+        opened: Sequence[OpenVisit] = (),
+        refreshed: Sequence[OpenVisit] = (),
+    ) -> None:
+        """Store events in the outbox, their offers in the history, the visits `opened` (and the
+        times of those `refreshed`), and forget the open visits the events end: one transaction."""
         rows = [(e.event_id, e.KIND, wire.encode(e), now_s) for e in events]
         history = [(e.member, e.campaign, e.ts) for e in events if isinstance(e, wire.OfferTrigger)]
+        ended = [(e.visit_id,) for e in events if isinstance(e, wire.VisitEnd)]
         async with self._lock:
             await self._db.executemany(
                 "INSERT OR IGNORE INTO outbox (event_id, kind, payload, created_at) "
@@ -185,7 +216,81 @@ class SqliteGatewayStore:
                     "max(last_ts, excluded.last_ts)",
                     history,
                 )
+            await self._write_open_visits(opened, refreshed)
+            if ended:
+                await self._db.executemany("DELETE FROM open_visits WHERE visit_id = ?", ended)
+                self._deleted = True
             await self._db.commit()
+
+    async def save_open_visits(
+        self, opened: Sequence[OpenVisit], refreshed: Sequence[OpenVisit]
+    ) -> None:
+        """Write new open visits, and the last times of those already written (one that has
+        ended since, and so is gone, stays gone)."""
+        async with self._lock:
+            await self._write_open_visits(opened, refreshed)
+            await self._db.commit()
+
+    async def _write_open_visits(
+        self, opened: Sequence[OpenVisit], refreshed: Sequence[OpenVisit]
+    ) -> None:
+        if opened:
+            await self._db.executemany(_INSERT_OPEN_VISIT, [v.row() for v in opened])
+        if refreshed:
+            # UPDATE, never INSERT: a visit whose end was stored meanwhile is not brought back.
+            await self._db.executemany(
+                "UPDATE open_visits SET last_near = ?, last_heard = ?, entered_at = ? "
+                "WHERE visit_id = ?",
+                [(v.last_near_s, v.last_heard_s, v.entered_at_s, v.visit_id) for v in refreshed],
+            )
+
+    async def load_open_visits(self) -> tuple[list[OpenVisit], int]:
+        """The open visits the last run left, and how many rows were dropped: those that do not
+        decode (each named in the log, the first few), and beyond MAX_OPEN_VISITS. Dropped rows
+        are deleted: they are not read again at the next start."""
+        async with self._lock:
+            rows = list(
+                await self._db.execute_fetchall(
+                    f"SELECT rowid, {', '.join(COLUMNS)} FROM open_visits {_LATEST_FIRST} LIMIT ?",
+                    (MAX_OPEN_VISITS + 1,),
+                )
+            )
+            visits: list[OpenVisit] = []
+            bad: list[tuple[int]] = []
+            for rowid, *values in rows[:MAX_OPEN_VISITS]:
+                try:
+                    visits.append(open_visit_from_row(values))
+                except OpenVisitError as exc:
+                    bad.append((rowid,))
+                    if len(bad) <= _LOGGED_BAD_VISITS:
+                        _LOGGER.warning(
+                            "gateway database %s: open visit (row %d) dropped, its end will not "
+                            "be reported: %s",
+                            self.path,
+                            rowid,
+                            exc.reason,
+                        )
+            dropped = len(bad)
+            if len(rows) > MAX_OPEN_VISITS:
+                cursor = await self._db.execute(
+                    "DELETE FROM open_visits WHERE rowid NOT IN "
+                    f"(SELECT rowid FROM open_visits {_LATEST_FIRST} LIMIT ?)",
+                    (MAX_OPEN_VISITS,),
+                )
+                dropped += max(0, cursor.rowcount)
+            if bad:  # after the rows beyond the cap: those were chosen with these still there
+                await self._db.executemany("DELETE FROM open_visits WHERE rowid = ?", bad)
+            if dropped:
+                await self._db.commit()
+                self._deleted = True
+                _LOGGER.warning(
+                    "gateway database %s: %d open visit(s) dropped at start-up (undecodable, or "
+                    "more than %d): counted in the status as open_visits_dropped",
+                    self.path,
+                    dropped,
+                    MAX_OPEN_VISITS,
+                )
+        return visits, dropped
 
     async def pending(self, limit: int, skip: Iterable[str] = ()) -> list[OutboxEntry]:
         """The oldest unacknowledged events, skipping ids in `skip` (already in flight)."""

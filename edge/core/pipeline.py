@@ -3,6 +3,12 @@
 Pure and synchronous. Adverts that resolve to no enrolled device are dropped here, counted and nothing
 else: no address, payload or EID of theirs is kept beyond the bounded classification cache, logged or
 returned.
+
+Each entry opens a visit, remembered per member (its `visit` event id, device, platform); when the
+presence tracker ends it (edge/core/presence.py: not heard for the visit timeout) the pipeline emits
+its `visit_end`, from `feed`, `check_in`, `housekeeping` or `clock_stepped`, whichever notices first.
+Open visits outlive a restart: the gateway saves what `visits_to_save` returns and hands them back to
+`restore_visits` at start-up (edge/core/visits.py).
 """
 
 from __future__ import annotations
@@ -13,9 +19,18 @@ from dataclasses import asdict, dataclass
 from edge.core.advert import RawAdvert
 from edge.core.frames import Classified, FrameKind, classify_advert
 from edge.core.offers import OfferEngine
-from edge.core.presence import PresenceTracker
+from edge.core.presence import PresenceTracker, VisitTimes
 from edge.core.resolver import EidResolver
-from edge.core.wire import Event, OfferTrigger, Platform, RosterDevice, Visit
+from edge.core.visits import OpenVisit
+from edge.core.wire import (
+    Event,
+    OfferTrigger,
+    Platform,
+    RosterDevice,
+    Visit,
+    VisitEnd,
+    VisitEndReason,
+)
 
 # Addresses remembered with their last bytes. A door hears a few hundred devices at a time, and
 # phones rotate their address every ~15 min; when the table is full it is cleared (memory stays bounded,
@@ -79,13 +94,24 @@ class PipelineCounters:
     checkins: int = 0  # accepted iPhone check-ins (refusals are counted by the verifier)
     entries: int = 0
     offers: int = 0
+    visits_ended: int = 0  # visit_end events, whatever their reason
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
 
+@dataclass(slots=True)
+class _OpenVisit:
+    """What the pipeline remembers of a member's open visit (the tracker keeps its times)."""
+
+    visit_id: str
+    device: str
+    platform: Platform | None
+    saved_heard_s: float | None = None  # last_heard_s as last handed out to save; None: never
+
+
 class Pipeline:
-    """Turns adverts into Visit and OfferTrigger events."""
+    """Turns adverts into Visit, VisitEnd and OfferTrigger events."""
 
     def __init__(
         self,
@@ -104,14 +130,17 @@ class Pipeline:
         self.frame_counts: dict[FrameKind, int] = dict.fromkeys(FrameKind, 0)
         self._next_housekeeping_s = float("-inf")
         self.last_malformed_reason: str | None = None
+        #: Each member's open visit, by member.
+        self._open: dict[str, _OpenVisit] = {}
 
     def feed(self, advert: RawAdvert, wall_s: float) -> list[Event]:
         """Process one advert heard at radio time advert.t_s; `wall_s` stamps events' detected_at."""
         counters = self.counters
         counters.adverts += 1
         t_s = advert.t_s
+        ended: list[Event] = []
         if t_s >= self._next_housekeeping_s:
-            self.housekeeping(t_s)
+            ended = self.housekeeping(t_s, wall_s)
         classified = self.classifier.classify(advert.address, advert.payload)
         self.frame_counts[classified.kind] += 1
         eid = classified.eid
@@ -121,15 +150,16 @@ class Pipeline:
                 self.last_malformed_reason = classified.reason
             else:
                 counters.ignored += 1
-            return []
+            return ended
         counters.eid_frames += 1
         device = self.resolver.resolve(eid)
         if device is None:
             counters.unresolved += 1
-            return []
+            return ended
         counters.resolved += 1
         platform: Platform = "tag" if device.kind == "tag" else "android"
-        return self._sighting(device, t_s, advert.rssi_dbm, wall_s, platform)
+        events = self._sighting(device, t_s, advert.rssi_dbm, wall_s, platform)
+        return ended + events if ended else events
 
     def check_in(
         self, device: RosterDevice, t_s: float, rssi_dbm: float, wall_s: float
@@ -137,17 +167,22 @@ class Pipeline:
         """One accepted iPhone check-in (edge/core/checkin.py): a sighting like an advert's."""
         counters = self.counters
         counters.checkins += 1
+        ended: list[Event] = []
         if t_s >= self._next_housekeeping_s:
-            self.housekeeping(t_s)
-        return self._sighting(device, t_s, rssi_dbm, wall_s, "ios")
+            ended = self.housekeeping(t_s, wall_s)
+        return ended + self._sighting(device, t_s, rssi_dbm, wall_s, "ios")
 
     def _sighting(
         self, device: RosterDevice, t_s: float, rssi_dbm: float, wall_s: float, platform: Platform
     ) -> list[Event]:
         counters = self.counters
-        entry = self.presence.observe(device, t_s, rssi_dbm)
+        presence = self.presence
+        entry = presence.observe(device, t_s, rssi_dbm)
+        # A visit over since the timeout, found by this sighting before housekeeping came round:
+        # ended before the member's next visit opens.
+        events = self._end(presence.take_ended(), "timeout", wall_s) if presence.ended else []
         if entry is None:
-            return []
+            return events
         counters.entries += 1
         visit = Visit(
             event_id=self._new_event_id(),
@@ -159,9 +194,11 @@ class Pipeline:
             rssi_dbm=entry.rssi_dbm,
             platform=platform,
         )
+        self._open[device.member] = _OpenVisit(visit.event_id, device.ref, platform)
+        events.append(visit)
         decision = self.offers.decide(device.member, device.tier, t_s)
         if decision is None:
-            return [visit]
+            return events
         counters.offers += 1
         trigger = OfferTrigger(
             event_id=self._new_event_id(),
@@ -173,7 +210,8 @@ class Pipeline:
             tier=device.tier,
             campaign=decision.campaign.id,
         )
-        return [visit, trigger]
+        events.append(trigger)
+        return events
 
     def feed_many(self, adverts: Iterable[RawAdvert], wall_s: float) -> list[Event]:
         """Process a batch of adverts that arrived together."""
@@ -184,19 +222,106 @@ class Pipeline:
                 events.extend(out)
         return events
 
-    def clock_stepped(self, now_s: float, step_s: float) -> None:
+    def clock_stepped(
+        self, now_s: float, step_s: float, wall_s: float | None = None
+    ) -> list[Event]:
         """The wall clock stepped by `step_s` to `now_s`: roll the resolver's windows there at once,
         completely, move presence tracks with the clock, and housekeep on from the new time (after
-        a step back, the old schedule would not come round for as long as the step)."""
+        a step back, the old schedule would not come round for as long as the step). Returns the
+        ends of visits that timed out; `wall_s` (default `now_s`) stamps their detected_at."""
         self.resolver.advance(now_s)
         self.presence.shift_time(step_s)
-        self.presence.expire(now_s)
+        ended = self._end(
+            self.presence.expire(now_s), "timeout", now_s if wall_s is None else wall_s
+        )
         self._next_housekeeping_s = now_s + HOUSEKEEPING_EVERY_S
+        return ended
 
-    def housekeeping(self, now_s: float) -> None:
+    def housekeeping(self, now_s: float, wall_s: float | None = None) -> list[Event]:
         """Slide the resolver's windows, precompute a slice of the next, close visits that timed out
-        (radio time)."""
+        (radio time); return their ends, stamped detected_at `wall_s` (default `now_s`)."""
         pending = self.resolver.advance(now_s, max_eids=RESOLVER_EIDS_PER_STEP)
-        self.presence.expire(now_s)
+        ended = self.presence.expire(now_s)
         every_s = RESOLVER_STEP_EVERY_S if pending else HOUSEKEEPING_EVERY_S
         self._next_housekeeping_s = now_s + every_s
+        return self._end(ended, "timeout", now_s if wall_s is None else wall_s) if ended else []
+
+    def _end(self, ended: list[VisitTimes], reason: VisitEndReason, wall_s: float) -> list[Event]:
+        """The visit_end events of visits the tracker closed (those the pipeline opened)."""
+        events: list[Event] = []
+        for times in ended:
+            visit = self._open.pop(times.member, None)
+            if visit is not None:
+                events.append(self._visit_end(times, visit, reason, wall_s))
+        return events
+
+    def _visit_end(
+        self, times: VisitTimes, visit: _OpenVisit, reason: VisitEndReason, wall_s: float
+    ) -> VisitEnd:
+        self.counters.visits_ended += 1
+        return VisitEnd(
+            event_id=self._new_event_id(),
+            visit_id=visit.visit_id,
+            ts=times.last_near_s,
+            detected_at=wall_s,
+            member=times.member,
+            device=visit.device,
+            entered_at=times.entered_at_s,
+            duration_s=max(0.0, times.last_near_s - times.entered_at_s),
+            reason=reason,
+            platform=visit.platform,
+        )
+
+    @property
+    def open_visits(self) -> int:
+        """How many visits are open (reported, not yet ended)."""
+        return len(self._open)
+
+    def visits_to_save(self) -> tuple[list[OpenVisit], list[OpenVisit]]:
+        """The open visits to write: (opened since the last call, heard since they were last
+        handed out). Each is handed out once per change; the caller saves what it is given."""
+        opened: list[OpenVisit] = []
+        refreshed: list[OpenVisit] = []
+        for member, visit in self._open.items():
+            times = self.presence.visit(member)
+            if times is None or times.last_heard_s == visit.saved_heard_s:
+                continue
+            (opened if visit.saved_heard_s is None else refreshed).append(
+                OpenVisit(
+                    visit.visit_id,
+                    member,
+                    visit.device,
+                    visit.platform,
+                    times.entered_at_s,
+                    times.last_near_s,
+                    times.last_heard_s,
+                )
+            )
+            visit.saved_heard_s = times.last_heard_s
+        return opened, refreshed
+
+    def restore_visits(
+        self, visits: Iterable[OpenVisit], now_s: float, wall_s: float
+    ) -> list[Event]:
+        """Take back the visits the last run left open, at start-up (radio time `now_s`).
+
+        A visit last heard within the visit timeout is open again: a sighting within the timeout
+        continues it (no second entry), and it ends as any other. One last heard longer ago ends
+        now, at its last sighting near the door, reason "restart"; so does one last heard more
+        than the timeout *ahead* of now (timed by a clock that was ahead: kept open, it would
+        outlast every sighting until this clock caught up). A member with several (only a
+        tampered file can hold that) keeps the latest; the others end, reason "restart".
+        """
+        timeout_s = self.presence.config.visit_timeout_s
+        events: list[Event] = []
+        for saved in sorted(visits, key=lambda v: v.last_heard_s, reverse=True):
+            times = VisitTimes(
+                saved.member, saved.entered_at_s, saved.last_near_s, saved.last_heard_s
+            )
+            visit = _OpenVisit(saved.visit_id, saved.device, saved.platform, saved.last_heard_s)
+            if abs(now_s - saved.last_heard_s) > timeout_s or saved.member in self._open:
+                events.append(self._visit_end(times, visit, "restart", wall_s))
+                continue
+            self.presence.restore(times)
+            self._open[saved.member] = visit
+        return events

@@ -266,6 +266,19 @@ class GroundTruth:
             and p.exit_time_s <= limit
         }
 
+    def time_in_store_s(self, until_s: float | None = None) -> dict[str, float]:
+        """Each member who walked in and back out by `until_s` (default: the run's end): how long
+        they were inside, exit_time_s - door_time_s (what a visit_end's duration_s measures)."""
+        limit = self.end_s if until_s is None else until_s
+        return {
+            p.device.member: p.exit_time_s - p.door_time_s
+            for p in self.people
+            if p.role == "entering"
+            and p.device is not None
+            and p.exit_time_s is not None
+            and p.exit_time_s <= limit
+        }
+
     def passing_members(self) -> set[str]:
         """Member refs that only walked past outside."""
         return {

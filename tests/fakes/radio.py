@@ -17,14 +17,19 @@ class FakeAdvertSource:
     name = "fake"
 
     def __init__(self) -> None:
-        self._queue: asyncio.Queue[list[RawAdvert]] = asyncio.Queue()
+        self._queue: asyncio.Queue[list[RawAdvert] | None] = asyncio.Queue()
 
     def push(self, adverts: Iterable[RawAdvert]) -> None:
         self._queue.put_nowait(list(adverts))
 
+    def end(self) -> None:
+        """End the current `batches()` once what was pushed before is delivered (a later call to
+        `batches()` goes on with what is pushed after)."""
+        self._queue.put_nowait(None)
+
     async def batches(self) -> AsyncIterator[list[RawAdvert]]:
-        while True:
-            yield await self._queue.get()
+        while (batch := await self._queue.get()) is not None:
+            yield batch
 
     def health(self) -> RadioHealth:
         return RadioHealth(self.name, RadioState.SCANNING)
@@ -58,4 +63,12 @@ def walk_past(device: SimDevice, t0: float, address: str = "4A:00:00:00:00:02") 
     """As strong at the open door as a walk-in, then fading behind the glass: not an entry."""
     samples = _ramp(t0, t0 + 4, -80, -62) + _ramp(t0 + 4, t0 + 8, -62, -66)
     samples += _ramp(t0 + 8, t0 + 18, -70, -94)
+    return _adverts(device.identity_key, device.exponent, address, samples)
+
+
+def walk_out(device: SimDevice, t0: float, address: str = "4A:00:00:00:00:01") -> list[RawAdvert]:
+    """From the back of the store to the door (passing the gateway at t0 + 6), then away along the
+    sidewalk, heard faintly for another 20 s: a visit's last near sighting is about t0 + 8."""
+    samples = _ramp(t0, t0 + 6, -88, -62) + _ramp(t0 + 6, t0 + 9, -66, -92)
+    samples += _ramp(t0 + 9, t0 + 29, -93, -93, step=1.0)
     return _adverts(device.identity_key, device.exponent, address, samples)

@@ -124,6 +124,24 @@ class Rig:
         """Start the bridge of a rig built with `start_bridge=False`."""
         self.tasks.append(asyncio.create_task(self.bridge.run(), name="rig-bridge"))
 
+    async def restart_gateway(self, kill: bool = False) -> None:
+        """Stop the gateway and start it again on the same data directory, with a new radio
+        (`self.source`). `kill`: as kill -9 would, its database is closed with nothing more
+        written (a planned stop writes the open visits' last times first)."""
+        [task] = [t for t in self.tasks if t.get_name() == "rig-gateway"]
+        await cancel_and_wait([task])
+        self.tasks.remove(task)
+        if kill:
+            await self.gateway.store.close()
+        else:
+            await self.gateway.close()
+        self.source = FakeAdvertSource()
+        self.gateway = await Gateway.open(self.gateway.config, self.source)
+        self.gateway.listeners.append(self.events.extend)
+        self.tasks.append(asyncio.create_task(self.gateway.run(), name="rig-gateway"))
+        async with asyncio.timeout(30):
+            await self.gateway.mqtt.wait_connected()
+
     @property
     def triggers(self) -> list[wire.OfferTrigger]:
         return [e for e in self.events if isinstance(e, wire.OfferTrigger)]
@@ -308,6 +326,7 @@ async def store_rig(
         CHAIN,
         await shopper_tokens(records),
     )
+    rig: Rig | None = None
     tasks = [
         *([asyncio.create_task(bridge.run(), name="rig-bridge")] if start_bridge else []),
         asyncio.create_task(apps.run(), name="rig-apps"),
@@ -325,7 +344,7 @@ async def store_rig(
                 await gateway.mqtt.wait_connected()
         if api_tokens:
             await eventually(lambda: bridge.api_server is not None, "the enrollment API")
-        yield Rig(
+        rig = Rig(
             broker,
             records,
             bridge,
@@ -340,11 +359,13 @@ async def store_rig(
             others,
             tasks,
         )
+        yield rig
     finally:
         try:
             await cancel_and_wait(tasks)
         finally:
-            await gateway.close()
+            # The gateway running now (a test may have restarted it).
+            await (rig.gateway if rig is not None else gateway).close()
             for other, _ in others.values():
                 await other.close()
             await bridge.close()

@@ -8,16 +8,21 @@ import math
 import pytest
 
 from cloud_bridge.core.admission import (
+    MAX_VISIT_S,
     CampaignFacts,
+    ForgeryReason,
     GatewayRefusal,
     MemberFacts,
     OfferFacts,
     OfferRefusal,
     QuarantineReason,
     TimePolicy,
+    Visitor,
     check_gateway,
     check_offer,
     check_times,
+    check_visit_end,
+    check_visit_end_owner,
     offer_expires_at,
 )
 from edge.core import wire
@@ -138,3 +143,55 @@ def test_an_offer_is_delivered_only_if_every_rule_holds(
 
 def test_an_offer_expires_its_campaigns_validity_after_it_was_issued() -> None:
     assert offer_expires_at(NOW, 3600.0) == NOW + 3600.0
+
+
+# --- Visit ends ------------------------------------------------------------------------------------
+
+T = 1_790_000_000.0
+
+
+def visit_end(entered_at: float, ts: float, duration_s: float) -> wire.VisitEnd:
+    return wire.VisitEnd(
+        "e-1", "v-1", ts, ts + 300, "m-1", "d-1", entered_at, duration_s, "timeout", "android"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entered_at", "ts", "duration_s", "expected"),
+    [
+        (T, T + 620.0, 620.0, None),
+        (T, T, 0.0, None),  # heard near the door only at the entry
+        (T, T + 620.0, 620.4, None),  # rounding, within the tolerance
+        (T, T + 620.0, 619.2, None),
+        (T, T + 620.0, 618.5, ForgeryReason.WRONG_DURATION),
+        (T, T + 620.0, 6200.0, ForgeryReason.WRONG_DURATION),
+        (T, T + 620.0, 0.0, ForgeryReason.WRONG_DURATION),
+        (T + 10.0, T, 0.0, ForgeryReason.ENDS_BEFORE_ENTRY),
+        (T, T + MAX_VISIT_S, MAX_VISIT_S, None),
+        (T, T + MAX_VISIT_S + 60, MAX_VISIT_S + 60, ForgeryReason.TOO_LONG),
+        (0.0, 1e11, 1e11, ForgeryReason.TOO_LONG),
+    ],
+)
+def test_a_visit_end_must_hold_together(
+    entered_at: float, ts: float, duration_s: float, expected: ForgeryReason | None
+) -> None:
+    assert check_visit_end(visit_end(entered_at, ts, duration_s)) is expected
+
+
+OWNER = Visitor("m-1", "d-1", "store-001")
+
+
+@pytest.mark.parametrize(
+    ("visit", "expected"),
+    [
+        (None, None),  # not recorded yet: checked when it comes
+        (OWNER, None),
+        (dataclasses.replace(OWNER, member="m-2"), ForgeryReason.OTHER_VISITOR),
+        (dataclasses.replace(OWNER, device="d-2"), ForgeryReason.OTHER_VISITOR),
+        (dataclasses.replace(OWNER, store="store-002"), ForgeryReason.OTHER_VISITOR),
+    ],
+)
+def test_a_visit_end_closes_only_its_own_members_visit(
+    visit: Visitor | None, expected: ForgeryReason | None
+) -> None:
+    assert check_visit_end_owner(OWNER, visit) is expected

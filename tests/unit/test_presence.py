@@ -67,7 +67,7 @@ def test_leaving_past_the_gateway_is_not_a_second_entry() -> None:
 def test_a_new_visit_after_the_timeout_enters_again() -> None:
     tracker, device = PresenceTracker(CFG), make_device()
     assert len(feed(tracker, device, walk_in(0))) == 1
-    assert tracker.expire(16 + CFG.visit_timeout_s + 1) == [device.member]
+    assert [v.member for v in tracker.expire(16 + CFG.visit_timeout_s + 1)] == [device.member]
     later = 16 + CFG.visit_timeout_s + 10
     assert len(feed(tracker, device, walk_in(later))) == 1
 
@@ -80,7 +80,8 @@ def test_after_a_clock_step_back_tracks_move_with_the_clock() -> None:
     tracker.shift_time(-hours_s)  # NTP steps it back
 
     # The visit ends on the corrected clock, and the member can enter again after it.
-    assert tracker.expire(16 + CFG.visit_timeout_s + 1) == [device.member]
+    [ended] = tracker.expire(16 + CFG.visit_timeout_s + 1)
+    assert ended.member == device.member and ended.last_heard_s == 16
     assert len(feed(tracker, device, walk_in(16 + CFG.visit_timeout_s + 10))) == 1
 
 
