@@ -3,8 +3,9 @@
     python -m benchmarks.presence_eval [--minutes 60] [--seeds 1 2 3]
 
 Reports, per setting: entries of people who only walked past, members who walked in and were recognised
-(recall), and the delay from crossing the door to the entry. Used to choose the defaults in
-edge/core/presence.py and, later, by door calibration.
+(recall, and per platform: Android and tags advertise, iPhones check in), and the delay from crossing
+the door to the entry. Used to choose the defaults in edge/core/presence.py and, later, by door
+calibration. Check-ins are fed as the verifier passes them on (edge/core/checkin.py is not timed here).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from edge.core.offers import OfferEngine
 from edge.core.pipeline import Pipeline
 from edge.core.presence import PresenceConfig, PresenceTracker
 from edge.core.resolver import EidResolver
-from edge.core.wire import RosterDevice, Visit
+from edge.core.wire import PLATFORMS, RosterDevice, Visit
 from edge.demo.stats import percentile
-from edge.sim.entrance import EntranceConfig, StoreEntrance, make_members
+from edge.sim.entrance import CheckinAttempt, EntranceConfig, StoreEntrance, make_members
 
 T0 = 1_790_000_000.0
 
@@ -33,6 +34,7 @@ class Score:
     walked_in: int
     delay_s_p50: float | None
     delay_s_p95: float | None
+    recall_by_platform: dict[str, float | None]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class Score:
             "walked_in": self.walked_in,
             "delay_s_p50": self.delay_s_p50,
             "delay_s_p95": self.delay_s_p95,
+            "recall_by_platform": self.recall_by_platform,
         }
 
 
@@ -59,12 +62,24 @@ def score(
         ),
         members,
     )
-    roster = [RosterDevice(m.ref, m.member, "gold", m.identity_key, m.exponent) for m in members]
+    roster = {
+        m.ref: RosterDevice(m.ref, m.member, "gold", m.identity_key, m.exponent, m.kind)
+        for m in members
+    }
     ids = iter(range(10**9))
     pipeline = Pipeline(
-        EidResolver(roster, T0), PresenceTracker(config), OfferEngine(None), lambda: f"e{next(ids)}"
+        EidResolver(list(roster.values()), T0),
+        PresenceTracker(config),
+        OfferEngine(None),
+        lambda: f"e{next(ids)}",
     )
-    visits = [e for e in pipeline.feed_many(entrance.adverts(), 0.0) if isinstance(e, Visit)]
+    visits: list[Visit] = []
+    for item in entrance.stream():
+        if isinstance(item, CheckinAttempt):
+            out = pipeline.check_in(roster[item.device.ref], item.t_s, item.rssi_dbm, 0.0)
+        else:
+            out = pipeline.feed(item, 0.0)
+        visits += [e for e in out if isinstance(e, Visit)]
     truth = entrance.truth
     door = {p.device.member: p.door_time_s for p in truth.people if p.device is not None}
     passing = truth.passing_members()
@@ -73,6 +88,11 @@ def score(
     for v in visits:
         first_entry.setdefault(v.member, v.ts)
     delays = [first_entry[m] - door[m] for m in walked_in if m in first_entry]
+    by_platform: dict[str, float | None] = {}
+    for platform in PLATFORMS:
+        entered = truth.entered_members(until_s=truth.end_s - 60, platform=platform)
+        recalled = len(entered & first_entry.keys()) / len(entered) if entered else None
+        by_platform[platform] = None if recalled is None else round(recalled, 3)
     p50, p95 = percentile(delays, 50), percentile(delays, 95)
     return Score(
         passers_entered=sum(1 for v in visits if v.member in passing),
@@ -81,6 +101,7 @@ def score(
         walked_in=len(walked_in),
         delay_s_p50=None if p50 is None else round(p50, 1),
         delay_s_p95=None if p95 is None else round(p95, 1),
+        recall_by_platform=by_platform,
     )
 
 
