@@ -181,6 +181,10 @@ def main() -> int:
 
     results["targets"].update(resolver_bench.RESOLVER_TARGETS)
     results.update(resolver_bench.resolver_results(quick=args.quick))
+    from benchmarks import checkin_bench
+
+    results["targets"].update(checkin_bench.CHECKIN_TARGETS)
+    results.update(checkin_bench.checkin_results(quick=args.quick))
     results.update(asyncio.run(bench_e2e(minutes=3 if args.quick else 10, speed=60.0)))
     from benchmarks import uplink_bench
 

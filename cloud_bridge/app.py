@@ -184,6 +184,8 @@ class Bridge:
         self.refused_events = 0  # from gateways not registered for the topic's store
         self.quarantined = 0  # times outside the bridge's tolerance
         self.expired = 0  # offers not confirmed within their validity
+        # Offers the bridge refused to deliver (recorded suppressed), by reason (admission.py).
+        self.offers_suppressed: dict[str, int] = {}
         self.delivered = 0
         self.received = 0
         self.api_server: EnrollmentApiServer | None = None
@@ -235,6 +237,11 @@ class Bridge:
             "received": self.received,
             "expired": self.expired,
             "clone_alerts": self.clone_alerts,
+            "offers_suppressed": sum(self.offers_suppressed.values()),
+            # What the member asked for, re-checked: not their interests or promotion types, or
+            # over their caps (counted across every store).
+            "offers_suppressed_preferences": self.offers_suppressed.get("preferences", 0),
+            "offers_suppressed_frequency": self.offers_suppressed.get("frequency", 0),
             "inbox_pending": self._inbox.qsize(),
             "inbox_dropped": self.inbox_dropped,
         }
@@ -330,6 +337,10 @@ class Bridge:
                 INSECURE_PLAINTEXT_WARNING, self.config.mqtt.host, self.config.mqtt.port
             )
         api = self.config.api
+        # The chain's preference vocabulary from the config: new terms get bits, dropped ones
+        # are retired (the API stops accepting them; their bits stay theirs).
+        prefs = self.config.preferences
+        await self.records.sync_preference_terms(prefs.interests, prefs.promotion_types)
         async with contextlib.AsyncExitStack() as stack:
             if api.enabled or self.config.bridge.clone_auto_revoke:
                 tokens = TokenFile(Path(api.tokens_file))
@@ -788,6 +799,8 @@ class Bridge:
             outcome = await self.records.record(incoming, self._wall())
             self.recorded += len(outcome.new_visits) + len(outcome.new_offers)
             self.duplicates += outcome.duplicates
+            for reason, count in outcome.refused_offers.items():
+                self.offers_suppressed[reason] = self.offers_suppressed.get(reason, 0) + count
             if outcome.quarantined:
                 self.quarantined += outcome.quarantined
                 _LOGGER.warning(

@@ -22,6 +22,7 @@ from edge.logredact import install_redaction
 
 if TYPE_CHECKING:
     from cloud_bridge.adapters.data_key import DataKey
+    from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -191,6 +192,30 @@ def _add_enrollment_commands(sub: argparse._SubParsersAction[argparse.ArgumentPa
         "member", parents=[database], help="print a member's status as JSON (no keys)"
     )
     member.add_argument("member")
+    prefs = sub.add_parser(
+        "preferences",
+        parents=[database],
+        help="show, set or forget a member's preferences (as PUT /v1/members/M/preferences)",
+        description="A member's interests, promotion types and how many offers they want. `set` "
+        "replaces them all: give every --interest and --promotion-type (none: no preference), "
+        "and --per-day with --per-week, or --no-offers. Terms must be ones the bridge's "
+        "[preferences] accepts; the member must have consented.",
+    )
+    prefs.add_argument("action", choices=("show", "set", "forget"))
+    prefs.add_argument("member")
+    prefs.add_argument(
+        "--interest", action="append", default=[], help="an interest term (repeatable)"
+    )
+    prefs.add_argument(
+        "--promotion-type", action="append", default=[], help="a promotion type (repeatable)"
+    )
+    prefs.add_argument("--per-day", type=int, default=None, help="most offers in any 24 h, 0..24")
+    prefs.add_argument(
+        "--per-week", type=int, default=None, help="most offers in any 7 days, 0..100"
+    )
+    prefs.add_argument(
+        "--no-offers", action="store_true", help="no offers at all (visits still recorded)"
+    )
     token = sub.add_parser(
         "api-token", help="create an enrollment API token; prints it once, stores its hash"
     )
@@ -207,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "seed":
             return asyncio.run(_seed(args))
-        if args.command in ("enroll", "revoke", "withdraw-consent", "member"):
+        if args.command in ("enroll", "revoke", "withdraw-consent", "member", "preferences"):
             return asyncio.run(_enrollment(args))
         if args.command in ("add-store", "set-store-location"):
             return asyncio.run(_add_store(args))
@@ -470,12 +495,40 @@ async def _enrollment(args: argparse.Namespace) -> int:
             result = (await enrollment.revoke(args.device)).to_json()
         elif args.command == "withdraw-consent":
             result = (await enrollment.withdraw_consent(args.member)).to_json()
+        elif args.command == "preferences":
+            result = await _preferences(enrollment, args)
         else:
             result = (await enrollment.member_status(args.member)).to_json()
     finally:
         await enrollment.close()
     print(json.dumps(result, indent=2))
     return 0
+
+
+async def _preferences(enrollment: SqliteEnrollment, args: argparse.Namespace) -> dict[str, object]:
+    """`preferences show | set | forget`: the same JSON as the API's GET, PUT and DELETE."""
+    from cloud_bridge.core.preferences import not_stated, parse_preferences_request
+
+    if args.action == "set":
+        body: dict[str, object] = {
+            "interests": args.interest,
+            "promotion_types": args.promotion_type,
+        }
+        if args.no_offers:
+            body["no_offers"] = True
+        for name, value in (
+            ("max_offers_per_day", args.per_day),
+            ("max_offers_per_week", args.per_week),
+        ):
+            if value is not None:
+                body[name] = value
+        request = parse_preferences_request(args.member, body)
+        return (await enrollment.set_preferences(request)).to_json()
+    if args.action == "forget":
+        forgotten = await enrollment.forget_preferences(args.member)
+        return {**not_stated(args.member), "forgotten": forgotten}
+    stated = await enrollment.preferences(args.member)
+    return not_stated(args.member) if stated is None else stated.to_json()
 
 
 def _api_token(tokens_file: Path) -> int:

@@ -16,6 +16,12 @@ from cloud_bridge.core.clones import (
     DEFAULT_MIN_GAP_S,
     ClonePolicy,
 )
+from cloud_bridge.core.preferences import (
+    DEFAULT_INTERESTS,
+    DEFAULT_PROMOTION_TYPES,
+    VocabularyError,
+    check_terms_config,
+)
 from edge.adapters.files import read_regular_file
 from edge.adapters.pki import TlsFiles, bridge_tls_files
 from edge.config import MqttSection, build_dataclass, check_mqtt_section
@@ -88,6 +94,16 @@ class ApiSection:
         return bool(self.tls_cert_file)
 
 
+@dataclass(frozen=True, slots=True)
+class PreferencesSection:
+    """The chain's preference vocabulary (cloud_bridge/core/preferences.py): what members may
+    choose. Each term keeps its bit for ever: drop a term to stop offering it (members who chose it
+    keep it), never rename one; at most 63 of each kind can ever be named."""
+
+    interests: tuple[str, ...] = DEFAULT_INTERESTS
+    promotion_types: tuple[str, ...] = DEFAULT_PROMOTION_TYPES
+
+
 def is_loopback(host: str) -> bool:
     """True for a host that only this machine can reach."""
     if host == "localhost":
@@ -103,6 +119,7 @@ class BridgeConfig:
     bridge: BridgeSection = field(default_factory=BridgeSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     api: ApiSection = field(default_factory=ApiSection)
+    preferences: PreferencesSection = field(default_factory=PreferencesSection)
 
     @property
     def mqtt_tls(self) -> TlsFiles | None:
@@ -124,6 +141,11 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
         except WireError as exc:
             raise ConfigError(path, f"bridge.{name}", exc.reason) from None
     check_mqtt_section(config.mqtt, path)
+    for name in ("interests", "promotion_types"):
+        try:
+            check_terms_config(getattr(config.preferences, name), f"preferences.{name}")
+        except VocabularyError as exc:
+            raise ConfigError(path, exc.field, exc.problem) from None
     if config.bridge.batch < 1:
         raise ConfigError(path, "bridge.batch", "must be >= 1")
     api = config.api

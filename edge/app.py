@@ -12,7 +12,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge import __version__
 from edge.adapters.bleak_radio import BleakAdvertSource
 from edge.adapters.bluez_advertiser import BluezIBeaconAdvertiser
+from edge.adapters.bluez_gatt import BluezCheckinService
 from edge.adapters.instance_lock import instance_lock
 from edge.adapters.keystore import GatewayKeys, load_gateway_keys, load_trusted_signers
 from edge.adapters.mqtt import (
@@ -130,12 +131,28 @@ def build_radio(config: GatewayConfig) -> AdvertSource:
     return SimulatedAdvertSource(entrance.stream(), sim.speed)
 
 
+def build_checkin_service(
+    config: GatewayConfig,
+    challenge: Callable[[], bytes],
+    write: Callable[[bytes, str, float | None], Awaitable[CheckinResult]],
+) -> BluezCheckinService | None:
+    """The iPhone check-in GATT service through BlueZ, on the adapter of [radio.bleak], when the
+    config serves it (`[checkin] enabled` with a real radio; never with the simulated one)."""
+    if not config.serves_checkin:
+        return None
+    return BluezCheckinService(config.radio.bleak.adapter or None, challenge, write)
+
+
 EventListener = Callable[[Sequence[wire.Event]], None]
 
 
 def _clip(value: object, max_chars: int = 300) -> object:
     """A status value within the wire's limits: long texts (a radio error) are cut short."""
     return value[:max_chars] if isinstance(value, str) else value
+
+
+async def _true() -> bool:
+    return True
 
 
 def new_event_id() -> str:
@@ -188,6 +205,8 @@ class Gateway:
         #: iPhone check-ins (edge/core/checkin.py): looks EIDs up in whatever resolver the last
         #: roster sync installed.
         self.checkin = CheckinVerifier(os.urandom, lambda eid: self.pipeline.resolver.resolve(eid))
+        #: The GATT service BlueZ relays iPhones' check-ins through, while `run` serves it.
+        self.checkin_service: BluezCheckinService | None = None
         self.sync = SyncApplier(
             self.pipeline,
             store,
@@ -324,11 +343,28 @@ class Gateway:
                 beacon.measured_power,
                 beacon.interval_ms,
             )
-            if not await advertiser.start():
-                _LOGGER.warning("store iBeacon not registered yet; retrying while BlueZ is away")
+        checkin = build_checkin_service(self.config, self.checkin_challenge, self.checkin_write)
+        self.checkin_service = checkin
+        if checkin is not None and not beacon.enabled:
+            _LOGGER.warning(
+                "iPhone check-in is served but [store_beacon] is off: a backgrounded iPhone app "
+                "is woken only by its own scan for the check-in service, slower than by the "
+                "store's iBeacon region (docs/iphone-checkin.md)"
+            )
         try:
+            # Both wait for BlueZ's first answer: side by side, not one after the other.
+            beacon_up, checkin_up = await asyncio.gather(
+                advertiser.start() if advertiser is not None else _true(),
+                checkin.start() if checkin is not None else _true(),
+            )
+            if not beacon_up:
+                _LOGGER.warning("store iBeacon not registered yet; retrying while BlueZ is away")
+            if not checkin_up:
+                _LOGGER.warning("iPhone check-in not served yet; retrying while BlueZ is away")
             await self._run_loops()
         finally:
+            if checkin is not None:
+                await checkin.stop()
             if advertiser is not None:
                 await advertiser.stop()
 
@@ -378,16 +414,24 @@ class Gateway:
             self.liveness.idle("radio", mono())
         _LOGGER.info("radio source %r ended", self.source.name)
 
+    def checkin_now(self) -> float:
+        """Radio time for a check-in: the last advert's time, carried on by the monotonic clock
+        while the radio is quiet (as housekeeping does). Check-ins do not move radio time, so
+        without this a store where only iPhones are heard would see no time pass: no challenge
+        rotation, no throttle refill, and no dwell, hence no entry."""
+        quiet = self.quiet_radio_now()
+        return self.radio_now() if quiet is None else quiet
+
     def checkin_challenge(self) -> bytes:
         """The check-in challenge an iPhone app reads now (radio time: the same clock as adverts)."""
-        return self.checkin.challenge(self.radio_now())
+        return self.checkin.challenge(self.checkin_now())
 
     async def checkin_write(
         self, payload: bytes, central: str, link_rssi_dbm: float | None = None
     ) -> CheckinResult:
         """One check-in write from `central` (the GATT service's caller): verified, and if genuine fed
         to the pipeline as a sighting, its events stored for the uplink like an advert's."""
-        t_s = self.radio_now()
+        t_s = self.checkin_now()
         result = self.checkin.verify(payload, central, t_s, link_rssi_dbm)
         if isinstance(result, CheckinAccepted):
             wall = self._wall()
@@ -556,6 +600,7 @@ class Gateway:
             counters={
                 **self.pipeline.counters.as_dict(),
                 **{f"checkin_{r}": n for r, n in self.checkin.refused.items()},
+                **(self.checkin_service.counters() if self.checkin_service is not None else {}),
                 "events_sent": self.uplink.sent,
                 "events_acked": self.uplink.acked,
                 "inbox_dropped": self.inbox_dropped,

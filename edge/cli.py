@@ -167,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{args.config}: note: [identity] trusted_signers is empty: `run` refuses to "
                     "start until it names the bridge's public key (`cloud-bridge keygen`)"
                 )
+            if config.serves_checkin and not config.store_beacon.enabled:
+                print(
+                    f"{args.config}: note: iPhone check-in is served but [store_beacon] is off: "
+                    "backgrounded iPhone apps wake only by their own scan (docs/iphone-checkin.md)"
+                )
             tls = config.mqtt_tls
             if tls is None:
                 print(f"{args.config}: note: [mqtt] insecure_plaintext: MQTT without TLS")

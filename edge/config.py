@@ -121,6 +121,15 @@ class StoreBeaconSection:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckinSection:
+    """The iPhone check-in GATT service (docs/iphone-checkin.md), served through BlueZ on the
+    adapter named in [radio.bleak]; only with a real radio (bleak, or serial beside the Pi's own
+    Bluetooth), never with the simulated one."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class RadioSection:
     source: str = "simulated"
     simulated: SimulatedRadioSection = field(default_factory=SimulatedRadioSection)
@@ -176,6 +185,7 @@ class GatewayConfig:
     identity: IdentitySection = field(default_factory=IdentitySection)
     uplink: UplinkSection = field(default_factory=UplinkSection)
     store_beacon: StoreBeaconSection = field(default_factory=StoreBeaconSection)
+    checkin: CheckinSection = field(default_factory=CheckinSection)
     privacy: PrivacySection = field(default_factory=PrivacySection)
 
     @property
@@ -195,6 +205,11 @@ class GatewayConfig:
             p.max_gap_s,
             p.level_tau_s,
         )
+
+    @property
+    def serves_checkin(self) -> bool:
+        """Whether `run` serves the iPhone check-in through BlueZ: enabled, and a real radio."""
+        return self.checkin.enabled and self.radio.source != "simulated"
 
     @property
     def data_dir(self) -> Path:

@@ -34,6 +34,7 @@ from cloud_bridge.core.enrollment import (
     Enrollment,
     EnrollmentError,
     InvalidRequest,
+    NoConsent,
     RecordsUnavailable,
     TierConflict,
     UnknownDevice,
@@ -41,6 +42,7 @@ from cloud_bridge.core.enrollment import (
     parse_enroll_request,
     parse_withdraw_request,
 )
+from cloud_bridge.core.preferences import not_stated, parse_preferences_request
 from cloud_bridge.errors import ApiError
 from edge.adapters.files import read_regular_file
 from edge.errors import ConfigError
@@ -72,6 +74,7 @@ _TOKEN_CHARS = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _TOKEN68 = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")  # RFC 9110 token68 (Bearer credentials)
 _HASH_LINE = re.compile(r"^[0-9a-f]{64}$")
 _JSON_MEDIA_TYPE = "application/json"
+_BODY_METHODS = frozenset({"POST", "PUT"})  # the methods that take a JSON body
 
 
 # --- tokens ---------------------------------------------------------------------------------------
@@ -406,6 +409,18 @@ class EnrollmentApi:
         alerts = await self.enrollment.clone_alerts()
         return HttpResponse(200, {"alerts": [a.to_json() for a in alerts]})
 
+    async def set_preferences(self, request: _Request, member: str) -> HttpResponse:
+        parsed = parse_preferences_request(member, _json_object(request))
+        return HttpResponse(200, (await self.enrollment.set_preferences(parsed)).to_json())
+
+    async def preferences(self, request: _Request, member: str) -> HttpResponse:
+        stated = await self.enrollment.preferences(member)
+        return HttpResponse(200, not_stated(member) if stated is None else stated.to_json())
+
+    async def forget_preferences(self, request: _Request, member: str) -> HttpResponse:
+        forgotten = await self.enrollment.forget_preferences(member)
+        return HttpResponse(200, {**not_stated(member), "forgotten": forgotten})
+
 
 # (path pattern, {method: handler}); path segments are validated by the handlers (ids).
 _ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
@@ -414,6 +429,14 @@ _ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
     (
         re.compile(r"^/v1/members/([^/]+)/consent/withdraw$"),
         {"POST": EnrollmentApi.withdraw_consent},
+    ),
+    (
+        re.compile(r"^/v1/members/([^/]+)/preferences$"),
+        {
+            "GET": EnrollmentApi.preferences,
+            "PUT": EnrollmentApi.set_preferences,
+            "DELETE": EnrollmentApi.forget_preferences,
+        },
     ),
     (re.compile(r"^/v1/members/([^/]+)$"), {"GET": EnrollmentApi.member_status}),
     (re.compile(r"^/v1/(alerts)$"), {"GET": EnrollmentApi.clone_alerts}),
@@ -448,7 +471,7 @@ def _domain_problem(request: _Request, exc: EnrollmentError) -> HttpProblem:
         return HttpProblem(400, exc.code, message, field=exc.field)
     if isinstance(exc, UnknownMember | UnknownDevice):
         return HttpProblem(404, exc.code, message)
-    if isinstance(exc, AlreadyEnrolled | TierConflict):
+    if isinstance(exc, AlreadyEnrolled | TierConflict | NoConsent):
         return HttpProblem(409, exc.code, message)
     if isinstance(exc, RecordsUnavailable):
         return HttpProblem(
@@ -673,7 +696,7 @@ class EnrollmentApiServer:
                 "length_required",
                 f"{request.where}: send the body with Content-Length (no Transfer-Encoding)",
             )
-        if request.method != "POST":
+        if request.method not in _BODY_METHODS:
             if length:
                 raise HttpProblem(400, "bad_request", f"{request.where}: takes no body; send none")
         elif length is None:

@@ -25,6 +25,8 @@ from cloud_bridge.adapters.sqlite_records import (
     ALERT_SELECT,
     SqliteLoyaltyRecords,
     alert_from_row,
+    read_member_prefs,
+    read_vocabulary,
 )
 from cloud_bridge.core.enrollment import (
     IDENTITY_KEY_BYTES,
@@ -33,6 +35,7 @@ from cloud_bridge.core.enrollment import (
     EnrollRequest,
     EnrollResult,
     MemberStatus,
+    NoConsent,
     RandomBytes,
     RecordsUnavailable,
     RevokeResult,
@@ -43,6 +46,12 @@ from cloud_bridge.core.enrollment import (
     check_member_id,
     enroll_result,
     new_device,
+)
+from cloud_bridge.core.preferences import (
+    MemberPreferences,
+    PreferencesRequest,
+    check_request_terms,
+    join_terms,
 )
 from cloud_bridge.errors import RecordsError
 from edge.core import wire
@@ -201,6 +210,61 @@ class SqliteEnrollment:
         return await self._transaction(
             "read member status", lambda db: _member_status(db, member), write=False
         )
+
+    async def set_preferences(self, request: PreferencesRequest) -> MemberPreferences:
+        async def store(db: aiosqlite.Connection) -> MemberPreferences:
+            check_request_terms(request, await read_vocabulary(db))
+            member = request.member
+            _, consent, _ = await _member_row(db, member)
+            if not consent:
+                raise NoConsent(member)
+            values = (
+                join_terms(request.interests),
+                join_terms(request.promotion_types),
+                request.per_day,
+                request.per_week,
+            )
+            # An unchanged statement changes nothing: no roster version moves, and updated_at
+            # stays when they last changed.
+            await db.execute(
+                "INSERT INTO member_prefs (member_id, interests, promotions, per_day, per_week, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (member_id) DO UPDATE SET "
+                "interests = excluded.interests, promotions = excluded.promotions, "
+                "per_day = excluded.per_day, per_week = excluded.per_week, "
+                "updated_at = excluded.updated_at WHERE (interests, promotions, per_day, per_week) "
+                "IS NOT (excluded.interests, excluded.promotions, excluded.per_day, "
+                "excluded.per_week)",
+                (member, *values, self._wall()),
+            )
+            stored = await read_member_prefs(db, member)
+            assert stored is not None  # just written, in this transaction
+            return stored
+
+        stored = await self._transaction("store preferences", store)
+        _LOGGER.info("member %s stated preferences", request.member)
+        return stored
+
+    async def preferences(self, member: str) -> MemberPreferences | None:
+        check_member_id(member)
+
+        async def read(db: aiosqlite.Connection) -> MemberPreferences | None:
+            await _member_row(db, member)
+            return await read_member_prefs(db, member)
+
+        return await self._transaction("read preferences", read, write=False)
+
+    async def forget_preferences(self, member: str) -> bool:
+        check_member_id(member)
+
+        async def forget(db: aiosqlite.Connection) -> bool:
+            await _member_row(db, member)
+            cursor = await db.execute("DELETE FROM member_prefs WHERE member_id = ?", (member,))
+            return cursor.rowcount == 1
+
+        forgotten = await self._transaction("forget preferences", forget)
+        if forgotten:
+            _LOGGER.info("member %s: preferences forgotten", member)
+        return forgotten
 
     async def clone_alerts(self) -> list[wire.CloneAlert]:
         async def read(db: aiosqlite.Connection) -> list[wire.CloneAlert]:

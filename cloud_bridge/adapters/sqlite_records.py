@@ -37,6 +37,16 @@ from cloud_bridge.core.clones import (
     location_from,
 )
 from cloud_bridge.core.keyseal import IdentityKeySealer, SealError
+from cloud_bridge.core.preferences import (
+    TERM_KINDS,
+    MemberPreferences,
+    Term,
+    Vocabulary,
+    VocabularyError,
+    VocabularyPlan,
+    plan_vocabulary,
+    split_terms,
+)
 from cloud_bridge.core.pseudonyms import (
     SECRET_BYTES,
     Kind,
@@ -53,7 +63,9 @@ from edge.adapters.sqlite_db import (
     os_writable,
 )
 from edge.core import wire
+from edge.core.preferences import WEEK_S
 from edge.errors import EmptyDatabase, MissingDatabase, StorageError
+from edge.logutil import OnceLogger
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: first schema
@@ -283,6 +295,45 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE devices ADD COLUMN sealed_key BLOB
         CHECK (sealed_key IS NULL OR length(sealed_key) = 45);
     """,
+    # 8: shopper preferences (issue 10; cloud_bridge/core/preferences.py). The chain's vocabulary
+    # gives each term a bit once (never reused; a term dropped from the config is inactive and
+    # keeps it). A member's preferences are kept by term name, only with consent: withdrawing it
+    # forgets them. A change reaches the rosters (a member with an active device), a new term the
+    # campaign syncs (their term lists), and campaigns say what they serve.
+    """
+    CREATE TABLE preference_terms (
+        kind TEXT NOT NULL CHECK (kind IN ('interest', 'promotion')),
+        name TEXT NOT NULL,
+        bit INTEGER NOT NULL CHECK (bit BETWEEN 0 AND 62),
+        active INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY (kind, name),
+        UNIQUE (kind, bit)
+    );
+    CREATE TABLE member_prefs (
+        member_id TEXT PRIMARY KEY REFERENCES members (id) ON DELETE CASCADE,
+        interests TEXT NOT NULL DEFAULT '',     -- comma-separated interest terms
+        promotions TEXT NOT NULL DEFAULT '',    -- comma-separated promotion types
+        per_day INTEGER NOT NULL CHECK (per_day BETWEEN 0 AND 24),
+        per_week INTEGER NOT NULL CHECK (per_week BETWEEN 0 AND 100),
+        updated_at REAL NOT NULL
+    );
+    ALTER TABLE campaigns ADD COLUMN promotion_type TEXT;        -- NULL: none declared
+    ALTER TABLE campaigns ADD COLUMN interests TEXT NOT NULL DEFAULT '';  -- '': any interest
+    CREATE TRIGGER member_prefs_added AFTER INSERT ON member_prefs
+        WHEN EXISTS (SELECT 1 FROM devices WHERE member_id = NEW.member_id AND active)
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER member_prefs_changed AFTER UPDATE ON member_prefs
+        WHEN EXISTS (SELECT 1 FROM devices WHERE member_id = NEW.member_id AND active)
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER member_prefs_removed AFTER DELETE ON member_prefs
+        WHEN EXISTS (SELECT 1 FROM devices WHERE member_id = OLD.member_id AND active)
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER member_prefs_need_consent AFTER UPDATE OF consent ON members
+        WHEN NOT NEW.consent
+        BEGIN DELETE FROM member_prefs WHERE member_id = NEW.id; END;
+    CREATE TRIGGER preference_terms_added AFTER INSERT ON preference_terms
+        BEGIN UPDATE stores SET campaigns_version = campaigns_version + 1; END;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)
@@ -326,6 +377,30 @@ def _location_or_none(lat: float | None, lon: float | None) -> GeoPoint | None:
         return location_from(lat, lon)
     except LocationError:
         return None
+
+
+async def read_vocabulary(db: aiosqlite.Connection) -> Vocabulary:
+    """The chain's preference terms as stored (every kind, retired ones too)."""
+    async with db.execute("SELECT kind, name, bit, active FROM preference_terms") as cursor:
+        return Vocabulary(tuple([Term(r[0], r[1], int(r[2]), bool(r[3])) async for r in cursor]))
+
+
+async def read_member_prefs(db: aiosqlite.Connection, member: str) -> MemberPreferences | None:
+    """The member's stated preferences, None if none."""
+    async with db.execute(
+        "SELECT interests, promotions, per_day, per_week, updated_at FROM member_prefs "
+        "WHERE member_id = ?",
+        (member,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else _prefs_from_row(member, row)
+
+
+def _prefs_from_row(member: str, row: sqlite3.Row | tuple[Any, ...]) -> MemberPreferences:
+    """(interests, promotions, per_day, per_week, updated_at) as stored."""
+    return MemberPreferences(
+        member, split_terms(row[0]), split_terms(row[1]), int(row[2]), int(row[3]), float(row[4])
+    )
 
 
 _P = ParamSpec("_P")
@@ -463,6 +538,7 @@ class SqliteLoyaltyRecords:
         self._pseudonyms: dict[str, StorePseudonyms] = {}
         self.clone_policy = clone_policy or ClonePolicy()
         self._lock = asyncio.Lock()  # see _one_at_a_time
+        self._bad_rows = OnceLogger(_LOGGER)
 
     @classmethod
     async def open(
@@ -605,6 +681,7 @@ class SqliteLoyaltyRecords:
         suppressed = 0
         unknown = 0
         quarantined = 0
+        refused_offers: dict[str, int] = {}
         db = self._db
         try:
             for incoming in events:
@@ -701,6 +778,8 @@ class SqliteLoyaltyRecords:
                 new_offers.append(event)
                 if delivery:
                     deliveries.append(delivery)
+                elif refusal is not None:
+                    refused_offers[refusal] = refused_offers.get(refusal, 0) + 1
             await db.commit()
         except sqlite3.Error as exc:
             await db.rollback()
@@ -719,6 +798,7 @@ class SqliteLoyaltyRecords:
             unknown,
             clone_alerts,
             quarantined,
+            refused_offers,
         )
 
     async def _check_clone(
@@ -814,8 +894,8 @@ class SqliteLoyaltyRecords:
         The rules are cloud_bridge/core/admission.py's; this gathers the facts they need.
         """
         async with self._db.execute(
-            "SELECT id, store_id, active, tiers, cooldown_s, validity_s, title, body "
-            "FROM campaigns WHERE id = ?",
+            "SELECT id, store_id, active, tiers, cooldown_s, validity_s, title, body, "
+            "promotion_type, interests FROM campaigns WHERE id = ?",
             (trigger.campaign,),
         ) as cursor:
             c = await cursor.fetchone()
@@ -826,11 +906,23 @@ class SqliteLoyaltyRecords:
         campaign = (
             None
             if c is None
-            else CampaignFacts(c[0], c[1], bool(c[2]), tuple(c[3].split(",")), c[4], c[5])
+            else CampaignFacts(
+                c[0],
+                c[1],
+                bool(c[2]),
+                tuple(c[3].split(",")),
+                c[4],
+                c[5],
+                promotion_type=c[8] or None,
+                interests=split_terms(c[9]),
+            )
         )
         member_cooldown_s = float(
             await self.setting("member_cooldown_s", str(DEFAULT_MEMBER_COOLDOWN_S))
         )
+        # The member's preferences now, not as the gateway's roster had them.
+        stated = await read_member_prefs(self._db, member)
+        vocabulary = await read_vocabulary(self._db) if stated is not None else Vocabulary(())
         facts = OfferFacts(
             store=gw.store,
             ts=trigger.ts,
@@ -846,6 +938,10 @@ class SqliteLoyaltyRecords:
                 member, trigger.ts, campaign.cooldown_s, trigger.campaign
             ),
             any_offer_gap_s=await self._nearest_offer_gap(member, trigger.ts, member_cooldown_s),
+            prefs=None if stated is None else stated.roster_prefs(vocabulary),
+            interest_bits=vocabulary.bits("interest"),
+            promotion_bits=vocabulary.bits("promotion"),
+            other_offer_ts=() if stated is None else await self._offers_near(member, trigger.ts),
         )
         refusal = check_offer(facts)
         if refusal is not None:
@@ -860,11 +956,24 @@ class SqliteLoyaltyRecords:
             store=gw.store,
             issued_at=now_s,
             detected_at=trigger.detected_at,
+            # What the offer is, so the app can file it and judge it against what it stated.
+            promotion_type=campaign.promotion_type if campaign else None,
+            interests=campaign.interests if campaign else (),
         )
         delivery = Delivery(
             trigger.event_id, token, wire.shopper_offer_topic(gw.chain, token), wire.encode(offer)
         )
         return delivery, None, offer_expires_at(now_s, float(c[5]))
+
+    async def _offers_near(self, member: str, ts: float) -> tuple[float, ...]:
+        """Radio times of the member's unsuppressed offers within a week either side of `ts`, at
+        every store: what their caps count (a late upload may land before later offers)."""
+        async with self._db.execute(
+            "SELECT ts FROM offers WHERE member_id = ? AND delivery != 'suppressed' "
+            "AND ts > ? AND ts < ?",
+            (member, ts - WEEK_S, ts + WEEK_S),
+        ) as cursor:
+            return tuple([float(r[0]) async for r in cursor])
 
     async def _nearest_offer_gap(
         self, member: str, ts: float, within_s: float, campaign: str | None = None
@@ -1016,10 +1125,13 @@ class SqliteLoyaltyRecords:
     async def roster(self, store: str) -> wire.RosterSync:
         """Every active device of a consenting member (every store sees the whole chain's roster)."""
         version = await self._store_version(store, "roster_version")
+        vocabulary = await read_vocabulary(self._db)
         async with self._db.execute(
-            "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent, d.sealed_key "
-            "FROM devices d JOIN members m ON m.id = d.member_id WHERE d.active AND m.consent "
-            "ORDER BY d.id"
+            "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent, d.sealed_key, d.kind, "
+            "p.interests, p.promotions, p.per_day, p.per_week, p.updated_at "
+            "FROM devices d JOIN members m ON m.id = d.member_id "
+            "LEFT JOIN member_prefs p ON p.member_id = d.member_id "
+            "WHERE d.active AND m.consent ORDER BY d.id"
         ) as cursor:
             rows = [r async for r in cursor]
         devices = tuple(
@@ -1029,6 +1141,11 @@ class SqliteLoyaltyRecords:
                 r[2],
                 self.open_identity_key(r[0], bytes(r[3]), None if r[5] is None else bytes(r[5])),
                 r[4],
+                kind=r[6] if r[6] in ("app", "tag") else None,
+                # A member's preferences ride on each of their devices, as masks: no term names.
+                prefs=None
+                if r[9] is None
+                else _prefs_from_row(r[1], r[7:12]).roster_prefs(vocabulary),
             )
             for r in rows
         )
@@ -1038,20 +1155,106 @@ class SqliteLoyaltyRecords:
     async def campaigns(self, store: str) -> wire.CampaignSync:
         version = await self._store_version(store, "campaigns_version")
         async with self._db.execute(
-            "SELECT id, title, body, tiers, cooldown_s, priority FROM campaigns "
-            "WHERE active AND (store_id IS NULL OR store_id = ?) ORDER BY id",
+            "SELECT id, title, body, tiers, cooldown_s, priority, promotion_type, interests "
+            "FROM campaigns WHERE active AND (store_id IS NULL OR store_id = ?) ORDER BY id",
             (store,),
         ) as cursor:
-            campaigns = tuple(
-                [
-                    wire.CampaignSpec(r[0], r[1], r[2], tuple(r[3].split(",")), r[4], r[5])
-                    async for r in cursor
-                ]
-            )
-        cooldown = await self.setting("member_cooldown_s", str(DEFAULT_MEMBER_COOLDOWN_S))
-        return wire.CampaignSync(
-            store=store, version=version, member_cooldown_s=float(cooldown), campaigns=campaigns
+            rows = [r async for r in cursor]
+        campaigns = tuple(
+            campaign for campaign in map(self._campaign_spec, rows) if campaign is not None
         )
+        cooldown = await self.setting("member_cooldown_s", str(DEFAULT_MEMBER_COOLDOWN_S))
+        vocabulary = await read_vocabulary(self._db)
+        return wire.CampaignSync(
+            store=store,
+            version=version,
+            member_cooldown_s=float(cooldown),
+            campaigns=campaigns,
+            # Term i is bit i of the rosters' masks; a retired term keeps its place.
+            interest_terms=vocabulary.in_bit_order("interest"),
+            promotion_terms=vocabulary.in_bit_order("promotion"),
+        )
+
+    def _campaign_spec(self, r: sqlite3.Row | tuple[Any, ...]) -> wire.CampaignSpec | None:
+        """A campaigns row as the sync carries it; None (logged) if a term in it is not an id:
+        a row edited by hand must not make every gateway refuse the whole set."""
+        spec = wire.CampaignSpec(
+            r[0],
+            r[1],
+            r[2],
+            tuple(r[3].split(",")),
+            r[4],
+            r[5],
+            promotion_type=r[6] or None,
+            interests=split_terms(r[7]),
+        )
+        for what, terms in (
+            ("tiers", spec.tiers),
+            ("promotion_type", (spec.promotion_type or "none",)),
+            ("interests", spec.interests),
+        ):
+            try:
+                for term in terms:
+                    wire.check_id(term, f"campaigns.{what}")
+            except wire.WireError as exc:
+                self._bad_rows.warning(
+                    f"campaign {spec.id} {what}",
+                    "campaign %r in %s is not published: %s; fix the row",
+                    spec.id,
+                    self.path,
+                    exc.reason,
+                )
+                return None
+        return spec
+
+    @_one_at_a_time
+    async def vocabulary(self) -> Vocabulary:
+        """The chain's preference terms: each one's bit, and which the API accepts."""
+        return await read_vocabulary(self._db)
+
+    @_one_at_a_time
+    async def sync_preference_terms(
+        self, interests: tuple[str, ...], promotion_types: tuple[str, ...]
+    ) -> dict[str, VocabularyPlan]:
+        """Make the stored vocabulary accept exactly these terms (the bridge config's
+        `[preferences]`, at start): new terms get the next free bits, dropped ones are retired
+        and keep theirs. What changed, by kind; RecordsError if a kind would exceed
+        wire.MAX_PREFERENCE_TERMS terms in all."""
+        try:
+            stored = (await read_vocabulary(self._db)).terms
+            plans = {
+                kind: plan_vocabulary(stored, kind, configured)
+                for kind, configured in zip(TERM_KINDS, (interests, promotion_types), strict=True)
+            }
+        except VocabularyError as exc:
+            raise RecordsError(
+                f"{self.path}: the bridge config's [{exc.field}] {exc.problem}"
+            ) from None
+        try:
+            for kind, plan in plans.items():
+                await self._db.executemany(
+                    "INSERT INTO preference_terms (kind, name, bit, active) VALUES (?, ?, ?, 1)",
+                    [(t.kind, t.name, t.bit) for t in plan.add],
+                )
+                for names, active in ((plan.retire, 0), (plan.revive, 1)):
+                    await self._db.executemany(
+                        "UPDATE preference_terms SET active = ? WHERE kind = ? AND name = ?",
+                        [(active, kind, name) for name in names],
+                    )
+            await self._db.commit()
+        except sqlite3.Error as exc:
+            await self._db.rollback()
+            raise RecordsError(f"cannot store the preference terms in {self.path}: {exc}") from exc
+        for kind, plan in plans.items():
+            if plan.changed:
+                _LOGGER.info(
+                    "%s terms: %d new%s%s",
+                    kind,
+                    len(plan.add),
+                    f", retired {', '.join(plan.retire)}" if plan.retire else "",
+                    f", back in use {', '.join(plan.revive)}" if plan.revive else "",
+                )
+        return {kind: plan for kind, plan in plans.items()}
 
     async def setting(self, key: str, default: str) -> str:
         async with self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cursor:

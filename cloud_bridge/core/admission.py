@@ -12,8 +12,11 @@ records adapter and the bridge gather:
   resend would be quarantined again), never counted as a visit or an offer.
 - **Whether an offer may reach the shopper** (`check_offer`): the campaign exists, is active at
   the store, serves the member's tier *as the loyalty records hold it* (not the tier the event
-  claims), the member consents, and neither the campaign's cooldown nor the member cooldown is
-  broken anywhere in the chain. A refused offer is recorded as suppressed with the reason.
+  claims), the member consents, the campaign serves what the member asked for *now* (interests and
+  promotion type, edge/core/preferences.py: the gateway may hold an older roster), neither the
+  campaign's cooldown nor the member cooldown is broken anywhere in the chain, and the member's
+  caps (at most `per_day` offers in any 24 h, `per_week` in any 7 days) hold across every store.
+  A refused offer is recorded as suppressed with the reason.
 
 No clock, no I/O: `now_s` and every fact come in as arguments.
 """
@@ -21,11 +24,12 @@ No clock, no I/O: `now_s` and every fact come in as arguments.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from edge.core import wire
+from edge.core.preferences import DAY_S, WEEK_S, busiest_window, matches, under_caps
 
 DEFAULT_MAX_FUTURE_S = 300.0  # a gateway clock this far ahead of the bridge's is wrong
 DEFAULT_MAX_AGE_S = 30 * 86400.0  # older than any gateway keeps events (retention) by default
@@ -60,6 +64,8 @@ class OfferRefusal(StrEnum):
     TIER_NOT_SERVED = "tier_not_served"
     CAMPAIGN_COOLDOWN = "campaign_cooldown"
     MEMBER_COOLDOWN = "member_cooldown"
+    PREFERENCES = "preferences"  # not what the member asked for (interests, promotion type)
+    FREQUENCY = "frequency"  # over the member's per_day or per_week (0: no offers at all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +124,8 @@ class CampaignFacts:
     tiers: tuple[str, ...]
     cooldown_s: float
     validity_s: float = DEFAULT_OFFER_VALIDITY_S
+    promotion_type: str | None = None
+    interests: tuple[str, ...] = ()  # none: a general offer
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +152,13 @@ class OfferFacts:
     member_cooldown_s: float
     same_campaign_gap_s: float | None
     any_offer_gap_s: float | None
+    # The member's preferences as the records hold them now (None: none stated), the chain's
+    # term → bit maps they are masks over, and the radio times of the member's other offers
+    # within 7 days either side that were not suppressed (what the caps count).
+    prefs: wire.MemberPrefs | None = None
+    interest_bits: Mapping[str, int] = field(default_factory=dict)
+    promotion_bits: Mapping[str, int] = field(default_factory=dict)
+    other_offer_ts: tuple[float, ...] = ()
 
 
 def check_offer(facts: OfferFacts) -> OfferRefusal | None:
@@ -161,11 +176,26 @@ def check_offer(facts: OfferFacts) -> OfferRefusal | None:
         return OfferRefusal.NO_CONSENT
     if member.tier not in campaign.tiers:
         return OfferRefusal.TIER_NOT_SERVED
+    if not matches(campaign, facts.prefs, facts.interest_bits, facts.promotion_bits):
+        return OfferRefusal.PREFERENCES
     if facts.same_campaign_gap_s is not None and facts.same_campaign_gap_s < campaign.cooldown_s:
         return OfferRefusal.CAMPAIGN_COOLDOWN
     if facts.any_offer_gap_s is not None and facts.any_offer_gap_s < facts.member_cooldown_s:
         return OfferRefusal.MEMBER_COOLDOWN
+    if not within_caps(facts.prefs, facts.ts, facts.other_offer_ts):
+        return OfferRefusal.FREQUENCY
     return None
+
+
+def within_caps(
+    prefs: wire.MemberPrefs | None, ts: float, other_offer_ts: Collection[float]
+) -> bool:
+    """Whether an offer at `ts` keeps the member within per_day in any 24 h and per_week in any
+    7 days, counting their other offers (radio time, any store, either side of `ts`)."""
+    if prefs is None:
+        return True
+    day = busiest_window(other_offer_ts, ts, DAY_S)
+    return under_caps(prefs, day, busiest_window(other_offer_ts, ts, WEEK_S))
 
 
 def offer_expires_at(issued_at: float, validity_s: float) -> float:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from cloud_bridge.errors import BridgeError
 from edge.core import wire
+
+if TYPE_CHECKING:
+    from cloud_bridge.core.preferences import MemberPreferences, PreferencesRequest
 
 IDENTITY_KEY_BYTES = 16  # Eddystone-EID: a 128-bit identity key (AES-128)
 DEVICE_ID_BYTES = 8  # random device ids: "d-" + 16 hex digits
@@ -110,6 +113,20 @@ class TierConflict(EnrollmentError):
         super().__init__(
             f"member {member!r} exists with tier {tier!r}, not {requested!r}: 'tier' only sets "
             "the tier of a new member; omit it for an existing one"
+        )
+        self.member = member
+
+
+class NoConsent(EnrollmentError):
+    """Preferences for a member who has not consented (or withdrew consent): none are kept."""
+
+    code = "no_consent"
+
+    def __init__(self, member: str) -> None:
+        super().__init__(
+            f"member {member!r} has not consented to be recognised in stores (or withdrew "
+            "consent): preferences are kept only with consent; enroll a device with "
+            '"consent": true first'
         )
         self.member = member
 
@@ -410,4 +427,19 @@ class Enrollment(Protocol):
 
     async def clone_alerts(self) -> list[wire.CloneAlert]:
         """Open clone alerts, oldest first: devices seen at two stores too far apart."""
+        ...
+
+    async def set_preferences(self, request: PreferencesRequest) -> MemberPreferences:
+        """Store what a consenting member asked for (cloud_bridge/core/preferences.py).
+
+        Raises InvalidRequest (a term the chain does not accept), UnknownMember or NoConsent.
+        """
+        ...
+
+    async def preferences(self, member: str) -> MemberPreferences | None:
+        """The member's stated preferences, None if none; raises UnknownMember."""
+        ...
+
+    async def forget_preferences(self, member: str) -> bool:
+        """Forget the member's preferences; whether there were any. Raises UnknownMember."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -75,6 +76,8 @@ class RecordOutcome:
     quarantined: int = (
         0  # events with times outside the bridge's tolerance: acknowledged, kept aside
     )
+    # Offers recorded suppressed, by reason (cloud_bridge/core/admission.py's OfferRefusal).
+    refused_offers: dict[str, int] = field(default_factory=dict)
 
 
 class LoyaltyRecords(Protocol):
@@ -107,5 +110,11 @@ class LoyaltyRecords(Protocol):
     async def serials(self) -> Serials: ...
 
     async def campaigns(self, store: str) -> wire.CampaignSync: ...
+
+    async def sync_preference_terms(
+        self, interests: tuple[str, ...], promotion_types: tuple[str, ...]
+    ) -> Mapping[str, object]:
+        """Make the chain's vocabulary accept exactly these terms; bits are never reused."""
+        ...
 
     async def close(self) -> None: ...

@@ -67,6 +67,7 @@ DBUS_PATH = "/org/freedesktop/DBus"
 ADAPTER_IFACE = "org.bluez.Adapter1"
 MONITOR_MANAGER_IFACE = "org.bluez.AdvertisementMonitorManager1"
 ADVERTISING_MANAGER_IFACE = "org.bluez.LEAdvertisingManager1"
+GATT_MANAGER_IFACE = "org.bluez.GattManager1"
 OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 ERROR_NOT_READY = "org.bluez.Error.NotReady"
@@ -203,6 +204,7 @@ class AdapterInfo:
     roles: tuple[str, ...]
     monitor_types: tuple[str, ...] | None  # None: no AdvertisementMonitorManager1 on this adapter
     can_advertise: bool  # LEAdvertisingManager1 is there
+    can_serve_gatt: bool = False  # GattManager1 is there (the iPhone check-in service)
 
     @property
     def name(self) -> str:
@@ -226,6 +228,8 @@ class AdapterInfo:
             self.monitor_types = tuple(str(t) for t in types)
         if ADVERTISING_MANAGER_IFACE in interfaces:
             self.can_advertise = True
+        if GATT_MANAGER_IFACE in interfaces:
+            self.can_serve_gatt = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +530,8 @@ class BluezObjects:
                         adapter.monitor_types = None
                     if ADVERTISING_MANAGER_IFACE in names:
                         adapter.can_advertise = False
+                    if GATT_MANAGER_IFACE in names:
+                        adapter.can_serve_gatt = False
                     self.changed.set()
             elif member == "PropertiesChanged" and body[0] == ADAPTER_IFACE:
                 path = str(message.path)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,29 @@ class CheckinRefusal(enum.StrEnum):
     BAD_TAG = "bad_tag"
     REPLAYED = "replayed"
     NO_SIGNAL = "no_signal"
+
+
+# What the app sees when a write is refused: the ATT error code of the write's response (on iOS, the
+# NSError's code in CBATTErrorDomain), each with one thing to do (docs/iphone-checkin.md, "Errors").
+# 0x0D is the Core Specification's Invalid Attribute Value Length (Vol 3 Part F §3.4.1.1); 0x80..0x9F
+# are application errors, which BlueZ 5.66 and later pass through as given; older BlueZ answers
+# every application error as 0x80, so 0x80's advice works for each of them.
+ATT_INVALID_VALUE_LENGTH = 0x0D
+ATT_REFUSED = 0x80  # refused (older BlueZ), or the gateway failed to handle the write
+ATT_BAD_TAG = 0x81
+ATT_REPLAYED = 0x82
+ATT_UNKNOWN = 0x83
+ATT_THROTTLED = 0x84
+ATT_NO_SIGNAL = 0x85
+ATT_BUSY = 0x86  # the gateway has too many writes in hand (its GATT adapter says so, not the core)
+ATT_ERRORS: dict[CheckinRefusal, int] = {
+    CheckinRefusal.MALFORMED: ATT_INVALID_VALUE_LENGTH,
+    CheckinRefusal.BAD_TAG: ATT_BAD_TAG,
+    CheckinRefusal.REPLAYED: ATT_REPLAYED,
+    CheckinRefusal.UNKNOWN: ATT_UNKNOWN,
+    CheckinRefusal.THROTTLED: ATT_THROTTLED,
+    CheckinRefusal.NO_SIGNAL: ATT_NO_SIGNAL,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +194,16 @@ class CheckinVerifier:
         self.accepted = 0
         self.refused: dict[CheckinRefusal, int] = dict.fromkeys(CheckinRefusal, 0)
 
+    @property
+    def tracked_centrals(self) -> int:
+        """Centrals whose write rate is remembered (at most MAX_CENTRALS)."""
+        return len(self._centrals)
+
+    @property
+    def tracked_seqs(self) -> int:
+        """Last seqs remembered, over the live challenges (at most MAX_SEQS each)."""
+        return sum(len(seqs) for seqs in self._seqs.values())
+
     def challenge(self, now_s: float) -> bytes:
         """The challenge an app reads now (drawn afresh every period)."""
         epoch = int(now_s // self._period_s)
@@ -231,7 +265,7 @@ class CheckinVerifier:
         rssi: float | None = None
         if rssi_byte != RSSI_UNKNOWN:
             rssi = float(rssi_byte - 256 if rssi_byte > 127 else rssi_byte)
-        elif link_rssi_dbm is not None:
+        elif link_rssi_dbm is not None and math.isfinite(link_rssi_dbm):
             rssi = float(link_rssi_dbm)
         if rssi is None:
             return CheckinRefused(CheckinRefusal.NO_SIGNAL, "no RSSI from the app nor from BlueZ")

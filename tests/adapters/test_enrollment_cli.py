@@ -108,6 +108,10 @@ def test_enroll_refuses_without_consent(database: Path, capsys: pytest.CaptureFi
         (["enroll", "m-00000", "--kind", "app", "--consent"], "revoke it"),
         (["enroll", "m-new", "--kind", "app", "--consent"], "send 'tier'"),
         (["enroll", "m-new", "--kind", "app", "--tier", "Gold", "--consent"], "'tier'"),
+        (["preferences", "show", "m-nobody"], "member 'm-nobody' is not in the loyalty records"),
+        (["preferences", "set", "m-00000", "--interest", "garden", "--no-offers"], "'garden'"),
+        (["preferences", "set", "m-00000", "--per-day", "1"], "'max_offers_per_week' is missing"),
+        (["preferences", "set", "m-00000", "--per-day", "99", "--per-week", "1"], "0..24"),
     ],
 )
 def test_errors_say_what_to_do(
@@ -118,6 +122,44 @@ def test_errors_say_what_to_do(
     assert main([command, "--database", str(database), *rest]) == 2
 
     assert says in capsys.readouterr().err
+
+
+def test_preferences_are_set_shown_and_forgotten_and_reach_the_roster(
+    database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = ["--database", str(database)]
+    assert run_json(capsys, "preferences", *db, "show", "m-00000") == {
+        "member": "m-00000",
+        "stated": False,
+    }
+
+    stated = run_json(
+        capsys,
+        "preferences",
+        *db,
+        "set",
+        "m-00000",
+        "--interest",
+        "beauty",
+        "--interest",
+        "home",
+        "--promotion-type",
+        "event",
+        "--per-day",
+        "1",
+        "--per-week",
+        "3",
+    )
+
+    assert (stated["interests"], stated["promotion_types"]) == (["beauty", "home"], ["event"])
+    assert (stated["max_offers_per_day"], stated["max_offers_per_week"]) == (1, 3)
+    assert run_json(capsys, "preferences", *db, "show", "m-00000") == stated
+    (device,) = [d for d in roster(database).devices if d.member == "m-00000"]
+    assert device.prefs is not None and device.prefs.per_week == 3
+    none = run_json(capsys, "preferences", *db, "set", "m-00000", "--no-offers")
+    assert none["no_offers"] is True and none["interests"] == []
+    forgotten = run_json(capsys, "preferences", *db, "forget", "m-00000")
+    assert forgotten == {"member": "m-00000", "stated": False, "forgotten": True}
 
 
 def test_commands_do_not_create_a_missing_database(

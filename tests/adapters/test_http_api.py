@@ -236,6 +236,164 @@ async def test_enrolling_again_after_withdrawal_records_consent_again(api: Api) 
     assert len(roster_devices(await api.records.roster(STORE), APP_MEMBER)) == 1
 
 
+# --- preferences ------------------------------------------------------------------------------
+
+PREFS = {
+    "interests": ["beauty", "home"],
+    "promotion_types": ["discount", "event"],
+    "max_offers_per_day": 1,
+    "max_offers_per_week": 3,
+}
+
+
+async def test_a_member_states_reads_and_forgets_preferences_and_the_roster_follows(
+    api: Api,
+) -> None:
+    path = f"/v1/members/{APP_MEMBER}/preferences"
+    assert (await api.call("GET", path)).json() == {"member": APP_MEMBER, "stated": False}
+    before = await api.records.roster(STORE)
+
+    reply = await api.call("PUT", path, json_body=PREFS)
+
+    assert reply.status == 200, reply.raw_body
+    body = reply.json()
+    assert isinstance(body.pop("updated_at"), float)
+    assert body == {
+        "member": APP_MEMBER,
+        "stated": True,
+        "interests": ["beauty", "home"],
+        "promotion_types": ["discount", "event"],
+        "max_offers_per_day": 1,
+        "max_offers_per_week": 3,
+        "no_offers": False,
+    }
+    assert (await api.call("GET", path)).json() == reply.json()
+    after = await api.records.roster(STORE)
+    assert after.version > before.version
+    (device,) = roster_devices(after, APP_MEMBER)
+    terms = (await api.records.campaigns(STORE)).interest_terms
+    assert device.prefs is not None and (device.prefs.per_day, device.prefs.per_week) == (1, 3)
+    assert {t for bit, t in enumerate(terms) if device.prefs.interests >> bit & 1} == {
+        "beauty",
+        "home",
+    }
+
+    forgotten = await api.call("DELETE", path)
+
+    assert forgotten.status == 200
+    assert forgotten.json() == {"member": APP_MEMBER, "stated": False, "forgotten": True}
+    assert (await api.call("GET", path)).json() == {"member": APP_MEMBER, "stated": False}
+    assert roster_devices(await api.records.roster(STORE), APP_MEMBER)[0].prefs is None
+    again = await api.call("DELETE", path)
+    assert again.status == 200 and again.json()["forgotten"] is False
+
+
+async def test_no_offers_is_stated_as_such(api: Api) -> None:
+    reply = await api.call(
+        "PUT",
+        f"/v1/members/{TAG_MEMBER}/preferences",
+        json_body={"interests": [], "promotion_types": [], "no_offers": True},
+    )
+
+    assert reply.status == 200, reply.raw_body
+    body = reply.json()
+    assert (body["no_offers"], body["max_offers_per_day"], body["max_offers_per_week"]) == (
+        True,
+        0,
+        0,
+    )
+    (device,) = roster_devices(await api.records.roster(STORE), TAG_MEMBER)
+    assert device.prefs == wire.MemberPrefs(0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"interests": ["beauty", "gardening"]}, "interests[1]", "not one of the chain's"),
+        ({"promotion_types": ["bogof"]}, "promotion_types[0]", "not one of the chain's"),
+        ({"interests": ["home", "beauty", "home"]}, "interests[2]", "repeats 'home'"),
+        ({"interests": ["Beauty"]}, "interests[0]", "not one of the chain's"),
+        ({"interests": "beauty"}, "interests", "must be a list"),
+        ({"interests": [7]}, "interests[0]", "must be a term"),
+        ({"interests": None}, "interests", "must be a list"),
+        ({"interests": ["beauty"] * 100}, "interests", "at most 63"),
+        ({"max_offers_per_day": 1000}, "max_offers_per_day", "0..24"),
+        ({"max_offers_per_week": -5}, "max_offers_per_week", "0..100"),
+        ({"max_offers_per_day": 2.5}, "max_offers_per_day", "must be an integer"),
+        ({"max_offers_per_day": "1"}, "max_offers_per_day", "must be an integer"),
+        ({"max_offers_per_week": None}, "max_offers_per_week", "must be an integer"),
+        ({"no_offers": "no"}, "no_offers", "true or false"),
+        ({"no_offers": True}, "max_offers_per_day", "cannot be sent with"),
+        ({"max_offers_per_day": None, "max_offers_per_week": None}, "max_offers_per_day", ""),
+        ({"frequency": "daily"}, "frequency", "not a known field"),
+        ({"consent": True}, "consent", "not a known field"),
+    ],
+)
+async def test_bad_preferences_are_refused_naming_the_field(
+    api: Api, changes: dict[str, Any], field: str, words: str
+) -> None:
+    body = {**PREFS, **changes}
+    path = f"/v1/members/{APP_MEMBER}/preferences"
+
+    reply = await api.call("PUT", path, json_body=body)
+
+    assert reply.status == 400, reply.raw_body
+    error = reply.json()
+    assert (error["error"], error["field"]) == ("invalid_field", field)
+    assert words in error["message"]
+    assert error["message"].startswith(f"PUT {path}: field '{field}' ")
+    assert (await api.call("GET", path)).json()["stated"] is False
+
+
+async def test_a_missing_field_is_named(api: Api) -> None:
+    for name in PREFS:
+        body = {k: v for k, v in PREFS.items() if k != name}
+        reply = await api.call("PUT", f"/v1/members/{APP_MEMBER}/preferences", json_body=body)
+        assert reply.status == 400 and reply.json()["field"] == name, name
+
+
+async def test_preferences_need_the_members_consent(api: Api) -> None:
+    path = f"/v1/members/{TAG_MEMBER}/preferences"
+    assert (await api.call("PUT", path, json_body=PREFS)).status == 200
+
+    await api.call("POST", f"/v1/members/{TAG_MEMBER}/consent/withdraw", json_body={})
+
+    # Withdrawing consent forgot them; stating them again is refused until consent is given.
+    assert (await api.call("GET", path)).json() == {"member": TAG_MEMBER, "stated": False}
+    reply = await api.call("PUT", path, json_body=PREFS)
+    assert reply.status == 409
+    assert reply.json()["error"] == "no_consent"
+    assert "consent" in reply.json()["message"]
+    assert (await api.enroll(TAG_MEMBER, kind="tag", consent=True)).status == 201
+    assert (await api.call("PUT", path, json_body=PREFS)).status == 200
+
+
+async def test_preferences_of_an_unknown_member_are_not_found(api: Api) -> None:
+    path = "/v1/members/m-nobody/preferences"
+    for method, body in (("PUT", PREFS), ("GET", None), ("DELETE", None)):
+        kwargs: dict[str, Any] = {} if body is None else {"json_body": body}
+        reply = await api.call(method, path, **kwargs)
+        assert reply.status == 404, method
+        assert reply.json()["error"] == "unknown_member"
+    bad = await api.call("PUT", "/v1/members/M%201/preferences", json_body=PREFS)
+    assert bad.status == 400 and bad.json()["field"] == "member"
+
+
+async def test_a_put_needs_a_json_body_with_its_length(api: Api) -> None:
+    path = f"/v1/members/{APP_MEMBER}/preferences"
+    auth = {"Authorization": f"Bearer {api.token}"}
+    no_length = await exchange(
+        api.port, build_request("PUT", path, headers=auth) + b'{"interests": []}'
+    )
+    assert no_length.status == 411
+    text = await api.call("PUT", path, body=b"interests=home", content_type="text/plain")
+    assert text.status == 415
+    empty = await api.call("PUT", path, body=b"", content_type=None)
+    assert empty.status == 400 and empty.json()["field"] == "interests"
+    wrong = await api.call("POST", path, json_body=PREFS)
+    assert wrong.status == 405 and wrong.headers["allow"] == "DELETE, GET, PUT"
+
+
 # --- authentication ---------------------------------------------------------------------------
 
 

@@ -28,8 +28,7 @@ GW2 = wire.GatewayAddress(CHAIN, STORE, "gw-2")
 MEMBERS = 20
 SEED = 1
 NOW = T0 + 10.0
-# id → (title, body, tiers, cooldown_s, priority, validity_s)
-CAMPAIGNS = {c[0]: c[1:] for c in DEMO_CAMPAIGNS}
+CAMPAIGNS = {c.id: c for c in DEMO_CAMPAIGNS}
 BAKERY = "welcome-bakery"
 
 
@@ -95,7 +94,7 @@ async def test_a_campaigns_cooldown_holds_across_stores_and_beyond_the_gateways_
     await records.add_store("store-002", "Station Road")
     await execute(records, "UPDATE members SET tier = 'gold' WHERE id = 'm-00000'")
     elsewhere = wire.GatewayAddress(CHAIN, "store-002", "gw-1")
-    week = CAMPAIGNS[BAKERY][3]
+    week = CAMPAIGNS[BAKERY].cooldown_s
     assert week == 7 * 86400
 
     def bakery(ts: float, campaign: str = BAKERY) -> wire.OfferTrigger:
@@ -145,15 +144,18 @@ async def test_visit_and_offer_are_recorded_acked_and_the_offer_is_delivered(
     assert delivery.offer_id == offer.event_id
     assert delivery.shopper == token
     assert delivery.topic == wire.shopper_offer_topic(CHAIN, token)
-    title, body, *_ = CAMPAIGNS[BAKERY]
+    seeded = CAMPAIGNS[BAKERY]
     assert wire.decode_as(delivery.payload, wire.ShopperOffer) == wire.ShopperOffer(
         offer_id=offer.event_id,
         campaign=BAKERY,
-        title=title,
-        body=body,
+        title=seeded.title,
+        body=seeded.body,
         store=STORE,
         issued_at=NOW,
         detected_at=offer.detected_at,
+        # What it is, so the app can judge it against what the member stated.
+        promotion_type="discount",
+        interests=("grocery",),
     )
 
 
@@ -456,8 +458,8 @@ async def test_campaigns_carry_tiers_cooldowns_and_the_member_cooldown(
     assert sync.version == 1
     assert sync.member_cooldown_s == 4 * 3600.0
     assert {c.id: (c.title, c.body, c.tiers, c.cooldown_s, c.priority) for c in sync.campaigns} == {
-        cid: (title, body, tuple(tiers.split(",")), cooldown_s, priority)
-        for cid, (title, body, tiers, cooldown_s, priority, _validity_s) in CAMPAIGNS.items()
+        c.id: (c.title, c.body, tuple(c.tiers.split(",")), c.cooldown_s, c.priority)
+        for c in CAMPAIGNS.values()
     }
     coffee = next(c for c in sync.campaigns if c.id == "silver-free-coffee")
     assert coffee.tiers == ("silver", "gold")

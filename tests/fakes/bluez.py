@@ -282,9 +282,24 @@ class FakeBluez:
         destination: str = BLUEZ,
     ) -> list[Any]:
         """Call a method and return the reply body; raise FakeBluezError on a D-Bus error."""
+        reply = await self.call_message(path, interface, member, signature, body, destination)
+        if reply.message_type == MessageType.ERROR:
+            raise FakeBluezError(f"{interface}.{member} on {path}: {reply.error_name} {reply.body}")
+        return list(reply.body)
+
+    async def call_message(
+        self,
+        path: str,
+        interface: str,
+        member: str,
+        signature: str = "",
+        body: list[Any] | None = None,
+        destination: str = BLUEZ,
+    ) -> Message:
+        """Call a method as bluetoothd would and return the reply as it came, error or not."""
         assert self._bus is not None, "FakeBluez.start() first"
         async with asyncio.timeout(CALL_TIMEOUT_S):
-            reply = await self._bus.call(
+            return await self._bus.call(
                 Message(
                     destination=destination,
                     path=path,
@@ -294,9 +309,6 @@ class FakeBluez:
                     body=body or [],
                 )
             )
-        if reply.message_type == MessageType.ERROR:
-            raise FakeBluezError(f"{interface}.{member} on {path}: {reply.error_name} {reply.body}")
-        return list(reply.body)
 
     async def bluez_running(self) -> bool:
         body = await self.call(
@@ -415,6 +427,21 @@ class FakeBluez:
     async def monitors(self, name: str = "hci0") -> list[tuple[str, str]]:
         body = await self.call("/", BLUEZ_MOCK_IFACE, "GetMonitors", "s", [name])
         return [(sender, path) for sender, path in body[0]]
+
+    async def applications(self, name: str = "hci0") -> list[tuple[str, str]]:
+        """(client bus name, object path) of each GATT application registered on the adapter."""
+        body = await self.call("/", BLUEZ_MOCK_IFACE, "GetApplications", "s", [name])
+        return [(sender, path) for sender, path in body[0]]
+
+    async def connect_central(
+        self, name: str, address: str, props: dict[str, Variant] | None = None
+    ) -> str:
+        """A central (a phone) connects to the adapter: its Device1 object, Connected, with `props`
+        (see `device_props`); returns its path, the `device` option of BlueZ's GATT calls."""
+        body = await self.call(
+            "/", BLUEZ_MOCK_IFACE, "ConnectDevice", "ssa{sv}", [name, address, props or {}]
+        )
+        return str(body[0])
 
     async def advertisements(self, name: str = "hci0") -> list[tuple[str, str]]:
         """(client bus name, object path) of each advertisement registered on the adapter."""

@@ -7,7 +7,10 @@ Differences from dbusmock's stock `bluez5` template, each one a trap for bleak (
 - Device1 `ManufacturerData` is `a{qv}` and `ServiceData` is `a{sv}` (the stock template gives arrays, so
   bleak raises inside its signal handler and the detection callback never fires);
 - adapters have `Roles` (bleak's default-adapter lookup indexes it), `AdvertisementMonitorManager1`
-  (passive scanning) and `LEAdvertisingManager1` (the gateway's iBeacon);
+  (passive scanning), `LEAdvertisingManager1` (the gateway's iBeacon and check-in advertisement) and
+  `GattManager1` (the check-in GATT service: `RegisterApplication` reads the application's objects
+  with GetManagedObjects before it replies and refuses one without a valid service, as bluetoothd
+  does; the test then plays bluetoothd, calling the application's ReadValue and WriteValue);
 - discovery sessions and monitors are kept per D-Bus client, as bluetoothd does: `StartDiscovery` on a
   powered-off adapter fails with `org.bluez.Error.NotReady`, powering off ends every discovery session,
   and `Advertise` reaches the bus only while someone scans. So adverts flowing again after a fault
@@ -29,6 +32,9 @@ DEVICE_IFACE = "org.bluez.Device1"
 MONITOR_MANAGER_IFACE = "org.bluez.AdvertisementMonitorManager1"
 ADVERTISING_MANAGER_IFACE = "org.bluez.LEAdvertisingManager1"
 ADVERTISEMENT_IFACE = "org.bluez.LEAdvertisement1"
+GATT_MANAGER_IFACE = "org.bluez.GattManager1"
+GATT_SERVICE_IFACE = "org.bluez.GattService1"
+GATT_CHARACTERISTIC_IFACE = "org.bluez.GattCharacteristic1"
 PROPERTIES_IFACE = dbus.PROPERTIES_IFACE
 DISCOVERY_FILTERS = [
     "UUIDs",
@@ -186,6 +192,48 @@ def _unregister_advertisement(adapter, path, sender):
         raise _error("org.bluez.Error.DoesNotExist", "Does Not Exist")
 
 
+def _register_application(adapter, path, _options, sender):
+    key = (str(sender), str(path))
+    if key in adapter.applications:
+        raise _error("org.bluez.Error.AlreadyExists", "Already Exists")
+    # bluetoothd reads the application (GetManagedObjects on its path) before it replies, so its
+    # objects have to be exported before RegisterApplication is called.
+    try:
+        objects = adapter.connection.call_blocking(
+            sender,
+            path,
+            OBJECT_MANAGER_IFACE,
+            "GetManagedObjects",
+            "",
+            [],
+            timeout=CALLBACK_TIMEOUT_S,
+        )
+    except dbus.exceptions.DBusException as exc:
+        raise _error("org.bluez.Error.Failed", f"Failed to read the application: {exc}") from exc
+    services = {
+        str(p)
+        for p, interfaces in objects.items()
+        if "UUID" in interfaces.get(GATT_SERVICE_IFACE, {})
+        and "Primary" in interfaces.get(GATT_SERVICE_IFACE, {})
+    }
+    if not services:
+        raise _error("org.bluez.Error.Failed", "No valid service object found")
+    for p, interfaces in objects.items():
+        chrc = interfaces.get(GATT_CHARACTERISTIC_IFACE)
+        if chrc is None:
+            continue
+        if str(chrc.get("Service", "")) not in services or "UUID" not in chrc:
+            raise _error("org.bluez.Error.Failed", f"Failed to create characteristic {p}")
+        if not chrc.get("Flags"):
+            raise _error("org.bluez.Error.Failed", f"Failed to parse characteristic flags {p}")
+    adapter.applications[key] = objects
+
+
+def _unregister_application(adapter, path, sender):
+    if adapter.applications.pop((str(sender), str(path)), None) is None:
+        raise _error("org.bluez.Error.DoesNotExist", "Does Not Exist")
+
+
 def _properties_set(adapter, interface, name, value, _sender):
     """Properties.Set on an adapter: powering off ends every discovery session, as in bluetoothd."""
     mockobject.DBusMockObject.Set(adapter, interface, name, value)
@@ -227,6 +275,7 @@ def AddAdapter(self, name, address, powered, monitor_types):
     adapter.discovery_filters = {}
     adapter.monitors = set()
     adapter.advertisements = {}
+    adapter.applications = {}
     _install_start_discovery(adapter)
     _client_method(adapter, ADAPTER_IFACE, "StopDiscovery", "", "", _stop_discovery)
     _client_method(adapter, ADAPTER_IFACE, "SetDiscoveryFilter", "a{sv}", "", _set_discovery_filter)
@@ -280,6 +329,19 @@ def AddAdapter(self, name, address, powered, monitor_types):
         "o",
         "",
         _unregister_advertisement,
+    )
+    # GattManager1 has no properties; an empty entry still lists the interface.
+    adapter.props[GATT_MANAGER_IFACE] = dbus.Dictionary({}, signature="sv")
+    _client_method(
+        adapter,
+        GATT_MANAGER_IFACE,
+        "RegisterApplication",
+        "oa{sv}",
+        "",
+        _register_application,
+    )
+    _client_method(
+        adapter, GATT_MANAGER_IFACE, "UnregisterApplication", "o", "", _unregister_application
     )
     self.EmitSignal(
         OBJECT_MANAGER_IFACE,
@@ -355,12 +417,28 @@ def Advertise(self, name, address, props):
     adapter = _adapter(name)
     if not (_powered(adapter) and (adapter.discovery_clients or adapter.monitors)):
         return False
+    _put_device(self, adapter, address, props)
+    return True
+
+
+@dbus.service.method(MOCK_IFACE, in_signature="ssa{sv}", out_signature="o")
+def ConnectDevice(self, name, address, props):
+    """A central (an iPhone) at `address` connects to adapter `name`: its Device1 object appears
+    (or changes) with Connected = true and `props` (say, an RSSI), scanning or not. Returns its path,
+    the `device` option bluetoothd passes to the application's ReadValue and WriteValue."""
+    adapter = _adapter(name)
+    connected = {"Connected": dbus.Boolean(True, variant_level=1)}
+    connected.update(props)
+    return dbus.ObjectPath(_put_device(self, adapter, address, connected))
+
+
+def _put_device(manager, adapter, address, props):
     path = adapter.path + "/dev_" + address.upper().replace(":", "_")
     if path in mockobject.objects:
         device = mockobject.objects[path]
         device.props[DEVICE_IFACE].update(props)
         _emit_changed(device, DEVICE_IFACE, props)
-        return True
+        return path
     device_props = {
         "Address": dbus.String(address.upper(), variant_level=1),
         "AddressType": dbus.String("random", variant_level=1),
@@ -376,8 +454,8 @@ def Advertise(self, name, address, props):
         "UUIDs": dbus.Array([], signature="s", variant_level=1),
     }
     device_props.update(props)
-    self.AddObject(path, DEVICE_IFACE, device_props, [])
-    self.EmitSignal(
+    manager.AddObject(path, DEVICE_IFACE, device_props, [])
+    manager.EmitSignal(
         OBJECT_MANAGER_IFACE,
         "InterfacesAdded",
         "oa{sa{sv}}",
@@ -386,13 +464,19 @@ def Advertise(self, name, address, props):
             {DEVICE_IFACE: device_props},
         ],
     )
-    return True
+    return path
 
 
 @dbus.service.method(MOCK_IFACE, in_signature="s", out_signature="a(so)")
 def GetAdvertisements(_self, name):
     """The (client bus name, object path) of every advertisement registered on adapter `name`."""
     return [(s, dbus.ObjectPath(p)) for s, p in sorted(_adapter(name).advertisements)]
+
+
+@dbus.service.method(MOCK_IFACE, in_signature="s", out_signature="a(so)")
+def GetApplications(_self, name):
+    """The (client bus name, object path) of every GATT application registered on adapter `name`."""
+    return [(s, dbus.ObjectPath(p)) for s, p in sorted(_adapter(name).applications)]
 
 
 @dbus.service.method(MOCK_IFACE, in_signature="s", out_signature="a(so)")

@@ -26,7 +26,13 @@ from edge.adapters.keystore import GatewayKeys, create_signing_key_file, provisi
 from edge.adapters.mosquitto import MosquittoProcess
 from edge.adapters.mqtt import PahoMqtt
 from edge.app import Gateway
-from edge.config import GatewayConfig, GatewaySection, IdentitySection, UplinkSection
+from edge.config import (
+    GatewayConfig,
+    GatewaySection,
+    IdentitySection,
+    RadioSection,
+    UplinkSection,
+)
 from edge.core import bundle, wire
 from edge.core.broker_identity import (
     bridge_identity,
@@ -222,12 +228,15 @@ async def store_rig(
     other_stores: tuple[str, ...] = (),
     bridge_options: dict[str, Any] | None = None,
     start_bridge: bool = True,
+    radio_source: str = "simulated",
 ) -> AsyncIterator[Rig]:
     """Build and run everything; tear it all down on exit.
 
     `other_stores` get a gateway each too (seeded stores have locations: cloud_bridge/seed.py);
     `bridge_options` are more [bridge] settings. Without `start_bridge` the bridge waits for
-    `Rig.start_bridge()`, and the gateway holds no roster or campaigns until then.
+    `Rig.start_bridge()`, and the gateway holds no roster or campaigns until then. The gateway's
+    radio is always the test's FakeAdvertSource; `radio_source` is what its config says (with
+    "bleak" it serves the iPhone check-in through BlueZ: run it inside `running_fake_bluez`).
     """
     records = await SqliteLoyaltyRecords.open(
         workdir / "loyalty.sqlite", CHAIN, create=True, data_key=TEST_DATA_KEY
@@ -276,6 +285,7 @@ async def store_rig(
             mqtt=broker.mqtt_section(gateway_identity(wire.GatewayAddress(CHAIN, store, GATEWAY))),
             uplink=UplinkSection(ack_timeout_s=resend_s, batch=100, status_interval_s=1.0),
             identity=IdentitySection(trusted_signers=trusted, key_source="file"),
+            radio=RadioSection(source=radio_source),
         )
 
     source = FakeAdvertSource()

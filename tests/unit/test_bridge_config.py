@@ -58,6 +58,19 @@ def test_example_config_names_every_key() -> None:
         ("[bridge]\nclone_min_gap_s = -1.0\n", "bridge.clone_min_gap_s", "must be >= 0"),
         ("[bridge]\nclone_clock_tolerance_s = nan\n", "bridge.clone_clock_tolerance_s", ">= 0"),
         ("[bridge]\nclone_auto_revoke = 'yes'\n", "bridge.clone_auto_revoke", "true or false"),
+        ("[preferences]\ninterest = ['home']\n", "preferences.interest", "unknown key"),
+        ("[preferences]\ninterests = 'home'\n", "preferences.interests", "list of strings"),
+        ("[preferences]\ninterests = ['Home']\n", "preferences.interests", "not a valid id"),
+        (
+            "[preferences]\npromotion_types = ['event', 'event']\n",
+            "preferences.promotion_types",
+            "names 'event' twice",
+        ),
+        (
+            f"[preferences]\ninterests = {[f'i{n}' for n in range(64)]}\n",
+            "preferences.interests",
+            "at most 63",
+        ),
     ],
 )
 def test_bad_config_names_file_and_field(

@@ -112,3 +112,19 @@ def test_run_without_a_trusted_bridge_key_refuses_to_start(
 def test_check_config_notes_a_missing_trusted_signer(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(EXAMPLE)]) == 0
     assert "trusted_signers is empty" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("radio", "beacon", "noted"),
+    [("bleak", "false", True), ("bleak", "true", False), ("simulated", "false", False)],
+)
+def test_check_config_notes_iphone_check_in_without_the_store_beacon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], radio: str, beacon: str, noted: bool
+) -> None:
+    config = tmp_path / "gateway.toml"
+    uuid = "e2c56db5dffb48d2b060d0f5a71096e0"
+    config.write_text(
+        f"[radio]\nsource = '{radio}'\n[store_beacon]\nenabled = {beacon}\nuuid = '{uuid}'\n"
+    )
+    assert main(["check-config", str(config)]) == 0
+    assert ("[store_beacon] is off" in capsys.readouterr().out) is noted

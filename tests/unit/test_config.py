@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,8 @@ def test_defaults_and_overrides() -> None:
         ("[privacy]\nretention_s = inf\n", "privacy.retention_s", "> 0"),
         ("[privacy]\nretention_s = '24h'\n", "privacy.retention_s", "must be a number"),
         ("[privacy]\nretain_s = 60\n", "privacy.retain_s", "unknown key; known: retention_s"),
+        ("[checkin]\nenabled = 1\n", "checkin.enabled", "must be true or false"),
+        ("[checkin]\nadapter = 'hci1'\n", "checkin.adapter", "unknown key; known: enabled"),
     ],
 )
 def test_bad_config_names_file_field_and_expectation(text: str, field: str, problem: str) -> None:
@@ -120,3 +123,31 @@ def test_bad_identity_settings_are_named(text: str, field: str, problem: str) ->
         parse_config(text, "gw.toml")
     assert info.value.field == field
     assert problem in info.value.problem
+
+
+@pytest.mark.parametrize(
+    ("text", "serves"),
+    [
+        ("[radio]\nsource = 'bleak'\n", True),  # on by default with the Pi's own Bluetooth
+        ("[radio]\nsource = 'serial'\n", True),  # beside a co-processor, on the Pi's own adapter
+        ("[radio]\nsource = 'simulated'\n", False),  # the demo: never BlueZ
+        ("[radio]\nsource = 'simulated'\n[checkin]\nenabled = true\n", False),
+        ("[radio]\nsource = 'bleak'\n[checkin]\nenabled = false\n", False),
+    ],
+)
+def test_the_iphone_check_in_is_served_with_a_real_radio_unless_disabled(
+    text: str, serves: bool
+) -> None:
+    from edge.adapters.bluez_gatt import BluezCheckinService
+    from edge.app import build_checkin_service
+
+    config = parse_config(text + "[radio.bleak]\nadapter = 'hci1'\n")
+    assert config.serves_checkin is serves
+    service = build_checkin_service(config, lambda: bytes(16), _never_called)
+    assert isinstance(service, BluezCheckinService) is serves
+    if service is not None:
+        assert service.adapter == "hci1"  # the bleak radio's adapter
+
+
+async def _never_called(payload: bytes, central: str, link_rssi_dbm: float | None) -> Any:
+    raise AssertionError("no write in a config test")
