@@ -1,42 +1,20 @@
-"""What the demo's members ask for, and how a shopper's app judges the offers it gets against it.
+"""What a demo member asked for, and how their shopper's app judges the offers it gets against it.
 
 Each member's simulated app states preferences through the enrollment API
-(`PUT /v1/members/{member}/preferences`, docs/enrollment-api.md) and then counts, from the offers it
-receives and its OWN stated preferences, those that break them: the demo's proof that the gateways
-honour what members asked for, judged from the shopper's side rather than the gateway's.
-
-Seeded: the same seed and members always state the same preferences. About 70 % of members state
-any; of those a few want no offers at all, most name one to three interests and up to three
-promotion types (none: "everything"), and a third want at most one offer a day.
+(`PUT /v1/members/{member}/preferences`, docs/enrollment-api.md; the bodies are seeded by
+`cloud_bridge.seed.seed_preferences`) and then counts, from the offers it receives and its OWN stated
+preferences, those that break them: the demo's proof that the gateways honour what members asked
+for, judged from the shopper's side rather than the gateway's.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from edge.core import wire
 
-# The chain's default vocabulary (the bridge's `[preferences]`): the demo's members choose from it.
-DEMO_INTERESTS = (
-    "womenswear",
-    "menswear",
-    "kids",
-    "shoes",
-    "beauty",
-    "home",
-    "electronics",
-    "grocery",
-    "sports",
-    "outdoor",
-)
-DEMO_PROMOTION_TYPES = ("discount", "points_multiplier", "new_arrivals", "event", "free_gift")
-
-STATED_SHARE = 0.7  # members who state preferences at all
-NO_OFFERS_SHARE = 0.08  # of those: "no offers", visits still recorded
-ONE_A_DAY_SHARE = 0.33  # of those who want offers: at most one a day
 DAY_S = 86400.0
 WEEK_S = 7 * DAY_S
 
@@ -51,6 +29,19 @@ class StatedPreferences:
     per_day: int = wire.MAX_OFFERS_PER_DAY
     per_week: int = wire.MAX_OFFERS_PER_WEEK
     no_offers: bool = False
+
+    @classmethod
+    def from_json(cls, member: str, body: Mapping[str, Any]) -> StatedPreferences:
+        """From a `PUT /v1/members/{member}/preferences` body (trusted: the demo's own seed)."""
+        no_offers = bool(body.get("no_offers", False))
+        return cls(
+            member,
+            tuple(body["interests"]),
+            tuple(body["promotion_types"]),
+            0 if no_offers else int(body["max_offers_per_day"]),
+            0 if no_offers else int(body["max_offers_per_week"]),
+            no_offers,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The body of `PUT /v1/members/{member}/preferences`."""
@@ -89,37 +80,3 @@ class StatedPreferences:
             if day > self.per_day or week > self.per_week:
                 over += 1
         return over
-
-
-def seed_preferences(
-    members: Sequence[str],
-    seed: int,
-    interests: Sequence[str] = DEMO_INTERESTS,
-    promotion_types: Sequence[str] = DEMO_PROMOTION_TYPES,
-) -> dict[str, StatedPreferences]:
-    """The preferences the demo's members state, by member (members who state none are absent)."""
-    rng = random.Random(f"threshold-demo-preferences-{seed}")
-    stated: dict[str, StatedPreferences] = {}
-    for member in sorted(members):
-        if rng.random() >= STATED_SHARE:
-            continue
-        if rng.random() < NO_OFFERS_SHARE:
-            stated[member] = StatedPreferences(member, per_day=0, per_week=0, no_offers=True)
-            continue
-        chosen_interests = rng.sample(
-            list(interests), min(len(interests), rng.choices((0, 1, 2, 3), (25, 30, 30, 15))[0])
-        )
-        chosen_types = rng.sample(
-            list(promotion_types),
-            min(len(promotion_types), rng.choices((0, 1, 2, 3), (35, 35, 20, 10))[0]),
-        )
-        per_day = 1 if rng.random() < ONE_A_DAY_SHARE else rng.randint(2, 5)
-        per_week = min(wire.MAX_OFFERS_PER_WEEK, per_day * rng.randint(2, 5))
-        stated[member] = StatedPreferences(
-            member,
-            tuple(sorted(chosen_interests)),
-            tuple(sorted(chosen_types)),
-            per_day,
-            per_week,
-        )
-    return stated

@@ -38,7 +38,7 @@ from cloud_bridge.config import ApiSection, BridgeConfig, BridgeSection
 from cloud_bridge.core.admission import DEFAULT_MAX_AGE_S as _DEFAULT_AGE_S
 from cloud_bridge.core.admission import DEFAULT_MAX_FUTURE_S as _DEFAULT_FUTURE_S
 from cloud_bridge.core.pseudonyms import Kind
-from cloud_bridge.seed import seed_records
+from cloud_bridge.seed import seed_preferences, seed_records
 from edge.adapters.keystore import create_signing_key_file, provision_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
 from edge.adapters.pki import LocalPki, TlsFiles, install_gateway_certificate, make_gateway_csr
@@ -51,7 +51,7 @@ from edge.core.broker_identity import bridge_identity, gateway_identity, shopper
 from edge.core.wire import PLATFORMS, GatewayAddress
 from edge.demo import intruders
 from edge.demo.api_client import EnrollmentApiClient
-from edge.demo.preferences import StatedPreferences, seed_preferences
+from edge.demo.preferences import StatedPreferences
 from edge.demo.shopper_apps import ReceivedOffer, ShopperApps
 from edge.demo.stats import percentile
 from edge.errors import EdgeError
@@ -362,7 +362,10 @@ async def _run(
     devices = await load_enrolled_devices(records)
     member_of = await unmasker(records, STORE)
     tokens = await member_tokens(records)
-    stated = seed_preferences(list(tokens), options.seed)
+    stated = {
+        member: StatedPreferences.from_json(member, body)
+        for member, body in seed_preferences(tokens, options.seed).items()
+    }
     # As `cloud-bridge api-token` and `cloud-bridge ca server-cert` would: the app backend's token
     # and the API's HTTPS certificate.
     api_token, api_files = await asyncio.to_thread(api_credentials, workdir, broker.pki)
@@ -553,7 +556,8 @@ async def _preferences_synced(
             raise DemoError(
                 f"after {PREFERENCES_SYNC_TIMEOUT_S:g} s the gateway's roster (version "
                 f"{gateway.sync.roster_version}) still lacks the preferences of {len(missing)} of "
-                f"the {len(stated)} members who stated them: the bridge does not send them"
+                f"the {len(stated)} members who stated them: the bridge does not send them, or "
+                "this gateway cannot read them"
             )
         await asyncio.sleep(0.2)
 

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import pytest
 
+from cloud_bridge.seed import seed_preferences
 from edge.adapters.mqtt import Message, MqttSettings
 from edge.core import wire
-from edge.demo.preferences import (
-    DAY_S,
-    DEMO_INTERESTS,
-    DEMO_PROMOTION_TYPES,
-    StatedPreferences,
-    seed_preferences,
-)
+from edge.demo.preferences import DAY_S, StatedPreferences
 from edge.demo.shopper_apps import ShopperApps
 
 T0 = 1_790_000_000.0
@@ -38,25 +32,15 @@ def make_offer(**overrides: Any) -> wire.ShopperOffer:
     return wire.ShopperOffer(**fields)
 
 
-def test_preferences_are_seeded_and_look_like_a_loyalty_programme() -> None:
-    stated = seed_preferences(MEMBERS, seed=7)
-    assert stated == seed_preferences(MEMBERS, seed=7)
-    assert stated != seed_preferences(MEMBERS, seed=8)
-    assert 0.62 < len(stated) / len(MEMBERS) < 0.78  # about 70 % state any
-    assert all(member == prefs.member for member, prefs in stated.items())
-    no_offers = [p for p in stated.values() if p.no_offers]
-    assert 20 < len(no_offers) < 100
-    assert all(p.per_day == p.per_week == 0 and not p.interests for p in no_offers)
-    wanting = [p for p in stated.values() if not p.no_offers]
-    per_day = Counter(p.per_day for p in wanting)
-    assert 0.25 < per_day[1] / len(wanting) < 0.45  # several want one offer a day at most
-    assert all(1 <= p.per_day <= wire.MAX_OFFERS_PER_DAY for p in wanting)
-    assert all(p.per_day <= p.per_week <= wire.MAX_OFFERS_PER_WEEK for p in wanting)
-    assert all(set(p.interests) <= set(DEMO_INTERESTS) for p in wanting)
-    assert all(set(p.promotion_types) <= set(DEMO_PROMOTION_TYPES) for p in wanting)
-    # Some name interests or promotion types, some leave them open ("everything").
-    assert {len(p.interests) for p in wanting} == {0, 1, 2, 3}
-    assert {len(p.promotion_types) for p in wanting} == {0, 1, 2, 3}
+def test_each_app_states_exactly_what_the_seed_gave_its_member() -> None:
+    bodies = seed_preferences(MEMBERS, seed=7)
+    assert bodies
+    for member, body in bodies.items():
+        prefs = StatedPreferences.from_json(member, body)
+        assert prefs.member == member
+        assert prefs.to_json() == body
+        if prefs.no_offers:
+            assert prefs.per_day == prefs.per_week == 0
 
 
 def test_the_api_body_follows_the_contract() -> None:
