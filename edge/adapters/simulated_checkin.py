@@ -1,7 +1,7 @@
 """The iPhone apps' side of GATT check-in, simulated: the demo's and tests' stand-in for BlueZ and iOS.
 
 Each `CheckinAttempt` of the simulated entrance becomes the write the iOS app makes
-(docs/iphone-checkin.md): read the gateway's challenge (again once it is a period old), compute
+(docs/iphone-checkin.md, "Rules"): read the gateway's challenge (again every 30 s), compute
 `checkin_payload` with the device's identity key, the app's clock, the challenge, the next seq for
 that challenge and the RSSI it measured, and write it through `Gateway.checkin_write`, the same entry
 the BlueZ GATT service uses. Nothing bypasses the verifier.
@@ -30,6 +30,8 @@ from edge.sim.entrance import CheckinAttempt
 _SEQ_CHALLENGES = 4
 #: Challenges the service remembers having read, to play an app that slept through two periods.
 _HISTORY = 8
+#: The documented app reads the challenge again this often (half the gateway's period: always in time).
+REREAD_S = 30.0
 
 
 class CheckinGateway(Protocol):
@@ -81,7 +83,7 @@ class SimulatedCheckinService:
         if app is None:
             app = self._apps[attempt.device.ref] = _App()
         now_s = attempt.t_s  # the app's clock: it knows nothing of the gateway's
-        if app.challenge is None or now_s - app.read_at_s >= self._period_s:
+        if app.challenge is None or now_s - app.read_at_s >= REREAD_S:
             self._read_challenge(app, now_s)
         assert app.challenge is not None
         if not attempt.stale_challenge:
