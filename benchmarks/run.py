@@ -137,6 +137,7 @@ async def bench_e2e(minutes: float, speed: float) -> dict[str, Any]:
                 live=False,
                 workdir=workdir,
                 arrivals_per_min=20.0,
+                tail_minutes=0.0,  # latency only: no need to wait for visits to end
             ),
             out=sys.stderr,
         )

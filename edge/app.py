@@ -33,6 +33,7 @@ from edge.adapters.mqtt import (
 )
 from edge.adapters.sdnotify import SdNotifier
 from edge.adapters.serial_radio import SerialAdvertSource
+from edge.adapters.simulated_checkin import SimulatedCheckinService
 from edge.adapters.simulated_radio import SimulatedAdvertSource
 from edge.adapters.sqlite_store import SqliteGatewayStore
 from edge.adapters.sqlite_watch import DatabaseWatch
@@ -132,7 +133,7 @@ def build_radio(config: GatewayConfig) -> AdvertSource:
         ),
         make_members(sim.members, sim.seed),
     )
-    return SimulatedAdvertSource(entrance.adverts(), sim.speed)
+    return SimulatedAdvertSource(entrance.stream(), sim.speed)
 
 
 def build_checkin_service(
@@ -778,5 +779,8 @@ async def run_gateway(config: GatewayConfig, notifier: SdNotifier | None = None)
     notifier.status("starting")
     with instance_lock(config.data_dir / INSTANCE_LOCK_NAME, "edge-gateway"):
         gateway = await Gateway.open(config, build_radio(config), notifier=notifier)
+        if isinstance(gateway.source, SimulatedAdvertSource):
+            # The simulated store's iPhones check in through the same entry as BlueZ's GATT service.
+            gateway.source.serve_checkins(SimulatedCheckinService(gateway).deliver)
         _LOGGER.info("gateway %s running", config.address.prefix)
         return await run_until_stopped("gateway", gateway, notifier, CLOSE_TIMEOUT_S)

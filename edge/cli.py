@@ -64,7 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     install.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
 
     demo = sub.add_parser("demo", help="a simulated store entrance, end to end")
-    demo.add_argument("--minutes", type=float, default=8.0, help="simulated minutes (default 8)")
+    demo.add_argument(
+        "--minutes",
+        type=float,
+        default=8.0,
+        help="simulated minutes of shoppers walking in (default 8)",
+    )
+    demo.add_argument(
+        "--tail-minutes",
+        type=float,
+        default=14.0,
+        help="simulated minutes after that, for the shoppers inside to leave and their visits to "
+        "end (default 14; the gateway ends a visit 5 minutes after the member was last heard)",
+    )
     demo.add_argument("--speed", type=float, default=30.0, help="simulated s per wall s")
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--members", type=int, default=300, help="members in the loyalty database")
@@ -287,6 +299,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     options = DemoOptions(
         minutes=args.minutes,
+        tail_minutes=args.tail_minutes,
         speed=args.speed,
         seed=args.seed,
         members=args.members,

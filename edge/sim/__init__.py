@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from edge.sim.entrance import (
+    CheckinAttempt,
     EntranceConfig,
     GroundTruth,
+    IosEvent,
     Person,
     SimDevice,
     StoreEntrance,
@@ -12,8 +14,10 @@ from edge.sim.entrance import (
 )
 
 __all__ = [
+    "CheckinAttempt",
     "EntranceConfig",
     "GroundTruth",
+    "IosEvent",
     "Person",
     "SimDevice",
     "StoreEntrance",

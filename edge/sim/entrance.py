@@ -48,6 +48,31 @@ Radio
   addresses. 60 % are inside the store (about a fifth of those phones and earbuds are staff
   walking the floor, the rest stay put), 25 % are outside on the street, 15 % are in the
   neighbouring shops; all are present for the whole run.
+
+iPhones (issue 10; docs/iphone-checkin.md is the app's side)
+- An `ios_share` (half) of app devices are iPhones, drawn per person from the seed (a SimDevice may
+  fix its `platform`). A backgrounded iOS app cannot advertise the EID: an iPhone sends no EID
+  advert. It is woken by the store's iBeacon region and checks in over GATT instead, emitted as
+  `CheckinAttempt`s interleaved with the adverts (`StoreEntrance.stream()`).
+- The phone hears the gateway's iBeacon through the same path-loss model, the gateway transmitting
+  (`gateway_tx_1m_dbm`, -59 dBm: the beacon's measured power) and the phone's body offset applying
+  both ways. iOS samples the region about once a second: the region is entered when a sample is
+  above `region_entry_dbm` (-90), and exited after `region_exit_s` (30 s) without one.
+- iOS delivers the region entry to the app after 1-5 s, a `wake_tail_share` (15 %) after 5-20 s.
+  The app then connects to the gateway: 1-3 s, failing in `connect_failure_share` (10 %) of
+  attempts, or when the link is below `link_lost_dbm` (-95) as it completes; it retries after 2-5 s,
+  up to `connect_retries` (3) times, then waits for the next region entry.
+- Connected, the app writes a check-in every 0.8-1.2 s carrying the RSSI it measures at that moment
+  (a fresh sample; the first write 0.1-0.5 s after connecting, once it has read the challenge). A
+  sample below `link_lost_dbm` is a lost write; three in a row (the link's supervision timeout)
+  end the connection. While still in the region, the app connects again as soon as the gateway is
+  in range (iOS keeps a pending connect), with fresh retries; on region exit it stops.
+- A `stale_challenge_share` (3 %) of writes carry a challenge that expired while the app slept; the
+  app re-reads the challenge and writes again (edge/adapters/simulated_checkin.py does that part).
+- The phone's address is a resolvable private one that iOS rotates every ~15 min: the BlueZ device
+  path (`central`) the gateway sees changes with it.
+- Walk-past iPhones are woken too and check in for a few seconds: the gateway's entry rule, not the
+  simulation, must tell them apart.
 """
 
 from __future__ import annotations
@@ -56,7 +81,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,9 +96,13 @@ from edge.core.frames import (
     ibeacon_advert,
     manufacturer_advert,
 )
+from edge.core.wire import Platform
 
 Role = Literal["entering", "passing"]
 DeviceKind = Literal["app", "tag"]
+IosEventKind = Literal[
+    "region_entry", "woken", "connect_failed", "connected", "disconnected", "region_exit"
+]
 
 # Address types by the two most significant bits (Core Vol 6 Part B §1.3.2).
 _ADDR_STATIC_RANDOM = 0xC0
@@ -98,6 +127,10 @@ _NOISE_MIX = (
 )
 _FAST_PAIR_MODELS = (b"\x0e\x30\xc3", b"\x2d\x7a\x23", b"\xf5\x24\x12", b"\x71\x8f\xa4")
 
+_REGION_TICK_S = 1.0  # iOS samples a monitored beacon region about once a second
+_SUPERVISION_MISSES = 3  # lost writes in a row that end a connection (~3 s supervision timeout)
+_BLUEZ_DEVICE_PATH = "/org/bluez/hci0/dev_"
+
 
 @dataclass(frozen=True, slots=True)
 class SimDevice:
@@ -108,11 +141,40 @@ class SimDevice:
     identity_key: bytes  # 16 bytes
     exponent: int  # rotation exponent 0..15: the EID changes every 2**exponent seconds
     kind: DeviceKind  # "app" (phone) or "tag" (key-fob)
+    # An app's phone: "android" (advertises the EID) or "ios" (checks in); None lets the entrance
+    # draw it (EntranceConfig.ios_share). A tag is "tag" (or None).
+    platform: Platform | None = None
 
     def __post_init__(self) -> None:
         check_key(self.identity_key, self.exponent)
         if self.kind not in ("app", "tag"):
             raise ValueError(f"device {self.ref}: kind must be 'app' or 'tag', got {self.kind!r}")
+        allowed = ("android", "ios", None) if self.kind == "app" else ("tag", None)
+        if self.platform not in allowed:
+            raise ValueError(
+                f"device {self.ref}: a {self.kind} cannot be platform {self.platform!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class CheckinAttempt:
+    """An iPhone app writing a check-in at radio time `t_s` (edge/core/checkin.py protocol)."""
+
+    t_s: float
+    device: SimDevice
+    central: str  # the BlueZ device path the gateway sees: the phone's current private address
+    rssi_dbm: int  # the RSSI of the gateway the app measures now (CBPeripheral.readRSSI)
+    stale_challenge: bool  # the app slept and holds an expired challenge: re-read, write again
+
+
+@dataclass(frozen=True, slots=True)
+class IosEvent:
+    """What happened to an iPhone (for tests and scoring; the gateway never sees these)."""
+
+    t_s: float
+    device: str  # the SimDevice's ref
+    kind: IosEventKind
+    delay_s: float = 0.0  # "woken": how long iOS took to deliver the region entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +216,24 @@ class EntranceConfig:
     stop_dwell_s: tuple[float, float] = (15.0, 120.0)
     window_shopper_share: float = 0.0  # share of passers who stop at the glass beside the door
     window_stop_s: tuple[float, float] = (3.0, 15.0)
+    # Entering shoppers walk in during the first `arrivals_s` of the run (None: all of it); the
+    # run goes on, so those inside finish their visit and leave.
+    arrivals_s: float | None = None
+    # iPhones: woken by the store's iBeacon region, they check in (module docstring).
+    ios_share: float = 0.5  # share of app devices that are iPhones
+    gateway_tx_1m_dbm: float = -59.0  # the gateway's iBeacon and GATT link, at 1 m
+    region_entry_dbm: float = -90.0
+    region_exit_s: float = 30.0
+    link_lost_dbm: float = -95.0
+    wake_delay_s: tuple[float, float] = (1.0, 5.0)
+    wake_tail_share: float = 0.15
+    wake_tail_s: tuple[float, float] = (5.0, 20.0)
+    connect_s: tuple[float, float] = (1.0, 3.0)
+    connect_failure_share: float = 0.10
+    connect_retry_s: tuple[float, float] = (2.0, 5.0)
+    connect_retries: int = 3
+    checkin_interval_s: tuple[float, float] = (0.8, 1.2)
+    stale_challenge_share: float = 0.03
 
     def __post_init__(self) -> None:
         shares = {
@@ -161,6 +241,10 @@ class EntranceConfig:
             "foreign_eid_share": self.foreign_eid_share,
             "glass_lane_share": self.glass_lane_share,
             "window_shopper_share": self.window_shopper_share,
+            "ios_share": self.ios_share,
+            "wake_tail_share": self.wake_tail_share,
+            "connect_failure_share": self.connect_failure_share,
+            "stale_challenge_share": self.stale_challenge_share,
         }
         for name, share in shares.items():
             if not 0.0 <= share <= 1.0:
@@ -173,6 +257,8 @@ class EntranceConfig:
             "rssi_sigma_db": self.rssi_sigma_db,
             "body_sigma_db": self.body_sigma_db,
             "wall_loss_db": self.wall_loss_db,
+            "arrivals_s": 0.0 if self.arrivals_s is None else self.arrivals_s,
+            "connect_retries": self.connect_retries,
         }
         for name, value in non_negative.items():
             if value < 0:
@@ -185,6 +271,7 @@ class EntranceConfig:
             "store_depth_m": self.store_depth_m,
             "sidewalk_half_length_m": self.sidewalk_half_length_m,
             "gateway_y_m": self.gateway_y_m,
+            "region_exit_s": self.region_exit_s,
         }
         for name, value in positive.items():
             if value <= 0:
@@ -203,12 +290,24 @@ class EntranceConfig:
             "entrance_pause_s": self.entrance_pause_s,
             "stop_dwell_s": self.stop_dwell_s,
             "window_stop_s": self.window_stop_s,
+            "wake_delay_s": self.wake_delay_s,
+            "wake_tail_s": self.wake_tail_s,
+            "connect_s": self.connect_s,
+            "connect_retry_s": self.connect_retry_s,
+            "checkin_interval_s": self.checkin_interval_s,
         }
         for name, (low, high) in ranges.items():
             if not 0 <= low <= high:
                 raise ValueError(f"EntranceConfig.{name} must be (low, high) with 0 <= low <= high")
         if self.walk_speed_mps[0] <= 0 or self.store_speed_mps[0] <= 0:
             raise ValueError("EntranceConfig: walking speeds must be positive")
+        if self.checkin_interval_s[0] <= 0:
+            raise ValueError("EntranceConfig.checkin_interval_s must be positive")
+        if self.link_lost_dbm > self.region_entry_dbm:
+            raise ValueError(
+                "EntranceConfig: link_lost_dbm must not be above region_entry_dbm (a phone that "
+                "hears the beacon can connect)"
+            )
         if not 0 <= self.store_stops[0] <= self.store_stops[1]:
             raise ValueError("EntranceConfig.store_stops must be (low, high) with 0 <= low <= high")
 
@@ -231,6 +330,7 @@ class Person:
     foreign_device: SimDevice | None = None  # the non-enrolled EID tag, if they carry one
     lane_y_m: float = 0.0  # the sidewalk lane they walk (y); the glass lane is the hard case
     window_stop_s: float = 0.0  # passers: how long they stopped at the glass beside the door
+    platform: Platform | None = None  # the member device's: "android", "ios", "tag"; None: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +345,36 @@ class GroundTruth:
     start_s: float
     end_s: float
 
-    def entered_members(self, until_s: float | None = None) -> set[str]:
-        """Member refs that walked in through the door by `until_s` (default: the run's end)."""
+    def entered_members(
+        self, until_s: float | None = None, platform: Platform | None = None
+    ) -> set[str]:
+        """Member refs that walked in through the door by `until_s` (default: the run's end),
+        carrying a device of `platform` (default: any)."""
         limit = self.end_s if until_s is None else until_s
         return {
             p.device.member
             for p in self.people
-            if p.role == "entering" and p.device is not None and p.door_time_s <= limit
+            if p.role == "entering"
+            and p.device is not None
+            and p.door_time_s <= limit
+            and (platform is None or p.platform == platform)
+        }
+
+    def platforms(self) -> dict[str, Platform]:
+        """The platform of every member present (walking in or past)."""
+        return {
+            p.device.member: p.platform
+            for p in self.people
+            if p.device is not None and p.platform is not None
+        }
+
+    def stays_s(self) -> dict[str, float]:
+        """Time in store (door in to door out, seconds) of every member who walked in, by member;
+        the exit may fall after the run's end."""
+        return {
+            p.device.member: p.exit_time_s - p.door_time_s
+            for p in self.people
+            if p.role == "entering" and p.device is not None and p.exit_time_s is not None
         }
 
     def exited_members(self, until_s: float | None = None) -> set[str]:
@@ -363,6 +486,10 @@ class _Knots:
         self.knots.append((t0 + duration_s, x0, y0))
 
 
+def _time_of(item: RawAdvert | CheckinAttempt) -> float:
+    return item.t_s
+
+
 def _uniform(rng: random.Random, bounds: tuple[float, float]) -> float:
     return rng.uniform(bounds[0], bounds[1])
 
@@ -410,14 +537,20 @@ class _Planner:
         self.emitters: list[_EmitterPlan] = []
         self.people: list[Person] = []
         self.foreign_count = 0
+        # Separate generators: the platform split and the iPhones' behaviour move nothing else.
+        self.platform_rng = random.Random(f"threshold-sim-platform-{config.seed}")
+        self.iphones: list[tuple[SimDevice, tuple[_Segment, ...], float]] = []
+        self.attempts: list[CheckinAttempt] = []
+        self.ios_events: list[IosEvent] = []
 
     def plan(self) -> None:
         c = self.c
         rng = self.rng
         start, end = c.start_unix_s, c.end_unix_s
         transit_s = c.sidewalk_half_length_m / c.walk_speed_mps[0] + c.window_stop_s[1]
+        arrivals_end = end if c.arrivals_s is None else min(end, start + c.arrivals_s)
         arrivals: list[tuple[float, Role]] = [
-            (t, "entering") for t in _poisson_times(rng, c.arrivals_per_min, start, end)
+            (t, "entering") for t in _poisson_times(rng, c.arrivals_per_min, start, arrivals_end)
         ]
         # Passers are in steady state: some are already walking when the run starts.
         arrivals += [
@@ -430,6 +563,7 @@ class _Planner:
             is_member = rng.random() < c.member_share
             device = self.pool.pop() if is_member and self.pool else None
             foreign = self._foreign_device() if rng.random() < c.foreign_eid_share else None
+            platform = self._platform(device)
             if role == "entering":
                 knots, lane, exit_time = self._entering_path(door_time)
                 stop_s = 0.0
@@ -447,14 +581,40 @@ class _Planner:
                     foreign_device=foreign,
                     lane_y_m=lane,
                     window_stop_s=stop_s,
+                    platform=platform,
                 )
             )
             segments = _segments(knots)
             if device is not None:
-                self.emitters.append(self._eid_emitter(device, segments, foreign=False))
+                emitter = self._eid_emitter(device, segments, foreign=False)
+                if platform == "ios":
+                    # No EID advert from a backgrounded iOS app: it checks in instead. The
+                    # emitter is still drawn, so an iPhone's path and body are an Android's.
+                    self.iphones.append((device, segments, emitter.tx_dbm - c.phone_tx_1m_dbm))
+                else:
+                    self.emitters.append(emitter)
             if foreign is not None:
                 self.emitters.append(self._eid_emitter(foreign, segments, foreign=True))
         self._noise()
+        ios = _IphonePlanner(c, random.Random(f"threshold-sim-ios-{c.seed}"))
+        for device, segments, body_db in self.iphones:
+            ios.plan(device, segments, body_db)
+        self.attempts = sorted(
+            (a for a in ios.attempts if start <= a.t_s <= end), key=lambda a: a.t_s
+        )
+        self.ios_events = sorted(ios.events, key=lambda e: e.t_s)
+
+    def _platform(self, device: SimDevice | None) -> Platform | None:
+        """The platform of a member's device: a tag's, the device's own, or drawn from the seed."""
+        # Drawn for everyone, so whether one person is a member moves no one else's platform.
+        ios = self.platform_rng.random() < self.c.ios_share
+        if device is None:
+            return None
+        if device.kind == "tag":
+            return "tag"
+        if device.platform is not None:
+            return device.platform
+        return "ios" if ios else "android"
 
     def _foreign_device(self) -> SimDevice:
         key = self.rng.randbytes(IDENTITY_KEY_LEN)
@@ -623,6 +783,161 @@ class _Planner:
         return _segments(path.knots)
 
 
+class _Cursor:
+    """Position along a path at non-decreasing times."""
+
+    __slots__ = ("i", "segments")
+
+    def __init__(self, segments: tuple[_Segment, ...]) -> None:
+        self.segments = segments
+        self.i = 0
+
+    def at(self, t: float) -> tuple[float, float]:
+        segments = self.segments
+        last = len(segments) - 1
+        while self.i < last and t >= segments[self.i][1]:
+            self.i += 1
+        t0, _, x0, y0, vx, vy = segments[self.i]
+        return x0 + vx * (t - t0), y0 + vy * (t - t0)
+
+
+def _mean_rssi(c: EntranceConfig, tx_dbm: float, x: float, y: float) -> float:
+    """The path-loss model's RSSI between the gateway and (x, y), before per-sample shadowing.
+
+    The same model as StoreEntrance.adverts() (inlined there for speed); the path is symmetric, so
+    it serves the gateway hearing a device and a phone hearing the gateway alike.
+    """
+    dx, dy = x - c.gateway_x_m, y - c.gateway_y_m
+    d2 = max(dx * dx + dy * dy, _MIN_DISTANCE_M * _MIN_DISTANCE_M)
+    rssi = tx_dbm - 5.0 * c.path_loss_exponent * math.log10(d2)
+    if y < 0.0:
+        crossing_x = c.gateway_x_m - dx * c.gateway_y_m / dy
+        if abs(crossing_x) > c.door_width_m / 2:
+            rssi -= c.wall_loss_db
+    elif abs(x) > c.store_width_m / 2:
+        rssi -= c.wall_loss_db
+    return rssi
+
+
+class _IphonePlanner:
+    """An iPhone's region, wake-ups, connections and check-in writes (module docstring)."""
+
+    def __init__(self, config: EntranceConfig, rng: random.Random) -> None:
+        self.c = config
+        self.rng = rng
+        self.attempts: list[CheckinAttempt] = []
+        self.events: list[IosEvent] = []
+        self._addresses: dict[str, tuple[str, float]] = {}
+
+    def plan(self, device: SimDevice, segments: tuple[_Segment, ...], body_db: float) -> None:
+        """Everything one iPhone does along its owner's path."""
+        for enter_s, exit_s in self._region(segments, body_db):
+            self._visit_region(device, segments, body_db, enter_s, exit_s)
+
+    def _sampler(self, segments: tuple[_Segment, ...], body_db: float) -> Callable[[float], float]:
+        """RSSI the phone measures of the gateway at non-decreasing times (one sample each)."""
+        c = self.c
+        cursor = _Cursor(segments)
+        tx = c.gateway_tx_1m_dbm + body_db
+        gauss = self.rng.gauss
+
+        def sample(t: float) -> float:
+            x, y = cursor.at(t)
+            return _mean_rssi(c, tx, x, y) + gauss(0.0, c.rssi_sigma_db)
+
+        return sample
+
+    def _region(self, segments: tuple[_Segment, ...], body_db: float) -> list[tuple[float, float]]:
+        """(entry, exit) times of the store's iBeacon region as iOS monitors it."""
+        c = self.c
+        sample = self._sampler(segments, body_db)
+        t_last = segments[-1][1]
+        t = segments[0][0] + self.rng.random() * _REGION_TICK_S
+        spans: list[tuple[float, float]] = []
+        entered_s: float | None = None
+        heard_s = -math.inf
+        while t <= t_last:
+            if sample(t) >= c.region_entry_dbm:
+                heard_s = t
+                if entered_s is None:
+                    entered_s = t
+            elif entered_s is not None and t - heard_s >= c.region_exit_s:
+                spans.append((entered_s, t))
+                entered_s = None
+            t += _REGION_TICK_S
+        if entered_s is not None:
+            spans.append((entered_s, t_last))  # walked off the modelled street still inside
+        return spans
+
+    def _visit_region(
+        self,
+        device: SimDevice,
+        segments: tuple[_Segment, ...],
+        body_db: float,
+        enter_s: float,
+        exit_s: float,
+    ) -> None:
+        c = self.c
+        rng = self.rng
+        link = self._sampler(segments, body_db)
+        ref = device.ref
+        self.events.append(IosEvent(enter_s, ref, "region_entry"))
+        if rng.random() < c.wake_tail_share:
+            delay = _uniform(rng, c.wake_tail_s)
+        else:
+            delay = _uniform(rng, c.wake_delay_s)
+        t = enter_s + delay
+        if t < exit_s:
+            self.events.append(IosEvent(t, ref, "woken", delay))
+        retries = c.connect_retries
+        while t < exit_s:
+            done = t + _uniform(rng, c.connect_s)
+            if done >= exit_s:
+                break
+            failed = rng.random() < c.connect_failure_share
+            if failed or link(done) < c.link_lost_dbm:
+                self.events.append(IosEvent(done, ref, "connect_failed"))
+                if retries == 0:
+                    break  # the app gives up until the next region entry
+                retries -= 1
+                t = done + _uniform(rng, c.connect_retry_s)
+                continue
+            self.events.append(IosEvent(done, ref, "connected"))
+            central = _BLUEZ_DEVICE_PATH + self._address(ref, done).replace(":", "_")
+            t = done + rng.uniform(0.1, 0.5)  # reads the challenge first
+            misses = 0
+            while t < exit_s:
+                rssi = link(t)
+                if rssi >= c.link_lost_dbm:
+                    misses = 0
+                    stale = rng.random() < c.stale_challenge_share
+                    self.attempts.append(CheckinAttempt(t, device, central, round(rssi), stale))
+                else:
+                    misses += 1
+                    if misses >= _SUPERVISION_MISSES:
+                        break
+                t += _uniform(rng, c.checkin_interval_s)
+            self.events.append(IosEvent(min(t, exit_s), ref, "disconnected"))
+            # Still in the region: iOS completes the app's pending connect once the gateway is
+            # in range again.
+            t += _REGION_TICK_S
+            while t < exit_s and link(t) < c.link_lost_dbm:
+                t += _REGION_TICK_S
+            retries = c.connect_retries
+        self.events.append(IosEvent(exit_s, ref, "region_exit"))
+
+    def _address(self, ref: str, t: float) -> str:
+        """The phone's private address at `t` (iOS rotates it about every 15 min)."""
+        current = self._addresses.get(ref)
+        if current is None or t >= current[1]:
+            rotation_s = self.c.address_rotation_s * self.rng.uniform(0.9, 1.1)
+            # The first address of the run has already lived a random part of its life.
+            until = t + (rotation_s * self.rng.random() if current is None else rotation_s)
+            current = (_address(self.rng, _ADDR_RESOLVABLE_PRIVATE), until)
+            self._addresses[ref] = current
+        return current[0]
+
+
 # --- Running: one pass over the plan, in time order. ---
 
 
@@ -715,6 +1030,8 @@ class StoreEntrance:
         self._config = config
         self._emitters = tuple(planner.emitters)
         self._truth = GroundTruth(tuple(planner.people), config.start_unix_s, config.end_unix_s)
+        self._attempts = tuple(planner.attempts)
+        self._ios_events = tuple(planner.ios_events)
 
     @property
     def config(self) -> EntranceConfig:
@@ -726,8 +1043,25 @@ class StoreEntrance:
         """Who really did what (complete from construction)."""
         return self._truth
 
+    @property
+    def checkin_attempts(self) -> tuple[CheckinAttempt, ...]:
+        """Every iPhone check-in write within the run, in time order."""
+        return self._attempts
+
+    @property
+    def ios_events(self) -> tuple[IosEvent, ...]:
+        """What the iPhones did (region, wake-ups, connections), in time order, run edges included."""
+        return self._ios_events
+
+    def stream(self) -> Iterator[RawAdvert | CheckinAttempt]:
+        """The adverts and the iPhones' check-in writes merged in time order (`t_s` non-decreasing;
+        an advert first at equal times); repeatable."""
+        return heapq.merge(self.adverts(), self._attempts, key=_time_of)
+
     def adverts(self) -> Iterator[RawAdvert]:
-        """Every heard advert from start to start + duration, `t_s` non-decreasing; repeatable."""
+        """Every heard advert from start to start + duration, `t_s` non-decreasing; repeatable.
+
+        iPhones send none (they check in: `stream()`, `checkin_attempts`)."""
         c = self._config
         rng = random.Random(f"threshold-sim-radio-{c.seed}")
         start, end = c.start_unix_s, c.end_unix_s

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.core.advert import RawAdvert
+from edge.core.eid import compute_eid, counter_at
 from edge.core.frames import classify_advert
+from edge.sim.entrance import CheckinAttempt
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Needles:
     def mac(self, address: str, what: str) -> None:
         octets = address.lower().split(":")
         self.binary[bytes.fromhex("".join(octets))] = f"{what} MAC {address} (raw)"
-        for separator in (":", "-", ""):
+        for separator in (":", "-", "", "_"):  # "_": as in BlueZ's device paths
             self.text[separator.join(octets).encode()] = f"{what} MAC {address}"
 
     def eid(self, value: bytes, what: str) -> None:
@@ -45,6 +47,20 @@ class Needles:
             value = classify_advert(advert.payload).eid
             if value is not None:
                 self.eid(value, what)
+        return count
+
+    def checkins(self, attempts: Iterable[CheckinAttempt], what: str) -> int:
+        """Add the central (BlueZ device path, the phone's address) and the EID of every iPhone
+        check-in; return how many there were."""
+        count = 0
+        for attempt in attempts:
+            count += 1
+            address = attempt.central.rsplit("/dev_", 1)[1].replace("_", ":")
+            self.mac(address, what)
+            device = attempt.device
+            self.eid(
+                compute_eid(device.identity_key, device.exponent, counter_at(attempt.t_s)), what
+            )
         return count
 
 

@@ -2,6 +2,9 @@
 
 Run with -v: its DEBUG log (every library's too, through the CLI's logging setup and its redaction
 filter) must hold no identity key and no MAC address.
+
+The default 8 minutes of shoppers (about 35 iPhone users and as many Android users walk in), at 60x,
+then the default 14 for their visits to end.
 """
 
 from __future__ import annotations
@@ -31,8 +34,6 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
             "edge",
             "-v",
             "demo",
-            "--minutes",
-            "4",
             "--speed",
             "60",
             "--summary-json",
@@ -56,6 +57,28 @@ def test_demo_runs_end_to_end_and_writes_its_summary(tmp_path: Path) -> None:
     assert (summary["intruders_refused"], summary["intruders_admitted"]) == (3, 0)
     assert result.stdout.count("REFUSED") == 3 and "ADMITTED" not in result.stdout
     assert summary["latency_ms_p50"] <= summary["latency_ms_p99"]
+
+    # iPhones check in: recognised through the verifier, at least 90 % of the Android rate.
+    by_platform = summary["by_platform"]
+    assert set(by_platform) == {"android", "ios", "tag"}
+    rate = {p: c["recognised"] / c["entered"] for p, c in by_platform.items()}
+    assert by_platform["ios"]["entered"] > 20 and by_platform["android"]["entered"] > 20
+    assert rate["ios"] >= 0.9 * rate["android"]
+    assert summary["checkins"]["accepted"] > 1000
+    # The only refusals: writes with a challenge that expired while the app slept (then redone).
+    assert set(summary["checkins"]["refused"]) == {"bad_tag"}
+    assert re.search(r"ENTRY .* ios ", result.stdout) and re.search(
+        r"ENTRY .* android ", result.stdout
+    )
+    # Every stated preference honoured, as the shoppers' apps judge the offers they got.
+    assert summary["members_stating_preferences"] > 150
+    assert summary["offers_against_preferences"] == 0
+    assert summary["offers_over_frequency_cap"] == 0
+    # The whole visit: ends reported, the median time in store within 10 % of the truth's.
+    assert summary["visits_ended"] > 0.5 * summary["members_recognised"]
+    measured, truth = summary["time_in_store_s_p50"], summary["time_in_store_s_p50_truth"]
+    assert abs(measured - truth) <= 0.1 * truth
+    assert re.search(r"EXIT .* in store \d+ min \d\d s, left at", result.stdout)
 
     assert "DEBUG aiosqlite" in result.stderr  # the libraries' DEBUG lines are in it
     needles = Needles()

@@ -271,8 +271,12 @@ async def test_the_demo_leaves_no_identity_key_mac_or_eid_in_anything_its_gatewa
     needles = Needles()
     for device in devices:
         needles.identity_key(device.identity_key, device.ref)
-    adverts = needles.adverts(demo_entrance(options, devices, options.start_unix_s).adverts(), "")
+    entrance = demo_entrance(options, devices, options.start_unix_s)
+    adverts = needles.adverts(entrance.adverts(), "")
     assert adverts >= summary["adverts"] > 0
+    # The iPhones' check-ins: their phones' addresses and the EIDs in their tokens.
+    checkins = needles.checkins(entrance.checkin_attempts, "iPhone")
+    assert checkins >= summary["checkins"]["accepted"] > 0
     gateway_key = load_gateway_keys(workdir / "gw", "file", "rpi-otp-private-key").gateway_key
     needles.identity_key(bundle.private_key_bytes(gateway_key), "the gateway's private")
 

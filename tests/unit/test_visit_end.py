@@ -15,7 +15,7 @@ from edge.core.pipeline import Pipeline
 from edge.core.presence import PresenceConfig, PresenceState, PresenceTracker, VisitTimes
 from edge.core.resolver import EidResolver
 from edge.core.visits import OpenVisit
-from edge.sim.entrance import EntranceConfig, StoreEntrance, make_members
+from edge.sim.entrance import CheckinAttempt, EntranceConfig, StoreEntrance, make_members
 from tests.factories import T0, eid_advert, make_campaigns, make_device
 
 CFG = PresenceConfig()  # the defaults: enter -70, exit -84, dwell 20 s, timeout 300 s
@@ -293,7 +293,13 @@ def test_time_in_store_is_within_a_tenth_of_the_truth_on_the_simulated_entrance(
     pipeline = Pipeline(
         EidResolver(roster, T0), PresenceTracker(CFG), OfferEngine(None), lambda: next(ids)
     )
-    events = pipeline.feed_many(entrance.adverts(), 0.0)
+    by_ref = {d.ref: d for d in roster}
+    events: list[wire.Event] = []
+    for item in entrance.stream():  # Android phones and tags advertise, iPhones check in
+        if isinstance(item, CheckinAttempt):
+            events += pipeline.check_in(by_ref[item.device.ref], item.t_s, item.rssi_dbm, 0.0)
+        else:
+            events += pipeline.feed(item, 0.0)
     end_s = entrance.config.end_unix_s + TIMEOUT_S + 1
     events += pipeline.housekeeping(end_s)
     visits = {e.event_id: e for e in events if isinstance(e, wire.Visit)}
