@@ -18,6 +18,7 @@ Pure: no I/O; the secret and the serials come from the records.
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,8 +114,8 @@ def pseudonymize(change: RosterChange, serials: Serials, store: StorePseudonyms)
         items = list(items)
         refs = store.encode(Kind.DEVICE, [serials.devices[d.ref] for d in items])
         members = store.encode(Kind.MEMBER, [serials.members[d.member] for d in items])
-        out = [
-            RosterDevice(r, m, d.tier, d.identity_key, d.exponent)
+        out = [  # kind and preferences travel as they are: no id in them
+            dataclasses.replace(d, ref=r, member=m)
             for d, r, m in zip(items, refs, members, strict=True)
         ]
         # Sorted by pseudonym: the order says nothing about the records' ids.
