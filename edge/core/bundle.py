@@ -728,9 +728,13 @@ _BODY_DECODERS: dict[tuple[int, Kind], msgspec.json.Decoder[Any]] = {
 _ROW_LAYOUTS = {1: _ROW_LAYOUT_1, 2: _ROW_LAYOUT_2}
 
 
+_KINDS: dict[str | None, wire.DeviceKind | None] = {"app": "app", "tag": "tag", None: None}
+
+
 class _Interned:
-    """Rows to devices, one MemberPrefs object per distinct preference set (most members share a
-    few): a roster of 100k devices then holds a few hundred, not 100k."""
+    """Rows to devices: members who stated the same preferences share one MemberPrefs object (the
+    defaults, "no offers", a popular few), and kinds are the module's constants, not a string per
+    device."""
 
     def __init__(self) -> None:
         self._prefs: dict[tuple[int, int, int, int], wire.MemberPrefs] = {}
@@ -742,7 +746,7 @@ class _Interned:
             kind: wire.DeviceKind | None = None
             prefs: wire.MemberPrefs | None = None
             if len(row) == 7:
-                kind, wire_prefs = row[5], row[6]
+                kind, wire_prefs = _KINDS[row[5]], row[6]
                 if wire_prefs is not None:
                     prefs = self._prefs.get(wire_prefs)
                     if prefs is None:

@@ -205,7 +205,7 @@ def test_members_sharing_preferences_share_one_object_in_the_gateway() -> None:
     same = [make_device(prefs=wire.MemberPrefs(5, 2, 1, 3)) for _ in range(3)]
     devices = open_as(seal(FullRoster(tuple(same)), 1)).roster_after({})
     first, *others = (devices[d.ref].prefs for d in same)
-    assert all(p is first for p in others)  # a 100k roster holds a few hundred, not 100k
+    assert all(p is first for p in others)  # memory: one object, not one per member
 
 
 def test_an_empty_delta_moves_the_version() -> None:
