@@ -301,6 +301,16 @@ class SyncApplier:
             "campaigns version %d applied: %d campaigns", sync.version, len(sync.campaigns)
         )
         self._warn_cooldowns_beyond_retention(sync)
+        unknown = self._pipeline.offers.unknown_terms
+        if unknown:
+            self._warnings.warning(
+                f"unknown-terms:{','.join(unknown)}",
+                "campaigns v%d name interests or promotion types missing from their own "
+                "interest_terms / promotion_terms: %s; no member's choice matches them (a bridge "
+                "bug: check its [preferences] vocabulary)",
+                sync.version,
+                ", ".join(unknown),
+            )
         return True
 
     def _warn_cooldowns_beyond_retention(self, sync: wire.CampaignSync) -> None:

@@ -592,6 +592,18 @@ async def test_a_cooldown_longer_than_the_retention_is_logged_once_at_campaign_s
     assert "member cooldown is 86400 s" in member.getMessage()
 
 
+async def test_campaign_terms_missing_from_the_vocabulary_are_logged_once(
+    applier: SyncApplier, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = wire.CampaignSpec("odd", "t", "b", ("gold",), 0.0, 1, "loyalty-day", ("garden",))
+    for version in (1, 2):
+        await applier.apply_campaigns(
+            campaigns_bytes(version, campaigns=(odd,), interest_terms=("home",)), "campaigns"
+        )
+    told = [r.getMessage() for r in caplog.records if "missing from" in r.getMessage()]
+    assert len(told) == 1 and "garden, loyalty-day" in told[0]
+
+
 async def test_cooldowns_within_the_retention_are_not_logged(
     applier: SyncApplier, caplog: pytest.LogCaptureFixture
 ) -> None:
