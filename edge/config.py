@@ -19,6 +19,7 @@ from edge.adapters.files import read_regular_file
 from edge.adapters.pki import TlsFiles, gateway_tls_files
 from edge.core.broker_identity import IdentityError, check_store_id
 from edge.core.bundle import KeyFormatError, load_signer_public_key
+from edge.core.offers import REFRESH_MEMORY_S
 from edge.core.presence import PresenceConfig
 from edge.core.wire import GatewayAddress, WireError
 from edge.errors import ConfigError
@@ -166,7 +167,7 @@ class PrivacySection:
     # member is offered first what they have not had within it), and members' weekly caps need 7
     # days of it. Events not yet acknowledged by the bridge are in transit, not history: they stay
     # until acknowledged (docs/security.md).
-    retention_s: float = 30 * 86400.0
+    retention_s: float = REFRESH_MEMORY_S  # 30 days
 
 
 @dataclass(frozen=True, slots=True)

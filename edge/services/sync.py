@@ -197,6 +197,7 @@ class SyncApplier:
         resolver = opened.resolver
         if resolver is None and self._roster is not current:  # cannot happen: one at a time
             resolver = await asyncio.to_thread(self._build, opened.roster, self._radio_now())
+        in_place = resolver is None
         if resolver is None:
             assert opened.in_place is not None
             resolver = self._pipeline.resolver
@@ -207,7 +208,7 @@ class SyncApplier:
             "roster v%d applied (%s bundle%s): %d devices",
             opened.version,
             opened.kind,
-            "" if opened.resolver else ", no key changed: in place",
+            ", no key changed: in place" if in_place else "",
             len(opened.roster),
         )
         if opened.kind == "full":
