@@ -181,6 +181,7 @@ def main() -> int:
     results.update(radio_bench.parse_resolve_adverts_per_s(quick=args.quick))
     results.update(radio_bench.replay_adverts_per_s(quick=args.quick))
     results.update(bundle_bench.bundle_sizes())
+    results.update(bundle_bench.preference_sizes())
     from benchmarks import resolver_bench
 
     results["targets"].update(resolver_bench.RESOLVER_TARGETS)

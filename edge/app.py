@@ -47,6 +47,7 @@ from edge.core.health import RadioHealth, RadioState
 from edge.core.liveness import Liveness
 from edge.core.offers import OfferEngine
 from edge.core.pipeline import HOUSEKEEPING_EVERY_S, RESOLVER_STEP_EVERY_S, Pipeline
+from edge.core.preferences import WEEK_S
 from edge.core.presence import PresenceTracker
 from edge.core.resolver import ClockCheck, EidResolver
 from edge.core.visits import OpenVisit
@@ -316,6 +317,12 @@ class Gateway:
         except BaseException:
             await store.close()
             raise
+        if config.privacy.retention_s < WEEK_S:
+            _LOGGER.warning(
+                "[privacy] retention_s is %g s, shorter than the 7 days members' weekly offer caps "
+                "count back: this gateway counts only that far, and may exceed a weekly cap",
+                config.privacy.retention_s,
+            )
         _LOGGER.info(
             "gateway key %s (sealed with the %s), trusting bridge keys %s",
             keys.key_id,
@@ -735,12 +742,13 @@ class Gateway:
             _LOGGER.debug("status not published: %s", exc)
 
     async def purge_history(self) -> int:
-        """Forget offers older than the longest cooldown, or the retention if that is shorter
-        (`[privacy] retention_s`), in memory and on disk; return how many rows were purged."""
-        keep_s = min(self.config.privacy.retention_s, self.pipeline.offers.longest_cooldown_s)
+        """Forget offers older than the retention (`[privacy] retention_s`, the refresh memory) and
+        offer times older than 7 days (no cap looks further back), in memory and on disk; return how
+        many (member, campaign) rows were purged."""
+        keep_s = self.config.privacy.retention_s
         now_s = self.radio_now()
         self.pipeline.offers.history.prune(now_s, keep_s)
-        return await self.store.purge_history(now_s - keep_s)
+        return await self.store.purge_history(now_s - keep_s, now_s - min(keep_s, WEEK_S))
 
     async def _publish_status_periodically(self) -> None:
         interval_s = self.config.uplink.status_interval_s

@@ -19,6 +19,7 @@ from edge.adapters.files import read_regular_file
 from edge.adapters.pki import TlsFiles, gateway_tls_files
 from edge.core.broker_identity import IdentityError, check_store_id
 from edge.core.bundle import KeyFormatError, load_signer_public_key
+from edge.core.offers import REFRESH_MEMORY_S
 from edge.core.presence import PresenceConfig
 from edge.core.wire import GatewayAddress, WireError
 from edge.errors import ConfigError
@@ -171,9 +172,11 @@ class UplinkSection:
 @dataclass(frozen=True, slots=True)
 class PrivacySection:
     # Offer history older than this is purged from the gateway (issue 4: visit history on the gateway
-    # purged after a configurable retention). Events not yet acknowledged by the bridge are in transit,
-    # not history: they stay until acknowledged (docs/security.md).
-    retention_s: float = 86400.0
+    # purged after a configurable retention). It is also the refresh memory (issue 10: a returning
+    # member is offered first what they have not had within it), and members' weekly caps need 7
+    # days of it. Events not yet acknowledged by the bridge are in transit, not history: they stay
+    # until acknowledged (docs/security.md).
+    retention_s: float = REFRESH_MEMORY_S  # 30 days
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +315,7 @@ def parse_config(text: str, path: str = "<config>") -> GatewayConfig:
         raise ConfigError(
             path,
             "privacy.retention_s",
-            f"must be a number of seconds > 0 (86400 keeps offer history 24 h), got {retention_s!r}",
+            f"must be a number of seconds > 0 (604800 keeps offer history 7 days), got {retention_s!r}",
         )
     if config.radio.simulated.speed <= 0:
         raise ConfigError(path, "radio.simulated.speed", "must be > 0")

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from edge.core import wire
-from edge.core.preferences import DAY_S, WEEK_S, busiest_window, matches, under_caps
+from edge.core.preferences import DAY_S, WEEK_S, busiest_window, campaign_matches, under_caps
 
 DEFAULT_MAX_FUTURE_S = 300.0  # a gateway clock this far ahead of the bridge's is wrong
 DEFAULT_MAX_AGE_S = 30 * 86400.0  # older than any gateway keeps events (retention) by default
@@ -222,7 +222,7 @@ def check_offer(facts: OfferFacts) -> OfferRefusal | None:
         return OfferRefusal.NO_CONSENT
     if member.tier not in campaign.tiers:
         return OfferRefusal.TIER_NOT_SERVED
-    if not matches(campaign, facts.prefs, facts.interest_bits, facts.promotion_bits):
+    if not campaign_matches(campaign, facts.prefs, facts.interest_bits, facts.promotion_bits):
         return OfferRefusal.PREFERENCES
     if facts.same_campaign_gap_s is not None and facts.same_campaign_gap_s < campaign.cooldown_s:
         return OfferRefusal.CAMPAIGN_COOLDOWN

@@ -7,6 +7,10 @@ pipeline's events arrive in batches, so one fsync covers many rows.
 The roster is stored sealed (edge/services/sync.py seals it; this module stores bytes). secure_delete
 is on, so a replaced or deleted row leaves zeros, not its old bytes, in the file's free pages.
 
+Offer history is two tables: `offer_history`, the last time each member got each campaign
+(cooldowns and refresh), and `offer_times`, each member's latest offers (at most
+MAX_OFFERS_PER_WEEK, for the per_day / per_week caps, issue 10). Both are purged by age.
+
 Forgetting also needs the WAL cut: it keeps the old images of changed pages after they are written
 back, and only overwrites them as it wraps round, which on a quiet gateway can take days. So the
 periodic purge of offer history (`purge_history`, after `[privacy] retention_s`) ends with a
@@ -36,6 +40,7 @@ from edge.adapters.sqlite_db import GATEWAY_APPLICATION_ID, open_database
 from edge.core import wire
 from edge.core.offers import OfferHistory
 from edge.core.visits import COLUMNS, OpenVisit, OpenVisitError, open_visit_from_row
+from edge.core.wire import MAX_OFFERS_PER_WEEK
 from edge.errors import CorruptDatabase, StorageError
 
 _LOGGER = logging.getLogger(__name__)
@@ -90,6 +95,16 @@ _MIGRATIONS: tuple[str, ...] = (
         last_near REAL NOT NULL,
         last_heard REAL NOT NULL
     );
+    """,
+    # 4: each member's offer times, for their per_day / per_week caps (issue 10). Seeded with the
+    # last offer of each campaign, all that versions 2 and 3 kept: the caps count at least those.
+    """
+    CREATE TABLE offer_times (
+        member TEXT NOT NULL,
+        ts REAL NOT NULL,
+        PRIMARY KEY (member, ts)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO offer_times (member, ts) SELECT member, last_ts FROM offer_history;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -203,6 +218,7 @@ class SqliteGatewayStore:
         rows = [(e.event_id, e.KIND, wire.encode(e), now_s) for e in events]
         history = [(e.member, e.campaign, e.ts) for e in events if isinstance(e, wire.OfferTrigger)]
         ended = [(e.visit_id,) for e in events if isinstance(e, wire.VisitEnd)]
+        members = sorted({member for member, _, _ in history})
         async with self._lock:
             await self._db.executemany(
                 "INSERT OR IGNORE INTO outbox (event_id, kind, payload, created_at) "
@@ -215,6 +231,16 @@ class SqliteGatewayStore:
                     "ON CONFLICT (member, campaign) DO UPDATE SET last_ts = "
                     "max(last_ts, excluded.last_ts)",
                     history,
+                )
+                await self._db.executemany(
+                    "INSERT OR IGNORE INTO offer_times (member, ts) VALUES (?,?)",
+                    [(member, ts) for member, _, ts in history],
+                )
+                # No cap counts further back than MAX_OFFERS_PER_WEEK offers: keep no more.
+                await self._db.executemany(
+                    "DELETE FROM offer_times WHERE member = ?1 AND ts <= (SELECT ts FROM "
+                    "offer_times WHERE member = ?1 ORDER BY ts DESC LIMIT 1 OFFSET ?2)",
+                    [(member, MAX_OFFERS_PER_WEEK) for member in members],
                 )
             await self._write_open_visits(opened, refreshed)
             if ended:
@@ -326,25 +352,35 @@ class SqliteGatewayStore:
         return int(rows[0][0]) if rows else 0
 
     async def load_history(self) -> OfferHistory:
+        """The offer history as saved: what cooldowns, caps and refresh need after a restart."""
         history = OfferHistory()
         async with self._lock:
             rows = await self._db.execute_fetchall(
                 "SELECT member, campaign, last_ts FROM offer_history"
             )
+            times = await self._db.execute_fetchall("SELECT member, ts FROM offer_times")
         for member, campaign, last_ts in rows:
-            history.record(member, campaign, last_ts)
+            key = (member, campaign)
+            history.last_by_campaign[key] = max(last_ts, history.last_by_campaign.get(key, last_ts))
+            history.last_any[member] = max(last_ts, history.last_any.get(member, last_ts))
+        for member, ts in times:
+            history.record_time(member, ts)
         return history
 
-    async def purge_history(self, before_ts: float) -> int:
-        """Forget offers older than `before_ts` and cut the WAL if anything was deleted since the
-        last purge; return how many offers were forgotten."""
+    async def purge_history(self, before_ts: float, times_before_ts: float | None = None) -> int:
+        """Forget offers older than `before_ts` (offer times: `times_before_ts`, by default the
+        same) and cut the WAL if anything was deleted since the last purge; return how many
+        (member, campaign) offers were forgotten."""
+        times_before = before_ts if times_before_ts is None else times_before_ts
         async with self._lock:
             cursor = await self._db.execute(
                 "DELETE FROM offer_history WHERE last_ts < ?", (before_ts,)
             )
-            await self._db.commit()
             purged = cursor.rowcount
-            if purged or self._deleted:
+            cursor = await self._db.execute("DELETE FROM offer_times WHERE ts < ?", (times_before,))
+            times_purged = cursor.rowcount
+            await self._db.commit()
+            if purged or times_purged or self._deleted:
                 await self._cut_wal()
         return purged
 

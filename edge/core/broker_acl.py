@@ -30,7 +30,7 @@ from edge.core.broker_identity import (
 from edge.core.wire import TOPIC_ROOT, check_id
 
 #: The largest MQTT packet the broker accepts (`max_packet_size`, `message_size_limit`). It must
-#: hold the largest roster bundle a gateway is sent: about 16 MB for a store of 100k devices.
+#: hold the largest roster bundle a gateway is sent: about 18 MB for a store of 100k devices.
 MAX_PACKET_BYTES = 32 * 1024 * 1024
 #: Messages queued per offline client before the broker drops more (its default of 1000 drops a
 #: closed store's night of statuses and offers).

@@ -1,8 +1,8 @@
 """Signed, sealed roster bundles: how the bridge hands one gateway its store's identity keys (issue 4).
 
-Format 1 is one canonical JSON object (sorted keys, no spaces, ASCII; binary fields base64)::
+The envelope is one canonical JSON object (sorted keys, no spaces, ASCII; binary fields base64)::
 
-    {"v":1, "type":"roster_bundle", "format":1, "chain", "store", "gateway",
+    {"v":1, "type":"roster_bundle", "format":2, "chain", "store", "gateway",
      "recipient": <gateway key id>, "signer": <bridge key id>, "version": N, "base_version": M | null,
      "kind": "full" | "delta", "nonce", "ephemeral_key", "ciphertext", "signature"}
 
@@ -19,6 +19,14 @@ Format 1 is one canonical JSON object (sorted keys, no spaces, ASCII; binary fie
 - **Opened** by `open_bundle` in this order, each failure a `BundleRejected` with a `RejectReason`:
   parse, format, signer, signature, recipient, store, gateway, version, base version, and only then
   decryption and the body. Nothing in the header is trusted before the signature is.
+
+- **Formats.** The envelope is the same in both; the body's device rows differ. Format 1:
+  `[ref, member, tier, identity_key hex, exponent]`. Format 2 (issue 10) adds what the device is and
+  what its member asked for: `[ref, member, tier, identity_key hex, exponent, kind | null,
+  prefs | null]`, prefs as `[interests, promotions, per_day, per_week]` (wire.MemberPrefs). The
+  bridge builds format 2; a gateway opens both (a retained format-1 bundle from an older bridge
+  still applies, its devices without kind or preferences). The format is signed and bound into the
+  key derivation, so a body cannot be read as the other format.
 
 A delta names the version it applies to (`base_version`); a gateway at another version needs a full
 snapshot. The retained bundle comes back on every reconnect, so `REPLAYED_VERSION` is routine.
@@ -53,6 +61,9 @@ from edge.core import wire
 from edge.core.eid import check_key
 from edge.core.wire import (
     MAX_BUNDLE_BYTES,
+    MAX_OFFERS_PER_DAY,
+    MAX_OFFERS_PER_WEEK,
+    MAX_PREFERENCE_TERMS,
     MAX_ROSTER_DEVICES,
     WIRE_VERSION,
     RosterDevice,
@@ -61,7 +72,8 @@ from edge.core.wire import (
 )
 
 BUNDLE_TYPE = "roster_bundle"
-BUNDLE_FORMAT = 1
+BUNDLE_FORMAT = 2  # what build_bundle writes by default
+BUNDLE_FORMATS = (1, 2)  # what open_bundle reads
 KEY_LEN = 32  # raw Ed25519 and X25519 keys, private and public
 KEY_ID_LEN = 8  # bytes of SHA-256(raw public key)
 NONCE_LEN = 12  # ChaCha20-Poly1305 (RFC 8439)
@@ -213,7 +225,8 @@ class FullRoster:
 
 @dataclass(frozen=True, slots=True)
 class RosterDelta:
-    """Changes from `base_version`: devices to add, refs to forget, entries to replace (new key, tier)."""
+    """Changes from `base_version`: devices to add, refs to forget, entries to replace (a new key,
+    tier, kind or preferences)."""
 
     KIND: ClassVar[Literal["delta"]] = "delta"
     base_version: int
@@ -279,21 +292,34 @@ def apply_delta(current: Mapping[str, RosterDevice], delta: RosterDelta) -> dict
     return result
 
 
-def _row(device: RosterDevice) -> list[Any]:
-    # Rows, not objects: a third smaller at 100k devices. The order is part of format 1.
+def _row_1(device: RosterDevice) -> list[Any]:
+    # Rows, not objects: a third smaller at 100k devices. The order is part of the format.
     return [device.ref, device.member, device.tier, device.identity_key.hex(), device.exponent]
 
 
-def encode_body(change: RosterChange) -> bytes:
-    """The plaintext a bundle seals: JSON, devices as [ref, member, tier, identity_key hex, exponent]."""
+def _row_2(device: RosterDevice) -> list[Any]:
+    prefs = None if device.prefs is None else device.prefs.to_json()
+    return [*_row_1(device), device.kind, prefs]
+
+
+def _check_format(bundle_format: int) -> None:
+    if bundle_format not in BUNDLE_FORMATS:
+        raise ValueError(f"bundle format must be one of {BUNDLE_FORMATS}, got {bundle_format!r}")
+
+
+def encode_body(change: RosterChange, bundle_format: int = BUNDLE_FORMAT) -> bytes:
+    """The plaintext a bundle seals: JSON, each device a row (format 1: [ref, member, tier,
+    identity_key hex, exponent]; format 2 adds kind and prefs)."""
+    _check_format(bundle_format)
+    row = _row_2 if bundle_format == 2 else _row_1
     body: dict[str, Any]
     if isinstance(change, FullRoster):
-        body = {"devices": [_row(d) for d in change.devices]}
+        body = {"devices": [row(d) for d in change.devices]}
     else:
         body = {
-            "add": [_row(d) for d in change.add],
+            "add": [row(d) for d in change.add],
             "remove": list(change.remove),
-            "rotate": [_row(d) for d in change.rotate],
+            "rotate": [row(d) for d in change.rotate],
         }
     return json.dumps(body, separators=(",", ":")).encode("ascii")
 
@@ -303,7 +329,11 @@ def plan_sync(
     current: Mapping[str, RosterDevice],
     previous_version: int | None,
 ) -> RosterChange:
-    """What to send a gateway at `previous` (None: unknown): a delta when it is smaller, else a full."""
+    """What to send a gateway at `previous` (None: unknown): a delta when it is smaller, else a full.
+
+    A device whose key, tier, kind or preferences changed is rotated: a preference change reaches the
+    gateway in the next delta.
+    """
     for ref, device in current.items():
         if device.ref != ref:
             raise ValueError(f"roster entry {ref!r} holds device {device.ref!r}")
@@ -372,6 +402,7 @@ def _derive_key(
     shared: bytes,
     ephemeral_public: bytes,
     recipient_public: bytes,
+    bundle_format: int,
     chain: str,
     store: str,
     gateway: str,
@@ -381,7 +412,7 @@ def _derive_key(
     info = b"\x00".join(
         (
             _HKDF_INFO,
-            BUNDLE_FORMAT.to_bytes(2, "big"),
+            bundle_format.to_bytes(2, "big"),
             chain.encode("ascii"),
             store.encode("ascii"),
             gateway.encode("ascii"),
@@ -397,10 +428,32 @@ def _derive_key(
     return hkdf.derive(shared)
 
 
-def _check_device(device: RosterDevice) -> None:
+def _check_device(device: RosterDevice, bundle_format: int) -> None:
     for value, name in ((device.ref, "ref"), (device.member, "member"), (device.tier, "tier")):
         check_id(value, f"device {name}")
     check_key(device.identity_key, device.exponent)
+    if bundle_format == 1:
+        if device.kind is not None or device.prefs is not None:
+            raise ValueError(
+                f"device {device.ref!r} has a kind or preferences, which format 1 cannot carry"
+            )
+        return
+    if device.kind not in (None, "app", "tag"):
+        raise ValueError(f"device {device.ref!r}: kind {device.kind!r} is not app, tag or None")
+    prefs = device.prefs
+    if prefs is not None:
+        mask_max = 2**MAX_PREFERENCE_TERMS - 1
+        checks: tuple[tuple[object, str, int], ...] = (
+            (prefs.interests, "interests", mask_max),
+            (prefs.promotions, "promotions", mask_max),
+            (prefs.per_day, "per_day", MAX_OFFERS_PER_DAY),
+            (prefs.per_week, "per_week", MAX_OFFERS_PER_WEEK),
+        )
+        for number, field_name, high in checks:
+            if type(number) is not int or not 0 <= number <= high:
+                raise ValueError(
+                    f"device {device.ref!r}: prefs {field_name} must be 0..{high}, got {number!r}"
+                )
 
 
 def build_bundle(
@@ -413,8 +466,14 @@ def build_bundle(
     recipient_public_key: X25519PublicKey,
     signing_key: Ed25519PrivateKey,
     random_bytes: RandomBytes,
+    bundle_format: int = BUNDLE_FORMAT,
 ) -> bytes:
-    """Seal `change` to one gateway's key and sign it: the bytes to publish (bridge side)."""
+    """Seal `change` to one gateway's key and sign it: the bytes to publish (bridge side).
+
+    `bundle_format` 1 only for gateways too old for 2 (and tests): it cannot carry kind or
+    preferences, and refuses devices that have them.
+    """
+    _check_format(bundle_format)
     for value, name in ((chain, "chain"), (store, "store"), (gateway, "gateway")):
         check_id(value, name)
     if not 1 <= version <= MAX_VERSION:
@@ -434,13 +493,13 @@ def build_bundle(
     if repeated is not None:
         raise ValueError(f"device {repeated!r} appears more than once in the bundle")
     for device in devices:
-        _check_device(device)
+        _check_device(device, bundle_format)
 
     recipient_public = recipient_public_key.public_bytes_raw()
     header: dict[str, Any] = {
         "v": WIRE_VERSION,
         "type": BUNDLE_TYPE,
-        "format": BUNDLE_FORMAT,
+        "format": bundle_format,
         "chain": chain,
         "store": store,
         "gateway": gateway,
@@ -456,13 +515,16 @@ def build_bundle(
         ephemeral.exchange(recipient_public_key),
         ephemeral_public,
         recipient_public,
+        bundle_format,
         chain,
         store,
         gateway,
         version,
     )
     nonce = _random(random_bytes, NONCE_LEN)
-    ciphertext = ChaCha20Poly1305(key).encrypt(nonce, encode_body(change), canonical_json(header))
+    ciphertext = ChaCha20Poly1305(key).encrypt(
+        nonce, encode_body(change, bundle_format), canonical_json(header)
+    )
     unsigned = {
         **header,
         "nonce": _b64(nonce),
@@ -478,6 +540,7 @@ class _Envelope:
     """A parsed, well-formed but not yet verified envelope."""
 
     header: dict[str, Any]
+    format: int
     chain: str
     store: str
     gateway: str
@@ -507,7 +570,7 @@ class _BundleHead(msgspec.Struct, frozen=True):
 
 
 class _WireEnvelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Format 1's envelope: every field required, nothing else allowed; binary fields base64."""
+    """The envelope: every field required, nothing else allowed; binary fields base64."""
 
     v: int
     type: str
@@ -560,11 +623,11 @@ def _parse_envelope(data: bytes, where: str) -> _Envelope:
             f"{where}: type {head.type!r:.40} is not {BUNDLE_TYPE!r}",
         )
     v, fmt = head.v, head.format
-    if not (_is_int(v) and v == WIRE_VERSION and _is_int(fmt) and fmt == BUNDLE_FORMAT):
+    if not (_is_int(v) and v == WIRE_VERSION and _is_int(fmt) and fmt in BUNDLE_FORMATS):
         raise BundleRejected(
             RejectReason.UNKNOWN_FORMAT,
-            f"{where}: v {v!r:.20} format {fmt!r:.20} is not supported (expected v 1, format 1); "
-            "update this gateway's software",
+            f"{where}: v {v!r:.20} format {fmt!r:.20} is not supported (expected v 1, format "
+            f"{' or '.join(map(str, BUNDLE_FORMATS))}); update this gateway's software",
         )
     claimed = head.version if isinstance(head.version, int) and _is_int(head.version) else None
 
@@ -592,6 +655,7 @@ def _parse_envelope(data: bytes, where: str) -> _Envelope:
         raise malformed("not in canonical form (sorted keys, no whitespace, ASCII)")
     return _Envelope(
         header=header,
+        format=env.format,
         chain=env.chain,
         store=env.store,
         gateway=env.gateway,
@@ -612,47 +676,103 @@ class _BodyError(Exception):
     """Internal: the decrypted body is not valid; becomes BundleRejected(BAD_BODY)."""
 
 
-# A device row of format 1: [ref, member, tier, identity_key hex, exponent].
-_Row = tuple[wire.Id, wire.Id, wire.Id, wire.HexKey, wire.Exponent]
-_Rows = Annotated[list[_Row], Meta(max_length=MAX_ROSTER_DEVICES)]
-_ROW_LAYOUT = "a device is [ref, member, tier, identity_key (32 hex digits), exponent 0..15]"
+# A device row of format 1: [ref, member, tier, identity_key hex, exponent]; format 2 adds
+# kind ("app" | "tag" | null) and prefs ([interests, promotions, per_day, per_week] | null).
+_Row1 = tuple[wire.Id, wire.Id, wire.Id, wire.HexKey, wire.Exponent]
+_Row2 = tuple[
+    wire.Id,
+    wire.Id,
+    wire.Id,
+    wire.HexKey,
+    wire.Exponent,
+    wire.DeviceKind | None,
+    wire.WirePrefs | None,
+]
+_Rows1 = Annotated[list[_Row1], Meta(max_length=MAX_ROSTER_DEVICES)]
+_Rows2 = Annotated[list[_Row2], Meta(max_length=MAX_ROSTER_DEVICES)]
+_Removed = Annotated[list[wire.Id], Meta(max_length=MAX_ROSTER_DEVICES)]
+_ROW_LAYOUT_1 = "a device is [ref, member, tier, identity_key (32 hex digits), exponent 0..15]"
+_ROW_LAYOUT_2 = (
+    "a device is [ref, member, tier, identity_key (32 hex digits), exponent 0..15, "
+    '"app" | "tag" | null, [interests mask, promotions mask, per_day 0..'
+    f"{MAX_OFFERS_PER_DAY}, per_week 0..{MAX_OFFERS_PER_WEEK}] | null]"
+)
 
 
-class _FullBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    devices: _Rows
+class _FullBody1(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    devices: _Rows1
 
 
-class _DeltaBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    add: _Rows
-    remove: Annotated[list[wire.Id], Meta(max_length=MAX_ROSTER_DEVICES)]
-    rotate: _Rows
+class _DeltaBody1(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    add: _Rows1
+    remove: _Removed
+    rotate: _Rows1
 
 
-_FULL_BODY = msgspec.json.Decoder(_FullBody)
-_DELTA_BODY = msgspec.json.Decoder(_DeltaBody)
+class _FullBody2(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    devices: _Rows2
 
 
-def _devices(rows: list[_Row]) -> tuple[RosterDevice, ...]:
-    return tuple(RosterDevice(r, m, t, bytes.fromhex(k), e) for r, m, t, k, e in rows)
+class _DeltaBody2(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    add: _Rows2
+    remove: _Removed
+    rotate: _Rows2
+
+
+_BODY_DECODERS: dict[tuple[int, Kind], msgspec.json.Decoder[Any]] = {
+    (1, "full"): msgspec.json.Decoder(_FullBody1),
+    (1, "delta"): msgspec.json.Decoder(_DeltaBody1),
+    (2, "full"): msgspec.json.Decoder(_FullBody2),
+    (2, "delta"): msgspec.json.Decoder(_DeltaBody2),
+}
+_ROW_LAYOUTS = {1: _ROW_LAYOUT_1, 2: _ROW_LAYOUT_2}
+
+
+_KINDS: dict[str | None, wire.DeviceKind | None] = {"app": "app", "tag": "tag", None: None}
+
+
+class _Interned:
+    """Rows to devices: members who stated the same preferences share one MemberPrefs object (the
+    defaults, "no offers", a popular few), and kinds are the module's constants, not a string per
+    device."""
+
+    def __init__(self) -> None:
+        self._prefs: dict[tuple[int, int, int, int], wire.MemberPrefs] = {}
+
+    def devices(self, rows: list[_Row1] | list[_Row2]) -> tuple[RosterDevice, ...]:
+        out: list[RosterDevice] = []
+        for row in rows:
+            r, m, t, k, e = row[:5]
+            kind: wire.DeviceKind | None = None
+            prefs: wire.MemberPrefs | None = None
+            if len(row) == 7:
+                kind, wire_prefs = _KINDS[row[5]], row[6]
+                if wire_prefs is not None:
+                    prefs = self._prefs.get(wire_prefs)
+                    if prefs is None:
+                        prefs = self._prefs[wire_prefs] = wire.MemberPrefs(*wire_prefs)
+            out.append(RosterDevice(r, m, t, bytes.fromhex(k), e, kind, prefs))
+        return tuple(out)
 
 
 def _parse_body(plaintext: bytes, envelope: _Envelope) -> RosterChange:
     try:
-        body = (_FULL_BODY if envelope.kind == "full" else _DELTA_BODY).decode(plaintext)
+        body = _BODY_DECODERS[envelope.format, envelope.kind].decode(plaintext)
     except (msgspec.DecodeError, RecursionError) as exc:
-        reason = decode_error(f"the {envelope.kind} body", exc).reason
-        raise _BodyError(f"{reason} ({_ROW_LAYOUT})") from None
-    if isinstance(body, _FullBody):
-        devices = _devices(body.devices)
+        reason = decode_error(f"the {envelope.kind} body (format {envelope.format})", exc).reason
+        raise _BodyError(f"{reason} ({_ROW_LAYOUTS[envelope.format]})") from None
+    interned = _Interned()
+    if isinstance(body, _FullBody1 | _FullBody2):
+        devices = interned.devices(body.devices)
         if len({d.ref for d in devices}) != len(devices):
             raise _BodyError("a device ref appears more than once")
         return FullRoster(devices)
     assert envelope.base_version is not None  # checked by _parse_envelope for a delta
     delta = RosterDelta(
         envelope.base_version,
-        add=_devices(body.add),
+        add=interned.devices(body.add),
         remove=tuple(body.remove),
-        rotate=_devices(body.rotate),
+        rotate=interned.devices(body.rotate),
     )
     repeated = _repeated_ref(delta)
     if repeated is not None:
@@ -758,6 +878,7 @@ def open_bundle(
             gateway_private_key.exchange(X25519PublicKey.from_public_bytes(env.ephemeral_key)),
             env.ephemeral_key,
             public_key_bytes(gateway_private_key),
+            env.format,
             env.chain,
             env.store,
             env.gateway,

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from edge.core.advert import RawAdvert
 from edge.core.frames import Classified, FrameKind, classify_advert
-from edge.core.offers import OfferEngine
+from edge.core.offers import OfferDecision, OfferEngine, Withheld
 from edge.core.presence import PresenceTracker, VisitTimes
 from edge.core.resolver import EidResolver
 from edge.core.visits import OpenVisit
@@ -95,6 +95,12 @@ class PipelineCounters:
     entries: int = 0
     offers: int = 0
     visits_ended: int = 0  # visit_end events, whatever their reason
+    # Entries without an offer, by why (edge/core/offers.py; none counted without a campaign for
+    # the member's tier): nothing the member asked for among the campaigns of their tier; their
+    # per_day / per_week reached, or no offers wanted; a cooldown.
+    offers_withheld_prefs: int = 0
+    offers_withheld_frequency: int = 0
+    offers_withheld_cooldown: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -196,8 +202,14 @@ class Pipeline:
         )
         self._open[device.member] = _OpenVisit(visit.event_id, device.ref, platform)
         events.append(visit)
-        decision = self.offers.decide(device.member, device.tier, t_s)
-        if decision is None:
+        decision = self.offers.evaluate(device.member, device.tier, t_s, device.prefs)
+        if not isinstance(decision, OfferDecision):
+            if decision is Withheld.PREFERENCES:
+                counters.offers_withheld_prefs += 1
+            elif decision is Withheld.FREQUENCY:
+                counters.offers_withheld_frequency += 1
+            elif decision is Withheld.COOLDOWN:
+                counters.offers_withheld_cooldown += 1
             return events
         counters.offers += 1
         trigger = OfferTrigger(

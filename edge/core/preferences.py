@@ -1,31 +1,41 @@
-"""Whether an offer suits what a member asked for (issue 10): the rule the gateway and the bridge share.
+"""Does a campaign suit what a member asked for? The one matching rule, for gateway and bridge (issue 10).
 
-A member's preferences reach a gateway as `wire.MemberPrefs`: two bit masks over the chain's
-vocabulary (bit i is term i of the campaign sync's `interest_terms` / `promotion_terms`) and two caps.
-The rule, the same wherever an offer is decided or re-checked:
+A member states interests, promotion types and a frequency (`wire.MemberPrefs`); a campaign declares
+the interests it serves and its promotion type (`wire.CampaignSpec`). The campaign sync's
+`interest_terms` / `promotion_terms` name the bits of the members' masks: term i is bit i.
 
-- A member without preferences (None) gets any campaign of their tier.
-- **Interests**: the member's mask is 0 (no preference), or the campaign names no interest (a
-  general offer), or they share at least one interest.
-- **Promotion type**: the member's mask is 0, or the campaign's promotion type is one the member
-  chose. A campaign without a promotion type matches only members who chose none.
-- **Frequency**: fewer than `per_day` offers to the member in any 24 h and fewer than `per_week` in
-  any 7 days, this one included (0: no offers at all; visits are still recorded).
+The rule (docs/mqtt.md, `campaigns`):
 
-A campaign term that is not in the vocabulary has no bit: it matches no member's choice.
+- a member with no stated preferences (`prefs` None) gets any campaign of their tier, capped only by
+  the cooldowns;
+- interests: the member's mask is 0 (no preference), or the campaign serves any interest (it names
+  none), or it names at least one the member chose;
+- promotion type: the member's mask is 0, or the campaign's type is one the member chose. A campaign
+  without a promotion type matches only members with no promotion preference;
+- frequency: fewer than `per_day` offers to the member in the last 24 hours and fewer than
+  `per_week` in the last 7 days; 0 means no offers at all.
 
-Pure: no clock, no I/O; times are radio time (Unix seconds) passed in.
+"The last 24 hours" at time t is the half-open interval (t - 24 h, t]: an offer exactly a day old no
+longer counts, so no span of 24 hours [a, a + 24 h) ever holds more than `per_day` offers. Offers
+stamped later than t (a clock stepped back) count too.
+
+A term the vocabulary does not name (a campaign out of step with its sync) sets no bit: such a
+campaign reaches only members without a preference on that dimension.
+
+Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
 
 import bisect
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from edge.core.wire import MAX_PREFERENCE_TERMS, MemberPrefs
 
-DAY_S = 86400.0
+DAY_S = 86_400.0
 WEEK_S = 7 * DAY_S
 
 
@@ -40,39 +50,97 @@ class ServesTerms(Protocol):
 
 
 def term_bits(terms: Sequence[str]) -> dict[str, int]:
-    """term → its bit number: its place in `terms` (the campaign sync's `interest_terms` or
-    `promotion_terms`, in bit order). Terms past MAX_PREFERENCE_TERMS have no bit."""
-    return {term: bit for bit, term in enumerate(terms[:MAX_PREFERENCE_TERMS])}
+    """Each term's bit (term i is 1 << i); a term listed twice keeps its first bit; terms past
+    MAX_PREFERENCE_TERMS have none."""
+    bits: dict[str, int] = {}
+    for i, term in enumerate(terms[:MAX_PREFERENCE_TERMS]):
+        bits.setdefault(term, 1 << i)
+    return bits
 
 
 def mask_of(terms: Iterable[str], bits: Mapping[str, int]) -> int:
-    """The mask with the bit of each of `terms` set; a term without a bit sets nothing."""
+    """The mask of `terms` (`bits` from `term_bits`); a term without a bit sets nothing."""
     mask = 0
     for term in terms:
-        bit = bits.get(term)
-        if bit is not None:
-            mask |= 1 << bit
+        mask |= bits.get(term, 0)
     return mask
 
 
-def matches(
+@dataclass(frozen=True, slots=True)
+class CampaignTerms:
+    """A campaign's interests and promotion type as bits of the chain's vocabulary."""
+
+    interests: int = 0  # the bits of the interests it names that the vocabulary knows
+    general: bool = True  # it names no interest: a general offer, for any interest
+    promotion: int = 0  # its promotion type's bit; 0 without one (or with one the vocabulary lacks)
+    unknown: tuple[str, ...] = ()  # the terms it names that the vocabulary lacks
+
+
+def campaign_terms(
+    campaign: ServesTerms, interest_bits: Mapping[str, int], promotion_bits: Mapping[str, int]
+) -> CampaignTerms:
+    """`campaign`'s terms as bits (`interest_bits` / `promotion_bits` from `term_bits`)."""
+    mask = 0
+    unknown: list[str] = []
+    for interest in campaign.interests:
+        bit = interest_bits.get(interest)
+        if bit is None:
+            unknown.append(interest)
+        else:
+            mask |= bit
+    promotion = 0
+    if campaign.promotion_type is not None:
+        promotion = promotion_bits.get(campaign.promotion_type, 0)
+        if not promotion:
+            unknown.append(campaign.promotion_type)
+    return CampaignTerms(mask, not campaign.interests, promotion, tuple(unknown))
+
+
+def matches(prefs: MemberPrefs | None, terms: CampaignTerms) -> bool:
+    """Whether a campaign with `terms` suits a member's stated interests and promotion types.
+
+    Frequency is not judged here (`within_frequency`).
+    """
+    if prefs is None:
+        return True
+    if prefs.interests and not terms.general and not terms.interests & prefs.interests:
+        return False
+    return not prefs.promotions or bool(terms.promotion & prefs.promotions)
+
+
+def campaign_matches(
     campaign: ServesTerms,
     prefs: MemberPrefs | None,
     interest_bits: Mapping[str, int],
     promotion_bits: Mapping[str, int],
 ) -> bool:
-    """Whether `campaign` serves what the member chose (interests and promotion type; not the
-    frequency: see `under_caps`). `*_bits` map each term to its bit (`term_bits`)."""
+    """`matches` for a campaign whose terms are not precomputed (the bridge's re-check)."""
+    return matches(prefs, campaign_terms(campaign, interest_bits, promotion_bits))
+
+
+def wants_offers(prefs: MemberPrefs | None) -> bool:
+    """False for a member who asked for no offers at all (a frequency of 0)."""
+    return prefs is None or (prefs.per_day > 0 and prefs.per_week > 0)
+
+
+def offers_since(times: Sequence[float], since_s: float) -> int:
+    """How many of `times` (ascending) are later than `since_s`."""
+    return len(times) - bisect_right(times, since_s)
+
+
+def within_frequency(prefs: MemberPrefs | None, times: Sequence[float], now_s: float) -> bool:
+    """Whether one more offer at `now_s` keeps the member within their frequency.
+
+    `times` are the member's offers (ascending, at least those of the last 7 days).
+    """
     if prefs is None:
         return True
-    interests = mask_of(campaign.interests, interest_bits)
-    if prefs.interests and campaign.interests and not interests & prefs.interests:
+    if not wants_offers(prefs):
         return False
-    if prefs.promotions:
-        kind = campaign.promotion_type
-        if kind is None or not mask_of((kind,), promotion_bits) & prefs.promotions:
-            return False
-    return True
+    return (
+        offers_since(times, now_s - DAY_S) < prefs.per_day
+        and offers_since(times, now_s - WEEK_S) < prefs.per_week
+    )
 
 
 def under_caps(prefs: MemberPrefs | None, offers_in_day: int, offers_in_week: int) -> bool:
@@ -88,7 +156,7 @@ def busiest_window(other_ts: Iterable[float], ts: float, window_s: float) -> int
 
     Offers less than `window_s` apart share a window. Every window that holds `ts` counts, not
     only the one ending at `ts`: gateways upload late, so an offer may arrive after later ones,
-    and "at most N a day" must hold for any 24 h.
+    and "at most N a day" must hold for any 24 h (the bridge's chain-wide re-check).
     """
     near = sorted(t for t in other_ts if ts - window_s < t < ts + window_s)
     best = 0

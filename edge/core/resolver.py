@@ -15,7 +15,8 @@ whatever happens, the windows in range resolve.
 
 Roster deltas apply in place: `add` and `rotate` compute the new devices' EIDs at once (~7 µs each);
 `remove` is O(1): a removed device's entries stay until their windows expire, and `resolve` ignores
-them.
+them. `update` changes what a device resolves to (tier, kind, its member's preferences) but not its
+key: O(1), no EID computed, so a change of preferences costs nothing here.
 
 `ClockCheck` watches which windows the resolved EIDs come from and says when the gateway's own clock
 looks wrong (EIDs are derived from time: a gateway clock off by more than `skew_windows` windows
@@ -93,7 +94,10 @@ class EidResolver:
         if skew_windows < 0:
             raise ValueError("skew_windows must be >= 0")
         self._skew = skew_windows
+        # ref -> the device as its EIDs were computed: what the tables, groups and windows hold.
         self._enrolled: dict[str, EnrolledDevice] = {}
+        # ref -> the same device with newer attributes (`update`): what `resolve` returns for it.
+        self._updated: dict[str, EnrolledDevice] = {}
         self._groups: dict[int, _Group] = {}
         # The tables in range, most likely first, each with its window offset + skew.
         self._live: list[tuple[dict[bytes, EnrolledDevice], int]] = []
@@ -152,6 +156,8 @@ class EidResolver:
                 if self._enrolled.get(device.ref) is not device:
                     break  # removed or rotated since; its entries expire with their windows
                 self.hits_by_offset[slot] += 1
+                if self._updated:
+                    return self._updated.get(device.ref, device)
                 return device
         self.misses += 1
         bucket = hash(eid) & (MISS_BUCKETS - 1)
@@ -171,6 +177,7 @@ class EidResolver:
             check_key(device.identity_key, device.exponent)
             by_ref[device.ref] = device
         self._enrolled = by_ref  # _insert re-sets each entry to itself: no resize while iterating
+        self._updated = {}
         self._groups = {}
         self._drops.clear()
         self.collisions = 0
@@ -200,6 +207,28 @@ class EidResolver:
         self._relink()
         return len(new)
 
+    def update(self, devices: Iterable[EnrolledDevice]) -> int:
+        """Give enrolled devices (matched by ref) new attributes (member, tier, kind, preferences)
+        with the same key and exponent: `resolve` returns the new ones at once, no EID is computed.
+        Raises KeyError (not enrolled) or ValueError (a new key: use `rotate`), changing nothing."""
+        new = self._checked(devices)
+        for device in new:
+            enrolled = self._enrolled.get(device.ref)
+            if enrolled is None:
+                raise KeyError(f"not enrolled: {device.ref}")
+            if (enrolled.identity_key, enrolled.exponent) != (device.identity_key, device.exponent):
+                raise ValueError(f"device {device.ref} has a new key or exponent: rotate it")
+        for device in new:
+            if device == self._enrolled[device.ref]:
+                self._updated.pop(device.ref, None)  # back to what the tables hold
+            else:
+                self._updated[device.ref] = device
+        return len(new)
+
+    def device(self, ref: str) -> EnrolledDevice | None:
+        """The enrolled device `ref`, as `resolve` returns it, or None."""
+        return self._updated.get(ref) or self._enrolled.get(ref)
+
     def remove(self, refs: Iterable[str]) -> int:
         """Withdraw devices by ref (unknown refs are ignored); return how many were enrolled."""
         removed = 0
@@ -208,6 +237,7 @@ class EidResolver:
             device = self._enrolled.pop(ref, None)
             if device is None:
                 continue
+            self._updated.pop(ref, None)
             removed += 1
             group = self._groups[device.exponent]
             group.stale += 1

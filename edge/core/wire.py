@@ -30,7 +30,7 @@ _ID_RE = re.compile(ID_PATTERN)
 #: offers, campaigns, alerts. Checked before parsing; the bridge's MQTT client asks the broker for
 #: nothing larger (MQTT 5 Maximum Packet Size, `MAX_BRIDGE_PACKET_BYTES`).
 MAX_PAYLOAD_BYTES = 64 * 1024
-#: Largest roster bundle (and roster at rest) accepted: a full bundle at 100k devices is ~16 MB.
+#: Largest roster bundle (and roster at rest) accepted: a full bundle at 100k devices is ~18 MB.
 MAX_BUNDLE_BYTES = 32 * 1024 * 1024
 #: MQTT 5 Maximum Packet Size for each client: the payload limit plus room for the fixed header,
 #: topic and properties. The broker drops (never sends) larger messages to that client.

@@ -579,7 +579,7 @@ def test_the_seeded_preferences_are_deterministic_varied_and_valid() -> None:
 def test_the_seeded_campaigns_give_a_member_with_preferences_several_to_rotate_through() -> None:
     """Most campaigns are open to every tier and most stated preferences leave several."""
     from cloud_bridge.core.preferences import parse_preferences_request
-    from edge.core.preferences import matches
+    from edge.core.preferences import campaign_matches
 
     assert len(DEMO_CAMPAIGNS) >= 5
     assert len({c.promotion_type for c in DEMO_CAMPAIGNS}) == len(DEFAULT_PROMOTION_TYPES)
@@ -607,7 +607,11 @@ def test_the_seeded_campaigns_give_a_member_with_preferences_several_to_rotate_t
             mask_of(request.interests, interests), mask_of(request.promotion_types, promotions)
         )
         eligible.append(
-            sum(matches(s, prefs, interests, promotions) for s in specs if "bronze" in s.tiers)
+            sum(
+                campaign_matches(s, prefs, interests, promotions)
+                for s in specs
+                if "bronze" in s.tiers
+            )
         )
     eligible.sort()
     assert eligible[len(eligible) // 2] >= 2  # the median member has a choice

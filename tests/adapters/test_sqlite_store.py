@@ -14,6 +14,7 @@ import pytest
 
 from edge.adapters.sqlite_store import SCHEMA_VERSION, SqliteGatewayStore, move_aside
 from edge.core import wire
+from edge.core.wire import MAX_OFFERS_PER_WEEK
 from edge.errors import StorageError
 from tests.factories import T0, make_offer_trigger, make_visit
 
@@ -215,6 +216,46 @@ async def test_history_survives_restart_and_acks(db_path: Path) -> None:
         await reopened.close()
 
     assert history.last_by_campaign == {("m-00007", "bakery"): T0}
+
+
+async def test_every_offer_time_is_kept_for_the_caps_at_most_the_highest_cap(
+    store: SqliteGatewayStore,
+) -> None:
+    """per_day / per_week count every offer, not only each campaign's last (issue 10)."""
+    offers = [
+        make_offer_trigger(member="m-00001", campaign=("bakery", "gold-points")[i % 2], ts=T0 + i)
+        for i in range(MAX_OFFERS_PER_WEEK + 5)
+    ]
+    await store.append_events(offers[:3], now_s=T0)
+    await store.append_events(offers[3:], now_s=T0)
+    await store.append_events([offers[7]], now_s=T0)  # the same offer again: counted once
+    await store.append_events([make_offer_trigger(member="m-00002", ts=T0)], now_s=T0)
+
+    history = await store.load_history()
+
+    assert list(history.recent("m-00001")) == [T0 + i for i in range(5, MAX_OFFERS_PER_WEEK + 5)]
+    assert list(history.recent("m-00002")) == [T0]
+    assert history.last_by_campaign[("m-00001", "bakery")] == T0 + MAX_OFFERS_PER_WEEK + 4
+
+
+async def test_offer_times_and_campaign_history_are_purged_each_by_its_own_age(
+    store: SqliteGatewayStore,
+) -> None:
+    week = 7 * 86_400.0
+    await store.append_events(
+        [
+            make_offer_trigger(member="m-00001", campaign="bakery", ts=T0),
+            make_offer_trigger(member="m-00001", campaign="gold-points", ts=T0 + week),
+        ],
+        now_s=T0,
+    )
+    now = T0 + week + 3600.0
+
+    assert await store.purge_history(now - 30 * 86_400.0, now - week) == 0
+
+    history = await store.load_history()
+    assert list(history.recent("m-00001")) == [T0 + week]  # a week old: no cap counts it
+    assert set(history.last_by_campaign) == {("m-00001", "bakery"), ("m-00001", "gold-points")}
 
 
 async def test_visits_alone_leave_no_history(store: SqliteGatewayStore) -> None:
@@ -510,9 +551,35 @@ async def test_migration_2_erases_the_clear_roster_of_a_v1_database_from_the_fil
     finally:
         await store.close()
 
-    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 3
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 4
     for name, data in (while_open | read_files(db_path.parent)).items():
         assert key.hex().encode() not in data, f"the old roster's key is still in {name}"
+
+
+async def test_migration_3_seeds_the_offer_times_from_a_v2_history(db_path: Path) -> None:
+    """A gateway upgraded mid-week counts at least the offers its old history kept."""
+    from edge.adapters.sqlite_store import _MIGRATIONS
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db_path)
+    for number, migration in enumerate(_MIGRATIONS[:2]):
+        conn.executescript(f"BEGIN; {migration}; PRAGMA user_version = {number + 1}; COMMIT;")
+    conn.executemany(
+        "INSERT INTO offer_history (member, campaign, last_ts) VALUES (?,?,?)",
+        [("m-1", "bakery", T0), ("m-1", "gold-points", T0 + 60), ("m-2", "bakery", T0)],
+    )
+    conn.commit()
+    conn.close()
+
+    store = await SqliteGatewayStore.open(db_path)
+    try:
+        history = await store.load_history()
+    finally:
+        await store.close()
+
+    assert list(history.recent("m-1")) == [T0, T0 + 60] and list(history.recent("m-2")) == [T0]
+    assert history.last_any == {"m-1": T0 + 60, "m-2": T0}
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION >= 3
 
 
 # --- Checkpoints never race an open statement ------------------------------------------------------

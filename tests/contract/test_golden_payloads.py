@@ -1,11 +1,13 @@
 """Golden edge ↔ bridge payloads: what is on the wire today must keep decoding, and the docs match.
 
-The roster bundle's golden copy is sealed with deterministic test keys (below): the test rebuilds it
-byte for byte, so any change to the bundle format shows up here, and opens it as the gateway would.
+The roster bundle's golden copies (format 1, from bridges before issue 10, and format 2) are sealed
+with deterministic test keys (below): the test rebuilds them byte for byte, so any change to the
+bundle formats shows up here, and opens them as the gateway would.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -19,7 +21,9 @@ from edge.core import bundle, signed, wire
 ROOT = Path(__file__).parents[2]
 GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
-BUNDLE_GOLDEN = GOLDEN_DIR / "roster_bundle.json"
+BUNDLE_GOLDEN = GOLDEN_DIR / "roster_bundle.json"  # format 1
+BUNDLE_GOLDEN_2 = GOLDEN_DIR / "roster_bundle_format2.json"
+BUNDLE_GOLDENS = {1: BUNDLE_GOLDEN, 2: BUNDLE_GOLDEN_2}
 SIGNED_GOLDEN = GOLDEN_DIR / "signed_ack.json"
 GOLDEN_ACK_TOPIC = wire.ack_topic(wire.GatewayAddress("demo-chain", "store-001", "door-1"))
 
@@ -33,12 +37,15 @@ GOLDEN_DEVICE = wire.RosterDevice(
     bytes.fromhex("0102030405060708090a111213141516"),
     10,
 )
+#: The same device as format 2 carries it: an app, its member's preferences (as in roster.json).
+GOLDEN_DEVICE_2 = dataclasses.replace(GOLDEN_DEVICE, kind="app", prefs=wire.MemberPrefs(5, 2, 1, 3))
+GOLDEN_DEVICES = {1: GOLDEN_DEVICE, 2: GOLDEN_DEVICE_2}
 
 
-def golden_bundle() -> bytes:
+def golden_bundle(bundle_format: int = 1) -> bytes:
     """The golden roster bundle: v3 of store-001's roster for door-1, one device."""
     return bundle.build_bundle(
-        bundle.FullRoster((GOLDEN_DEVICE,)),
+        bundle.FullRoster((GOLDEN_DEVICES[bundle_format],)),
         chain="demo-chain",
         store="store-001",
         gateway="door-1",
@@ -46,6 +53,7 @@ def golden_bundle() -> bytes:
         recipient_public_key=GOLDEN_GATEWAY.public_key(),
         signing_key=GOLDEN_SIGNER,
         random_bytes=random.Random("golden-bundle").randbytes,
+        bundle_format=bundle_format,
     )
 
 
@@ -64,7 +72,9 @@ def is_signed(obj: dict[str, Any]) -> bool:
 
 
 @pytest.mark.parametrize(
-    "path", [p for p in GOLDEN if p not in (BUNDLE_GOLDEN, SIGNED_GOLDEN)], ids=lambda p: p.stem
+    "path",
+    [p for p in GOLDEN if p not in (*BUNDLE_GOLDENS.values(), SIGNED_GOLDEN)],
+    ids=lambda p: p.stem,
 )
 def test_golden_payload_decodes_and_re_encodes_identically(path: Path) -> None:
     data = path.read_bytes()
@@ -72,10 +82,13 @@ def test_golden_payload_decodes_and_re_encodes_identically(path: Path) -> None:
     assert json.loads(wire.encode(payload)) == json.loads(data)
 
 
-def test_golden_roster_bundle_is_rebuilt_byte_for_byte_and_opens() -> None:
-    assert BUNDLE_GOLDEN.read_bytes() == golden_bundle()
+@pytest.mark.parametrize("bundle_format", sorted(BUNDLE_GOLDENS))
+def test_golden_roster_bundle_is_rebuilt_byte_for_byte_and_opens(bundle_format: int) -> None:
+    data = BUNDLE_GOLDENS[bundle_format].read_bytes()
+    assert data == golden_bundle(bundle_format)
+    assert json.loads(data)["format"] == bundle_format
     opened = bundle.open_bundle(
-        BUNDLE_GOLDEN.read_bytes(),
+        data,
         gateway_private_key=GOLDEN_GATEWAY,
         trusted_signer_public_keys=[GOLDEN_SIGNER.public_key()],
         expected_chain="demo-chain",
@@ -84,7 +97,8 @@ def test_golden_roster_bundle_is_rebuilt_byte_for_byte_and_opens() -> None:
         current_version=2,
     )
     assert opened.version == 3
-    assert opened.roster_after({}) == {GOLDEN_DEVICE.ref: GOLDEN_DEVICE}
+    device = GOLDEN_DEVICES[bundle_format]
+    assert opened.roster_after({}) == {device.ref: device}
 
 
 def test_golden_signed_ack_is_rebuilt_byte_for_byte_and_verifies_only_for_its_topic() -> None:
@@ -149,7 +163,7 @@ def test_docs_show_every_golden_payload_and_decodable_examples() -> None:
     documented = [json.loads(b) for b in blocks]
     for obj in documented:
         if is_bundle(obj):
-            assert bundle.canonical_json(obj) == golden_bundle()
+            assert bundle.canonical_json(obj) in (golden_bundle(1), golden_bundle(2))
         elif is_signed(obj):
             assert obj == json.loads(golden_signed_ack())
         else:

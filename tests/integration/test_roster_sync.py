@@ -195,7 +195,7 @@ async def test_after_a_broker_restart_a_gateway_holding_the_roster_is_not_sent_i
         mosquitto.start()
         await eventually(lambda: "campaigns v" in caplog.text, "the republish after reconnecting")
 
-        # ...except the roster this gateway holds (about 16 MB at 100k devices).
+        # ...except the roster this gateway holds (about 18 MB at 100k devices).
         assert f"gateway {address.prefix} holds roster v{version} already" in caplog.text
         assert not [m for m in caplog.messages if "roster v" in m and "published" in m]
         # Later changes reach it as a delta from the version it held.

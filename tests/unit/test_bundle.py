@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import random
@@ -53,6 +54,7 @@ def seal(
     chain: str = CHAIN,
     signer: Any = SIGNER,
     seed: int = 7,
+    bundle_format: int = bundle.BUNDLE_FORMAT,
 ) -> bytes:
     return bundle.build_bundle(
         change,
@@ -63,6 +65,7 @@ def seal(
         recipient_public_key=recipient.public_key(),
         signing_key=signer,
         random_bytes=seeded(seed),
+        bundle_format=bundle_format,
     )
 
 
@@ -114,7 +117,15 @@ def roster(*devices: wire.RosterDevice) -> dict[str, wire.RosterDevice]:
     return {d.ref: d for d in devices}
 
 
-DEVICES = [make_device(tier=("bronze", "silver", "gold")[i % 3]) for i in range(5)]
+DEVICES = [
+    make_device(
+        tier=("bronze", "silver", "gold")[i % 3],
+        kind=(None, "app", "tag")[i % 3],
+        prefs=(None, wire.MemberPrefs(5, 2, 1, 3), wire.MemberPrefs())[i % 3],
+    )
+    for i in range(5)
+]
+PLAIN = [make_device(tier=("bronze", "silver", "gold")[i % 3]) for i in range(5)]  # format 1
 FULL_V1 = seal(FullRoster(tuple(DEVICES)), 1)
 
 
@@ -159,6 +170,42 @@ def test_delta_bundle_round_trip() -> None:
     assert opened.kind == "delta"
     assert opened.change == change
     assert opened.roster_after(previous) == current
+
+
+def test_a_change_of_preferences_or_kind_alone_travels_as_a_rotation() -> None:
+    previous = roster(*DEVICES)
+    current = dict(previous)
+    restated = dataclasses.replace(DEVICES[1], prefs=wire.MemberPrefs(8, 1, 0, 0))  # no offers
+    forgot = dataclasses.replace(DEVICES[2], prefs=None)  # preferences forgotten (DELETE)
+    relabelled = dataclasses.replace(DEVICES[3], kind="tag")
+    for device in (restated, forgot, relabelled):
+        current[device.ref] = device
+
+    change = bundle.plan_sync(previous, current, previous_version=1)
+
+    assert change == RosterDelta(1, rotate=(restated, forgot, relabelled))
+    after = open_as(seal(change, 2), current_version=1).roster_after(previous)
+    assert after == current
+    assert after[restated.ref].prefs == wire.MemberPrefs(8, 1, 0, 0)
+    assert after[forgot.ref].prefs is None and after[relabelled.ref].kind == "tag"
+
+
+def test_a_format_1_bundle_from_an_older_bridge_still_opens_without_kind_or_preferences() -> None:
+    opened = open_as(seal(FullRoster(tuple(PLAIN)), 1, bundle_format=1))
+    assert json.loads(seal(FullRoster(tuple(PLAIN)), 1, bundle_format=1))["format"] == 1
+    assert opened.roster_after({}) == roster(*PLAIN)
+    assert all(d.kind is None and d.prefs is None for d in opened.roster_after({}).values())
+    delta = seal(RosterDelta(1, rotate=(dataclasses.replace(PLAIN[0], tier="gold"),)), 2)
+    assert json.loads(delta)["format"] == 2  # the bridge's next bundle: format 2 on top
+    after = open_as(delta, current_version=1).roster_after(opened.roster_after({}))
+    assert after[PLAIN[0].ref].tier == "gold"
+
+
+def test_members_sharing_preferences_share_one_object_in_the_gateway() -> None:
+    same = [make_device(prefs=wire.MemberPrefs(5, 2, 1, 3)) for _ in range(3)]
+    devices = open_as(seal(FullRoster(tuple(same)), 1)).roster_after({})
+    first, *others = (devices[d.ref].prefs for d in same)
+    assert all(p is first for p in others)  # memory: one object, not one per member
 
 
 def test_an_empty_delta_moves_the_version() -> None:
@@ -232,7 +279,9 @@ def _sealed_to_b_labelled_for_a() -> bytes:
 
 def _bad_body(monkeypatch: pytest.MonkeyPatch) -> bytes:
     monkeypatch.setattr(
-        bundle, "encode_body", lambda change: b'{"devices":[["d-1","m-1","gold","zz",10]]}'
+        bundle,
+        "encode_body",
+        lambda *_: b'{"devices":[["d-1","m-1","gold","zz",10,null,null]]}',
     )
     return seal(FullRoster(tuple(DEVICES)), 1)
 
@@ -307,7 +356,11 @@ REJECTIONS: dict[str, tuple[Any, dict[str, Any], RejectReason]] = {
     "delta-from-another-version": (DELTA_4, {"current_version": 2}, RejectReason.BASE_MISMATCH),
     "delta-to-a-fresh-gateway": (DELTA_4, {"current_version": 0}, RejectReason.BASE_MISMATCH),
     "sealed-with-the-wrong-key": (_sealed_to_b_labelled_for_a(), {}, RejectReason.DECRYPT_FAILED),
-    "format-2": (resign(FULL_V1, format=2), {}, RejectReason.UNKNOWN_FORMAT),
+    "format-3": (resign(FULL_V1, format=3), {}, RejectReason.UNKNOWN_FORMAT),
+    "format-0": (resign(FULL_V1, format=0), {}, RejectReason.UNKNOWN_FORMAT),
+    # A format-2 body relabelled as format 1 (re-signed: a bridge bug, or its key stolen): the
+    # format is bound into the key derivation, so the body is never read as the other format.
+    "format-relabelled": (resign(FULL_V1, format=1), {}, RejectReason.DECRYPT_FAILED),
     "format-true": (resign(FULL_V1, format=True), {}, RejectReason.UNKNOWN_FORMAT),
     "payload-v2": (resign(FULL_V1, v=2), {}, RejectReason.UNKNOWN_FORMAT),
     "other-type": (resign(FULL_V1, type="roster"), {}, RejectReason.UNKNOWN_TYPE),
@@ -430,14 +483,27 @@ def test_sealing_the_same_roster_twice_gives_unrelated_ciphertexts() -> None:
     assert first["ciphertext"] != second["ciphertext"]
 
 
-def test_format_1_is_stable() -> None:
+BINARY = ("nonce", "ephemeral_key", "ciphertext", "signature")
+GOLDEN_SHA256 = {
+    1: "da56b335408a9d34ba693cfa978b7882e24b88de7d2807462c28adc427852eec",
+    2: "56e1d7ad0ba72b90463f7c3a0e3334c0200e4f5a0fd9d1be7edd04945a163337",
+}
+
+
+@pytest.mark.parametrize("bundle_format", [1, 2])
+def test_formats_1_and_2_are_stable(bundle_format: int) -> None:
     """Golden: a change here breaks every gateway in the field; bump "format" instead."""
-    data = seal(FullRoster((make_device(ref="d-1", member="m-1", identity_key=bytes(16)),)), 3)
+    device = make_device(ref="d-1", member="m-1", identity_key=bytes(16))
+    if bundle_format == 2:
+        device = make_device(
+            ref="d-1", member="m-1", identity_key=bytes(16), kind="app", prefs=wire.MemberPrefs(5)
+        )
+    data = seal(FullRoster((device,)), 3, bundle_format=bundle_format)
     header = {k: v for k, v in json.loads(data).items() if k not in BINARY}
     assert header == {
         "v": 1,
         "type": "roster_bundle",
-        "format": 1,
+        "format": bundle_format,
         "chain": "acme",
         "store": "store-001",
         "gateway": "door-1",
@@ -447,12 +513,8 @@ def test_format_1_is_stable() -> None:
         "base_version": None,
         "kind": "full",
     }
-    assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256
-    assert open_as(data).roster_after({})["d-1"].identity_key == bytes(16)
-
-
-BINARY = ("nonce", "ephemeral_key", "ciphertext", "signature")
-GOLDEN_SHA256 = "da56b335408a9d34ba693cfa978b7882e24b88de7d2807462c28adc427852eec"
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256[bundle_format]
+    assert open_as(data).roster_after({})["d-1"] == device
 
 
 # --- Size ----------------------------------------------------------------------------------------------
@@ -555,6 +617,12 @@ def test_generated_keys_come_from_the_injected_randomness() -> None:
         (RosterDelta(3), 3, "base version"),
         (RosterDelta(1, add=(DEVICES[0],), rotate=(DEVICES[0],)), 2, "more than once"),
         (RosterDelta(1, remove=("BAD REF",)), 2, "not a valid id"),
+        (FullRoster((make_device(kind="phone"),)), 1, "kind 'phone'"),
+        (FullRoster((make_device(prefs=wire.MemberPrefs(-1)),)), 1, "interests must be"),
+        (FullRoster((make_device(prefs=wire.MemberPrefs(2**63)),)), 1, "interests must be"),
+        (FullRoster((make_device(prefs=wire.MemberPrefs(0, 0, 25)),)), 1, "per_day must be"),
+        (FullRoster((make_device(prefs=wire.MemberPrefs(0, 0, 1, 101)),)), 1, "per_week must"),
+        (FullRoster((make_device(prefs=wire.MemberPrefs(0, 0, True)),)), 1, "per_day must be"),
     ],
 )
 def test_build_bundle_refuses_invalid_input(
@@ -562,6 +630,13 @@ def test_build_bundle_refuses_invalid_input(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         seal(change, version)
+
+
+def test_format_1_cannot_carry_kind_or_preferences_and_says_so() -> None:
+    with pytest.raises(ValueError, match="format 1 cannot carry"):
+        seal(FullRoster(tuple(DEVICES)), 1, bundle_format=1)
+    with pytest.raises(ValueError, match="bundle format must be one of"):
+        seal(FullRoster(tuple(PLAIN)), 1, bundle_format=3)
 
 
 # --- The threat model names what the code does ---------------------------------------------------------

@@ -78,7 +78,7 @@ def test_a_dropped_or_duplicated_field_is_rejected(name: str, duplicate: bool) -
 @given(json_values)
 def test_any_decrypted_body_is_only_ever_rejected_as_bad_body(body: Any) -> None:
     plaintext = json.dumps(body).encode()
-    with mock.patch.object(bundle, "encode_body", lambda change: plaintext):
+    with mock.patch.object(bundle, "encode_body", lambda *_: plaintext):
         data = seal(FullRoster((make_device(),)), 1)
     try:
         opened = open_as(data)
@@ -106,12 +106,68 @@ HOSTILE_BODIES = {
 
 
 @pytest.mark.parametrize("case", HOSTILE_BODIES, ids=str)
-def test_hostile_bodies_are_rejected_naming_the_field(case: str) -> None:
-    with mock.patch.object(bundle, "encode_body", lambda change: HOSTILE_BODIES[case]):
-        data = seal(FullRoster((make_device(),)), 1)
+def test_hostile_format_1_bodies_are_rejected_naming_the_field(case: str) -> None:
+    with mock.patch.object(bundle, "encode_body", lambda *_: HOSTILE_BODIES[case]):
+        data = seal(FullRoster((make_device(),)), 1, bundle_format=1)
     rejection = rejected(data)
     assert rejection.reason is RejectReason.BAD_BODY
     assert "invalid body" in rejection.message
+
+
+KEY = "0" * 32
+# Format 2 rows: [ref, member, tier, key, exponent, kind, prefs]; (row, the field named).
+HOSTILE_ROWS = {
+    "six-fields": (["d-1", "m-1", "gold", KEY, 10, "app"], "$.devices[0]"),
+    "eight-fields": (["d-1", "m-1", "gold", KEY, 10, "app", None, 1], "$.devices[0]"),
+    "format-1-row": (["d-1", "m-1", "gold", KEY, 10], "$.devices[0]"),
+    "unknown-kind": (["d-1", "m-1", "gold", KEY, 10, "phone", None], "$.devices[0][5]"),
+    "kind-as-number": (["d-1", "m-1", "gold", KEY, 10, 1, None], "$.devices[0][5]"),
+    "prefs-object": (["d-1", "m-1", "gold", KEY, 10, "app", {"per_day": 1}], "$.devices[0][6]"),
+    "prefs-three": (["d-1", "m-1", "gold", KEY, 10, "app", [0, 0, 1]], "$.devices[0][6]"),
+    "prefs-five": (["d-1", "m-1", "gold", KEY, 10, "app", [0, 0, 1, 1, 1]], "$.devices[0][6]"),
+    "negative-mask": (["d-1", "m-1", "gold", KEY, 10, "app", [-1, 0, 1, 1]], "$.devices[0][6][0]"),
+    "mask-64-bits": (
+        ["d-1", "m-1", "gold", KEY, 10, "app", [0, 2**63, 1, 1]],
+        "$.devices[0][6][1]",
+    ),
+    "huge-mask": (["d-1", "m-1", "gold", KEY, 10, "tag", [10**40, 0, 1, 1]], "$.devices[0][6][0]"),
+    "float-mask": (["d-1", "m-1", "gold", KEY, 10, "app", [1.5, 0, 1, 1]], "$.devices[0][6][0]"),
+    "per-day-25": (["d-1", "m-1", "gold", KEY, 10, "app", [0, 0, 25, 100]], "$.devices[0][6][2]"),
+    "per-day-negative": (
+        ["d-1", "m-1", "gold", KEY, 10, None, [0, 0, -1, 1]],
+        "$.devices[0][6][2]",
+    ),
+    "per-day-true": (["d-1", "m-1", "gold", KEY, 10, "app", [0, 0, True, 1]], "$.devices[0][6][2]"),
+    "per-week-101": (["d-1", "m-1", "gold", KEY, 10, "app", [0, 0, 1, 101]], "$.devices[0][6][3]"),
+    "per-week-string": (
+        ["d-1", "m-1", "gold", KEY, 10, "app", [0, 0, 1, "3"]],
+        "$.devices[0][6][3]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_ROWS, ids=str)
+def test_hostile_format_2_rows_are_rejected_naming_the_row_and_field(case: str) -> None:
+    bad, field = HOSTILE_ROWS[case]
+    good = ["d-0", "m-0", "gold", KEY, 10, "app", [5, 2, 1, 3]]
+    body = json.dumps({"devices": [bad, good]}).encode()
+    with mock.patch.object(bundle, "encode_body", lambda *_: body):
+        data = seal(FullRoster((make_device(),)), 1)
+    rejection = rejected(data)
+    assert rejection.reason is RejectReason.BAD_BODY
+    assert f"field {field}" in rejection.message, rejection.message
+    assert "format 2" in rejection.message and "per_day 0..24" in rejection.message
+
+
+def test_hostile_rows_in_a_format_2_delta_name_the_list() -> None:
+    body = json.dumps(
+        {"add": [], "remove": [], "rotate": [["d-1", "m-1", "gold", KEY, 10, "app", [0, 0, 0, -3]]]}
+    ).encode()
+    with mock.patch.object(bundle, "encode_body", lambda *_: body):
+        data = seal(bundle.RosterDelta(1), 2)
+    rejection = rejected(data, current_version=1)
+    assert rejection.reason is RejectReason.BAD_BODY
+    assert "field $.rotate[0][6][3]" in rejection.message
 
 
 HOSTILE_ENVELOPES = {

@@ -18,7 +18,7 @@ def test_defaults_and_overrides() -> None:
     assert config.address.prefix == "threshold/v1/acme/s-1/door-2"
     assert config.mqtt.port == 8883
     assert config.presence_config.enter_dbm == -70.0
-    assert config.privacy.retention_s == 86400.0  # 24 h (issue 4)
+    assert config.privacy.retention_s == 30 * 86400.0  # 30 days: the refresh memory (issue 10)
     assert parse_config("[privacy]\nretention_s = 3600\n").privacy.retention_s == 3600.0
 
 

@@ -53,6 +53,38 @@ def test_second_entry_within_cooldown_gets_no_offer() -> None:
     assert [type(e) for e in events] == [wire.VisitEnd, wire.Visit]
 
 
+def test_an_entry_without_offer_says_why_in_the_counters() -> None:
+    """IT reads why members got nothing: what they asked for, their frequency, a cooldown."""
+    campaigns = make_campaigns(
+        campaigns=(
+            wire.CampaignSpec("gold-points", "x", "x", ("gold",), 86400.0, 30, "points_multiplier"),
+        ),
+        promotion_terms=("discount", "points_multiplier"),
+    )
+    picky = make_device(prefs=wire.MemberPrefs(promotions=0b01))  # discounts only
+    quiet = make_device(prefs=wire.MemberPrefs(per_day=0, per_week=0))  # no offers
+    once = make_device(prefs=wire.MemberPrefs(per_day=1))
+    ids = (f"ev{n}" for n in itertools.count())
+    pipeline = Pipeline(
+        EidResolver([picky, quiet, once], T0),
+        PresenceTracker(PresenceConfig()),
+        OfferEngine(campaigns),
+        lambda: next(ids),
+    )
+    for device, expected in ((picky, [wire.Visit]), (quiet, [wire.Visit])):
+        assert [type(e) for e in pipeline.feed_many(walk_in(device, T0), 1.0)] == expected
+    events = pipeline.feed_many(walk_in(once, T0), 1.0)
+    assert [type(e) for e in events] == [wire.Visit, wire.OfferTrigger]
+    events = pipeline.feed_many(walk_in(once, T0 + 7200), 2.0)  # back after the visit timed out
+    ended = [e for e in events if isinstance(e, wire.VisitEnd)]  # the first visits' ends
+    assert len(ended) == 3
+    assert [type(e) for e in events if e not in ended] == [wire.Visit]
+    c = pipeline.counters
+    assert (c.entries, c.offers) == (4, 1)
+    assert (c.offers_withheld_prefs, c.offers_withheld_frequency) == (1, 2)
+    assert c.offers_withheld_cooldown == 0
+
+
 def test_unknown_and_malformed_adverts_are_counted_and_dropped(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -130,3 +130,18 @@ def test_a_roster_change_leaves_with_pseudonyms_only_and_applies_consistently() 
     assert len(after) == 2
     assert HIGH_STREET.one(Kind.DEVICE, 10) not in after
     assert after[HIGH_STREET.one(Kind.DEVICE, 12)].identity_key == bytes(16)
+
+
+def test_kind_and_preferences_travel_unchanged_under_pseudonyms() -> None:
+    """A member's stated preferences reach the gateway with the store's pseudonyms (issue 10)."""
+    prefs = wire.MemberPrefs(5, 2, 1, 3)
+    app = make_device(member="m-1", kind="app", prefs=prefs)
+    tag = make_device(member="m-2", kind="tag")
+    serials = Serials(devices={app.ref: 1, tag.ref: 2}, members={"m-1": 1, "m-2": 2})
+    full = pseudonymize(FullRoster((app, tag)), serials, HIGH_STREET)
+    assert isinstance(full, FullRoster)
+    by_ref = {d.ref: d for d in full.devices}
+    assert by_ref[HIGH_STREET.one(Kind.DEVICE, 1)].prefs == prefs
+    assert by_ref[HIGH_STREET.one(Kind.DEVICE, 1)].kind == "app"
+    assert by_ref[HIGH_STREET.one(Kind.DEVICE, 2)].kind == "tag"
+    assert by_ref[HIGH_STREET.one(Kind.DEVICE, 2)].prefs is None

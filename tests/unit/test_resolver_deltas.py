@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from edge.core import eid
 from edge.core.resolver import EidResolver
-from edge.core.wire import RosterDevice
+from edge.core.wire import MemberPrefs, RosterDevice
 from tests.factories import make_device
 
 K = 4
@@ -106,6 +106,51 @@ def test_rotation_of_attributes_alone_resolves_to_the_new_record() -> None:
     assert resolver.collisions == 0
 
 
+def test_an_update_of_preferences_resolves_to_the_new_record_without_computing_an_eid() -> None:
+    device = make_device(exponent=K, kind="app")
+    resolver = EidResolver([device, make_device(exponent=K)], W)
+    tables = [dict(table) for table, _ in resolver._live]
+    restated = dataclasses.replace(device, prefs=MemberPrefs(4, 1, 1, 3), tier="silver")
+
+    assert resolver.update([restated]) == 1
+
+    assert [dict(table) for table, _ in resolver._live] == tables  # no EID recomputed
+    for offset in (-1, 0, 1):
+        assert resolver.resolve(eid_at(device, W + offset * STEP)) is restated
+    assert resolver.device(device.ref) is restated
+    # Across rollovers too: the windows ahead were computed for the same key.
+    resolver.advance(W + 3 * STEP)
+    assert resolver.resolve(eid_at(device, W + 3 * STEP)) is restated
+    resolver.update([device])  # back as it was
+    assert resolver.resolve(eid_at(device, W + 3 * STEP)) is device
+
+
+def test_an_update_after_which_the_device_is_removed_or_rotated_is_forgotten() -> None:
+    device, other = make_device(exponent=K), make_device(exponent=K)
+    resolver = EidResolver([device, other], W)
+    resolver.update([dataclasses.replace(device, tier="silver")])
+    resolver.update([dataclasses.replace(other, tier="silver")])
+    resolver.remove([device.ref])
+    assert resolver.resolve(current_eid(device)) is None and resolver.device(device.ref) is None
+    new_key = dataclasses.replace(other, identity_key=bytes(15) + b"\x07")
+    resolver.rotate([new_key], W)
+    assert resolver.resolve(current_eid(new_key)) is new_key
+    assert resolver.resolve(current_eid(other)) is None
+
+
+def test_an_update_with_a_new_key_or_of_an_unknown_ref_changes_nothing() -> None:
+    device, other = make_device(exponent=K), make_device(exponent=K)
+    resolver = EidResolver([device, other], W)
+    retiered = dataclasses.replace(device, tier="silver")
+    with pytest.raises(ValueError, match="rotate it"):
+        resolver.update([retiered, dataclasses.replace(other, exponent=5)])
+    with pytest.raises(ValueError, match="rotate it"):
+        resolver.update([retiered, dataclasses.replace(other, identity_key=bytes(16))])
+    with pytest.raises(KeyError, match="not enrolled"):
+        resolver.update([retiered, make_device()])
+    assert resolver.resolve(current_eid(device)) is device
+
+
 def test_rotating_an_unknown_ref_changes_nothing() -> None:
     device = make_device(exponent=K)
     resolver = EidResolver([device], W)
@@ -126,7 +171,7 @@ def test_deltas_match_a_fresh_build(rng: random.Random) -> None:
     t = W
     for _ in range(30):
         t += rng.choice((0, 1, 5, 16, 40))
-        action = rng.choice(("add", "remove", "rotate", "advance"))
+        action = rng.choice(("add", "remove", "rotate", "update", "advance"))
         if action == "add":
             new = [make_device(exponent=rng.choice(exponents)) for _ in range(rng.randint(1, 3))]
             resolver.add(new, t)
@@ -148,6 +193,18 @@ def test_deltas_match_a_fresh_build(rng: random.Random) -> None:
             ]
             resolver.rotate(rotated, t)
             roster.update((d.ref, d) for d in rotated)
+        elif action == "update" and roster:
+            refs = rng.sample(sorted(roster), rng.randint(1, min(3, len(roster))))
+            updated = [
+                dataclasses.replace(
+                    roster[ref],
+                    tier=rng.choice(("bronze", "gold")),
+                    prefs=MemberPrefs(rng.randint(0, 15), 0, rng.randint(0, 3), 5),
+                )
+                for ref in refs
+            ]
+            resolver.update(updated)
+            roster.update((d.ref, d) for d in updated)
         resolver.advance(t, max_eids=rng.choice((0, 1, 4)))
     fresh = EidResolver(roster.values(), t)
     assert len(resolver) == len(fresh) == len(roster)

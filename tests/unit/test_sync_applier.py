@@ -216,6 +216,42 @@ async def test_a_delta_adds_removes_and_rotates_on_top_of_the_roster_in_force(
     assert recognises(pipeline, stays) and recognises(pipeline, joiner)
 
 
+async def test_a_change_of_preferences_applies_in_place_and_the_next_entry_honours_it(
+    applier: SyncApplier, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restated preference reaches the gateway within one sync, without recomputing EIDs."""
+    member, revoked, other = keyed_device(kind="app"), keyed_device(), keyed_device()
+    await applier.apply_roster(full(1, member, revoked, other), TOPIC)
+    resolver = pipeline.resolver
+    quiet = dataclasses.replace(member, prefs=wire.MemberPrefs(0, 0, 0, 0), tier="silver")
+    built: list[int] = []
+    monkeypatch.setattr(sync, "EidResolver", lambda *a, **k: built.append(1))  # must not be built
+    monkeypatch.setattr(resolver, "_fill", lambda *a, **k: built.append(2))  # nor any EID
+
+    assert await applier.apply_roster(delta(1, 2, rotate=(quiet,), remove=(revoked.ref,)), TOPIC)
+
+    assert built == [] and pipeline.resolver is resolver and applier.roster_version == 2
+    assert recognises(pipeline, quiet) and not recognises(pipeline, revoked)
+    assert recognises(pipeline, other)
+    assert applier.roster_devices() == (quiet, other)  # as saved (sealed) for a restart
+
+
+async def test_a_delta_with_a_new_key_still_builds_a_new_resolver(
+    applier: SyncApplier, pipeline: Pipeline
+) -> None:
+    member, other = keyed_device(), keyed_device()
+    await applier.apply_roster(full(1, member, other), TOPIC)
+    resolver = pipeline.resolver
+    new_key = dataclasses.replace(member, identity_key=b"\x42" * 16, prefs=wire.MemberPrefs(1))
+    restated = dataclasses.replace(other, prefs=wire.MemberPrefs(2))
+
+    assert await applier.apply_roster(delta(1, 2, rotate=(new_key, restated)), TOPIC)
+
+    assert pipeline.resolver is not resolver
+    assert recognises(pipeline, new_key) and recognises(pipeline, restated)
+    assert not recognises(pipeline, member)
+
+
 async def test_a_retained_copy_of_the_roster_in_force_is_ignored_quietly(
     applier: SyncApplier, pipeline: Pipeline
 ) -> None:
@@ -351,7 +387,8 @@ async def test_status_names_the_gateway_key(applier: SyncApplier) -> None:
 
 
 async def test_saved_roster_and_campaigns_are_restored_after_a_restart(db_path: Path) -> None:
-    member, revoked = keyed_device(), keyed_device()
+    member = keyed_device(kind="app", prefs=wire.MemberPrefs(5, 2, 1, 3))
+    revoked = keyed_device(kind="tag")
     store = await SqliteGatewayStore.open(db_path)
     first = make_applier(make_pipeline(), store)
     await first.apply_roster(full(3, member, revoked), TOPIC)
@@ -366,7 +403,7 @@ async def test_saved_roster_and_campaigns_are_restored_after_a_restart(db_path: 
         fresh = make_applier(pipeline, reopened)
         await fresh.restore()
         # The bridge's retained delta to v5 applies on top of the restored v4.
-        joiner = keyed_device()
+        joiner = keyed_device(kind="tag", prefs=wire.MemberPrefs(per_day=0, per_week=0))
         assert await fresh.apply_roster(delta(4, 5, add=(joiner,)), TOPIC) is True
     finally:
         await reopened.close()
@@ -374,6 +411,7 @@ async def test_saved_roster_and_campaigns_are_restored_after_a_restart(db_path: 
     assert recognises(pipeline, member) and recognises(pipeline, joiner)
     assert not recognises(pipeline, revoked)
     assert campaign_ids(pipeline) == {"gold-points", "bakery"}
+    assert fresh.roster_devices() == (member, joiner)  # kinds and preferences included
     assert (fresh.roster_version, fresh.campaigns_version) == (5, 6)
     assert fresh.synced.is_set()
     assert files_holding(db_path.parent, secrets_of(member, revoked, joiner)) == []
@@ -552,6 +590,18 @@ async def test_a_cooldown_longer_than_the_retention_is_logged_once_at_campaign_s
     # The member cooldown (24 h here) only the gateway keeps: a WARNING.
     assert member.levelno == logging.WARNING
     assert "member cooldown is 86400 s" in member.getMessage()
+
+
+async def test_campaign_terms_missing_from_the_vocabulary_are_logged_once(
+    applier: SyncApplier, caplog: pytest.LogCaptureFixture
+) -> None:
+    odd = wire.CampaignSpec("odd", "t", "b", ("gold",), 0.0, 1, "loyalty-day", ("garden",))
+    for version in (1, 2):
+        await applier.apply_campaigns(
+            campaigns_bytes(version, campaigns=(odd,), interest_terms=("home",)), "campaigns"
+        )
+    told = [r.getMessage() for r in caplog.records if "missing from" in r.getMessage()]
+    assert len(told) == 1 and "garden, loyalty-day" in told[0]
 
 
 async def test_cooldowns_within_the_retention_are_not_logged(
