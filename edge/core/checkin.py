@@ -13,7 +13,8 @@ iBeacon region, and it may then connect to the gateway's GATT check-in service a
         0      version (0x01)
         1..8   the app's current EID: Eddystone-EID of its identity key and exponent at its clock
         9..10  seq, big-endian: counts the writes made with this challenge, from 0
-        11     rssi: the app's RSSI of the gateway (CBPeripheral.readRSSI), int8 dBm; 127 = unknown
+        11     rssi: the app's RSSI of the gateway (CBPeripheral.readRSSI), int8 dBm; 127 = unknown;
+               taken as MIN_RSSI_DBM..MAX_RSSI_DBM (beyond: the nearest bound)
         12..19 tag = HMAC-SHA256(K, "THCI" || challenge || bytes 0..11)[:8],
                K = HMAC-SHA256(identity key, "threshold/checkin/v1")
 
@@ -57,6 +58,11 @@ CHALLENGE_PERIOD_S = 60.0
 PAYLOAD_LEN = 20
 TAG_LEN = 8
 RSSI_UNKNOWN = 127
+#: The RSSI a sighting may carry (the Core Specification's HCI range, Vol 4 Part E §7.7.65.2):
+#: an app's byte beyond it (a bug, or a lie no radio could measure) is clamped, so that neither
+#: the presence tracker's smoothing nor the visit's `rssi_dbm` on the wire ever holds more.
+MIN_RSSI_DBM = -127.0
+MAX_RSSI_DBM = 20.0
 _KEY_LABEL = b"threshold/checkin/v1"
 _TAG_LABEL = b"THCI"
 
@@ -269,6 +275,7 @@ class CheckinVerifier:
             rssi = float(link_rssi_dbm)
         if rssi is None:
             return CheckinRefused(CheckinRefusal.NO_SIGNAL, "no RSSI from the app nor from BlueZ")
+        rssi = max(MIN_RSSI_DBM, min(MAX_RSSI_DBM, rssi))
         seqs[device.ref] = seq
         seqs.move_to_end(device.ref)
         if len(seqs) > MAX_SEQS:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.core import checkin, eid
+from edge.core import checkin, eid, wire
 from edge.core.checkin import (
     ATT_ERRORS,
     CENTRAL_BURST,
@@ -34,6 +34,9 @@ from edge.core.checkin import (
     checkin_key,
     checkin_payload,
 )
+from edge.core.offers import OfferEngine
+from edge.core.pipeline import Pipeline
+from edge.core.presence import PresenceConfig, PresenceTracker
 from edge.core.resolver import EidResolver
 from edge.core.wire import RosterDevice
 from tests.factories import make_device
@@ -78,6 +81,11 @@ class Door:
         return self.verifier.verify(payload, central, t_s, link_rssi_dbm)
 
 
+def ids() -> Callable[[], str]:
+    counter = iter(range(1_000_000))
+    return lambda: f"e-{next(counter):06d}"
+
+
 def reason(result: checkin.CheckinResult) -> CheckinRefusal | None:
     return result.reason if isinstance(result, CheckinRefused) else None
 
@@ -100,8 +108,11 @@ def test_a_genuine_check_in_is_one_sighting_at_the_apps_rssi() -> None:
         (-63, None, -63.0),  # the app's own reading
         (-63, -80.0, -63.0),  # the app's reading of this connection wins over BlueZ's cached one
         (None, -71.0, -71.0),  # the app could not read it: BlueZ's
-        (-128, None, -128.0),  # int8 bounds
-        (126, None, 126.0),
+        (-127, None, -127.0),  # the weakest a controller reports (HCI: -127..+20 dBm)
+        (-128, None, -127.0),  # beyond it: clamped
+        (20, None, 20.0),  # the strongest a controller reports
+        (126, None, 20.0),  # no radio measures that: clamped
+        (21, None, 20.0),
     ],
 )
 def test_the_rssi_comes_from_the_app_else_from_bluez(
@@ -111,6 +122,21 @@ def test_the_rssi_comes_from_the_app_else_from_bluez(
     result = Door(phone).write(phone, T0, 0, rssi_dbm=app_rssi, link_rssi_dbm=link_rssi)
     assert isinstance(result, CheckinAccepted)
     assert result.rssi_dbm == expected
+
+
+def test_an_app_claiming_an_impossible_rssi_still_makes_a_visit_the_bridge_takes() -> None:
+    """A buggy or lying app writing +126 dBm: the visit it makes must still be a valid payload (the
+    wire's RssiDbm stops at +50), or the bridge drops it and the gateway resends it forever."""
+    phone = make_device()
+    door = Door(phone)
+    pipeline = Pipeline(door.resolver, PresenceTracker(PresenceConfig()), OfferEngine(None), ids())
+    events: list[wire.Event] = []
+    for i in range(30):
+        result = door.write(phone, T0 + i, i, rssi_dbm=126)
+        assert isinstance(result, CheckinAccepted)
+        events += pipeline.check_in(result.device, T0 + i, result.rssi_dbm, T0 + i)
+    [visit] = [e for e in events if isinstance(e, wire.Visit)]
+    assert wire.decode(wire.encode(visit)) == visit
 
 
 @pytest.mark.parametrize("link_rssi", [None, float("nan"), float("inf")])
