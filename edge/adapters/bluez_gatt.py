@@ -51,6 +51,7 @@ from dbus_fast.annotations import (
 )
 from dbus_fast.errors import DBusError
 from dbus_fast.service import ServiceInterface, dbus_method, dbus_property
+from dbus_fast.validators import is_object_path_valid
 
 from edge.adapters.bleak_radio import (
     ADVERTISING_MANAGER_IFACE,
@@ -141,9 +142,10 @@ def _offset(options: object) -> int | None:
 
 
 def _central(options: object) -> str:
-    """The central's BlueZ device path (`device` option), or "" when absent or not a path."""
+    """The central's BlueZ device path (`device` option), or "" when absent or not an object path
+    (BlueZ's RSSI is asked for by that path: a string that is none would fail the write)."""
     value = _option(options, "device")
-    if isinstance(value, str) and value.startswith("/") and len(value) <= 255:
+    if isinstance(value, str) and len(value) <= 255 and is_object_path_valid(value):
         return value
     return ""
 

@@ -13,7 +13,8 @@ iBeacon region, and it may then connect to the gateway's GATT check-in service a
         0      version (0x01)
         1..8   the app's current EID: Eddystone-EID of its identity key and exponent at its clock
         9..10  seq, big-endian: counts the writes made with this challenge, from 0
-        11     rssi: the app's RSSI of the gateway (CBPeripheral.readRSSI), int8 dBm; 127 = unknown
+        11     rssi: the app's RSSI of the gateway (CBPeripheral.readRSSI), int8 dBm; 127 = unknown;
+               taken as MIN_RSSI_DBM..MAX_RSSI_DBM (beyond: the nearest bound)
         12..19 tag = HMAC-SHA256(K, "THCI" || challenge || bytes 0..11)[:8],
                K = HMAC-SHA256(identity key, "threshold/checkin/v1")
 
@@ -57,6 +58,11 @@ CHALLENGE_PERIOD_S = 60.0
 PAYLOAD_LEN = 20
 TAG_LEN = 8
 RSSI_UNKNOWN = 127
+#: The RSSI a sighting may carry (the Core Specification's HCI range, Vol 4 Part E §7.7.65.2):
+#: an app's byte beyond it (a bug, or a lie no radio could measure) is clamped, so that neither
+#: the presence tracker's smoothing nor the visit's `rssi_dbm` on the wire ever holds more.
+MIN_RSSI_DBM = -127.0
+MAX_RSSI_DBM = 20.0
 _KEY_LABEL = b"threshold/checkin/v1"
 _TAG_LABEL = b"THCI"
 
@@ -67,10 +73,13 @@ CENTRAL_BURST = 8.0
 #: Centrals remembered for throttling (least recently heard forgotten first): a door sees tens. A
 #: central keeps its bucket across reconnections, so connecting again does not refill it.
 MAX_CENTRALS = 1024
-#: All centrals together: bounds the work a swarm of made-up addresses can cause (each new address
-#: starts with a full bucket of its own).
-TOTAL_RATE_PER_S = 200.0
-TOTAL_BURST = 400.0
+#: The budget new centrals' buckets are filled from: a new central starts with a full bucket while
+#: it lasts, and with one write once it is spent (then refills at its own rate). So a swarm of
+#: made-up addresses (an attacker connecting again and again as new devices) gets one judged write
+#: per address past the budget, and never the writes of centrals already heard: a genuine iPhone
+#: keeps its own rate, whatever the swarm does.
+NEWCOMERS_RATE_PER_S = 200.0
+NEWCOMERS_BURST = 400.0
 #: Devices whose last seq is remembered per live challenge (oldest forgotten first).
 MAX_SEQS = 8192
 
@@ -190,7 +199,7 @@ class CheckinVerifier:
         # Last accepted seq per (device ref) for the current and the previous challenge.
         self._seqs: dict[bytes, OrderedDict[str, int]] = {}
         self._centrals: OrderedDict[str, _Bucket] = OrderedDict()
-        self._total = _Bucket(TOTAL_BURST, float("-inf"))
+        self._newcomers = _Bucket(NEWCOMERS_BURST, float("-inf"))
         self.accepted = 0
         self.refused: dict[CheckinRefusal, int] = dict.fromkeys(CheckinRefusal, 0)
 
@@ -269,6 +278,7 @@ class CheckinVerifier:
             rssi = float(link_rssi_dbm)
         if rssi is None:
             return CheckinRefused(CheckinRefusal.NO_SIGNAL, "no RSSI from the app nor from BlueZ")
+        rssi = max(MIN_RSSI_DBM, min(MAX_RSSI_DBM, rssi))
         seqs[device.ref] = seq
         seqs.move_to_end(device.ref)
         if len(seqs) > MAX_SEQS:
@@ -276,16 +286,17 @@ class CheckinVerifier:
         return CheckinAccepted(device, rssi)
 
     def _take_token(self, central: str, now_s: float) -> bool:
-        total = self._total
-        total.tokens = min(
-            TOTAL_BURST, total.tokens + max(0.0, now_s - total.t_s) * TOTAL_RATE_PER_S
-        )
-        total.t_s = now_s
-        if total.tokens < 1.0:
-            return False
         bucket = self._centrals.get(central)
         if bucket is None:
-            bucket = _Bucket(self._burst, now_s)
+            newcomers = self._newcomers
+            newcomers.tokens = min(
+                NEWCOMERS_BURST,
+                newcomers.tokens + max(0.0, now_s - newcomers.t_s) * NEWCOMERS_RATE_PER_S,
+            )
+            newcomers.t_s = now_s
+            tokens = self._burst if newcomers.tokens >= self._burst else 1.0
+            newcomers.tokens = max(0.0, newcomers.tokens - tokens)
+            bucket = _Bucket(tokens, now_s)
             self._centrals[central] = bucket
             if len(self._centrals) > MAX_CENTRALS:
                 self._centrals.popitem(last=False)
@@ -297,5 +308,4 @@ class CheckinVerifier:
         if bucket.tokens < 1.0:
             return False
         bucket.tokens -= 1.0
-        total.tokens -= 1.0
         return True

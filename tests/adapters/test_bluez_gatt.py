@@ -524,8 +524,14 @@ async def test_hostile_options_are_refused_not_raised(bluez: FakeBluez, door: Do
                 destination=phone.app.client,
             )
             assert reply.error_name == INVALID_LENGTH
-        # no device option, or one that is no device of the adapter: still judged (and throttled)
-        for options in ({}, {"device": Variant("s", "not a path")}, {"device": Variant("o", "/x")}):
+        # no device option, or one that is no device of the adapter, or no object path at all
+        # (BlueZ's RSSI cannot be asked for it): still judged (and throttled), never a failure
+        for options in (
+            {},
+            {"device": Variant("s", "not a path")},
+            {"device": Variant("o", "/x")},
+            {"device": Variant("s", "/org/bluez/hci0/dev_4A 00!")},
+        ):
             reply = await bluez.call_message(
                 phone.app.checkin_path,
                 CHARACTERISTIC_IFACE,
@@ -535,8 +541,14 @@ async def test_hostile_options_are_refused_not_raised(bluez: FakeBluez, door: Do
                 destination=phone.app.client,
             )
             assert reply.error_name == INVALID_LENGTH  # the verdict: malformed
-        assert seen == [("(no device)", None), ("(no device)", None), ("/x", None)]
+        assert seen == [
+            ("(no device)", None),
+            ("(no device)", None),
+            ("/x", None),
+            ("(no device)", None),
+        ]
         assert service.bad_requests == 2
+        assert service.failed == 0
     finally:
         await service.stop()
 

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.core import checkin, eid
+from edge.core import checkin, eid, wire
 from edge.core.checkin import (
     ATT_ERRORS,
     CENTRAL_BURST,
@@ -34,6 +34,9 @@ from edge.core.checkin import (
     checkin_key,
     checkin_payload,
 )
+from edge.core.offers import OfferEngine
+from edge.core.pipeline import Pipeline
+from edge.core.presence import PresenceConfig, PresenceTracker
 from edge.core.resolver import EidResolver
 from edge.core.wire import RosterDevice
 from tests.factories import make_device
@@ -78,6 +81,11 @@ class Door:
         return self.verifier.verify(payload, central, t_s, link_rssi_dbm)
 
 
+def ids() -> Callable[[], str]:
+    counter = iter(range(1_000_000))
+    return lambda: f"e-{next(counter):06d}"
+
+
 def reason(result: checkin.CheckinResult) -> CheckinRefusal | None:
     return result.reason if isinstance(result, CheckinRefused) else None
 
@@ -100,8 +108,11 @@ def test_a_genuine_check_in_is_one_sighting_at_the_apps_rssi() -> None:
         (-63, None, -63.0),  # the app's own reading
         (-63, -80.0, -63.0),  # the app's reading of this connection wins over BlueZ's cached one
         (None, -71.0, -71.0),  # the app could not read it: BlueZ's
-        (-128, None, -128.0),  # int8 bounds
-        (126, None, 126.0),
+        (-127, None, -127.0),  # the weakest a controller reports (HCI: -127..+20 dBm)
+        (-128, None, -127.0),  # beyond it: clamped
+        (20, None, 20.0),  # the strongest a controller reports
+        (126, None, 20.0),  # no radio measures that: clamped
+        (21, None, 20.0),
     ],
 )
 def test_the_rssi_comes_from_the_app_else_from_bluez(
@@ -111,6 +122,21 @@ def test_the_rssi_comes_from_the_app_else_from_bluez(
     result = Door(phone).write(phone, T0, 0, rssi_dbm=app_rssi, link_rssi_dbm=link_rssi)
     assert isinstance(result, CheckinAccepted)
     assert result.rssi_dbm == expected
+
+
+def test_an_app_claiming_an_impossible_rssi_still_makes_a_visit_the_bridge_takes() -> None:
+    """A buggy or lying app writing +126 dBm: the visit it makes must still be a valid payload (the
+    wire's RssiDbm stops at +50), or the bridge drops it and the gateway resends it forever."""
+    phone = make_device()
+    door = Door(phone)
+    pipeline = Pipeline(door.resolver, PresenceTracker(PresenceConfig()), OfferEngine(None), ids())
+    events: list[wire.Event] = []
+    for i in range(30):
+        result = door.write(phone, T0 + i, i, rssi_dbm=126)
+        assert isinstance(result, CheckinAccepted)
+        events += pipeline.check_in(result.device, T0 + i, result.rssi_dbm, T0 + i)
+    [visit] = [e for e in events if isinstance(e, wire.Visit)]
+    assert wire.decode(wire.encode(visit)) == visit
 
 
 @pytest.mark.parametrize("link_rssi", [None, float("nan"), float("inf")])
@@ -356,22 +382,47 @@ def test_a_central_keeps_its_bucket_while_it_is_remembered() -> None:
     assert reason(door.write(phone, T0, 99, challenge=challenge)) is CheckinRefusal.THROTTLED
 
 
-def test_all_centrals_together_are_bounded_and_a_throttled_one_spends_nothing_of_it(
+def test_new_centrals_fill_their_buckets_from_a_shared_budget(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(checkin, "TOTAL_BURST", 20.0)
-    monkeypatch.setattr(checkin, "TOTAL_RATE_PER_S", 10.0)
+    monkeypatch.setattr(checkin, "NEWCOMERS_BURST", 20.0)
+    monkeypatch.setattr(checkin, "NEWCOMERS_RATE_PER_S", 10.0)
     verifier = CheckinVerifier(draws(), lambda _: None)
-    # one central over its own rate: refused by its bucket, the shared one untouched
-    refused = [verifier.verify(b"x", "/flooder", T0) for _ in range(100)]
-    assert sum(reason(r) is CheckinRefusal.THROTTLED for r in refused) == 100 - CENTRAL_BURST
-    # a swarm of made-up centrals, each with a full bucket of its own: the shared one runs out
-    swarm = [verifier.verify(b"x", f"/swarm/{i}", T0) for i in range(40)]
-    first_throttled = next(i for i, r in enumerate(swarm) if reason(r) is CheckinRefusal.THROTTLED)
-    assert first_throttled == 20 - CENTRAL_BURST
-    assert all(reason(r) is CheckinRefusal.THROTTLED for r in swarm[first_throttled:])
-    # and it refills at its rate
-    assert reason(verifier.verify(b"x", "/swarm/late", T0 + 0.5)) is CheckinRefusal.MALFORMED
+
+    def judged(central: str, t_s: float, writes: int = 20) -> int:
+        results = [verifier.verify(b"x", central, t_s) for _ in range(writes)]
+        return sum(reason(r) is not CheckinRefusal.THROTTLED for r in results)
+
+    # one central over its own rate: refused by its own bucket
+    assert judged("/flooder", T0, 100) == CENTRAL_BURST
+    # a swarm of made-up centrals: a full bucket while the budget lasts (20 - 8 left 12: one
+    # more), then one write each
+    assert [judged(f"/swarm/{i}", T0) for i in range(6)] == [CENTRAL_BURST, 1, 1, 1, 1, 1]
+    # the budget refills at its rate, and each central's bucket at its own
+    assert judged("/late", T0 + 1.0) == CENTRAL_BURST
+    assert judged("/swarm/5", T0 + 1.0) == CENTRAL_RATE_PER_S
+
+
+def test_a_swarm_of_made_up_centrals_does_not_starve_a_genuine_iphone() -> None:
+    """One attacker connecting again and again under new addresses (a new BlueZ device path each
+    time, a bucket of its own), faster than the gateway's budget for newcomers, for a minute: the
+    shopper writing once a second is never refused, and the swarm's judged writes stay bounded."""
+    phone = make_device()
+    door = Door(phone)
+    swarm_judged = 0
+    newcomers = 0
+    for second in range(60):
+        t_s = T0 + second
+        for i in range(100):  # a hundred new addresses a second, each writing as fast as it may
+            newcomers += 1
+            for _ in range(20):
+                result = door.verifier.verify(b"x", f"/swarm/{second}/{i}", t_s + i / 100)
+                swarm_judged += reason(result) is not CheckinRefusal.THROTTLED
+            if i == 50:  # the shopper's write comes between two of the swarm's
+                result = door.write(phone, t_s + i / 100, second)
+                assert isinstance(result, CheckinAccepted), (second, result)
+    # the newcomers' budget, and then one write for each newcomer beyond it
+    assert swarm_judged <= checkin.NEWCOMERS_BURST + 60 * checkin.NEWCOMERS_RATE_PER_S + newcomers
 
 
 # --- bounded memory ---
