@@ -355,7 +355,7 @@ _MIGRATIONS: tuple[str, ...] = (
         entered_at REAL NOT NULL,
         ended_at REAL NOT NULL,
         duration_s REAL NOT NULL CHECK (duration_s >= 0),
-        reason TEXT NOT NULL CHECK (reason IN ('timeout', 'restart')),
+        reason TEXT NOT NULL CHECK (reason IN ('timeout', 'restart', 'max_length')),
         platform TEXT CHECK (platform IS NULL OR platform IN ('android', 'ios', 'tag')),
         detected_at REAL NOT NULL,
         recorded_at REAL NOT NULL

@@ -251,12 +251,17 @@ class Pipeline:
 
     def housekeeping(self, now_s: float, wall_s: float | None = None) -> list[Event]:
         """Slide the resolver's windows, precompute a slice of the next, close visits that timed out
-        (radio time); return their ends, stamped detected_at `wall_s` (default `now_s`)."""
+        or reached max_visit_s (radio time); return their ends, stamped detected_at `wall_s`
+        (default `now_s`)."""
         pending = self.resolver.advance(now_s, max_eids=RESOLVER_EIDS_PER_STEP)
         ended = self.presence.expire(now_s)
+        capped = self.presence.cap(now_s)
         every_s = RESOLVER_STEP_EVERY_S if pending else HOUSEKEEPING_EVERY_S
         self._next_housekeeping_s = now_s + every_s
-        return self._end(ended, "timeout", now_s if wall_s is None else wall_s) if ended else []
+        if not ended and not capped:
+            return []
+        wall = now_s if wall_s is None else wall_s
+        return self._end(ended, "timeout", wall) + self._end(capped, "max_length", wall)
 
     def _end(self, ended: list[VisitTimes], reason: VisitEndReason, wall_s: float) -> list[Event]:
         """The visit_end events of visits the tracker closed (those the pipeline opened)."""

@@ -5,6 +5,7 @@ One state machine per member (a member may carry a phone and a tag; both feed th
     AWAY ──smoothed ≥ enter_dbm──▶ ARRIVING ──min_dwell_s held──▶ INSIDE (one Entry)
     ARRIVING ──smoothed < exit_dbm, or silent > max_gap_s──▶ AWAY
     INSIDE ──not heard for visit_timeout_s──▶ visit over (one VisitTimes), track forgotten
+    INSIDE ──open for max_visit_s──▶ visit over; track kept (no new entry) until unheard
 
 Why this shape: at a storefront the *peak* RSSI of someone walking past the open door and of someone
 walking in overlap by a few dB (see the numbers in edge/sim/entrance.py). What separates them is what
@@ -74,12 +75,18 @@ class PresenceConfig:
     visit_timeout_s: float = 300.0
     max_gap_s: float = 4.0
     level_tau_s: float = 5.0
+    # A visit still open this long ends ("max_length": a tag left in the store, a phone in the
+    # lost property box); the member makes no new entry until unheard for visit_timeout_s. Half
+    # the bridge's limit on a visit (cloud_bridge/core/admission.py, MAX_VISIT_S).
+    max_visit_s: float = 12 * 3600.0
 
     def __post_init__(self) -> None:
         if self.exit_dbm > self.enter_dbm:
             raise ValueError(
                 f"exit_dbm ({self.exit_dbm}) must not be above enter_dbm ({self.enter_dbm})"
             )
+        if self.max_visit_s <= self.min_dwell_s:
+            raise ValueError("max_visit_s must be above min_dwell_s")
         if self.min_dwell_s < 0 or self.smoothing_tau_s <= 0 or self.visit_timeout_s <= 0:
             raise ValueError("min_dwell_s >= 0, smoothing_tau_s > 0 and visit_timeout_s > 0")
         if self.max_gap_s <= 0 or self.level_tau_s <= 0:
@@ -121,6 +128,8 @@ class _Track:
     # Restored at start-up from the last run (`restore`) and not heard since: its times come from
     # that run's clock, so a step of this run's clock does not move them.
     restored: bool = False
+    # Its visit already ended at max_visit_s: it stays INSIDE (no new entry) with no visit open.
+    capped: bool = False
 
     def times(self, member: str) -> VisitTimes:
         return VisitTimes(member, self.arriving_since_s, self.near_t_s, self.last_t_s)
@@ -155,7 +164,7 @@ class PresenceTracker:
         member = device.member
         track = self._tracks.get(member)
         if track is None or t_s - track.last_t_s > cfg.visit_timeout_s:
-            if track is not None and track.state is PresenceState.INSIDE:
+            if track is not None and track.state is PresenceState.INSIDE and not track.capped:
                 self.ended.append(track.times(member))  # expire has not come round yet
             track = _Track(PresenceState.AWAY, rssi_dbm, rssi_dbm, t_s, t_s, rssi_dbm)
             self._tracks[member] = track
@@ -217,10 +226,27 @@ class PresenceTracker:
         stale = [m for m, t in self._tracks.items() if now_s - t.last_t_s > timeout]
         for member in stale:
             track = self._tracks.pop(member)
-            if track.state is PresenceState.INSIDE:
+            if track.state is PresenceState.INSIDE and not track.capped:
                 ended.append(track.times(member))
         ended.sort(key=lambda v: v.last_heard_s)
         return ended
+
+    def cap(self, now_s: float) -> list[VisitTimes]:
+        """End the visits open for max_visit_s or longer (radio time `now_s`): each ends at its
+        last sighting near the door, at most max_visit_s after it began. The member stays inside
+        (no new entry) until not heard for visit_timeout_s, with no visit open."""
+        longest = self.config.max_visit_s
+        capped: list[VisitTimes] = []
+        for member, track in self._tracks.items():
+            if (
+                track.state is PresenceState.INSIDE
+                and not track.capped
+                and now_s - track.arriving_since_s >= longest
+            ):
+                track.capped = True
+                end_s = min(track.near_t_s, track.arriving_since_s + longest)
+                capped.append(VisitTimes(member, track.arriving_since_s, end_s, track.last_t_s))
+        return capped
 
     def take_ended(self) -> list[VisitTimes]:
         """The visits `observe` found over since the last call (usually none)."""
@@ -230,7 +256,7 @@ class PresenceTracker:
     def visit(self, member: str) -> VisitTimes | None:
         """The times of the member's open visit, or None if they are not inside."""
         track = self._tracks.get(member)
-        if track is None or track.state is not PresenceState.INSIDE:
+        if track is None or track.state is not PresenceState.INSIDE or track.capped:
             return None
         return track.times(member)
 

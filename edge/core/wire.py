@@ -115,9 +115,10 @@ Platform = Literal["android", "ios", "tag"]
 PLATFORMS: tuple[Platform, ...] = ("android", "ios", "tag")
 #: What an enrolled device is (the enrollment's kind): a shopper app on a phone, or a key-fob tag.
 DeviceKind = Literal["app", "tag"]
-#: Why a visit ended (docs/mqtt.md): not heard near the door for the visit timeout, or the gateway
-#: was down longer than the timeout and closes it at the last time it heard the member.
-VisitEndReason = Literal["timeout", "restart"]
+#: Why a visit ended (docs/mqtt.md): not heard near the door for the visit timeout; the gateway was
+#: down longer than the timeout and closes it at the last time it heard the member; or it lasted the
+#: gateway's longest visit (a tag left in the store).
+VisitEndReason = Literal["timeout", "restart", "max_length"]
 
 
 def status_topic(gw: GatewayAddress) -> str:

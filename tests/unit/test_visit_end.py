@@ -3,6 +3,7 @@ gateway says the visit is over (timeout, clock step, restart)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import statistics
 
@@ -311,3 +312,35 @@ def test_time_in_store_is_within_a_tenth_of_the_truth_on_the_simulated_entrance(
     errors = [abs(measured[m] - true_s) / true_s for m, true_s in truth.items() if m in measured]
     assert len(errors) >= 0.8 * len(truth)  # recognised as they came in
     assert statistics.median(errors) < 0.10
+
+
+def test_a_visit_open_for_the_longest_visit_ends_once_and_makes_no_new_entry() -> None:
+    """A tag left in the store: heard near the door for ever. Its visit ends at max_visit_s with
+    reason max_length, and no second entry follows while it is still heard."""
+    config = dataclasses.replace(CFG, max_visit_s=3600.0)
+    device = make_device()
+    ids = (f"ev{n}" for n in itertools.count())
+    pipeline = Pipeline(
+        EidResolver([device], T0), PresenceTracker(config), OfferEngine(None), lambda: next(ids)
+    )
+    events: list[wire.Event] = []
+    t = T0
+    while t < T0 + 3 * 3600:
+        events += pipeline.feed(eid_advert(device, t, -55), 1.0)
+        t += 2.0
+    visits = [e for e in events if isinstance(e, wire.Visit)]
+    ends = [e for e in events if isinstance(e, wire.VisitEnd)]
+    assert len(visits) == 1 and len(ends) == 1
+    [end] = ends
+    assert end.reason == "max_length" and end.visit_id == visits[0].event_id
+    assert end.duration_s <= 3600.0 and end.ts - end.entered_at == pytest.approx(end.duration_s)
+    assert pipeline.open_visits == 0 and pipeline.visits_to_save() == ([], [])
+    # Unheard for the timeout, then back: a new visit as usual.
+    events = pipeline.housekeeping(t + TIMEOUT_S + 1)
+    assert events == []  # its visit already ended: no second end
+    back = t + TIMEOUT_S + 10
+    events = []
+    for k in range(40):
+        tk = back + k
+        events += pipeline.feed(eid_advert(device, tk, -55), 1.0)
+    assert [type(e) for e in events] == [wire.Visit]
