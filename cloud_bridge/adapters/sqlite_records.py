@@ -1060,6 +1060,8 @@ class SqliteLoyaltyRecords:
             interest_bits=vocabulary.bits("interest"),
             promotion_bits=vocabulary.bits("promotion"),
             other_offer_ts=() if stated is None else await self._offers_near(member, trigger.ts),
+            issued_at=now_s,
+            other_issued_at=() if stated is None else await self._offers_issued_near(member, now_s),
         )
         refusal = check_offer(facts)
         if refusal is not None:
@@ -1090,6 +1092,16 @@ class SqliteLoyaltyRecords:
             "SELECT ts FROM offers WHERE member_id = ? AND delivery != 'suppressed' "
             "AND ts > ? AND ts < ?",
             (member, ts - WEEK_S, ts + WEEK_S),
+        ) as cursor:
+            return tuple([float(r[0]) async for r in cursor])
+
+    async def _offers_issued_near(self, member: str, now_s: float) -> tuple[float, ...]:
+        """When the bridge recorded (and so issued) the member's unsuppressed offers within a week
+        either side of `now_s`, at every store: the caps count what the shopper receives too."""
+        async with self._db.execute(
+            "SELECT recorded_at FROM offers WHERE member_id = ? AND delivery != 'suppressed' "
+            "AND recorded_at > ? AND recorded_at < ?",
+            (member, now_s - WEEK_S, now_s + WEEK_S),
         ) as cursor:
             return tuple([float(r[0]) async for r in cursor])
 

@@ -20,7 +20,8 @@ records adapter and the bridge gather:
   claims), the member consents, the campaign serves what the member asked for *now* (interests and
   promotion type, edge/core/preferences.py: the gateway may hold an older roster), neither the
   campaign's cooldown nor the member cooldown is broken anywhere in the chain, and the member's
-  caps (at most `per_day` offers in any 24 h, `per_week` in any 7 days) hold across every store.
+  caps (at most `per_day` offers in any 24 h, `per_week` in any 7 days) hold across every store,
+  by radio time and by when the bridge delivers them.
   A refused offer is recorded as suppressed with the reason.
 
 No clock, no I/O: `now_s` and every fact come in as arguments.
@@ -205,6 +206,12 @@ class OfferFacts:
     interest_bits: Mapping[str, int] = field(default_factory=dict)
     promotion_bits: Mapping[str, int] = field(default_factory=dict)
     other_offer_ts: tuple[float, ...] = ()
+    # When the bridge would deliver this offer (its clock, now) and when it delivered the member's
+    # other unsuppressed offers within 7 days of that: the caps hold for what the shopper receives
+    # too, not only by radio time (a late upload, or a gateway's clock days behind, would bring
+    # offers days apart by radio time to the shopper together). None: not checked.
+    issued_at: float | None = None
+    other_issued_at: tuple[float, ...] = ()
 
 
 def check_offer(facts: OfferFacts) -> OfferRefusal | None:
@@ -229,6 +236,10 @@ def check_offer(facts: OfferFacts) -> OfferRefusal | None:
     if facts.any_offer_gap_s is not None and facts.any_offer_gap_s < facts.member_cooldown_s:
         return OfferRefusal.MEMBER_COOLDOWN
     if not within_caps(facts.prefs, facts.ts, facts.other_offer_ts):
+        return OfferRefusal.FREQUENCY
+    if facts.issued_at is not None and not within_caps(
+        facts.prefs, facts.issued_at, facts.other_issued_at
+    ):
         return OfferRefusal.FREQUENCY
     return None
 

@@ -398,10 +398,12 @@ async def offer(
     campaign: str,
     ts: float,
     gateway: wire.GatewayAddress = DOOR,
+    now_s: float = NOW,
 ) -> tuple[wire.OfferTrigger, bool]:
-    """Record an offer the gateway triggered; whether the bridge delivers it."""
+    """Record an offer the gateway triggered (the bridge's clock at `now_s`); whether the bridge
+    delivers it."""
     trigger = make_offer_trigger(member=member, device=f"d-{member[2:]}", campaign=campaign, ts=ts)
-    outcome = await loyalty.records.record(await as_sent(loyalty.records, gateway, trigger), NOW)
+    outcome = await loyalty.records.record(await as_sent(loyalty.records, gateway, trigger), now_s)
     return trigger, [d.offer_id for d in outcome.deliveries] == [trigger.event_id]
 
 
@@ -442,10 +444,11 @@ async def test_the_caps_hold_across_stores_and_late_uploads(loyalty: Loyalty) ->
     second, second_sent = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0 + late, ELSEWHERE)
     # A gateway uploading late an offer from the evening before: the same day as the first.
     earlier, earlier_sent = await offer(loyalty, APP_MEMBER, "new-season-style", T0 - late)
-    _, next_day_sent = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0 + DAY)
+    # Recorded as they happen: a day later by the bridge's clock too.
+    _, next_day_sent = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0 + DAY, now_s=NOW + DAY)
     # Two offers in the week already: a third on another day is over two a week.
     third_day, third_day_sent = await offer(
-        loyalty, APP_MEMBER, "late-night-opening", T0 + 2 * DAY + late
+        loyalty, APP_MEMBER, "late-night-opening", T0 + 2 * DAY + late, now_s=NOW + 2 * DAY + late
     )
 
     assert (first_sent, second_sent, earlier_sent, next_day_sent, third_day_sent) == (
@@ -461,7 +464,35 @@ async def test_the_caps_hold_across_stores_and_late_uploads(loyalty: Loyalty) ->
         third_day.event_id: "frequency",
     }
     # The week after the first: room again.
-    _, sent = await offer(loyalty, APP_MEMBER, "gift-with-purchase", T0 + 7 * DAY + late)
+    _, sent = await offer(
+        loyalty,
+        APP_MEMBER,
+        "gift-with-purchase",
+        T0 + 7 * DAY + late,
+        now_s=NOW + 7 * DAY + late,
+    )
+    assert sent
+
+
+async def test_the_caps_hold_for_when_the_bridge_delivers_not_only_for_radio_time(
+    loyalty: Loyalty,
+) -> None:
+    # The shopper receives an offer when the bridge delivers it: offers a day apart by radio time
+    # but uploaded together (a gateway offline overnight, or with its clock days behind) must not
+    # reach them together.
+    await loyalty.state(APP_MEMBER, per_day=1, per_week=7)
+
+    _, yesterday_sent = await offer(loyalty, APP_MEMBER, "welcome-bakery", T0 - DAY)
+    today, today_sent = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0)
+    # A gateway of another store whose clock is three days behind.
+    behind, behind_sent = await offer(
+        loyalty, APP_MEMBER, "new-season-style", T0 - 3 * DAY, ELSEWHERE
+    )
+
+    assert (yesterday_sent, today_sent, behind_sent) == (True, False, False)
+    assert await suppressed(loyalty) == {today.event_id: "frequency", behind.event_id: "frequency"}
+    # A day later by the bridge's clock, the next one is delivered.
+    _, sent = await offer(loyalty, APP_MEMBER, "late-night-opening", T0 + DAY, now_s=NOW + DAY)
     assert sent
 
 

@@ -371,6 +371,25 @@ def with_(**changes: object) -> OfferFacts:
             OfferRefusal.FREQUENCY,
         ),
         (with_(prefs=prefs(per_week=2), other_offer_ts=(NOW - WEEK_S, NOW + DAY_S)), None),
+        # A day apart by radio time, but the bridge delivered the other one an hour ago.
+        (
+            with_(
+                prefs=prefs(per_day=1),
+                other_offer_ts=(NOW - DAY_S,),
+                issued_at=NOW + 5.0,
+                other_issued_at=(NOW + 5.0 - 3600,),
+            ),
+            OfferRefusal.FREQUENCY,
+        ),
+        (
+            with_(
+                prefs=prefs(per_day=1),
+                other_offer_ts=(NOW - DAY_S,),
+                issued_at=NOW + 5.0,
+                other_issued_at=(NOW + 5.0 - DAY_S,),
+            ),
+            None,
+        ),
         # Without preferences, no cap but the cooldowns.
         (with_(other_offer_ts=tuple(NOW - n for n in range(50))), None),
         # The tier comes before preferences, preferences before the frequency.
