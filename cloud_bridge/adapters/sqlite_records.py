@@ -26,8 +26,10 @@ from cloud_bridge.core.admission import (
     ForgeryReason,
     MemberFacts,
     OfferFacts,
+    ServedTerms,
     Visitor,
     check_offer,
+    check_undelivered,
     check_visit_end_owner,
     offer_expires_at,
 )
@@ -428,6 +430,35 @@ async def read_member_prefs(db: aiosqlite.Connection, member: str) -> MemberPref
     ) as cursor:
         row = await cursor.fetchone()
     return None if row is None else _prefs_from_row(member, row)
+
+
+async def suppress_unwanted_offers(
+    db: aiosqlite.Connection, stated: MemberPreferences, vocabulary: Vocabulary
+) -> int:
+    """Record suppressed the member's offers not yet confirmed by the app that what they state
+    now rules out (cloud_bridge/core/admission.py, `check_undelivered`), so none is sent (again);
+    how many. Runs in the caller's transaction."""
+    async with db.execute(
+        "SELECT o.event_id, c.promotion_type, c.interests FROM offers o "
+        "JOIN campaigns c ON c.id = o.campaign_id "
+        "WHERE o.member_id = ? AND o.delivery IN ('pending', 'sent')",
+        (stated.member,),
+    ) as cursor:
+        rows = [r async for r in cursor]
+    prefs = stated.roster_prefs(vocabulary)
+    interest_bits, promotion_bits = vocabulary.bits("interest"), vocabulary.bits("promotion")
+    refused = []
+    for event_id, promotion_type, interests in rows:
+        served = ServedTerms(promotion_type or None, split_terms(interests))
+        refusal = check_undelivered(prefs, served, interest_bits, promotion_bits)
+        if refusal is not None:
+            refused.append((refusal.value, event_id))
+    await db.executemany(
+        "UPDATE offers SET delivery = 'suppressed', suppressed_reason = ? "
+        "WHERE event_id = ? AND delivery IN ('pending', 'sent')",
+        refused,
+    )
+    return len(refused)
 
 
 def _prefs_from_row(member: str, row: sqlite3.Row | tuple[Any, ...]) -> MemberPreferences:

@@ -496,6 +496,29 @@ async def test_the_caps_hold_for_when_the_bridge_delivers_not_only_for_radio_tim
     assert sent
 
 
+async def test_offers_not_yet_delivered_are_held_to_the_preferences_stated_since(
+    loyalty: Loyalty,
+) -> None:
+    # Admitted while the app was offline; the member then changes what they want before the
+    # bridge could deliver (or redeliver) them: they must not arrive now.
+    await loyalty.state(APP_MEMBER, ("beauty", "home"), ())
+    await loyalty.state(TAG_MEMBER)
+    masterclass, _ = await offer(loyalty, APP_MEMBER, "beauty-masterclass", T0)  # beauty
+    sale, _ = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0 + 5 * HOUR)  # home
+    sent, _ = await offer(loyalty, TAG_MEMBER, "late-night-opening", T0)
+    await loyalty.records.mark_sent([masterclass.event_id, sent.event_id], NOW)
+
+    await loyalty.state(APP_MEMBER, ("home",), ())
+    await loyalty.state(TAG_MEMBER, per_day=0, per_week=0)
+
+    due = await loyalty.records.due_deliveries(NOW + 60, resend_after_s=30, limit=100)
+    assert [d.offer_id for d in due] == [sale.event_id]  # still what the member wants
+    assert await suppressed(loyalty) == {
+        masterclass.event_id: "preferences",
+        sent.event_id: "frequency",
+    }
+
+
 async def test_no_offers_means_none_but_visits_still_count(loyalty: Loyalty) -> None:
     await loyalty.state(TAG_MEMBER, per_day=0, per_week=0)
 

@@ -16,7 +16,9 @@ from cloud_bridge.core.admission import (
     MemberFacts,
     OfferFacts,
     OfferRefusal,
+    ServedTerms,
     check_offer,
+    check_undelivered,
     within_caps,
 )
 from cloud_bridge.core.enrollment import InvalidRequest
@@ -405,6 +407,25 @@ def test_the_bridge_rechecks_preferences_and_caps_before_delivering(
     facts: OfferFacts, expected: OfferRefusal | None
 ) -> None:
     assert check_offer(facts) == expected
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        (None, None),
+        (prefs(("home",), ("discount",), 1, 1), None),
+        (prefs(("beauty",)), OfferRefusal.PREFERENCES),
+        (prefs((), ("event",)), OfferRefusal.PREFERENCES),
+        (prefs(("home",), (), 0, 0), OfferRefusal.FREQUENCY),
+        (prefs(("beauty",), (), 0, 0), OfferRefusal.PREFERENCES),
+    ],
+    ids=str,
+)
+def test_an_offer_not_yet_delivered_is_held_to_what_the_member_states_now(
+    now: wire.MemberPrefs | None, expected: OfferRefusal | None
+) -> None:
+    served = ServedTerms("discount", ("home",))
+    assert check_undelivered(now, served, INTERESTS, PROMOTIONS) == expected
 
 
 def test_the_caps_hold_in_any_day_not_only_the_last_one() -> None:
