@@ -374,6 +374,9 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
+#: An offer that may have reached the shopper: not suppressed, or suppressed (consent withdrawn,
+#: preferences changed) only after it was handed to the broker.
+_MAY_HAVE_REACHED = "(delivery != 'suppressed' OR sent_at IS NOT NULL)"
 
 
 ALERT_SELECT = (
@@ -1117,20 +1120,22 @@ class SqliteLoyaltyRecords:
         return delivery, None, offer_expires_at(now_s, float(c[5]))
 
     async def _offers_near(self, member: str, ts: float) -> tuple[float, ...]:
-        """Radio times of the member's unsuppressed offers within a week either side of `ts`, at
+        """Radio times of the member's offers that may have reached them (not suppressed, or
+        suppressed only after being handed to the broker) within a week either side of `ts`, at
         every store: what their caps count (a late upload may land before later offers)."""
         async with self._db.execute(
-            "SELECT ts FROM offers WHERE member_id = ? AND delivery != 'suppressed' "
+            f"SELECT ts FROM offers WHERE member_id = ? AND {_MAY_HAVE_REACHED} "
             "AND ts > ? AND ts < ?",
             (member, ts - WEEK_S, ts + WEEK_S),
         ) as cursor:
             return tuple([float(r[0]) async for r in cursor])
 
     async def _offers_issued_near(self, member: str, now_s: float) -> tuple[float, ...]:
-        """When the bridge recorded (and so issued) the member's unsuppressed offers within a week
-        either side of `now_s`, at every store: the caps count what the shopper receives too."""
+        """When the bridge recorded (and so issued) the member's offers that may have reached them
+        within a week either side of `now_s`, at every store: the caps count what the shopper
+        receives too."""
         async with self._db.execute(
-            "SELECT recorded_at FROM offers WHERE member_id = ? AND delivery != 'suppressed' "
+            f"SELECT recorded_at FROM offers WHERE member_id = ? AND {_MAY_HAVE_REACHED} "
             "AND recorded_at > ? AND recorded_at < ?",
             (member, now_s - WEEK_S, now_s + WEEK_S),
         ) as cursor:

@@ -519,6 +519,26 @@ async def test_offers_not_yet_delivered_are_held_to_the_preferences_stated_since
     }
 
 
+async def test_an_offer_withdrawn_after_it_was_sent_still_counts_against_the_caps(
+    loyalty: Loyalty,
+) -> None:
+    # Handed to the broker, it may have reached the app though no receipt came back.
+    await loyalty.state(APP_MEMBER, ("beauty", "home"), (), 1, 7)
+    masterclass, _ = await offer(loyalty, APP_MEMBER, "beauty-masterclass", T0)
+    await loyalty.records.mark_sent([masterclass.event_id], NOW)
+    await loyalty.state(APP_MEMBER, ("home",), (), 1, 7)
+
+    sale, sent = await offer(
+        loyalty, APP_MEMBER, "home-tech-sale", T0 + 5 * HOUR, now_s=NOW + 5 * HOUR
+    )
+
+    assert not sent
+    assert await suppressed(loyalty) == {
+        masterclass.event_id: "preferences",
+        sale.event_id: "frequency",
+    }
+
+
 async def test_no_offers_means_none_but_visits_still_count(loyalty: Loyalty) -> None:
     await loyalty.state(TAG_MEMBER, per_day=0, per_week=0)
 
