@@ -27,6 +27,7 @@ from cloud_bridge.adapters.sqlite_records import (
     alert_from_row,
     read_member_prefs,
     read_vocabulary,
+    suppress_unwanted_offers,
 )
 from cloud_bridge.core.enrollment import (
     IDENTITY_KEY_BYTES,
@@ -213,7 +214,8 @@ class SqliteEnrollment:
 
     async def set_preferences(self, request: PreferencesRequest) -> MemberPreferences:
         async def store(db: aiosqlite.Connection) -> MemberPreferences:
-            check_request_terms(request, await read_vocabulary(db))
+            vocabulary = await read_vocabulary(db)
+            check_request_terms(request, vocabulary)
             member = request.member
             _, consent, _ = await _member_row(db, member)
             if not consent:
@@ -238,6 +240,8 @@ class SqliteEnrollment:
             )
             stored = await read_member_prefs(db, member)
             assert stored is not None  # just written, in this transaction
+            # Offers admitted under what they said before and not yet confirmed by the app.
+            await suppress_unwanted_offers(db, stored, vocabulary)
             return stored
 
         stored = await self._transaction("store preferences", store)

@@ -26,8 +26,10 @@ from cloud_bridge.core.admission import (
     ForgeryReason,
     MemberFacts,
     OfferFacts,
+    ServedTerms,
     Visitor,
     check_offer,
+    check_undelivered,
     check_visit_end_owner,
     offer_expires_at,
 )
@@ -372,6 +374,9 @@ _MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
+#: An offer that may have reached the shopper: not suppressed, or suppressed (consent withdrawn,
+#: preferences changed) only after it was handed to the broker.
+_MAY_HAVE_REACHED = "(delivery != 'suppressed' OR sent_at IS NOT NULL)"
 
 
 ALERT_SELECT = (
@@ -428,6 +433,35 @@ async def read_member_prefs(db: aiosqlite.Connection, member: str) -> MemberPref
     ) as cursor:
         row = await cursor.fetchone()
     return None if row is None else _prefs_from_row(member, row)
+
+
+async def suppress_unwanted_offers(
+    db: aiosqlite.Connection, stated: MemberPreferences, vocabulary: Vocabulary
+) -> int:
+    """Record suppressed the member's offers not yet confirmed by the app that what they state
+    now rules out (cloud_bridge/core/admission.py, `check_undelivered`), so none is sent (again);
+    how many. Runs in the caller's transaction."""
+    async with db.execute(
+        "SELECT o.event_id, c.promotion_type, c.interests FROM offers o "
+        "JOIN campaigns c ON c.id = o.campaign_id "
+        "WHERE o.member_id = ? AND o.delivery IN ('pending', 'sent')",
+        (stated.member,),
+    ) as cursor:
+        rows = [r async for r in cursor]
+    prefs = stated.roster_prefs(vocabulary)
+    interest_bits, promotion_bits = vocabulary.bits("interest"), vocabulary.bits("promotion")
+    refused = []
+    for event_id, promotion_type, interests in rows:
+        served = ServedTerms(promotion_type or None, split_terms(interests))
+        refusal = check_undelivered(prefs, served, interest_bits, promotion_bits)
+        if refusal is not None:
+            refused.append((refusal.value, event_id))
+    await db.executemany(
+        "UPDATE offers SET delivery = 'suppressed', suppressed_reason = ? "
+        "WHERE event_id = ? AND delivery IN ('pending', 'sent')",
+        refused,
+    )
+    return len(refused)
 
 
 def _prefs_from_row(member: str, row: sqlite3.Row | tuple[Any, ...]) -> MemberPreferences:
@@ -1060,6 +1094,8 @@ class SqliteLoyaltyRecords:
             interest_bits=vocabulary.bits("interest"),
             promotion_bits=vocabulary.bits("promotion"),
             other_offer_ts=() if stated is None else await self._offers_near(member, trigger.ts),
+            issued_at=now_s,
+            other_issued_at=() if stated is None else await self._offers_issued_near(member, now_s),
         )
         refusal = check_offer(facts)
         if refusal is not None:
@@ -1084,12 +1120,24 @@ class SqliteLoyaltyRecords:
         return delivery, None, offer_expires_at(now_s, float(c[5]))
 
     async def _offers_near(self, member: str, ts: float) -> tuple[float, ...]:
-        """Radio times of the member's unsuppressed offers within a week either side of `ts`, at
+        """Radio times of the member's offers that may have reached them (not suppressed, or
+        suppressed only after being handed to the broker) within a week either side of `ts`, at
         every store: what their caps count (a late upload may land before later offers)."""
         async with self._db.execute(
-            "SELECT ts FROM offers WHERE member_id = ? AND delivery != 'suppressed' "
+            f"SELECT ts FROM offers WHERE member_id = ? AND {_MAY_HAVE_REACHED} "
             "AND ts > ? AND ts < ?",
             (member, ts - WEEK_S, ts + WEEK_S),
+        ) as cursor:
+            return tuple([float(r[0]) async for r in cursor])
+
+    async def _offers_issued_near(self, member: str, now_s: float) -> tuple[float, ...]:
+        """When the bridge recorded (and so issued) the member's offers that may have reached them
+        within a week either side of `now_s`, at every store: the caps count what the shopper
+        receives too."""
+        async with self._db.execute(
+            f"SELECT recorded_at FROM offers WHERE member_id = ? AND {_MAY_HAVE_REACHED} "
+            "AND recorded_at > ? AND recorded_at < ?",
+            (member, now_s - WEEK_S, now_s + WEEK_S),
         ) as cursor:
             return tuple([float(r[0]) async for r in cursor])
 

@@ -20,8 +20,11 @@ records adapter and the bridge gather:
   claims), the member consents, the campaign serves what the member asked for *now* (interests and
   promotion type, edge/core/preferences.py: the gateway may hold an older roster), neither the
   campaign's cooldown nor the member cooldown is broken anywhere in the chain, and the member's
-  caps (at most `per_day` offers in any 24 h, `per_week` in any 7 days) hold across every store.
-  A refused offer is recorded as suppressed with the reason.
+  caps (at most `per_day` offers in any 24 h, `per_week` in any 7 days) hold across every store,
+  by radio time and by when the bridge delivers them.
+  A refused offer is recorded as suppressed with the reason. An offer admitted but not yet
+  confirmed by the app when the member states new preferences is held to them too
+  (`check_undelivered`): it is not sent (again) if they rule it out.
 
 No clock, no I/O: `now_s` and every fact come in as arguments.
 """
@@ -34,7 +37,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from edge.core import wire
-from edge.core.preferences import DAY_S, WEEK_S, busiest_window, campaign_matches, under_caps
+from edge.core.preferences import (
+    DAY_S,
+    WEEK_S,
+    busiest_window,
+    campaign_matches,
+    under_caps,
+    wants_offers,
+)
 
 DEFAULT_MAX_FUTURE_S = 300.0  # a gateway clock this far ahead of the bridge's is wrong
 DEFAULT_MAX_AGE_S = 30 * 86400.0  # older than any gateway keeps events (retention) by default
@@ -205,6 +215,12 @@ class OfferFacts:
     interest_bits: Mapping[str, int] = field(default_factory=dict)
     promotion_bits: Mapping[str, int] = field(default_factory=dict)
     other_offer_ts: tuple[float, ...] = ()
+    # When the bridge would deliver this offer (its clock, now) and when it delivered the member's
+    # other unsuppressed offers within 7 days of that: the caps hold for what the shopper receives
+    # too, not only by radio time (a late upload, or a gateway's clock days behind, would bring
+    # offers days apart by radio time to the shopper together). None: not checked.
+    issued_at: float | None = None
+    other_issued_at: tuple[float, ...] = ()
 
 
 def check_offer(facts: OfferFacts) -> OfferRefusal | None:
@@ -229,6 +245,34 @@ def check_offer(facts: OfferFacts) -> OfferRefusal | None:
     if facts.any_offer_gap_s is not None and facts.any_offer_gap_s < facts.member_cooldown_s:
         return OfferRefusal.MEMBER_COOLDOWN
     if not within_caps(facts.prefs, facts.ts, facts.other_offer_ts):
+        return OfferRefusal.FREQUENCY
+    if facts.issued_at is not None and not within_caps(
+        facts.prefs, facts.issued_at, facts.other_issued_at
+    ):
+        return OfferRefusal.FREQUENCY
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ServedTerms:
+    """What a campaign serves (edge/core/preferences.py's ServesTerms), as the records hold it."""
+
+    promotion_type: str | None
+    interests: tuple[str, ...]
+
+
+def check_undelivered(
+    prefs: wire.MemberPrefs | None,
+    campaign: ServedTerms,
+    interest_bits: Mapping[str, int],
+    promotion_bits: Mapping[str, int],
+) -> OfferRefusal | None:
+    """None if an offer admitted earlier and not yet confirmed by the app may still go to a member
+    who now states `prefs`, else why not (as `check_offer`: what they ask for, then "no offers";
+    the caps it was counted against then stand)."""
+    if not campaign_matches(campaign, prefs, interest_bits, promotion_bits):
+        return OfferRefusal.PREFERENCES
+    if not wants_offers(prefs):
         return OfferRefusal.FREQUENCY
     return None
 

@@ -398,10 +398,12 @@ async def offer(
     campaign: str,
     ts: float,
     gateway: wire.GatewayAddress = DOOR,
+    now_s: float = NOW,
 ) -> tuple[wire.OfferTrigger, bool]:
-    """Record an offer the gateway triggered; whether the bridge delivers it."""
+    """Record an offer the gateway triggered (the bridge's clock at `now_s`); whether the bridge
+    delivers it."""
     trigger = make_offer_trigger(member=member, device=f"d-{member[2:]}", campaign=campaign, ts=ts)
-    outcome = await loyalty.records.record(await as_sent(loyalty.records, gateway, trigger), NOW)
+    outcome = await loyalty.records.record(await as_sent(loyalty.records, gateway, trigger), now_s)
     return trigger, [d.offer_id for d in outcome.deliveries] == [trigger.event_id]
 
 
@@ -442,10 +444,11 @@ async def test_the_caps_hold_across_stores_and_late_uploads(loyalty: Loyalty) ->
     second, second_sent = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0 + late, ELSEWHERE)
     # A gateway uploading late an offer from the evening before: the same day as the first.
     earlier, earlier_sent = await offer(loyalty, APP_MEMBER, "new-season-style", T0 - late)
-    _, next_day_sent = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0 + DAY)
+    # Recorded as they happen: a day later by the bridge's clock too.
+    _, next_day_sent = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0 + DAY, now_s=NOW + DAY)
     # Two offers in the week already: a third on another day is over two a week.
     third_day, third_day_sent = await offer(
-        loyalty, APP_MEMBER, "late-night-opening", T0 + 2 * DAY + late
+        loyalty, APP_MEMBER, "late-night-opening", T0 + 2 * DAY + late, now_s=NOW + 2 * DAY + late
     )
 
     assert (first_sent, second_sent, earlier_sent, next_day_sent, third_day_sent) == (
@@ -461,8 +464,79 @@ async def test_the_caps_hold_across_stores_and_late_uploads(loyalty: Loyalty) ->
         third_day.event_id: "frequency",
     }
     # The week after the first: room again.
-    _, sent = await offer(loyalty, APP_MEMBER, "gift-with-purchase", T0 + 7 * DAY + late)
+    _, sent = await offer(
+        loyalty,
+        APP_MEMBER,
+        "gift-with-purchase",
+        T0 + 7 * DAY + late,
+        now_s=NOW + 7 * DAY + late,
+    )
     assert sent
+
+
+async def test_the_caps_hold_for_when_the_bridge_delivers_not_only_for_radio_time(
+    loyalty: Loyalty,
+) -> None:
+    # The shopper receives an offer when the bridge delivers it: offers a day apart by radio time
+    # but uploaded together (a gateway offline overnight, or with its clock days behind) must not
+    # reach them together.
+    await loyalty.state(APP_MEMBER, per_day=1, per_week=7)
+
+    _, yesterday_sent = await offer(loyalty, APP_MEMBER, "welcome-bakery", T0 - DAY)
+    today, today_sent = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0)
+    # A gateway of another store whose clock is three days behind.
+    behind, behind_sent = await offer(
+        loyalty, APP_MEMBER, "new-season-style", T0 - 3 * DAY, ELSEWHERE
+    )
+
+    assert (yesterday_sent, today_sent, behind_sent) == (True, False, False)
+    assert await suppressed(loyalty) == {today.event_id: "frequency", behind.event_id: "frequency"}
+    # A day later by the bridge's clock, the next one is delivered.
+    _, sent = await offer(loyalty, APP_MEMBER, "late-night-opening", T0 + DAY, now_s=NOW + DAY)
+    assert sent
+
+
+async def test_offers_not_yet_delivered_are_held_to_the_preferences_stated_since(
+    loyalty: Loyalty,
+) -> None:
+    # Admitted while the app was offline; the member then changes what they want before the
+    # bridge could deliver (or redeliver) them: they must not arrive now.
+    await loyalty.state(APP_MEMBER, ("beauty", "home"), ())
+    await loyalty.state(TAG_MEMBER)
+    masterclass, _ = await offer(loyalty, APP_MEMBER, "beauty-masterclass", T0)  # beauty
+    sale, _ = await offer(loyalty, APP_MEMBER, "home-tech-sale", T0 + 5 * HOUR)  # home
+    sent, _ = await offer(loyalty, TAG_MEMBER, "late-night-opening", T0)
+    await loyalty.records.mark_sent([masterclass.event_id, sent.event_id], NOW)
+
+    await loyalty.state(APP_MEMBER, ("home",), ())
+    await loyalty.state(TAG_MEMBER, per_day=0, per_week=0)
+
+    due = await loyalty.records.due_deliveries(NOW + 60, resend_after_s=30, limit=100)
+    assert [d.offer_id for d in due] == [sale.event_id]  # still what the member wants
+    assert await suppressed(loyalty) == {
+        masterclass.event_id: "preferences",
+        sent.event_id: "frequency",
+    }
+
+
+async def test_an_offer_withdrawn_after_it_was_sent_still_counts_against_the_caps(
+    loyalty: Loyalty,
+) -> None:
+    # Handed to the broker, it may have reached the app though no receipt came back.
+    await loyalty.state(APP_MEMBER, ("beauty", "home"), (), 1, 7)
+    masterclass, _ = await offer(loyalty, APP_MEMBER, "beauty-masterclass", T0)
+    await loyalty.records.mark_sent([masterclass.event_id], NOW)
+    await loyalty.state(APP_MEMBER, ("home",), (), 1, 7)
+
+    sale, sent = await offer(
+        loyalty, APP_MEMBER, "home-tech-sale", T0 + 5 * HOUR, now_s=NOW + 5 * HOUR
+    )
+
+    assert not sent
+    assert await suppressed(loyalty) == {
+        masterclass.event_id: "preferences",
+        sale.event_id: "frequency",
+    }
 
 
 async def test_no_offers_means_none_but_visits_still_count(loyalty: Loyalty) -> None:

@@ -16,7 +16,9 @@ from cloud_bridge.core.admission import (
     MemberFacts,
     OfferFacts,
     OfferRefusal,
+    ServedTerms,
     check_offer,
+    check_undelivered,
     within_caps,
 )
 from cloud_bridge.core.enrollment import InvalidRequest
@@ -371,6 +373,25 @@ def with_(**changes: object) -> OfferFacts:
             OfferRefusal.FREQUENCY,
         ),
         (with_(prefs=prefs(per_week=2), other_offer_ts=(NOW - WEEK_S, NOW + DAY_S)), None),
+        # A day apart by radio time, but the bridge delivered the other one an hour ago.
+        (
+            with_(
+                prefs=prefs(per_day=1),
+                other_offer_ts=(NOW - DAY_S,),
+                issued_at=NOW + 5.0,
+                other_issued_at=(NOW + 5.0 - 3600,),
+            ),
+            OfferRefusal.FREQUENCY,
+        ),
+        (
+            with_(
+                prefs=prefs(per_day=1),
+                other_offer_ts=(NOW - DAY_S,),
+                issued_at=NOW + 5.0,
+                other_issued_at=(NOW + 5.0 - DAY_S,),
+            ),
+            None,
+        ),
         # Without preferences, no cap but the cooldowns.
         (with_(other_offer_ts=tuple(NOW - n for n in range(50))), None),
         # The tier comes before preferences, preferences before the frequency.
@@ -386,6 +407,25 @@ def test_the_bridge_rechecks_preferences_and_caps_before_delivering(
     facts: OfferFacts, expected: OfferRefusal | None
 ) -> None:
     assert check_offer(facts) == expected
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        (None, None),
+        (prefs(("home",), ("discount",), 1, 1), None),
+        (prefs(("beauty",)), OfferRefusal.PREFERENCES),
+        (prefs((), ("event",)), OfferRefusal.PREFERENCES),
+        (prefs(("home",), (), 0, 0), OfferRefusal.FREQUENCY),
+        (prefs(("beauty",), (), 0, 0), OfferRefusal.PREFERENCES),
+    ],
+    ids=str,
+)
+def test_an_offer_not_yet_delivered_is_held_to_what_the_member_states_now(
+    now: wire.MemberPrefs | None, expected: OfferRefusal | None
+) -> None:
+    served = ServedTerms("discount", ("home",))
+    assert check_undelivered(now, served, INTERESTS, PROMOTIONS) == expected
 
 
 def test_the_caps_hold_in_any_day_not_only_the_last_one() -> None:
