@@ -33,6 +33,18 @@ from cloud_bridge.core.admission import (
     check_visit_end_owner,
     offer_expires_at,
 )
+from cloud_bridge.core.campaigns import (
+    STATUSES,
+    Campaign,
+    CampaignAction,
+    CampaignChange,
+    CampaignDefinition,
+    CampaignStatus,
+    InvalidCampaign,
+    changed,
+    check_campaign,
+    next_status,
+)
 from cloud_bridge.core.clones import (
     ClonePolicy,
     GeoPoint,
@@ -43,6 +55,8 @@ from cloud_bridge.core.clones import (
 )
 from cloud_bridge.core.keyseal import IdentityKeySealer, SealError
 from cloud_bridge.core.preferences import (
+    DEFAULT_INTERESTS,
+    DEFAULT_PROMOTION_TYPES,
     TERM_KINDS,
     MemberPreferences,
     Term,
@@ -370,10 +384,35 @@ _MIGRATIONS: tuple[str, ...] = (
         FROM visits v JOIN visit_ends e ON e.visit_id = v.event_id AND e.member_id = v.member_id
             AND e.device_id = v.device_id AND e.store_id = v.store_id;
     """,
+    # 10: campaign management (issue 11; cloud_bridge/core/campaigns.py). A campaign's status
+    # (active, paused, archived: final) and when it last changed; `active` stays 1 exactly when the
+    # status is active. A campaign may target several stores: none in campaign_stores and no
+    # store_id means every store (a store_id, as older rows have, still targets that one store).
+    """
+    ALTER TABLE campaigns ADD COLUMN status TEXT NOT NULL DEFAULT 'active'
+        CHECK (status IN ('active', 'paused', 'archived'));
+    ALTER TABLE campaigns ADD COLUMN updated_at REAL;
+    UPDATE campaigns SET status = 'paused' WHERE NOT active;
+    CREATE TABLE campaign_stores (
+        campaign_id TEXT NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+        store_id TEXT NOT NULL REFERENCES stores (id),
+        PRIMARY KEY (campaign_id, store_id)
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
+#: A campaigns row (alias c) that targets the store given twice as parameters.
+_TARGETS_STORE = (
+    "(CASE WHEN c.store_id IS NOT NULL THEN c.store_id = ? "
+    "ELSE NOT EXISTS (SELECT 1 FROM campaign_stores t WHERE t.campaign_id = c.id) "
+    "OR EXISTS (SELECT 1 FROM campaign_stores t WHERE t.campaign_id = c.id AND t.store_id = ?) END)"
+)
+_CAMPAIGN_COLUMNS = (
+    "id, title, body, tiers, cooldown_s, priority, validity_s, promotion_type, interests, "
+    "status, updated_at, store_id"
+)
 #: An offer that may have reached the shopper: not suppressed, or suppressed (consent withdrawn,
 #: preferences changed) only after it was handed to the broker.
 _MAY_HAVE_REACHED = "(delivery != 'suppressed' OR sent_at IS NOT NULL)"
@@ -1322,8 +1361,8 @@ class SqliteLoyaltyRecords:
         version = await self._store_version(store, "campaigns_version")
         async with self._db.execute(
             "SELECT id, title, body, tiers, cooldown_s, priority, promotion_type, interests "
-            "FROM campaigns WHERE active AND (store_id IS NULL OR store_id = ?) ORDER BY id",
-            (store,),
+            f"FROM campaigns c WHERE active AND status = 'active' AND {_TARGETS_STORE} ORDER BY id",
+            (store, store),
         ) as cursor:
             rows = [r async for r in cursor]
         campaigns = tuple(
@@ -1372,6 +1411,155 @@ class SqliteLoyaltyRecords:
                 )
                 return None
         return spec
+
+    # --- campaign management (issue 11) ---------------------------------------------------------
+
+    @_one_at_a_time
+    async def campaign_list(self) -> list[Campaign]:
+        """Every campaign, archived ones too, by id."""
+        async with self._db.execute(
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns ORDER BY id"
+        ) as cursor:
+            rows = [r async for r in cursor]
+        return [await self._campaign_from_row(r) for r in rows]
+
+    @_one_at_a_time
+    async def campaign(self, campaign_id: str) -> Campaign | None:
+        return await self._campaign(campaign_id)
+
+    async def _campaign(self, campaign_id: str) -> Campaign | None:
+        async with self._db.execute(
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?", (campaign_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else await self._campaign_from_row(row)
+
+    async def _campaign_from_row(self, r: sqlite3.Row | tuple[Any, ...]) -> Campaign:
+        stores: tuple[str, ...]
+        if r[11] is not None:
+            stores = (r[11],)
+        else:
+            async with self._db.execute(
+                "SELECT store_id FROM campaign_stores WHERE campaign_id = ? ORDER BY store_id",
+                (r[0],),
+            ) as cursor:
+                stores = tuple([s[0] async for s in cursor])
+        definition = CampaignDefinition(
+            id=r[0],
+            title=r[1],
+            body=r[2],
+            tiers=split_terms(r[3]),
+            cooldown_s=float(r[4]),
+            priority=int(r[5]),
+            validity_s=float(r[6]),
+            promotion_type=r[7] or None,
+            interests=split_terms(r[8]),
+            stores=stores,
+        )
+        status: CampaignStatus = next((s for s in STATUSES if s == r[9]), "paused")
+        return Campaign(definition, status, r[10])
+
+    async def _checked(self, definition: CampaignDefinition) -> CampaignDefinition:
+        """`definition` checked against the chain's vocabulary and stores (InvalidCampaign)."""
+        vocabulary = await read_vocabulary(self._db)
+        # A database the bridge never ran on has no terms yet: it will sync the defaults unless
+        # its config says otherwise ([preferences]).
+        interests = vocabulary.accepted("interest") if vocabulary.terms else DEFAULT_INTERESTS
+        promotions = (
+            vocabulary.accepted("promotion") if vocabulary.terms else DEFAULT_PROMOTION_TYPES
+        )
+        check_campaign(definition, interests, promotions)
+        known = set(await self._stores())
+        for i, store in enumerate(definition.stores):
+            if store not in known:
+                raise InvalidCampaign(
+                    f"stores[{i}]",
+                    f"store {store!r} is not in {self.path}; add it first "
+                    f"(`cloud-bridge add-store {self.path} {store}`)",
+                )
+        return definition
+
+    async def _stores(self) -> list[str]:
+        async with self._db.execute("SELECT id FROM stores ORDER BY id") as cursor:
+            return [r[0] async for r in cursor]
+
+    async def _write_campaign(
+        self, definition: CampaignDefinition, status: CampaignStatus, now_s: float, new: bool
+    ) -> Campaign:
+        """Insert or replace one campaign and its stores in one transaction; the campaigns
+        triggers move the stores' campaigns_version, so the next sync is signed anew."""
+        d = definition
+        values = (
+            d.title,
+            d.body,
+            ",".join(d.tiers),
+            d.cooldown_s,
+            d.priority,
+            d.validity_s,
+            d.promotion_type,
+            ",".join(d.interests),
+            status,
+            status == "active",
+            now_s,
+            d.id,
+        )
+        try:
+            if new:
+                await self._db.execute(
+                    "INSERT INTO campaigns (title, body, tiers, cooldown_s, priority, validity_s, "
+                    "promotion_type, interests, status, active, updated_at, id, store_id) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    values,
+                )
+            else:
+                await self._db.execute(
+                    "UPDATE campaigns SET title = ?, body = ?, tiers = ?, cooldown_s = ?, "
+                    "priority = ?, validity_s = ?, promotion_type = ?, interests = ?, status = ?, "
+                    "active = ?, updated_at = ?, store_id = NULL WHERE id = ?",
+                    values,
+                )
+                await self._db.execute("DELETE FROM campaign_stores WHERE campaign_id = ?", (d.id,))
+            await self._db.executemany(
+                "INSERT INTO campaign_stores (campaign_id, store_id) VALUES (?, ?)",
+                [(d.id, store) for store in d.stores],
+            )
+            await self._db.commit()
+        except sqlite3.Error as exc:
+            await self._db.rollback()
+            raise RecordsError(f"cannot store campaign {d.id!r} in {self.path}: {exc}") from exc
+        return Campaign(d, status, now_s)
+
+    async def _existing(self, campaign_id: str) -> Campaign:
+        current = await self._campaign(campaign_id)
+        if current is None:
+            raise InvalidCampaign("id", f"no campaign {campaign_id!r} in {self.path}")
+        return current
+
+    @_one_at_a_time
+    async def create_campaign(self, definition: CampaignDefinition, now_s: float) -> Campaign:
+        """Add an active campaign; InvalidCampaign (nothing written) if it is refused."""
+        await self._checked(definition)
+        if await self._campaign(definition.id) is not None:
+            raise InvalidCampaign("id", f"campaign {definition.id!r} already exists")
+        return await self._write_campaign(definition, "active", now_s, new=True)
+
+    @_one_at_a_time
+    async def update_campaign(
+        self, campaign_id: str, change: CampaignChange, now_s: float
+    ) -> Campaign:
+        """Change a campaign that is not archived; InvalidCampaign (nothing written) if refused."""
+        current = await self._existing(campaign_id)
+        definition = await self._checked(changed(current, change))
+        return await self._write_campaign(definition, current.status, now_s, new=False)
+
+    @_one_at_a_time
+    async def set_campaign_status(
+        self, campaign_id: str, action: CampaignAction, now_s: float
+    ) -> Campaign:
+        """Pause, resume or archive a campaign; only an active one is in the gateways' sync."""
+        current = await self._existing(campaign_id)
+        status = next_status(current, action)
+        return await self._write_campaign(current.definition, status, now_s, new=False)
 
     @_one_at_a_time
     async def vocabulary(self) -> Vocabulary:
