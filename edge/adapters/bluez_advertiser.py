@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from dbus_fast import PropertyAccess, Variant
@@ -57,6 +58,38 @@ def ibeacon_manufacturer_payload(uuid: bytes, major: int, minor: int, measured_p
     fields = frames.parse_ad(frames.ibeacon_advert(uuid, major, minor, measured_power))
     assert not isinstance(fields, str), fields  # our own encoder's output parses
     return fields.manufacturer_data[frames.COMPANY_APPLE]
+
+
+async def keep_registered(
+    objects: BluezObjects,
+    step: Callable[[], Awaitable[bool]],
+    registered: Callable[[], bool],
+    failed: Callable[[RadioError], None],
+    attempted: asyncio.Event,
+) -> None:
+    """Keep something registered with BlueZ for as long as the task runs (the iBeacon, the
+    check-in service): `step` checks and (re)registers what is missing, True when it registered
+    anew; a RadioError goes to `failed` and is retried with capped backoff; while `registered()`,
+    BlueZ's objects are re-read every REFRESH_WHILE_REGISTERED_S in case a signal was missed.
+    `attempted` is set after every attempt (start() waits for the first)."""
+    retry = Backoff(WAIT_POLL_MIN_S, REGISTER_RETRY_MAX_S)
+    while True:
+        objects.changed.clear()
+        try:
+            await objects.ensure_fresh()
+            if await step():
+                retry.reset()
+        except RadioError as exc:
+            failed(exc)
+            objects.mark_stale()
+        attempted.set()
+        wait_s = (
+            max(REFRESH_WHILE_REGISTERED_S, WAIT_POLL_MAX_S)
+            if registered()
+            else retry.next_delay_s()
+        )
+        if not await objects.wait_changed(wait_s):
+            objects.mark_stale()
 
 
 class IBeaconAdvertisement(ServiceInterface):
@@ -193,30 +226,26 @@ class BluezIBeaconAdvertiser:
         self._objects.changed.set()
 
     async def _keep_registered(self) -> None:
-        objects = self._objects
-        retry = Backoff(WAIT_POLL_MIN_S, REGISTER_RETRY_MAX_S)
-        while True:
-            objects.changed.clear()
-            try:
-                await objects.ensure_fresh()
-                self._check_registration()
-                if self._registration is None:
-                    await self._register()
-                    retry.reset()
-            except RadioError as exc:
-                self.last_error = exc.reason
-                self._log.warning(
-                    f"register-{exc.dbus_error or exc.reason}", "iBeacon not advertised: %s", exc
-                )
-                objects.mark_stale()
-            self._attempted.set()
-            wait_s = (
-                retry.next_delay_s()
-                if self._registration is None
-                else max(REFRESH_WHILE_REGISTERED_S, WAIT_POLL_MAX_S)
-            )
-            if not await objects.wait_changed(wait_s):
-                objects.mark_stale()
+        await keep_registered(
+            self._objects,
+            self._step,
+            lambda: self._registration is not None,
+            self._failed,
+            self._attempted,
+        )
+
+    async def _step(self) -> bool:
+        self._check_registration()
+        if self._registration is not None:
+            return False
+        await self._register()
+        return True
+
+    def _failed(self, exc: RadioError) -> None:
+        self.last_error = exc.reason
+        self._log.warning(
+            f"register-{exc.dbus_error or exc.reason}", "iBeacon not advertised: %s", exc
+        )
 
     def _check_registration(self) -> None:
         """Forget the registration when BlueZ lost it: restarted, adapter replaced, or Release()."""

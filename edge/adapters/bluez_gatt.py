@@ -58,15 +58,12 @@ from edge.adapters.bleak_radio import (
     CALL_TIMEOUT_S,
     GATT_MANAGER_IFACE,
     PROPERTIES_IFACE,
-    WAIT_POLL_MAX_S,
-    WAIT_POLL_MIN_S,
     AdapterSnapshot,
-    Backoff,
     BluezObjects,
     RadioError,
     check_adapter_spec,
 )
-from edge.adapters.bluez_advertiser import ADVERTISEMENT_IFACE
+from edge.adapters.bluez_advertiser import ADVERTISEMENT_IFACE, keep_registered
 from edge.core.checkin import (
     ATT_BUSY,
     ATT_ERRORS,
@@ -104,8 +101,6 @@ MAX_IN_FLIGHT = 32
 #: How long a write waits for BlueZ to say the central's RSSI; without it the app's own reading is
 #: used (edge/core/checkin.py). Other writes are not held up: each is its own task.
 RSSI_TIMEOUT_S = 0.5
-REGISTER_RETRY_MAX_S = 60.0
-REFRESH_WHILE_REGISTERED_S = 30.0  # re-read BlueZ's objects this often, in case a signal was missed
 # One of the advertising intervals Apple's Accessory Design Guidelines recommend (152.5 ms):
 # iPhones scanning in the background find it within seconds.
 ADVERT_MIN_INTERVAL_MS = 152
@@ -484,34 +479,29 @@ class BluezCheckinService:
     # --- registration ---
 
     async def _keep_registered(self) -> None:
-        objects = self._objects
-        retry = Backoff(WAIT_POLL_MIN_S, REGISTER_RETRY_MAX_S)
-        while True:
-            objects.changed.clear()
-            try:
-                await objects.ensure_fresh()
-                self._check_registration()
-                if self._registration is None:
-                    await self._register()
-                    retry.reset()
-                if not self._advertised:
-                    await self._advertise()
-            except RadioError as exc:
-                self.last_error = exc.reason
-                self._log.warning(
-                    f"register-{exc.dbus_error or exc.reason}",
-                    "iPhone check-in not fully served: %s",
-                    exc,
-                )
-                objects.mark_stale()
-            self._attempted.set()
-            wait_s = (
-                retry.next_delay_s()
-                if self._registration is None or not self._advertised
-                else max(REFRESH_WHILE_REGISTERED_S, WAIT_POLL_MAX_S)
-            )
-            if not await objects.wait_changed(wait_s):
-                objects.mark_stale()
+        await keep_registered(
+            self._objects,
+            self._step,
+            lambda: self._registration is not None and self._advertised,
+            self._failed,
+            self._attempted,
+        )
+
+    async def _step(self) -> bool:
+        self._check_registration()
+        registered = False
+        if self._registration is None:
+            await self._register()
+            registered = True
+        if not self._advertised:
+            await self._advertise()
+        return registered
+
+    def _failed(self, exc: RadioError) -> None:
+        self.last_error = exc.reason
+        self._log.warning(
+            f"register-{exc.dbus_error or exc.reason}", "iPhone check-in not fully served: %s", exc
+        )
 
     def _check_registration(self) -> None:
         """Forget the registration when BlueZ lost it: restarted, adapter replaced, our bus gone."""
