@@ -371,11 +371,7 @@ class GroundTruth:
     def stays_s(self) -> dict[str, float]:
         """Time in store (door in to door out, seconds) of every member who walked in, by member;
         the exit may fall after the run's end."""
-        return {
-            p.device.member: p.exit_time_s - p.door_time_s
-            for p in self.people
-            if p.role == "entering" and p.device is not None and p.exit_time_s is not None
-        }
+        return self.time_in_store_s(math.inf)
 
     def exited_members(self, until_s: float | None = None) -> set[str]:
         """Member refs that walked in and back out again by `until_s` (default: the run's end)."""
