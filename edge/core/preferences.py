@@ -134,13 +134,9 @@ def within_frequency(prefs: MemberPrefs | None, times: Sequence[float], now_s: f
     `times` are the member's offers (ascending, at least those of the last 7 days).
     """
     if prefs is None:
-        return True
-    if not wants_offers(prefs):
-        return False
-    return (
-        offers_since(times, now_s - DAY_S) < prefs.per_day
-        and offers_since(times, now_s - WEEK_S) < prefs.per_week
-    )
+        return True  # no count needed
+    day = offers_since(times, now_s - DAY_S)
+    return under_caps(prefs, day, offers_since(times, now_s - WEEK_S))
 
 
 def under_caps(prefs: MemberPrefs | None, offers_in_day: int, offers_in_week: int) -> bool:
