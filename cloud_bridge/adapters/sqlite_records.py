@@ -399,6 +399,106 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (campaign_id, store_id)
     );
     """,
+    # 11: campaigns a marketer runs, delivers anywhere and measures (issue 11).
+    # - Stores: their IANA time zone (schedules, local days) and tags (a region, a format) that
+    #   campaigns target.
+    # - Campaigns: content (image, deep link, one code for all or a pool in campaign_codes), the
+    #   store tags and audience (segments, visit counts) they target, a schedule (JSON, local
+    #   dates and times: cloud_bridge/core/campaigns.py), caps per member, a daily budget and a
+    #   holdout share.
+    # - Offers: the table is rebuilt (SQLite cannot change a CHECK) with two more states, holdout
+    #   (the member is in the campaign's control group: recorded, never sent) and dead (a channel
+    #   gave up: visible to IT, `cloud-bridge deliveries`), the channel it goes by, the code it
+    #   carries, the next attempt and the last error of a webhook delivery, and when the shopper
+    #   opened or dismissed it.
+    # - Redemptions: one per offer, from the till or the app, linked to the offer (and through it
+    #   to the visit).
+    """
+    ALTER TABLE stores ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC';
+    CREATE TABLE store_tags (
+        store_id TEXT NOT NULL REFERENCES stores (id) ON DELETE CASCADE,
+        tag TEXT NOT NULL,
+        PRIMARY KEY (store_id, tag)
+    );
+    CREATE INDEX store_tags_tag ON store_tags (tag);
+    ALTER TABLE campaigns ADD COLUMN image_url TEXT;
+    ALTER TABLE campaigns ADD COLUMN deep_link TEXT;
+    ALTER TABLE campaigns ADD COLUMN code TEXT;                     -- NULL: none, or a pool
+    ALTER TABLE campaigns ADD COLUMN store_tags TEXT NOT NULL DEFAULT '';  -- comma-separated
+    ALTER TABLE campaigns ADD COLUMN segments TEXT NOT NULL DEFAULT '';    -- '': every member
+    ALTER TABLE campaigns ADD COLUMN min_visits INTEGER CHECK (min_visits >= 0);
+    ALTER TABLE campaigns ADD COLUMN max_visits INTEGER CHECK (max_visits >= 0);
+    ALTER TABLE campaigns ADD COLUMN schedule TEXT;                 -- JSON; NULL: always
+    ALTER TABLE campaigns ADD COLUMN per_member_day INTEGER CHECK (per_member_day >= 0);
+    ALTER TABLE campaigns ADD COLUMN per_member_week INTEGER CHECK (per_member_week >= 0);
+    ALTER TABLE campaigns ADD COLUMN daily_budget INTEGER CHECK (daily_budget >= 0);
+    ALTER TABLE campaigns ADD COLUMN holdout_pct REAL NOT NULL DEFAULT 0
+        CHECK (holdout_pct BETWEEN 0 AND 100);
+    ALTER TABLE campaigns ADD COLUMN created_at REAL;
+    CREATE TABLE campaign_codes (
+        code TEXT PRIMARY KEY,                  -- unique in the chain: a till names only the code
+        campaign_id TEXT NOT NULL REFERENCES campaigns (id),
+        offer_id TEXT UNIQUE,                   -- NULL: not given out yet
+        added_at REAL NOT NULL
+    );
+    CREATE INDEX campaign_codes_free ON campaign_codes (campaign_id) WHERE offer_id IS NULL;
+    CREATE TABLE offers_11 (
+        event_id TEXT PRIMARY KEY REFERENCES events (event_id),
+        visit_id TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        campaign_id TEXT NOT NULL,
+        store_id TEXT NOT NULL,
+        gateway TEXT NOT NULL,
+        ts REAL NOT NULL,
+        detected_at REAL NOT NULL,
+        recorded_at REAL NOT NULL,
+        -- pending: not yet handed to its channel; sent: the broker PUBACKed it or the push
+        -- service answered 2xx, no receipt from the app yet; received: the app confirmed it;
+        -- suppressed: refused (suppressed_reason says why); expired: not confirmed by expires_at;
+        -- holdout: the member is in the campaign's control group (recorded, never sent);
+        -- dead: its channel gave up on it (last_error says why): IT's to look at.
+        delivery TEXT NOT NULL CHECK (delivery IN
+            ('pending', 'sent', 'received', 'suppressed', 'expired', 'holdout', 'dead')),
+        shopper_token TEXT,
+        delivery_topic TEXT,
+        delivery_payload BLOB,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        sent_at REAL,
+        received_at REAL,
+        suppressed_reason TEXT,
+        expires_at REAL,
+        channel TEXT NOT NULL DEFAULT 'mqtt' CHECK (channel IN ('mqtt', 'webhook')),
+        code TEXT,
+        next_attempt_at REAL,
+        last_error TEXT,
+        opened_at REAL,
+        dismissed_at REAL
+    );
+    INSERT INTO offers_11 (event_id, visit_id, member_id, campaign_id, store_id, gateway, ts,
+        detected_at, recorded_at, delivery, shopper_token, delivery_topic, delivery_payload,
+        attempts, sent_at, received_at, suppressed_reason, expires_at)
+    SELECT event_id, visit_id, member_id, campaign_id, store_id, gateway, ts, detected_at,
+        recorded_at, delivery, shopper_token, delivery_topic, delivery_payload, attempts, sent_at,
+        received_at, suppressed_reason, expires_at
+    FROM offers;
+    DROP TABLE offers;
+    ALTER TABLE offers_11 RENAME TO offers;
+    CREATE INDEX offers_unreceived ON offers (delivery) WHERE delivery IN ('pending', 'sent');
+    CREATE INDEX offers_member_campaign ON offers (member_id, campaign_id, ts);
+    CREATE INDEX offers_member ON offers (member_id, ts);
+    CREATE INDEX offers_campaign ON offers (campaign_id, ts);
+    CREATE INDEX offers_store ON offers (store_id, ts);
+    CREATE INDEX offers_visit ON offers (visit_id);
+    CREATE TABLE redemptions (
+        offer_id TEXT PRIMARY KEY REFERENCES offers (event_id),
+        code TEXT,
+        store_id TEXT,                          -- where it was redeemed (NULL: online, unknown)
+        source TEXT NOT NULL CHECK (source IN ('pos', 'app')),
+        redeemed_at REAL NOT NULL,
+        recorded_at REAL NOT NULL
+    );
+    CREATE INDEX visits_store ON visits (store_id, ts);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)

@@ -238,6 +238,25 @@ Priority = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 Exponent = Annotated[int, Meta(ge=0, le=15)]  # Eddystone-EID rotation exponent
 HexKey = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{32}$")]  # a 16-byte identity key, hex
 Title = Annotated[str, Meta(max_length=500)]
+#: A URL in an offer (an image, a deep link into the app); the bridge checks the scheme.
+Url = Annotated[str, Meta(min_length=1, max_length=2000)]
+#: A redemption code as printed and typed at a till: letters, digits, '-' and '_'.
+RedemptionCode = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+#: ISO weekday numbers (Monday 1 .. Sunday 7) and minutes of a local day (0 .. 1440).
+Weekday = Annotated[int, Meta(ge=1, le=7)]
+DayMinute = Annotated[int, Meta(ge=0, le=1440)]
+#: A count of offers (a cap or a budget).
+OfferCount = Annotated[int, Meta(ge=0, le=1_000_000_000)]
+#: An IANA time zone name ("Europe/Paris", "America/New_York", "UTC").
+TimeZoneName = Annotated[
+    str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$", max_length=64)
+]
+#: The audience segments the bridge computes for each member (issue 11; bit i of
+#: RosterDevice.segments is SEGMENTS[i]). Append-only: a segment keeps its bit forever.
+Segment = Literal["new", "regular", "lapsed"]
+SEGMENTS: tuple[Segment, ...] = ("new", "regular", "lapsed")
+#: Visits counted for a member's `visits` (the last 365 days), capped: no campaign counts more.
+MAX_COUNTED_VISITS = 1000
 Text = Annotated[str, Meta(max_length=4000)]
 Software = Annotated[str, Meta(max_length=200)]
 Km = Annotated[float, Meta(ge=0.0, le=1e6)]
@@ -464,6 +483,13 @@ class ShopperOffer:
     # Absent from older bridges.
     promotion_type: Id | None = None
     interests: Annotated[tuple[Id, ...], Meta(max_length=MAX_PREFERENCE_TERMS)] = ()
+    # The campaign's content (issue 11): a picture (https), where in the app it opens, the code to
+    # show at the till (the campaign's one code, or one of its pool), and until when it is valid.
+    # Absent from older bridges.
+    image_url: Url | None = None
+    deep_link: Url | None = None
+    code: RedemptionCode | None = None
+    valid_until: UnixTime | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -476,7 +502,17 @@ class ShopperOffer:
             "detected_at": self.detected_at,
             "promotion_type": self.promotion_type,
             "interests": list(self.interests),
+            "image_url": self.image_url,
+            "deep_link": self.deep_link,
+            "code": self.code,
+            "valid_until": self.valid_until,
         }
+
+
+#: What an app says it did with offers (issue 11): it has them (`received`: the bridge stops
+#: resending), the shopper opened them, or dismissed them.
+ReceiptStatus = Literal["received", "opened", "dismissed"]
+RECEIPT_STATUSES: tuple[ReceiptStatus, ...] = ("received", "opened", "dismissed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,9 +521,11 @@ class OfferReceipt:
 
     TYPE: ClassVar[str] = "offer_receipt"
     offer_ids: Annotated[tuple[Id, ...], Meta(max_length=MAX_ACK_IDS)]
+    # Absent from older apps: `received`. Opened and dismissed imply received.
+    status: ReceiptStatus = "received"
 
     def to_json(self) -> dict[str, Any]:
-        return {"offer_ids": list(self.offer_ids)}
+        return {"offer_ids": list(self.offer_ids), "status": self.status}
 
 
 @dataclass(frozen=True, slots=True)
@@ -526,6 +564,11 @@ class RosterDevice:
     exponent: int
     kind: DeviceKind | None = None
     prefs: MemberPrefs | None = None
+    # The member's audience (issue 11), computed by the bridge: bit i set when the member is in
+    # SEGMENTS[i]; and their visits in the last 365 days (at most MAX_COUNTED_VISITS). 0 in older
+    # rosters.
+    segments: int = 0
+    visits: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -536,6 +579,8 @@ class RosterDevice:
             "exponent": self.exponent,
             "kind": self.kind,
             "prefs": None if self.prefs is None else self.prefs.to_json(),
+            "segments": self.segments,
+            "visits": self.visits,
         }
 
 
@@ -561,6 +606,8 @@ class _WireDevice(msgspec.Struct, frozen=True):
     exponent: Exponent
     kind: DeviceKind | None = None
     prefs: WirePrefs | None = None
+    segments: Annotated[int, Meta(ge=0, le=2 ** len(SEGMENTS) - 1)] = 0
+    visits: Annotated[int, Meta(ge=0, le=MAX_COUNTED_VISITS)] = 0
 
     def device(self) -> RosterDevice:
         return RosterDevice(
@@ -571,6 +618,8 @@ class _WireDevice(msgspec.Struct, frozen=True):
             self.exponent,
             self.kind,
             prefs_from_wire(self.prefs),
+            self.segments,
+            self.visits,
         )
 
 
@@ -604,6 +653,28 @@ def _roster_from_wire(wire: _WireRoster) -> RosterSync:
 
 
 @dataclass(frozen=True, slots=True)
+class Schedule:
+    """When a campaign runs (issue 11): between `starts_at` and `ends_at` (Unix seconds; the bridge
+    turns the marketer's local dates into instants with the store's time zone), on `days` (ISO
+    weekdays; empty: every day), within `hours` ([start, end) minutes of the local day, 0 .. 1440;
+    empty: all day). Days and hours are read in the campaign sync's `timezone` by the gateway, so
+    a schedule keeps to the store's wall clock across a DST change."""
+
+    starts_at: UnixTime | None = None
+    ends_at: UnixTime | None = None
+    days: Annotated[tuple[Weekday, ...], Meta(max_length=7)] = ()
+    hours: Annotated[tuple[tuple[DayMinute, DayMinute], ...], Meta(max_length=24)] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "days": list(self.days),
+            "hours": [list(h) for h in self.hours],
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class CampaignSpec:
     """One entry campaign: who qualifies (tiers), what it is called, how often a member may get it."""
 
@@ -617,6 +688,18 @@ class CampaignSpec:
     # a general offer, for any interest). Absent from older campaign syncs.
     promotion_type: Id | None = None
     interests: Annotated[tuple[Id, ...], Meta(max_length=MAX_PREFERENCE_TERMS)] = ()
+    # Issue 11, each absent from older campaign syncs (and then no limit): when it runs, in the
+    # store's local time; the most offers of it to one member in a local day and in 7 days; each of
+    # the store's gateways' share of its daily budget (a gateway not named has none: it sends
+    # none); the audience segments it is for (empty: every member) and the member's visits in the
+    # last 365 days (RosterDevice.visits) it asks for.
+    schedule: Schedule | None = None
+    per_member_day: OfferCount | None = None
+    per_member_week: OfferCount | None = None
+    gateway_budgets: Annotated[tuple[tuple[Id, OfferCount], ...], Meta(max_length=64)] | None = None
+    segments: Annotated[tuple[Segment, ...], Meta(max_length=len(SEGMENTS))] = ()
+    min_visits: OfferCount | None = None
+    max_visits: OfferCount | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -628,6 +711,15 @@ class CampaignSpec:
             "priority": self.priority,
             "promotion_type": self.promotion_type,
             "interests": list(self.interests),
+            "schedule": None if self.schedule is None else self.schedule.to_json(),
+            "per_member_day": self.per_member_day,
+            "per_member_week": self.per_member_week,
+            "gateway_budgets": None
+            if self.gateway_budgets is None
+            else [list(b) for b in self.gateway_budgets],
+            "segments": list(self.segments),
+            "min_visits": self.min_visits,
+            "max_visits": self.max_visits,
         }
 
 
@@ -644,9 +736,13 @@ class CampaignSync:
     # (MemberPrefs). Absent from older campaign syncs.
     interest_terms: Annotated[tuple[Id, ...], Meta(max_length=MAX_PREFERENCE_TERMS)] = ()
     promotion_terms: Annotated[tuple[Id, ...], Meta(max_length=MAX_PREFERENCE_TERMS)] = ()
+    # The store's IANA time zone (issue 11): campaign schedules' days and hours, and the local day
+    # that per-member-day caps and budgets count, are read in it. Absent from older syncs: UTC.
+    timezone: TimeZoneName = "UTC"
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "timezone": self.timezone,
             "store": self.store,
             "version": self.version,
             "member_cooldown_s": self.member_cooldown_s,

@@ -134,9 +134,85 @@ def test_payloads_from_before_issue_10_still_decode() -> None:
     assert sync.interest_terms == () and sync.campaigns[0].promotion_type is None
     roster = json.loads((GOLDEN_DIR / "roster.json").read_bytes())
     for device in roster["devices"]:
-        del device["kind"], device["prefs"]
+        del device["kind"], device["prefs"], device["segments"], device["visits"]
     old = wire.decode_as(json.dumps(roster).encode(), wire.RosterSync)
     assert old.devices[0].kind is None and old.devices[0].prefs is None
+
+
+_ISSUE_11_CAMPAIGN_FIELDS = (
+    "schedule",
+    "per_member_day",
+    "per_member_week",
+    "gateway_budgets",
+    "segments",
+    "min_visits",
+    "max_visits",
+)
+
+
+def test_payloads_from_before_issue_11_still_decode_without_limits() -> None:
+    """Campaign syncs, offers, receipts and rosters from before campaign management carry no
+    schedule, caps, budgets, audience, time zone, content, receipt status or segments: they decode
+    to "no limit", UTC, no content, `received` and no segment."""
+    campaigns = json.loads((GOLDEN_DIR / "campaigns.json").read_bytes())
+    del campaigns["timezone"]
+    for campaign in campaigns["campaigns"]:
+        for name in _ISSUE_11_CAMPAIGN_FIELDS:
+            del campaign[name]
+    sync = wire.decode_as(json.dumps(campaigns).encode(), wire.CampaignSync)
+    assert sync.timezone == "UTC"
+    spec = sync.campaigns[0]
+    assert spec.schedule is None and spec.gateway_budgets is None and spec.segments == ()
+    assert spec.per_member_day is None and spec.min_visits is None
+    offer = json.loads((GOLDEN_DIR / "shopper_offer.json").read_bytes())
+    for name in ("image_url", "deep_link", "code", "valid_until"):
+        del offer[name]
+    decoded = wire.decode_as(json.dumps(offer).encode(), wire.ShopperOffer)
+    assert decoded.code is None and decoded.valid_until is None
+    receipt = json.loads((GOLDEN_DIR / "offer_receipt.json").read_bytes())
+    del receipt["status"]
+    assert wire.decode_as(json.dumps(receipt).encode(), wire.OfferReceipt).status == "received"
+    roster = json.loads((GOLDEN_DIR / "roster.json").read_bytes())
+    for device in roster["devices"]:
+        del device["segments"], device["visits"]
+    old = wire.decode_as(json.dumps(roster).encode(), wire.RosterSync)
+    assert old.devices[0].segments == 0 and old.devices[0].visits == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("timezone", "Europe/../../etc/passwd"),
+        ("timezone", ""),
+    ],
+)
+def test_a_campaign_sync_with_a_hostile_time_zone_is_refused(field: str, value: object) -> None:
+    campaigns = json.loads((GOLDEN_DIR / "campaigns.json").read_bytes())
+    campaigns[field] = value
+    with pytest.raises(wire.WireError, match=field):
+        wire.decode_as(json.dumps(campaigns).encode(), wire.CampaignSync)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("schedule", {"days": [0]}),
+        ("schedule", {"days": [8]}),
+        ("schedule", {"hours": [[0, 1441]]}),
+        ("schedule", {"hours": [[-1, 60]]}),
+        ("schedule", {"starts_at": -5}),
+        ("per_member_day", -1),
+        ("gateway_budgets", [["door-1", -3]]),
+        ("gateway_budgets", [["Door 1", 3]]),
+        ("segments", ["vip"]),
+        ("min_visits", -2),
+    ],
+)
+def test_a_campaign_with_an_out_of_range_limit_is_refused(field: str, value: object) -> None:
+    campaigns = json.loads((GOLDEN_DIR / "campaigns.json").read_bytes())
+    campaigns["campaigns"][0][field] = value
+    with pytest.raises(wire.WireError, match=field):
+        wire.decode_as(json.dumps(campaigns).encode(), wire.CampaignSync)
 
 
 def test_every_payload_type_has_a_golden_copy() -> None:
