@@ -23,7 +23,8 @@ import re
 import secrets
 import ssl
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+import urllib.parse
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -55,6 +56,7 @@ DEFAULT_PORT = 8480
 MAX_BODY_BYTES = 64 * 1024
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers
 MAX_HEADERS = 64
+MAX_QUERY_PARAMS = 16
 MAX_TOKEN_CHARS = 256
 READ_TIMEOUT_S = 10.0  # for the whole head, and again for the whole body
 IDLE_READ_TIMEOUT_S = 5.0  # for each read: a line of the head, a chunk of the body
@@ -180,18 +182,23 @@ class TokenFile:
 
 @dataclass(frozen=True, slots=True)
 class HttpResponse:
-    """A JSON response."""
+    """A JSON response (`body`), or other content (`raw`, of `content_type`: a CSV report)."""
 
     status: int
     body: Mapping[str, Any]
     headers: tuple[tuple[str, str], ...] = ()
+    raw: bytes | None = None
+    content_type: str = "application/json"
 
     def encode(self) -> bytes:
-        payload = json.dumps(self.body, separators=(",", ":")).encode("utf-8")
+        if self.raw is not None:
+            payload = self.raw
+        else:
+            payload = json.dumps(self.body, separators=(",", ":")).encode("utf-8")
         reason = HTTPStatus(self.status).phrase
         lines = [
             f"HTTP/1.1 {self.status} {reason}",
-            "Content-Type: application/json",
+            f"Content-Type: {self.content_type}",
             f"Content-Length: {len(payload)}",
             "Connection: close",
             "Cache-Control: no-store",  # an enrollment response carries a key
@@ -232,7 +239,7 @@ class _ClientGone(Exception):
 
 
 @dataclass(slots=True)
-class _Request:
+class Request:
     method: str
     path: str
     version: str
@@ -240,6 +247,8 @@ class _Request:
     body_pending: bool = False  # a declared body not read (yet): linger before closing
     body: bytes = b""
     where: str = field(init=False, default="")
+    #: The query string's parameters, each given once (`?from=2026-11-01&store=s1`).
+    query: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.where = f"{self.method} {self.path}"
@@ -256,7 +265,7 @@ class _Request:
         return values[0]
 
 
-def _parse_head(raw: bytes) -> _Request:
+def _parse_head(raw: bytes) -> Request:
     """Parse the request line and headers (ending with the blank line); raise HttpProblem."""
     try:
         text = raw[:-4].decode("ascii")
@@ -279,18 +288,48 @@ def _parse_head(raw: bytes) -> _Request:
         if not colon or not _TOKEN_CHARS.match(name):  # also refuses obs-fold (leading space)
             raise HttpProblem(400, "bad_request", f"malformed header line {line[:40]!r}")
         headers.setdefault(name.lower(), []).append(value.strip(" \t"))
-    path, query_mark, _ = target.partition("?")
-    request = _Request(method, path, version, headers)
+    path, query_mark, query = target.partition("?")
+    request = Request(method, path, version, headers)
     if query_mark:
-        raise HttpProblem(
-            400, "bad_request", f"{request.where}: query strings are not supported; remove '?…'"
-        )
+        request.query = _parse_query(request, query)
     if version == "HTTP/1.1" and request.header("host") is None:
         raise HttpProblem(400, "bad_request", f"{request.where}: the Host header is missing")
     return request
 
 
-def _bearer_token(request: _Request) -> str | None:
+def _parse_query(request: Request, query: str) -> dict[str, str]:
+    """`a=1&b=x%20y` as {name: value}; a repeated, nameless or undecodable parameter is refused."""
+    params: dict[str, str] = {}
+    for part in query.split("&") if query else ():
+        raw_name, _, raw_value = part.partition("=")
+        try:
+            name = urllib.parse.unquote_plus(raw_name, errors="strict")
+            value = urllib.parse.unquote_plus(raw_value, errors="strict")
+        except UnicodeDecodeError:
+            raise HttpProblem(
+                400,
+                "bad_request",
+                f"{request.where}: query parameter {raw_name[:40]!r} is not UTF-8",
+            ) from None
+        if not name or len(params) >= MAX_QUERY_PARAMS:
+            raise HttpProblem(
+                400,
+                "bad_request",
+                f"{request.where}: the query string must be name=value pairs, at most "
+                f"{MAX_QUERY_PARAMS}",
+            )
+        if name in params:
+            raise HttpProblem(
+                400,
+                "bad_request",
+                f"{request.where}: query parameter {name!r} is repeated",
+                field=name,
+            )
+        params[name] = value
+    return params
+
+
+def _bearer_token(request: Request) -> str | None:
     value = request.header("authorization")
     if value is None:
         return None
@@ -301,7 +340,7 @@ def _bearer_token(request: _Request) -> str | None:
     return credentials if _TOKEN68.match(credentials) else None
 
 
-def _content_length(request: _Request) -> int | None:
+def _content_length(request: Request) -> int | None:
     value = request.header("content-length")
     if value is None:
         return None
@@ -344,7 +383,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _json_object(request: _Request) -> dict[str, Any]:
+def json_object(request: Request) -> dict[str, Any]:
     """The body as a JSON object (an empty body is an empty object); raise HttpProblem 400."""
     if not request.body:
         return {}
@@ -382,7 +421,23 @@ def _json_object(request: _Request) -> dict[str, Any]:
 
 # --- routes ---------------------------------------------------------------------------------------
 
-Handler = Callable[["EnrollmentApi", _Request, str], Awaitable[HttpResponse]]
+#: Answers one request; the string is the path's captured segment ("" when there is none). It
+#: raises HttpProblem for what it refuses (or an EnrollmentError, mapped by `_domain_problem`).
+Handler = Callable[[Request, str], Awaitable[HttpResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A path pattern (one capture group at most) and its handler per method."""
+
+    pattern: re.Pattern[str]
+    methods: Mapping[str, Handler]
+    #: The query parameters it takes; any other is refused (400, naming it).
+    query: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, pattern: str, methods: Mapping[str, Handler], query: tuple[str, ...] = ()) -> Route:
+        return cls(re.compile(pattern), methods, frozenset(query))
 
 
 class EnrollmentApi:
@@ -391,63 +446,61 @@ class EnrollmentApi:
     def __init__(self, enrollment: Enrollment) -> None:
         self.enrollment = enrollment
 
-    async def enroll(self, request: _Request, member: str) -> HttpResponse:
-        result = await self.enrollment.enroll(parse_enroll_request(member, _json_object(request)))
+    async def enroll(self, request: Request, member: str) -> HttpResponse:
+        result = await self.enrollment.enroll(parse_enroll_request(member, json_object(request)))
         return HttpResponse(201, result.to_json(), (("Location", f"/v1/members/{member}"),))
 
-    async def revoke(self, request: _Request, device: str) -> HttpResponse:
+    async def revoke(self, request: Request, device: str) -> HttpResponse:
         return HttpResponse(200, (await self.enrollment.revoke(device)).to_json())
 
-    async def withdraw_consent(self, request: _Request, member: str) -> HttpResponse:
-        member = parse_withdraw_request(member, _json_object(request))
+    async def withdraw_consent(self, request: Request, member: str) -> HttpResponse:
+        member = parse_withdraw_request(member, json_object(request))
         return HttpResponse(200, (await self.enrollment.withdraw_consent(member)).to_json())
 
-    async def member_status(self, request: _Request, member: str) -> HttpResponse:
+    async def member_status(self, request: Request, member: str) -> HttpResponse:
         return HttpResponse(200, (await self.enrollment.member_status(member)).to_json())
 
-    async def clone_alerts(self, request: _Request, _: str) -> HttpResponse:
+    async def clone_alerts(self, request: Request, _: str) -> HttpResponse:
         alerts = await self.enrollment.clone_alerts()
         return HttpResponse(200, {"alerts": [a.to_json() for a in alerts]})
 
-    async def set_preferences(self, request: _Request, member: str) -> HttpResponse:
-        parsed = parse_preferences_request(member, _json_object(request))
+    async def set_preferences(self, request: Request, member: str) -> HttpResponse:
+        parsed = parse_preferences_request(member, json_object(request))
         return HttpResponse(200, (await self.enrollment.set_preferences(parsed)).to_json())
 
-    async def preferences(self, request: _Request, member: str) -> HttpResponse:
+    async def preferences(self, request: Request, member: str) -> HttpResponse:
         stated = await self.enrollment.preferences(member)
         return HttpResponse(200, not_stated(member) if stated is None else stated.to_json())
 
-    async def forget_preferences(self, request: _Request, member: str) -> HttpResponse:
+    async def forget_preferences(self, request: Request, member: str) -> HttpResponse:
         forgotten = await self.enrollment.forget_preferences(member)
         return HttpResponse(200, {**not_stated(member), "forgotten": forgotten})
 
-
-# (path pattern, {method: handler}); path segments are validated by the handlers (ids).
-_ROUTES: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
-    (re.compile(r"^/v1/members/([^/]+)/devices$"), {"POST": EnrollmentApi.enroll}),
-    (re.compile(r"^/v1/devices/([^/]+)$"), {"DELETE": EnrollmentApi.revoke}),
-    (
-        re.compile(r"^/v1/members/([^/]+)/consent/withdraw$"),
-        {"POST": EnrollmentApi.withdraw_consent},
-    ),
-    (
-        re.compile(r"^/v1/members/([^/]+)/preferences$"),
-        {
-            "GET": EnrollmentApi.preferences,
-            "PUT": EnrollmentApi.set_preferences,
-            "DELETE": EnrollmentApi.forget_preferences,
-        },
-    ),
-    (re.compile(r"^/v1/members/([^/]+)$"), {"GET": EnrollmentApi.member_status}),
-    (re.compile(r"^/v1/(alerts)$"), {"GET": EnrollmentApi.clone_alerts}),
-)
+    def routes(self) -> tuple[Route, ...]:
+        """The enrollment endpoints; path segments are validated by the handlers (ids)."""
+        return (
+            Route.of(r"^/v1/members/([^/]+)/devices$", {"POST": self.enroll}),
+            Route.of(r"^/v1/devices/([^/]+)$", {"DELETE": self.revoke}),
+            Route.of(r"^/v1/members/([^/]+)/consent/withdraw$", {"POST": self.withdraw_consent}),
+            Route.of(
+                r"^/v1/members/([^/]+)/preferences$",
+                {
+                    "GET": self.preferences,
+                    "PUT": self.set_preferences,
+                    "DELETE": self.forget_preferences,
+                },
+            ),
+            Route.of(r"^/v1/members/([^/]+)$", {"GET": self.member_status}),
+            Route.of(r"^/v1/(alerts)$", {"GET": self.clone_alerts}),
+        )
 
 
-def _route(request: _Request) -> tuple[Handler, str]:
-    for pattern, methods in _ROUTES:
-        match = pattern.match(request.path)
+def _route(routes: Sequence[Route], request: Request) -> tuple[Handler, str]:
+    for route in routes:
+        match = route.pattern.match(request.path)
         if match is None:
             continue
+        methods = route.methods
         handler = methods.get(request.method)
         if handler is None:
             allowed = ", ".join(sorted(methods))
@@ -457,7 +510,17 @@ def _route(request: _Request) -> tuple[Handler, str]:
                 f"{request.where}: this endpoint takes {allowed}; see docs/enrollment-api.md",
                 headers=(("Allow", allowed),),
             )
-        return handler, match.group(1)
+        unknown = sorted(set(request.query) - route.query)
+        if unknown:
+            takes = ", ".join(sorted(route.query)) or "none"
+            raise HttpProblem(
+                400,
+                "bad_request",
+                f"{request.where}: unknown query parameter {unknown[0]!r} (this endpoint takes "
+                f"{takes})",
+                field=unknown[0],
+            )
+        return handler, match.group(1) if route.pattern.groups else ""
     raise HttpProblem(
         404,
         "not_found",
@@ -465,7 +528,7 @@ def _route(request: _Request) -> tuple[Handler, str]:
     )
 
 
-def _domain_problem(request: _Request, exc: EnrollmentError) -> HttpProblem:
+def _domain_problem(request: Request, exc: EnrollmentError) -> HttpProblem:
     message = f"{request.where}: {exc.message}"
     if isinstance(exc, InvalidRequest):
         return HttpProblem(400, exc.code, message, field=exc.field)
@@ -497,8 +560,11 @@ class EnrollmentApiServer:
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_PORT,
         ssl_context: ssl.SSLContext | None = None,
+        routes: Sequence[Route] = (),
     ) -> None:
         self.api = EnrollmentApi(enrollment)
+        #: The enrollment's endpoints, then `routes` (campaigns, offers, redemptions, reports).
+        self.routes: tuple[Route, ...] = (*self.api.routes(), *routes)
         self.tokens = tokens
         self.host = host
         self._port = port
@@ -648,7 +714,7 @@ class EnrollmentApiServer:
                 408, "request_timeout", f"no complete request head within {READ_TIMEOUT_S:g} s"
             )
             return problem.response(), True
-        request: _Request | None = None
+        request: Request | None = None
         try:
             request = _parse_head(raw_head)
             response = await self._answer(request, reader, writer)
@@ -669,7 +735,7 @@ class EnrollmentApiServer:
         return response, linger
 
     async def _answer(
-        self, request: _Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> HttpResponse:
         """Authenticate, route, read the body, call the enrollment; raise HttpProblem."""
         request.body_pending = True  # until the headers say there is no body
@@ -686,7 +752,7 @@ class EnrollmentApiServer:
                 "(create one with `cloud-bridge api-token`)",
                 headers=(("WWW-Authenticate", 'Bearer realm="threshold-enrollment"'),),
             )
-        handler, segment = _route(request)
+        handler, segment = _route(self.routes, request)
         length = _content_length(request)
         chunked = request.header("transfer-encoding") is not None
         request.body_pending = chunked or bool(length)
@@ -737,7 +803,7 @@ class EnrollmentApiServer:
                 ) from None
             request.body_pending = False
         try:
-            return await handler(self.api, request, segment)
+            return await handler(request, segment)
         except EnrollmentError as exc:
             raise _domain_problem(request, exc) from None
 
@@ -825,8 +891,11 @@ async def serve_api(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     ssl_context: ssl.SSLContext | None = None,
+    routes: Sequence[Route] = (),
 ) -> EnrollmentApiServer:
     """Start the enrollment API on `host:port` (port 0: any free one); `close()` it when done."""
-    server = EnrollmentApiServer(enrollment, TokenFile(tokens_file), host, port, ssl_context)
+    server = EnrollmentApiServer(
+        enrollment, TokenFile(tokens_file), host, port, ssl_context, routes
+    )
     await server.start()
     return server
