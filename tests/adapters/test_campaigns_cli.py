@@ -108,7 +108,7 @@ def test_show_and_list_print_what_was_stored(
     listed = json.loads(run(capsys, "list", str(database), "--json")[1])
 
     assert code == 0
-    assert {k: v for k, v in shown.items() if k != "updated_at"} == {
+    assert {k: v for k, v in shown.items() if k not in ("updated_at", "created_at")} == {
         "id": "spring",
         "status": "active",
         "title": "Spring sale",
@@ -120,8 +120,20 @@ def test_show_and_list_print_what_was_stored(
         "priority": 5,
         "validity_s": 900.0,
         "stores": [S1, S2],
+        "store_tags": [],
+        "image_url": None,
+        "deep_link": None,
+        "code": None,
+        "segments": [],
+        "min_visits": None,
+        "max_visits": None,
+        "schedule": None,
+        "per_member_day": None,
+        "per_member_week": None,
+        "daily_budget": None,
+        "holdout_pct": 0.0,
     }
-    assert isinstance(shown["updated_at"], float)
+    assert isinstance(shown["updated_at"], float) and shown["created_at"] == shown["updated_at"]
     assert len(listed) == SEEDED + 1 and shown in listed
     assert all(s.version and "spring" in ids(s) for s in syncs(database).values())
     code, out, _ = run(capsys, "list", str(database))
