@@ -41,12 +41,14 @@ from cloud_bridge.core.campaigns import (
     CampaignAction,
     CampaignChange,
     CampaignDefinition,
+    CampaignExists,
     CampaignSchedule,
     CampaignStatus,
     CodeCounts,
     InvalidCampaign,
     StoreFacts,
     UnknownCampaign,
+    UnknownStore,
     changed,
     check_campaign,
     check_code,
@@ -1740,7 +1742,7 @@ class SqliteLoyaltyRecords:
         if tags is not None:
             check_store_tags(tags)
         if await self._store_version_or_none(store) is None:
-            raise InvalidCampaign(
+            raise UnknownStore(
                 "store",
                 f"store {store!r} is not in {self.path}; add it first "
                 f"(`cloud-bridge add-store {self.path} {store}`)",
@@ -1959,7 +1961,7 @@ class SqliteLoyaltyRecords:
         """Add an active campaign; InvalidCampaign (nothing written) if it is refused."""
         await self._checked(definition, now_s)
         if await self._campaign(definition.id) is not None:
-            raise InvalidCampaign("id", f"campaign {definition.id!r} already exists")
+            raise CampaignExists("id", f"campaign {definition.id!r} already exists")
         return await self._write_campaign(definition, "active", now_s, new=True)
 
     @_one_at_a_time

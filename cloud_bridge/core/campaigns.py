@@ -644,6 +644,14 @@ class ArchivedCampaign(InvalidCampaign):
     """The campaign is archived: it never changes again (an API answers 409)."""
 
 
+class CampaignExists(InvalidCampaign):
+    """A campaign with that id exists already (an API answers 409)."""
+
+
+class UnknownStore(InvalidCampaign):
+    """No store by that id, where one is changed (an API answers 404)."""
+
+
 def check_store_tags(tags: Sequence[str], field: str = "tags") -> tuple[str, ...]:
     """A store's tags if each is an id (a-z, 0-9, '-', '_') named once; InvalidCampaign."""
     _check_ids(tuple(tags), field, MAX_STORE_TAGS)
