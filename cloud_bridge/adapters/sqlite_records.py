@@ -1868,7 +1868,8 @@ class SqliteLoyaltyRecords:
             row = await cursor.fetchone()
         if row is not None:
             raise InvalidCampaign(
-                field, f"code {code!r} is already campaign {row[0]!r}'s; codes are unique"
+                field,
+                f"code {code!r} is already used by campaign {row[0]!r}; codes are unique in the chain",
             )
 
     async def _stores(self) -> list[str]:
@@ -2030,7 +2031,7 @@ class SqliteLoyaltyRecords:
             if row is not None:
                 raise InvalidCampaign(
                     f"codes[{seen[row[0]]}]",
-                    f"code {row[0]!r} is already campaign {row[1]!r}'s; codes are unique",
+                    f"code {row[0]!r} is already used by campaign {row[1]!r}; codes are unique in the chain",
                 )
         try:
             await self._db.executemany(

@@ -286,9 +286,9 @@ async def test_code_pools_are_unique_in_the_chain_and_added_all_or_none(
     assert (counts.total, counts.given_out, counts.free) == (3, 0, 3)
 
     for codes, field, problem in (
-        (["B1", "A2"], "codes[1]", "already campaign 'winter'"),
+        (["B1", "A2"], "codes[1]", "already used by campaign 'winter'"),
         (["B1", "B2", "B1"], "codes[2]", "named twice"),
-        (["B1", "FIXED-1"], "codes[1]", "already campaign 'fixed'"),
+        (["B1", "FIXED-1"], "codes[1]", "already used by campaign 'fixed'"),
         (["B1", "bad code"], "codes[1]", "not a redemption code"),
         ([], "codes", "no code"),
     ):
