@@ -1595,7 +1595,7 @@ class SqliteLoyaltyRecords:
         """The store's campaign sync: the active campaigns that target it, their schedules in
         its time zone, its gateways' shares of their daily budgets."""
         version = await self._store_version(store, "campaigns_version")
-        timezone, campaigns = (await self._sync_contents()).get(store, ("UTC", ()))
+        timezone, campaigns = (await self._sync_contents(store)).get(store, ("UTC", ()))
         cooldown = await self.setting("member_cooldown_s", str(DEFAULT_MEMBER_COOLDOWN_S))
         vocabulary = await read_vocabulary(self._db)
         return wire.CampaignSync(
@@ -1609,9 +1609,11 @@ class SqliteLoyaltyRecords:
             timezone=timezone,
         )
 
-    async def _sync_contents(self) -> dict[str, tuple[str, tuple[wire.CampaignSpec, ...]]]:
-        """Every store's time zone and campaigns as its sync carries them (no version): what a
-        change compares to know whose sync it changed (`_bump_changed`)."""
+    async def _sync_contents(
+        self, only: str | None = None
+    ) -> dict[str, tuple[str, tuple[wire.CampaignSpec, ...]]]:
+        """Every store's (or `only` that one's) time zone and campaigns as its sync carries them
+        (no version): what a change compares to know whose sync it changed (`_bump_changed`)."""
         stores = await self._store_facts()
         gateways = await self._gateway_ids()
         async with self._db.execute(
@@ -1635,7 +1637,9 @@ class SqliteLoyaltyRecords:
                     self.path,
                     exc,
                 )
-        specs: dict[str, list[wire.CampaignSpec]] = {store: [] for store in stores}
+        specs: dict[str, list[wire.CampaignSpec]] = {
+            store: [] for store in stores if only is None or store == only
+        }
         for r in rows:
             try:
                 definition = _definition_from_row(r, listed.get(r[0], ()))
