@@ -178,9 +178,13 @@ def _store_patch(body: dict[str, Any]) -> tuple[str | None, tuple[str, ...] | No
         raise _refuse("timezone", "must be an IANA time zone name, e.g. Europe/Paris")
     tags = None
     if "tags" in body:
-        tags = _field("store_tags", body["tags"]) if isinstance(body["tags"], list) else None
-        if tags is None:
+        sent = body["tags"]
+        if not isinstance(sent, list):
             raise _refuse("tags", "must be a list of strings ([] for none)")
+        for i, tag in enumerate(sent):
+            if not isinstance(tag, str):
+                raise _refuse(f"tags[{i}]", "must be a string")
+        tags = tuple(sent)
     if timezone is None and tags is None:
         raise _refuse("timezone", "give timezone and/or tags")
     return timezone, tags

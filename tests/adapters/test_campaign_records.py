@@ -337,3 +337,41 @@ async def test_a_hand_edited_bad_row_is_left_out_of_the_sync_not_the_others(
     )
     sync = await records.campaigns("s2")
     assert sync.timezone == "UTC" and sync.campaigns == ()  # not at the wrong hours
+
+
+async def test_a_version_11_database_keeps_its_campaigns_and_hand_edits_still_reach_gateways(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from cloud_bridge.adapters.sqlite_records import _MIGRATIONS
+
+    path = tmp_path / "v11.db"
+    conn = sqlite3.connect(path)
+    for migration in _MIGRATIONS[:11]:
+        conn.executescript(migration)
+    conn.execute("PRAGMA user_version = 11")
+    conn.executemany("INSERT INTO stores (id, name) VALUES (?, '')", [(s,) for s in STORES])
+    conn.execute(
+        "INSERT INTO campaigns (id, store_id, title, body, tiers, cooldown_s) "
+        "VALUES ('old', 's1', 't', 'b', 'gold', 60)"
+    )
+    conn.commit()
+    conn.close()
+
+    records = await SqliteLoyaltyRecords.open(path, "acme")
+    try:
+        (version,) = await records.connection.execute_fetchall("PRAGMA user_version")
+        assert version[0] == 12
+        old = await records.campaign("old")
+        assert old is not None and old.definition.stores == ("s1",) and old.created_at is None
+        start = await versions(records)
+        await records.connection.execute("UPDATE campaigns SET title = 'hand' WHERE id = 'old'")
+        await records.connection.commit()
+        assert await moved(records, start) == {"s1"}  # a hand edit: the trigger, as before
+        start = await versions(records)
+        await records.update_campaign("old", CampaignChange(title="by the bridge"), NOW)
+        assert await moved(records, start) == {"s1"}  # now listed in campaign_stores
+        assert (await records.campaign("old")) is not None
+    finally:
+        await records.close()

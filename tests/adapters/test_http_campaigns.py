@@ -268,6 +268,7 @@ async def test_stores_list_and_bad_store_changes(api: Api) -> None:
         ({"timezone": 1}, "timezone"),
         ({"tags": ["North"]}, "tags[0]"),
         ({"tags": "north"}, "tags"),
+        ({"tags": ["north", 7]}, "tags[1]"),
         ({"name": "x"}, "name"),
         ({}, "timezone"),
     ):
