@@ -1715,6 +1715,37 @@ class SqliteLoyaltyRecords:
                 found.setdefault(campaign, []).append(store)
         return {campaign: tuple(stores) for campaign, stores in found.items()}
 
+    async def _campaign_targets_store(self, campaign_id: str, store: str) -> bool | None:
+        """Whether a campaign (of any status) runs at `store`: named, tagged, or every store;
+        None if there is no such campaign. Unlocked: for use inside `record()`'s transaction."""
+        async with self._db.execute(
+            "SELECT c.store_id, c.store_tags, "
+            "EXISTS (SELECT 1 FROM campaign_stores t WHERE t.campaign_id = c.id), "
+            "EXISTS (SELECT 1 FROM campaign_stores t WHERE t.campaign_id = c.id "
+            "AND t.store_id = ?) FROM campaigns c WHERE c.id = ?",
+            (store, campaign_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        if row[0] is not None:
+            return bool(row[0] == store)
+        tags = split_terms(row[1])
+        if bool(row[3]) or (not row[2] and not tags):
+            return True
+        if not tags:
+            return False
+        async with self._db.execute(
+            f"SELECT 1 FROM store_tags WHERE store_id = ? AND tag IN ({','.join('?' * len(tags))})",
+            (store, *tags),
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    @_one_at_a_time
+    async def campaign_targets_store(self, campaign_id: str, store: str) -> bool | None:
+        """`_campaign_targets_store`, alone on the connection."""
+        return await self._campaign_targets_store(campaign_id, store)
+
     # --- stores: time zones and tags (issue 11) -------------------------------------------------
 
     @_one_at_a_time

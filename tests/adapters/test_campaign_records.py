@@ -375,3 +375,32 @@ async def test_a_version_11_database_keeps_its_campaigns_and_hand_edits_still_re
         assert (await records.campaign("old")) is not None
     finally:
         await records.close()
+
+
+async def test_whether_a_campaign_runs_at_a_store_by_id_tag_or_everywhere(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    await records.set_store_tags("s2", ("north",))
+    await records.create_campaign(dataclasses.replace(BASE, id="all"), NOW)
+    await records.create_campaign(dataclasses.replace(BASE, id="named", stores=("s1",)), NOW)
+    await records.create_campaign(
+        dataclasses.replace(BASE, id="tagged", store_tags=("north",)), NOW
+    )
+    await records.create_campaign(
+        dataclasses.replace(BASE, id="both", stores=("s3",), store_tags=("north",)), NOW
+    )
+    runs = {
+        c: {s for s in STORES if await records.campaign_targets_store(c, s)}
+        for c in ("all", "named", "tagged", "both")
+    }
+    assert runs == {
+        "all": {"s1", "s2", "s3"},
+        "named": {"s1"},
+        "tagged": {"s2"},
+        "both": {"s2", "s3"},
+    }
+    for c, stores in runs.items():  # the same as the syncs say
+        assert stores == {
+            s for s in STORES if c in {x.id for x in (await records.campaigns(s)).campaigns}
+        }
+    assert await records.campaign_targets_store("nope", "s1") is None
