@@ -1512,6 +1512,7 @@ class SqliteLoyaltyRecords:
         if row is not None and bytes(row[0]) == public_key:
             return "unchanged"
         try:
+            await self._begin_write()
             before = await self._sync_contents()
             await self._db.execute(
                 "INSERT INTO gateways (store_id, id, public_key, added_at) VALUES (?,?,?,?) "
@@ -1536,6 +1537,7 @@ class SqliteLoyaltyRecords:
         """Forget a gateway: the bridge stops sealing rosters to it, and its budget shares go to
         the others (their stores get a new campaigns version). False if it was not there."""
         try:
+            await self._begin_write()
             before = await self._sync_contents()
             cursor = await self._db.execute(
                 "DELETE FROM gateways WHERE store_id = ? AND id = ?", (store, gateway)
@@ -1665,6 +1667,12 @@ class SqliteLoyaltyRecords:
             for store, found in specs.items()
         }
 
+    async def _begin_write(self) -> None:
+        """Start the write transaction now, before reading what it compares: another process's
+        change cannot land between the snapshot and the write (`_bump_changed`)."""
+        if not self._db.in_transaction:
+            await self._db.execute("BEGIN IMMEDIATE")
+
     async def _bump_changed(
         self, before: dict[str, tuple[str, tuple[wire.CampaignSpec, ...]]]
     ) -> list[str]:
@@ -1783,6 +1791,7 @@ class SqliteLoyaltyRecords:
                 f"(`cloud-bridge add-store {self.path} {store}`)",
             )
         try:
+            await self._begin_write()
             before = await self._sync_contents()
             if timezone is not None:
                 await self._db.execute(
@@ -1946,6 +1955,7 @@ class SqliteLoyaltyRecords:
         )
         created_at: float | None = now_s
         try:
+            await self._begin_write()
             before = await self._sync_contents()
             if new:
                 await self._db.execute(
