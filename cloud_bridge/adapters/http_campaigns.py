@@ -391,7 +391,6 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     },
     "CampaignFields": {
         "type": "object",
-        "additionalProperties": False,
         "properties": {
             "title": {"type": "string", "maxLength": 500},
             "body": {"type": "string", "maxLength": 4000},
@@ -438,6 +437,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "NewCampaign": {
         "allOf": [_ref("CampaignFields")],
         "type": "object",
+        "unevaluatedProperties": False,
         "required": ["id", "title", "body", "tiers"],
         "properties": {"id": {"type": "string", "pattern": wire.ID_PATTERN}},
         "description": "Defaults: cooldown_s 86400, priority 0, validity_s 3600, holdout_pct 0.",
@@ -541,7 +541,14 @@ OPENAPI_PATHS: dict[str, Any] = {
             "tags": ["campaigns"],
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": _ref("CampaignFields")}},
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "allOf": [_ref("CampaignFields")],
+                            "unevaluatedProperties": False,
+                        }
+                    }
+                },
             },
             "responses": {
                 "200": _json(_ref("Campaign"), "The campaign as changed."),
