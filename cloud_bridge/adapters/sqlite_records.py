@@ -1811,8 +1811,7 @@ class SqliteLoyaltyRecords:
         except BaseException:
             await self._db.rollback()
             raise
-        facts = (await self._store_facts())[store]
-        return facts
+        return (await self._store_facts())[store]
 
     async def set_store_timezone(self, store: str, timezone: str) -> StoreFacts:
         """Set a store's IANA time zone (`set_store`)."""
