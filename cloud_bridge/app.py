@@ -28,8 +28,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from cloud_bridge import __version__
+from cloud_bridge.adapters import http_campaigns, openapi
 from cloud_bridge.adapters.data_key import DataKey, load_data_key
-from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile, server_tls_context
+from cloud_bridge.adapters.http_api import (
+    EnrollmentApiServer,
+    Route,
+    TokenFile,
+    server_tls_context,
+)
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
 from cloud_bridge.config import BridgeConfig
@@ -121,6 +127,14 @@ class _Published:
     base_version: int | None  # None: a full snapshot
     full_needed: bool = False  # the gateway cannot apply it: send a full one
     adopted: bool = False  # not published: the gateway's status said it held this version
+
+
+def api_routes(records: LoyaltyRecords, clock: Callable[[], float]) -> tuple[Route, ...]:
+    """The API's endpoints beyond enrollment (campaigns, stores, ...), then its description."""
+    extra: list[Route] = []
+    if isinstance(records, SqliteLoyaltyRecords):
+        extra += http_campaigns.routes(records, clock)
+    return (*extra, *openapi.routes())
 
 
 class Bridge:
@@ -362,7 +376,14 @@ class Bridge:
                         if api.tls
                         else None
                     )
-                    server = EnrollmentApiServer(enrollment, tokens, api.host, api.port, context)
+                    server = EnrollmentApiServer(
+                        enrollment,
+                        tokens,
+                        api.host,
+                        api.port,
+                        context,
+                        routes=api_routes(self.records, self._wall),
+                    )
                     await server.start()
                     stack.push_async_callback(server.close)
                     self.api_server = server

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloud_bridge import cli_pki
+from cloud_bridge import cli_campaigns, cli_pki
 from cloud_bridge.core.enrollment import DEFAULT_EXPONENT
 from cloud_bridge.errors import BridgeError, RecordsError
 from edge.errors import DatabaseFileError, EdgeError, StorageError
@@ -23,7 +23,6 @@ from edge.logredact import install_redaction
 if TYPE_CHECKING:
     from cloud_bridge.adapters.data_key import DataKey
     from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
-    from cloud_bridge.core.campaigns import Campaign
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     act.add_argument("--dismiss", type=int, metavar="ALERT_ID", help="dismiss the alert")
     _add_key_commands(sub)
     _add_enrollment_commands(sub)
-    _add_campaign_commands(sub)
+    cli_campaigns.add_commands(sub)
     _add_database_commands(sub)
     cli_pki.add_commands(sub)
     return parser
@@ -242,8 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_add_store(args))
         if args.command == "clones":
             return asyncio.run(_clones(args))
-        if args.command == "campaign":
-            return asyncio.run(_campaign(args))
+        if args.command in cli_campaigns.COMMANDS:
+            return cli_campaigns.run(args)
         if args.command == "quarantine":
             return asyncio.run(_quarantine(args))
         if args.command == "keygen":
@@ -319,187 +318,6 @@ async def _add_store(args: argparse.Namespace) -> int:
     else:
         print(f"store {args.store}: {'already there' if existed else 'added'}, {where}")
     return 0
-
-
-def _add_campaign_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`campaign create | list | show | update | pause | resume | archive` (issue 11)."""
-    campaign = sub.add_parser(
-        "campaign",
-        help="create, list, show, change, pause, resume or archive campaigns",
-        description="Manage the chain's campaigns. Each change is synced, signed, to the targeted "
-        "stores' gateways; only active campaigns are in it. Archiving is final.",
-    )
-    actions = campaign.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", help="add an active campaign")
-    update = actions.add_parser(
-        "update", help="change a campaign: each option given replaces its value"
-    )
-    for parser, required in ((create, True), (update, False)):
-        parser.add_argument("database", type=Path)
-        if required:
-            parser.add_argument("--id", required=True, help="campaign id (a-z, 0-9, '-', '_')")
-        else:
-            parser.add_argument("id", help="the campaign's id")
-        parser.add_argument("--title", required=required, help="the offer's title")
-        parser.add_argument("--body", required=required, help="the offer's text")
-        parser.add_argument(
-            "--tiers", required=required, help="comma-separated member tiers, e.g. gold,silver"
-        )
-        parser.add_argument(
-            "--promotion-type",
-            default=None,
-            help="one of the chain's promotion types" + ("" if required else " ('' for none)"),
-        )
-        parser.add_argument(
-            "--interests", default=None, help="comma-separated interests ('' or none: any)"
-        )
-        parser.add_argument(
-            "--cooldown-s",
-            type=float,
-            default=86400.0 if required else None,
-            help="seconds before a member may get it again"
-            + (" (default %(default)s)" if required else ""),
-        )
-        parser.add_argument(
-            "--priority",
-            type=int,
-            default=0 if required else None,
-            help="higher wins when several apply" + (" (default 0)" if required else ""),
-        )
-        parser.add_argument(
-            "--validity-s",
-            type=float,
-            default=3600.0 if required else None,
-            help="seconds an offer stays valid after it is issued"
-            + (" (default %(default)s)" if required else ""),
-        )
-        parser.add_argument(
-            "--store",
-            action="append",
-            default=None,
-            help="a store id it runs at (repeatable; none: every store)",
-        )
-    update.add_argument(
-        "--every-store", action="store_true", help="run it at every store (instead of --store)"
-    )
-    listing = actions.add_parser("list", help="list every campaign, archived ones too")
-    listing.add_argument("database", type=Path)
-    listing.add_argument("--json", action="store_true", help="print them as JSON")
-    show = actions.add_parser("show", help="show one campaign")
-    show.add_argument("database", type=Path)
-    show.add_argument("id")
-    show.add_argument("--json", action="store_true", help="print it as JSON")
-    for action, what in (
-        ("pause", "stop offering it (it leaves the gateways' sync) until resumed"),
-        ("resume", "offer a paused campaign again"),
-        ("archive", "end a campaign for good (it cannot be resumed)"),
-    ):
-        status = actions.add_parser(action, help=what)
-        status.add_argument("database", type=Path)
-        status.add_argument("id")
-
-
-def _split(value: str | None) -> tuple[str, ...] | None:
-    """A comma-separated option: None if not given; '' is no terms."""
-    if value is None:
-        return None
-    return tuple(t.strip() for t in value.split(",") if t.strip())
-
-
-async def _campaign(args: argparse.Namespace) -> int:
-    from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
-    from cloud_bridge.core.campaigns import (
-        CampaignChange,
-        CampaignDefinition,
-        InvalidCampaign,
-    )
-
-    command = f"cloud-bridge campaign {args.action}"
-    if not args.database.is_file():
-        raise RecordsError(
-            f"{args.database}: no loyalty database there; check the path, or create one with "
-            f"`cloud-bridge create-db {args.database}`"
-        )
-    records = await SqliteLoyaltyRecords.open(args.database, "-")
-    try:
-        now_s = time.time()
-        result: Campaign | None
-        if args.action == "create":
-            result = await records.create_campaign(
-                CampaignDefinition(
-                    id=args.id,
-                    title=args.title,
-                    body=args.body,
-                    tiers=_split(args.tiers) or (),
-                    cooldown_s=args.cooldown_s,
-                    priority=args.priority,
-                    validity_s=args.validity_s,
-                    promotion_type=args.promotion_type or None,
-                    interests=_split(args.interests) or (),
-                    stores=tuple(args.store or ()),
-                ),
-                now_s,
-            )
-        elif args.action == "update":
-            if args.every_store and args.store:
-                raise InvalidCampaign("stores", "give --store or --every-store, not both")
-            result = await records.update_campaign(
-                args.id,
-                CampaignChange(
-                    title=args.title,
-                    body=args.body,
-                    tiers=_split(args.tiers),
-                    cooldown_s=args.cooldown_s,
-                    priority=args.priority,
-                    validity_s=args.validity_s,
-                    promotion_type=args.promotion_type,
-                    interests=_split(args.interests),
-                    stores=() if args.every_store else (tuple(args.store) if args.store else None),
-                ),
-                now_s,
-            )
-        elif args.action in ("pause", "resume", "archive"):
-            result = await records.set_campaign_status(args.id, args.action, now_s)
-        elif args.action == "show":
-            result = await records.campaign(args.id)
-            if result is None:
-                raise InvalidCampaign("id", f"no campaign {args.id!r} in {args.database}")
-        else:
-            campaigns = await records.campaign_list()
-            result = None
-    except InvalidCampaign as exc:
-        print(f"{command}: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        await records.close()
-    if result is None:
-        if args.json:
-            print(json.dumps([c.to_json() for c in campaigns], indent=2))
-        elif not campaigns:
-            print("no campaigns")
-        for c in [] if args.json else campaigns:
-            print(_describe_campaign(c))
-        return 0
-    if getattr(args, "json", False):
-        print(json.dumps(result.to_json(), indent=2))
-    elif args.action == "show":
-        for key, value in result.to_json().items():
-            shown = ",".join(value) if isinstance(value, list) else value
-            print(f"{key}: {'' if shown is None else shown}")
-    else:
-        done = {"create": "created", "update": "updated", "pause": "paused"}
-        done |= {"resume": "resumed", "archive": "archived"}
-        print(
-            f"{_describe_campaign(result)}: {done[args.action]}; the stores' gateways get it at "
-            "the next campaign sync"
-        )
-    return 0
-
-
-def _describe_campaign(campaign: Campaign) -> str:
-    d = campaign.definition
-    where = ", ".join(d.stores) if d.stores else "every store"
-    return f"campaign {d.id} ({campaign.status}, {where}): {d.title}"
 
 
 async def _clones(args: argparse.Namespace) -> int:

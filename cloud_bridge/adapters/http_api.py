@@ -76,7 +76,7 @@ _TOKEN_CHARS = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token
 _TOKEN68 = re.compile(r"^[A-Za-z0-9._~+/-]+=*$")  # RFC 9110 token68 (Bearer credentials)
 _HASH_LINE = re.compile(r"^[0-9a-f]{64}$")
 _JSON_MEDIA_TYPE = "application/json"
-_BODY_METHODS = frozenset({"POST", "PUT"})  # the methods that take a JSON body
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # the methods that take a JSON body
 
 
 # --- tokens ---------------------------------------------------------------------------------------

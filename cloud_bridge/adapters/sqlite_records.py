@@ -13,10 +13,11 @@ import math
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo
 
 import aiosqlite
 
@@ -35,15 +36,29 @@ from cloud_bridge.core.admission import (
 )
 from cloud_bridge.core.campaigns import (
     STATUSES,
+    ArchivedCampaign,
     Campaign,
     CampaignAction,
     CampaignChange,
     CampaignDefinition,
+    CampaignExists,
+    CampaignSchedule,
     CampaignStatus,
+    CodeCounts,
     InvalidCampaign,
+    StoreFacts,
+    UnknownCampaign,
+    UnknownStore,
     changed,
     check_campaign,
+    check_code,
+    check_schedule,
+    check_store_tags,
+    gateway_shares,
     next_status,
+    targeted_stores,
+    time_zone,
+    wire_schedule,
 )
 from cloud_bridge.core.clones import (
     ClonePolicy,
@@ -499,19 +514,31 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX visits_store ON visits (store_id, ts);
     """,
+    # 12: a campaign change moves the campaigns_version of only the stores whose sync it changes
+    # (issue 11). The bridge's own writes (which set updated_at) compare every store's sync before
+    # and after, in the same transaction (SqliteLoyaltyRecords._bump_changed); the triggers now
+    # fire only for rows changed by hand (updated_at not set or kept), as broadly as before.
+    """
+    DROP TRIGGER campaigns_added;
+    DROP TRIGGER campaigns_changed;
+    CREATE TRIGGER campaigns_added AFTER INSERT ON campaigns WHEN NEW.updated_at IS NULL BEGIN
+        UPDATE stores SET campaigns_version = campaigns_version + 1
+        WHERE NEW.store_id IS NULL OR id = NEW.store_id;
+    END;
+    CREATE TRIGGER campaigns_changed AFTER UPDATE ON campaigns
+        WHEN NEW.updated_at IS OLD.updated_at BEGIN
+        UPDATE stores SET campaigns_version = campaigns_version + 1
+        WHERE NEW.store_id IS NULL OR OLD.store_id IS NULL OR id IN (NEW.store_id, OLD.store_id);
+    END;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
-#: A campaigns row (alias c) that targets the store given twice as parameters.
-_TARGETS_STORE = (
-    "(CASE WHEN c.store_id IS NOT NULL THEN c.store_id = ? "
-    "ELSE NOT EXISTS (SELECT 1 FROM campaign_stores t WHERE t.campaign_id = c.id) "
-    "OR EXISTS (SELECT 1 FROM campaign_stores t WHERE t.campaign_id = c.id AND t.store_id = ?) END)"
-)
 _CAMPAIGN_COLUMNS = (
     "id, title, body, tiers, cooldown_s, priority, validity_s, promotion_type, interests, "
-    "status, updated_at, store_id"
+    "status, updated_at, store_id, image_url, deep_link, code, store_tags, segments, min_visits, "
+    "max_visits, schedule, per_member_day, per_member_week, daily_budget, holdout_pct, created_at"
 )
 #: An offer that may have reached the shopper: not suppressed, or suppressed (consent withdrawn,
 #: preferences changed) only after it was handed to the broker.
@@ -607,6 +634,99 @@ def _prefs_from_row(member: str, row: sqlite3.Row | tuple[Any, ...]) -> MemberPr
     """(interests, promotions, per_day, per_week, updated_at) as stored."""
     return MemberPreferences(
         member, split_terms(row[0]), split_terms(row[1]), int(row[2]), int(row[3]), float(row[4])
+    )
+
+
+def _definition_from_row(
+    r: sqlite3.Row | tuple[Any, ...], stores: tuple[str, ...]
+) -> CampaignDefinition:
+    """A campaigns row (_CAMPAIGN_COLUMNS) and its listed stores; an older row's store_id is the
+    one store it targets. InvalidCampaign if its schedule is not a schedule's JSON."""
+    schedule = None
+    if r[19] is not None:
+        try:
+            stored = json.loads(r[19])
+        except (ValueError, TypeError) as exc:
+            raise InvalidCampaign("schedule", f"is not JSON ({exc})") from None
+        if not isinstance(stored, dict):
+            raise InvalidCampaign("schedule", "is not a JSON object")
+        schedule = CampaignSchedule.from_json(stored)
+    return CampaignDefinition(
+        id=r[0],
+        title=r[1],
+        body=r[2],
+        tiers=split_terms(r[3]),
+        cooldown_s=float(r[4]),
+        priority=int(r[5]),
+        validity_s=float(r[6]),
+        promotion_type=r[7] or None,
+        interests=split_terms(r[8]),
+        stores=(r[11],) if r[11] is not None else stores,
+        image_url=r[12],
+        deep_link=r[13],
+        code=r[14],
+        store_tags=split_terms(r[15]),
+        segments=split_terms(r[16]),
+        min_visits=r[17],
+        max_visits=r[18],
+        schedule=schedule,
+        per_member_day=r[20],
+        per_member_week=r[21],
+        daily_budget=r[22],
+        holdout_pct=float(r[23]),
+    )
+
+
+def check_campaign_terms(definition: CampaignDefinition) -> None:
+    """InvalidCampaign if a stored row (edited by hand) would make every gateway refuse the whole
+    sync: a term that is not an id, a segment that is not one, a schedule that cannot run."""
+    d = definition
+    for what, terms in (
+        ("tiers", d.tiers),
+        ("promotion_type", (d.promotion_type or "none",)),
+        ("interests", d.interests),
+    ):
+        for term in terms:
+            try:
+                wire.check_id(term, f"campaigns.{what}")
+            except wire.WireError as exc:
+                raise InvalidCampaign(what, exc.reason) from None
+    for segment in d.segments:
+        if segment not in wire.SEGMENTS:
+            raise InvalidCampaign("segments", f"{segment!r} is not a segment")
+    for name in ("min_visits", "max_visits", "per_member_day", "per_member_week", "daily_budget"):
+        value = getattr(d, name)
+        if value is not None and not (isinstance(value, int) and 0 <= value <= 1_000_000_000):
+            raise InvalidCampaign(name, f"{value!r} is not a count")
+    if d.schedule is not None:
+        check_schedule(d.schedule)
+
+
+def _campaign_spec(
+    d: CampaignDefinition,
+    zone: ZoneInfo | None,
+    gateways: Sequence[tuple[str, str]],
+    store: str,
+) -> wire.CampaignSpec:
+    """A checked definition as `store`'s sync carries it: its schedule in the store's zone, its
+    gateways' shares of the daily budget (split over `gateways`, those of every targeted store)."""
+    segments = tuple(s for s in wire.SEGMENTS if s in d.segments)
+    return wire.CampaignSpec(
+        d.id,
+        d.title,
+        d.body,
+        d.tiers,
+        d.cooldown_s,
+        d.priority,
+        promotion_type=d.promotion_type,
+        interests=d.interests,
+        schedule=None if d.schedule is None or zone is None else wire_schedule(d.schedule, zone),
+        per_member_day=d.per_member_day,
+        per_member_week=d.per_member_week,
+        gateway_budgets=gateway_shares(d.daily_budget, gateways, store),
+        segments=segments,
+        min_visits=d.min_visits,
+        max_visits=d.max_visits,
     )
 
 
@@ -1380,7 +1500,9 @@ class SqliteLoyaltyRecords:
     async def add_gateway(
         self, store: str, gateway: str, public_key: bytes, now_s: float
     ) -> Literal["added", "replaced", "unchanged"]:
-        """Register (or re-key) a gateway of `store`; RecordsError if the store is unknown."""
+        """Register (or re-key) a gateway of `store`; RecordsError if the store is unknown. A new
+        gateway takes a share of the daily budgets of the campaigns at its store: the stores whose
+        sync that changes get a new campaigns version, in the same transaction."""
         if len(public_key) != 32:
             raise ValueError(f"a gateway public key is 32 bytes, got {len(public_key)}")
         async with self._db.execute(
@@ -1390,27 +1512,41 @@ class SqliteLoyaltyRecords:
         if row is not None and bytes(row[0]) == public_key:
             return "unchanged"
         try:
+            await self._begin_write()
+            before = await self._sync_contents()
             await self._db.execute(
                 "INSERT INTO gateways (store_id, id, public_key, added_at) VALUES (?,?,?,?) "
                 "ON CONFLICT (store_id, id) DO UPDATE SET public_key = excluded.public_key, "
                 "added_at = excluded.added_at",
                 (store, gateway, public_key, now_s),
             )
+            await self._bump_changed(before)
             await self._db.commit()
         except sqlite3.IntegrityError:
             await self._db.rollback()
             raise RecordsError(
                 f"store {store!r} is not in {self.path}: add it first (`cloud-bridge add-store`)"
             ) from None
+        except BaseException:
+            await self._db.rollback()
+            raise
         return "added" if row is None else "replaced"
 
     @_one_at_a_time
     async def remove_gateway(self, store: str, gateway: str) -> bool:
-        """Forget a gateway: the bridge stops sealing rosters to it. False if it was not there."""
-        cursor = await self._db.execute(
-            "DELETE FROM gateways WHERE store_id = ? AND id = ?", (store, gateway)
-        )
-        await self._db.commit()
+        """Forget a gateway: the bridge stops sealing rosters to it, and its budget shares go to
+        the others (their stores get a new campaigns version). False if it was not there."""
+        try:
+            await self._begin_write()
+            before = await self._sync_contents()
+            cursor = await self._db.execute(
+                "DELETE FROM gateways WHERE store_id = ? AND id = ?", (store, gateway)
+            )
+            await self._bump_changed(before)
+            await self._db.commit()
+        except BaseException:
+            await self._db.rollback()
+            raise
         return cursor.rowcount == 1
 
     @_one_at_a_time
@@ -1458,16 +1594,10 @@ class SqliteLoyaltyRecords:
 
     @_one_at_a_time
     async def campaigns(self, store: str) -> wire.CampaignSync:
+        """The store's campaign sync: the active campaigns that target it, their schedules in
+        its time zone, its gateways' shares of their daily budgets."""
         version = await self._store_version(store, "campaigns_version")
-        async with self._db.execute(
-            "SELECT id, title, body, tiers, cooldown_s, priority, promotion_type, interests "
-            f"FROM campaigns c WHERE active AND status = 'active' AND {_TARGETS_STORE} ORDER BY id",
-            (store, store),
-        ) as cursor:
-            rows = [r async for r in cursor]
-        campaigns = tuple(
-            campaign for campaign in map(self._campaign_spec, rows) if campaign is not None
-        )
+        timezone, campaigns = (await self._sync_contents(store)).get(store, ("UTC", ()))
         cooldown = await self.setting("member_cooldown_s", str(DEFAULT_MEMBER_COOLDOWN_S))
         vocabulary = await read_vocabulary(self._db)
         return wire.CampaignSync(
@@ -1478,39 +1608,225 @@ class SqliteLoyaltyRecords:
             # Term i is bit i of the rosters' masks; a retired term keeps its place.
             interest_terms=vocabulary.in_bit_order("interest"),
             promotion_terms=vocabulary.in_bit_order("promotion"),
+            timezone=timezone,
         )
 
-    def _campaign_spec(self, r: sqlite3.Row | tuple[Any, ...]) -> wire.CampaignSpec | None:
-        """A campaigns row as the sync carries it; None (logged) if a term in it is not an id:
-        a row edited by hand must not make every gateway refuse the whole set."""
-        spec = wire.CampaignSpec(
-            r[0],
-            r[1],
-            r[2],
-            tuple(r[3].split(",")),
-            r[4],
-            r[5],
-            promotion_type=r[6] or None,
-            interests=split_terms(r[7]),
-        )
-        for what, terms in (
-            ("tiers", spec.tiers),
-            ("promotion_type", (spec.promotion_type or "none",)),
-            ("interests", spec.interests),
-        ):
+    async def _sync_contents(
+        self, only: str | None = None
+    ) -> dict[str, tuple[str, tuple[wire.CampaignSpec, ...]]]:
+        """Every store's (or `only` that one's) time zone and campaigns as its sync carries them
+        (no version): what a change compares to know whose sync it changed (`_bump_changed`)."""
+        stores = await self._store_facts()
+        gateways = await self._gateway_ids()
+        async with self._db.execute(
+            f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE active AND status = 'active' "
+            "ORDER BY id"
+        ) as cursor:
+            rows = [r async for r in cursor]
+        listed = await self._campaign_stores()
+        tags = {store: facts.tags for store, facts in stores.items()}
+        zones: dict[str, ZoneInfo | None] = {}
+        for store, facts in stores.items():
             try:
-                for term in terms:
-                    wire.check_id(term, f"campaigns.{what}")
-            except wire.WireError as exc:
+                zones[store] = time_zone(facts.timezone)
+            except InvalidCampaign as exc:
+                zones[store] = None
                 self._bad_rows.warning(
-                    f"campaign {spec.id} {what}",
-                    "campaign %r in %s is not published: %s; fix the row",
-                    spec.id,
+                    f"store {store} timezone",
+                    "store %r in %s: %s; its scheduled campaigns are not published until "
+                    "`cloud-bridge store set` fixes it",
+                    store,
                     self.path,
-                    exc.reason,
+                    exc,
                 )
-                return None
-        return spec
+        specs: dict[str, list[wire.CampaignSpec]] = {
+            store: [] for store in stores if only is None or store == only
+        }
+        for r in rows:
+            try:
+                definition = _definition_from_row(r, listed.get(r[0], ()))
+                check_campaign_terms(definition)
+            except InvalidCampaign as exc:
+                self._bad_rows.warning(
+                    f"campaign {r[0]} {exc.field}",
+                    "campaign %r in %s is not published: %s; fix the row",
+                    r[0],
+                    self.path,
+                    exc,
+                )
+                continue
+            targets = targeted_stores(definition, tags)
+            shared = [gw for gw in gateways if gw[0] in targets]
+            for store in targets:
+                zone = zones.get(store)
+                if store not in specs or (zone is None and definition.schedule is not None):
+                    continue
+                specs[store].append(_campaign_spec(definition, zone, shared, store))
+        return {
+            store: (stores[store].timezone if zones[store] is not None else "UTC", tuple(found))
+            for store, found in specs.items()
+        }
+
+    async def _begin_write(self) -> None:
+        """Start the write transaction now, before reading what it compares: another process's
+        change cannot land between the snapshot and the write (`_bump_changed`)."""
+        if not self._db.in_transaction:
+            await self._db.execute("BEGIN IMMEDIATE")
+
+    async def _bump_changed(
+        self, before: dict[str, tuple[str, tuple[wire.CampaignSpec, ...]]]
+    ) -> list[str]:
+        """Move campaigns_version of the stores whose sync differs from `before` (in the caller's
+        transaction); which ones."""
+        after = await self._sync_contents()
+        moved = sorted(s for s in after if after[s] != before.get(s))
+        await self._db.executemany(
+            "UPDATE stores SET campaigns_version = campaigns_version + 1 WHERE id = ?",
+            [(s,) for s in moved],
+        )
+        return moved
+
+    async def _store_facts(self) -> dict[str, StoreFacts]:
+        async with self._db.execute("SELECT store_id, tag FROM store_tags ORDER BY tag") as cursor:
+            tags: dict[str, list[str]] = {}
+            async for store, tag in cursor:
+                tags.setdefault(store, []).append(tag)
+        async with self._db.execute(
+            "SELECT s.id, s.name, s.timezone, s.latitude, s.longitude, "
+            "(SELECT count(*) FROM gateways g WHERE g.store_id = s.id) FROM stores s ORDER BY id"
+        ) as cursor:
+            return {
+                r[0]: StoreFacts(
+                    r[0],
+                    r[1],
+                    r[2],
+                    tuple(tags.get(r[0], ())),
+                    _location_or_none(r[3], r[4]),
+                    int(r[5]),
+                )
+                async for r in cursor
+            }
+
+    async def _gateway_ids(self) -> list[tuple[str, str]]:
+        async with self._db.execute(
+            "SELECT store_id, id FROM gateways ORDER BY store_id, id"
+        ) as cursor:
+            return [(r[0], r[1]) async for r in cursor]
+
+    async def _campaign_stores(self, campaign_id: str | None = None) -> dict[str, tuple[str, ...]]:
+        where, params = ("WHERE campaign_id = ? ", (campaign_id,)) if campaign_id else ("", ())
+        found: dict[str, list[str]] = {}
+        async with self._db.execute(
+            f"SELECT campaign_id, store_id FROM campaign_stores {where}ORDER BY store_id", params
+        ) as cursor:
+            async for campaign, store in cursor:
+                found.setdefault(campaign, []).append(store)
+        return {campaign: tuple(stores) for campaign, stores in found.items()}
+
+    async def _campaign_targets_store(self, campaign_id: str, store: str) -> bool | None:
+        """Whether a campaign (of any status) runs at `store`: named, tagged, or every store;
+        None if there is no such campaign. Unlocked: for use inside `record()`'s transaction."""
+        async with self._db.execute(
+            "SELECT c.store_id, c.store_tags, "
+            "EXISTS (SELECT 1 FROM campaign_stores t WHERE t.campaign_id = c.id), "
+            "EXISTS (SELECT 1 FROM campaign_stores t WHERE t.campaign_id = c.id "
+            "AND t.store_id = ?) FROM campaigns c WHERE c.id = ?",
+            (store, campaign_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        if row[0] is not None:
+            return bool(row[0] == store)
+        tags = split_terms(row[1])
+        if bool(row[3]) or (not row[2] and not tags):
+            return True
+        if not tags:
+            return False
+        async with self._db.execute(
+            f"SELECT 1 FROM store_tags WHERE store_id = ? AND tag IN ({','.join('?' * len(tags))})",
+            (store, *tags),
+        ) as cursor:
+            return await cursor.fetchone() is not None
+
+    @_one_at_a_time
+    async def campaign_targets_store(self, campaign_id: str, store: str) -> bool | None:
+        """`_campaign_targets_store`, alone on the connection."""
+        return await self._campaign_targets_store(campaign_id, store)
+
+    # --- stores: time zones and tags (issue 11) -------------------------------------------------
+
+    @_one_at_a_time
+    async def store_list(self) -> list[StoreFacts]:
+        """Every store with its time zone, tags, location and number of gateways, by id."""
+        return list((await self._store_facts()).values())
+
+    @_one_at_a_time
+    async def store_facts(self, store: str) -> StoreFacts | None:
+        """One store's time zone, tags, location and gateways; None if there is no such store."""
+        return (await self._store_facts()).get(store)
+
+    @_one_at_a_time
+    async def store_timezone(self, store: str) -> str | None:
+        """The store's IANA time zone name ("UTC" unless set); None if there is no such store."""
+        async with self._db.execute("SELECT timezone FROM stores WHERE id = ?", (store,)) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
+
+    @_one_at_a_time
+    async def set_store(
+        self, store: str, timezone: str | None = None, tags: tuple[str, ...] | None = None
+    ) -> StoreFacts:
+        """Set a store's time zone and/or tags (each None: kept) in one transaction; the stores
+        whose campaign sync changes (schedules in the zone, campaigns by tag, budget shares) get
+        a new version. InvalidCampaign naming the field (nothing written) if refused."""
+        if timezone is not None:
+            time_zone(timezone)
+        if tags is not None:
+            check_store_tags(tags)
+        if await self._store_version_or_none(store) is None:
+            raise UnknownStore(
+                "store",
+                f"store {store!r} is not in {self.path}; add it first "
+                f"(`cloud-bridge add-store {self.path} {store}`)",
+            )
+        try:
+            await self._begin_write()
+            before = await self._sync_contents()
+            if timezone is not None:
+                await self._db.execute(
+                    "UPDATE stores SET timezone = ? WHERE id = ?", (timezone, store)
+                )
+            if tags is not None:
+                await self._db.execute("DELETE FROM store_tags WHERE store_id = ?", (store,))
+                await self._db.executemany(
+                    "INSERT INTO store_tags (store_id, tag) VALUES (?, ?)",
+                    [(store, tag) for tag in tags],
+                )
+            await self._bump_changed(before)
+            await self._db.commit()
+        except sqlite3.Error as exc:
+            await self._db.rollback()
+            raise RecordsError(f"cannot change store {store!r} in {self.path}: {exc}") from exc
+        except BaseException:
+            await self._db.rollback()
+            raise
+        return (await self._store_facts())[store]
+
+    async def set_store_timezone(self, store: str, timezone: str) -> StoreFacts:
+        """Set a store's IANA time zone (`set_store`)."""
+        return await self.set_store(store, timezone=timezone)
+
+    async def set_store_tags(self, store: str, tags: tuple[str, ...]) -> StoreFacts:
+        """Replace a store's tags (`set_store`)."""
+        return await self.set_store(store, tags=tags)
+
+    async def _store_version_or_none(self, store: str) -> int | None:
+        async with self._db.execute(
+            "SELECT campaigns_version FROM stores WHERE id = ?", (store,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else int(row[0])
 
     # --- campaign management (issue 11) ---------------------------------------------------------
 
@@ -1521,10 +1837,12 @@ class SqliteLoyaltyRecords:
             f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns ORDER BY id"
         ) as cursor:
             rows = [r async for r in cursor]
-        return [await self._campaign_from_row(r) for r in rows]
+        listed = await self._campaign_stores()
+        return [self._campaign_from_row(r, listed.get(r[0], ())) for r in rows]
 
     @_one_at_a_time
     async def campaign(self, campaign_id: str) -> Campaign | None:
+        """One campaign as stored (any status); None if there is none by that id."""
         return await self._campaign(campaign_id)
 
     async def _campaign(self, campaign_id: str) -> Campaign | None:
@@ -1532,35 +1850,27 @@ class SqliteLoyaltyRecords:
             f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE id = ?", (campaign_id,)
         ) as cursor:
             row = await cursor.fetchone()
-        return None if row is None else await self._campaign_from_row(row)
+        if row is None:
+            return None
+        listed = await self._campaign_stores(campaign_id)
+        return self._campaign_from_row(row, listed.get(campaign_id, ()))
 
-    async def _campaign_from_row(self, r: sqlite3.Row | tuple[Any, ...]) -> Campaign:
-        stores: tuple[str, ...]
-        if r[11] is not None:
-            stores = (r[11],)
-        else:
-            async with self._db.execute(
-                "SELECT store_id FROM campaign_stores WHERE campaign_id = ? ORDER BY store_id",
-                (r[0],),
-            ) as cursor:
-                stores = tuple([s[0] async for s in cursor])
-        definition = CampaignDefinition(
-            id=r[0],
-            title=r[1],
-            body=r[2],
-            tiers=split_terms(r[3]),
-            cooldown_s=float(r[4]),
-            priority=int(r[5]),
-            validity_s=float(r[6]),
-            promotion_type=r[7] or None,
-            interests=split_terms(r[8]),
-            stores=stores,
-        )
+    def _campaign_from_row(
+        self, r: sqlite3.Row | tuple[Any, ...], stores: tuple[str, ...]
+    ) -> Campaign:
+        try:
+            definition = _definition_from_row(r, stores)
+        except InvalidCampaign as exc:
+            raise RecordsError(
+                f"{self.path}: campaign {r[0]!r} has a bad {exc.field}: {exc.problem}; fix the row"
+            ) from None
         status: CampaignStatus = next((s for s in STATUSES if s == r[9]), "paused")
-        return Campaign(definition, status, r[10])
+        return Campaign(definition, status, r[10], r[24])
 
-    async def _checked(self, definition: CampaignDefinition) -> CampaignDefinition:
-        """`definition` checked against the chain's vocabulary and stores (InvalidCampaign)."""
+    async def _checked(
+        self, definition: CampaignDefinition, now_s: float | None
+    ) -> CampaignDefinition:
+        """`definition` checked against the chain's vocabulary, stores and codes (InvalidCampaign)."""
         vocabulary = await read_vocabulary(self._db)
         # A database the bridge never ran on has no terms yet: it will sync the defaults unless
         # its config says otherwise ([preferences]).
@@ -1568,7 +1878,7 @@ class SqliteLoyaltyRecords:
         promotions = (
             vocabulary.accepted("promotion") if vocabulary.terms else DEFAULT_PROMOTION_TYPES
         )
-        check_campaign(definition, interests, promotions)
+        check_campaign(definition, interests, promotions, now_s)
         known = set(await self._stores())
         for i, store in enumerate(definition.stores):
             if store not in known:
@@ -1577,7 +1887,33 @@ class SqliteLoyaltyRecords:
                     f"store {store!r} is not in {self.path}; add it first "
                     f"(`cloud-bridge add-store {self.path} {store}`)",
                 )
+        if definition.code is not None:
+            await self._check_code_free(definition.code, "code", definition.id)
+            async with self._db.execute(
+                "SELECT count(*) FROM campaign_codes WHERE campaign_id = ?", (definition.id,)
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is not None and row[0]:
+                raise InvalidCampaign(
+                    "code",
+                    f"campaign {definition.id!r} gives codes from its pool of {row[0]}; one "
+                    "code for everyone and a pool cannot both be",
+                )
         return definition
+
+    async def _check_code_free(self, code: str, field: str, campaign_id: str) -> None:
+        """InvalidCampaign unless `code` is nobody else's: a till names only the code."""
+        async with self._db.execute(
+            "SELECT campaign_id FROM campaign_codes WHERE code = ? UNION ALL "
+            "SELECT id FROM campaigns WHERE code = ? AND id != ?",
+            (code, code, campaign_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is not None:
+            raise InvalidCampaign(
+                field,
+                f"code {code!r} is already used by campaign {row[0]!r}; codes are unique in the chain",
+            )
 
     async def _stores(self) -> list[str]:
         async with self._db.execute("SELECT id FROM stores ORDER BY id") as cursor:
@@ -1586,8 +1922,9 @@ class SqliteLoyaltyRecords:
     async def _write_campaign(
         self, definition: CampaignDefinition, status: CampaignStatus, now_s: float, new: bool
     ) -> Campaign:
-        """Insert or replace one campaign and its stores in one transaction; the campaigns
-        triggers move the stores' campaigns_version, so the next sync is signed anew."""
+        """Insert or replace one campaign and its stores in one transaction, and move the
+        campaigns_version of exactly the stores whose sync that changes (those it targets before
+        or after; the campaigns triggers stay quiet for writes that set updated_at)."""
         d = definition
         values = (
             d.title,
@@ -1601,55 +1938,89 @@ class SqliteLoyaltyRecords:
             status,
             status == "active",
             now_s,
+            d.image_url,
+            d.deep_link,
+            d.code,
+            ",".join(d.store_tags),
+            ",".join(d.segments),
+            d.min_visits,
+            d.max_visits,
+            None if d.schedule is None else json.dumps(d.schedule.to_json()),
+            d.per_member_day,
+            d.per_member_week,
+            d.daily_budget,
+            float(d.holdout_pct),
             d.id,
         )
+        created_at: float | None = now_s
         try:
+            await self._begin_write()
+            before = await self._sync_contents()
             if new:
                 await self._db.execute(
                     "INSERT INTO campaigns (title, body, tiers, cooldown_s, priority, validity_s, "
-                    "promotion_type, interests, status, active, updated_at, id, store_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                    values,
+                    "promotion_type, interests, status, active, updated_at, image_url, deep_link, "
+                    "code, store_tags, segments, min_visits, max_visits, schedule, "
+                    "per_member_day, per_member_week, daily_budget, holdout_pct, id, created_at, "
+                    "store_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+                    (*values, now_s),
                 )
             else:
                 await self._db.execute(
                     "UPDATE campaigns SET title = ?, body = ?, tiers = ?, cooldown_s = ?, "
                     "priority = ?, validity_s = ?, promotion_type = ?, interests = ?, status = ?, "
-                    "active = ?, updated_at = ?, store_id = NULL WHERE id = ?",
+                    "active = ?, updated_at = ?, image_url = ?, deep_link = ?, code = ?, "
+                    "store_tags = ?, segments = ?, min_visits = ?, max_visits = ?, schedule = ?, "
+                    "per_member_day = ?, per_member_week = ?, daily_budget = ?, holdout_pct = ?, "
+                    "store_id = NULL WHERE id = ?",
                     values,
                 )
                 await self._db.execute("DELETE FROM campaign_stores WHERE campaign_id = ?", (d.id,))
+                async with self._db.execute(
+                    "SELECT created_at FROM campaigns WHERE id = ?", (d.id,)
+                ) as cursor:
+                    row = await cursor.fetchone()
+                created_at = None if row is None else row[0]
             await self._db.executemany(
                 "INSERT INTO campaign_stores (campaign_id, store_id) VALUES (?, ?)",
                 [(d.id, store) for store in d.stores],
             )
+            await self._bump_changed(before)
             await self._db.commit()
         except sqlite3.Error as exc:
             await self._db.rollback()
             raise RecordsError(f"cannot store campaign {d.id!r} in {self.path}: {exc}") from exc
-        return Campaign(d, status, now_s)
+        except BaseException:
+            await self._db.rollback()
+            raise
+        return Campaign(d, status, now_s, created_at)
 
     async def _existing(self, campaign_id: str) -> Campaign:
         current = await self._campaign(campaign_id)
         if current is None:
-            raise InvalidCampaign("id", f"no campaign {campaign_id!r} in {self.path}")
+            raise UnknownCampaign("id", f"no campaign {campaign_id!r} in {self.path}")
         return current
 
     @_one_at_a_time
     async def create_campaign(self, definition: CampaignDefinition, now_s: float) -> Campaign:
         """Add an active campaign; InvalidCampaign (nothing written) if it is refused."""
-        await self._checked(definition)
+        await self._checked(definition, now_s)
         if await self._campaign(definition.id) is not None:
-            raise InvalidCampaign("id", f"campaign {definition.id!r} already exists")
+            raise CampaignExists("id", f"campaign {definition.id!r} already exists")
         return await self._write_campaign(definition, "active", now_s, new=True)
 
     @_one_at_a_time
     async def update_campaign(
         self, campaign_id: str, change: CampaignChange, now_s: float
     ) -> Campaign:
-        """Change a campaign that is not archived; InvalidCampaign (nothing written) if refused."""
+        """Change a campaign that is not archived; InvalidCampaign (nothing written) if refused:
+        UnknownCampaign if there is none, ArchivedCampaign if it is archived."""
         current = await self._existing(campaign_id)
-        definition = await self._checked(changed(current, change))
+        if current.status == "archived":
+            raise ArchivedCampaign("status", f"campaign {campaign_id!r} is archived: final")
+        # A schedule given now must not have ended already; one kept as it was may have.
+        schedule_set = change.schedule is not None
+        definition = await self._checked(changed(current, change), now_s if schedule_set else None)
         return await self._write_campaign(definition, current.status, now_s, new=False)
 
     @_one_at_a_time
@@ -1658,8 +2029,82 @@ class SqliteLoyaltyRecords:
     ) -> Campaign:
         """Pause, resume or archive a campaign; only an active one is in the gateways' sync."""
         current = await self._existing(campaign_id)
+        if current.status == "archived":
+            raise ArchivedCampaign(
+                "status",
+                f"campaign {campaign_id!r} is archived: it cannot be "
+                f"{'archived again' if action == 'archive' else action + 'd'}; create a new one",
+            )
         status = next_status(current, action)
         return await self._write_campaign(current.definition, status, now_s, new=False)
+
+    @_one_at_a_time
+    async def add_campaign_codes(
+        self, campaign_id: str, codes: Sequence[str], now_s: float
+    ) -> CodeCounts:
+        """Add codes to a campaign's pool (one per offer), all or none: InvalidCampaign naming the
+        code (`codes[3]`) if one is not a code, is named twice or is already anyone's."""
+        current = await self._existing(campaign_id)
+        if current.status == "archived":
+            raise ArchivedCampaign("status", f"campaign {campaign_id!r} is archived: final")
+        if current.definition.code is not None:
+            raise InvalidCampaign(
+                "codes",
+                f"campaign {campaign_id!r} gives every shopper code {current.definition.code!r};"
+                " clear it (`--clear code`) before adding a pool",
+            )
+        if not codes:
+            raise InvalidCampaign("codes", "names no code")
+        seen: dict[str, int] = {}
+        for i, code in enumerate(codes):
+            check_code(code, f"codes[{i}]")
+            if code in seen:
+                raise InvalidCampaign(
+                    f"codes[{i}]", f"{code!r} is named twice (also codes[{seen[code]}])"
+                )
+            seen[code] = i
+        for start in range(0, len(codes), 500):
+            batch = list(codes[start : start + 500])
+            marks = ",".join("?" * len(batch))
+            async with self._db.execute(
+                f"SELECT code, campaign_id FROM campaign_codes WHERE code IN ({marks}) UNION ALL "
+                f"SELECT code, id FROM campaigns WHERE code IN ({marks})",
+                (*batch, *batch),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is not None:
+                raise InvalidCampaign(
+                    f"codes[{seen[row[0]]}]",
+                    f"code {row[0]!r} is already used by campaign {row[1]!r}; codes are unique in the chain",
+                )
+        try:
+            await self._db.executemany(
+                "INSERT INTO campaign_codes (code, campaign_id, offer_id, added_at) "
+                "VALUES (?, ?, NULL, ?)",
+                [(code, campaign_id, now_s) for code in codes],
+            )
+            await self._db.commit()
+        except sqlite3.Error as exc:
+            await self._db.rollback()
+            raise RecordsError(
+                f"cannot add codes to {campaign_id!r} in {self.path}: {exc}"
+            ) from exc
+        return await self._code_counts(campaign_id)
+
+    @_one_at_a_time
+    async def campaign_code_counts(self, campaign_id: str) -> CodeCounts:
+        """How many codes a campaign's pool has, has given out, has left; UnknownCampaign."""
+        await self._existing(campaign_id)
+        return await self._code_counts(campaign_id)
+
+    async def _code_counts(self, campaign_id: str) -> CodeCounts:
+        async with self._db.execute(
+            "SELECT count(*), count(offer_id) FROM campaign_codes WHERE campaign_id = ?",
+            (campaign_id,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        total, given = (0, 0) if row is None else (int(row[0]), int(row[1]))
+        return CodeCounts(campaign_id, total, given)
 
     @_one_at_a_time
     async def vocabulary(self) -> Vocabulary:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def ids(sync: wire.CampaignSync) -> set[str]:
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     capsys.readouterr()
-    code = main(["campaign", *argv])
+    code = main(list(argv) if argv[0] == "store" else ["campaign", *argv])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -108,7 +109,7 @@ def test_show_and_list_print_what_was_stored(
     listed = json.loads(run(capsys, "list", str(database), "--json")[1])
 
     assert code == 0
-    assert {k: v for k, v in shown.items() if k != "updated_at"} == {
+    assert {k: v for k, v in shown.items() if k not in ("updated_at", "created_at")} == {
         "id": "spring",
         "status": "active",
         "title": "Spring sale",
@@ -120,8 +121,20 @@ def test_show_and_list_print_what_was_stored(
         "priority": 5,
         "validity_s": 900.0,
         "stores": [S1, S2],
+        "store_tags": [],
+        "image_url": None,
+        "deep_link": None,
+        "code": None,
+        "segments": [],
+        "min_visits": None,
+        "max_visits": None,
+        "schedule": None,
+        "per_member_day": None,
+        "per_member_week": None,
+        "daily_budget": None,
+        "holdout_pct": 0.0,
     }
-    assert isinstance(shown["updated_at"], float)
+    assert isinstance(shown["updated_at"], float) and shown["created_at"] == shown["updated_at"]
     assert len(listed) == SEEDED + 1 and shown in listed
     assert all(s.version and "spring" in ids(s) for s in syncs(database).values())
     code, out, _ = run(capsys, "list", str(database))
@@ -184,6 +197,23 @@ def test_update_changes_only_what_is_given(
         (["--validity-s", "0"], "validity_s"),
         (["--store", S1, "--store", "store-999"], "stores[1]"),
         (["--id", "Not An Id"], "id"),
+        (["--hours", "09:00-12:00,11:00-13:00"], "schedule.hours[1]"),
+        (["--hours", "09:00"], "schedule.hours[0]"),
+        (["--days", "mon,mon"], "schedule.days[1]"),
+        (["--days", "mon,8"], "schedule.days[1]"),
+        (["--start", "2027-01-10", "--end", "2027-01-01"], "schedule.end"),
+        (["--end", "2020-01-01"], "schedule.end"),
+        (["--per-member-day", "-1"], "per_member_day"),
+        (["--per-member-week", "-1"], "per_member_week"),
+        (["--daily-budget", "-3"], "daily_budget"),
+        (["--holdout-pct", "101"], "holdout_pct"),
+        (["--holdout-pct", "nan"], "holdout_pct"),
+        (["--min-visits", "5", "--max-visits", "2"], "min_visits"),
+        (["--image-url", "http://cdn.example/a.png"], "image_url"),
+        (["--deep-link", "offers/1"], "deep_link"),
+        (["--code", "no spaces"], "code"),
+        (["--segments", "new,vip"], "segments[1]"),
+        (["--store-tag", "North"], "store_tags[0]"),
     ],
 )
 def test_bad_input_exits_2_naming_the_field_and_writes_nothing(
@@ -263,3 +293,143 @@ def test_a_version_9_database_gains_campaign_status_and_keeps_its_campaigns(
     }
     assert synced == {S1: {"everywhere", "only-s1"}, S2: {"everywhere"}}
     assert resumed.status == "active" and "off" in after
+
+
+def test_every_new_field_reaches_the_targeted_stores_in_their_time_zone(
+    database: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    before = syncs(database)
+    code, out, _ = run(capsys, "store", "set", str(database), S2, "--timezone", "Europe/Paris")
+    assert code == 0 and "Europe/Paris" in out
+    code, out, _ = run(capsys, "store", "set", str(database), S2, "--tag", "north", "--tag", "mall")
+    assert code == 0 and "mall, north" in out  # tags are kept sorted
+    moved = syncs(database)
+    assert moved[S1] == before[S1] and moved[S2].version > before[S2].version
+
+    argv = create(
+        database,
+        "--store-tag",
+        "north",
+        "--image-url",
+        "https://cdn.example/spring.png",
+        "--deep-link",
+        "acme://offers/spring",
+        "--code",
+        "SPRING-20",
+        "--segments",
+        "lapsed,new",
+        "--min-visits",
+        "1",
+        "--max-visits",
+        "9",
+        "--start",
+        "2027-03-01",
+        "--end",
+        "2027-04-01T20:00",
+        "--days",
+        "sat,7",
+        "--hours",
+        "10:00-13:00,15:00-24:00",
+        "--per-member-day",
+        "1",
+        "--per-member-week",
+        "2",
+        "--daily-budget",
+        "40",
+        "--holdout-pct",
+        "10",
+    )
+    assert run(capsys, *argv)[0] == 0
+    after = syncs(database)
+    assert "spring" not in ids(after[S1]) and after[S1].version == moved[S1].version
+    paris = after[S2]
+    spec = next(c for c in paris.campaigns if c.id == "spring")
+    assert paris.timezone == "Europe/Paris"
+    assert spec.schedule == wire.Schedule(
+        datetime(2027, 2, 28, 23, 0, tzinfo=UTC).timestamp(),  # 2027-03-01T00:00+01:00
+        datetime(2027, 4, 1, 18, 0, tzinfo=UTC).timestamp(),  # 20:00+02:00, after the DST change
+        (6, 7),
+        ((600, 780), (900, 1440)),
+    )
+    assert (spec.per_member_day, spec.per_member_week) == (1, 2)
+    assert spec.gateway_budgets == () and spec.segments == ("new", "lapsed")
+
+    shown = json.loads(run(capsys, "show", str(database), "spring", "--json")[1])
+    assert shown["schedule"] == {
+        "start": "2027-03-01",
+        "end": "2027-04-01T20:00",
+        "days": [6, 7],
+        "hours": [["10:00", "13:00"], ["15:00", "24:00"]],
+    }
+    assert (shown["code"], shown["holdout_pct"], shown["daily_budget"]) == ("SPRING-20", 10.0, 40)
+    text = run(capsys, "show", str(database), "spring")[1]
+    assert "schedule: from 2027-03-01 to 2027-04-01T20:00, sat,sun, 10:00-13:00,15:00-24:00" in text
+    listed = run(capsys, "list", str(database))[1]
+    assert "campaign spring (active, tag north): Spring sale" in listed
+
+    code, _, _ = run(
+        capsys,
+        "update",
+        str(database),
+        "spring",
+        "--hours",
+        "",
+        "--end",
+        "",
+        "--clear",
+        "daily-budget",
+        "--clear",
+        "code",
+        "--clear",
+        "segments",
+    )
+    assert code == 0
+    shown = json.loads(run(capsys, "show", str(database), "spring", "--json")[1])
+    assert shown["schedule"] == {"start": "2027-03-01", "end": None, "days": [6, 7], "hours": []}
+    assert (shown["daily_budget"], shown["code"], shown["segments"]) == (None, None, [])
+    assert shown["image_url"] == "https://cdn.example/spring.png"
+    assert run(capsys, "update", str(database), "spring", "--clear", "schedule")[0] == 0
+    assert json.loads(run(capsys, "show", str(database), "spring", "--json")[1])["schedule"] is None
+
+
+def test_code_pools_from_a_file_all_or_none(
+    database: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert run(capsys, *create(database))[0] == 0
+    first = tmp_path / "codes.txt"
+    first.write_text("# spring batch 1\nSPR-0001\n\n  SPR-0002  \nSPR-0003\n")
+    code, out, _ = run(capsys, "codes", "add", str(database), "spring", str(first))
+    assert code == 0 and "3 codes added; 3 codes, 0 given out, 3 free" in out
+
+    clash = tmp_path / "clash.txt"
+    clash.write_text("SPR-0004\nSPR-0005\nSPR-0002\n")
+    code, _, err = run(capsys, "codes", "add", str(database), "spring", str(clash))
+    assert code == 2 and err.count("\n") == 1
+    assert (
+        f"{clash} line 3: code 'SPR-0002' is already used by campaign 'spring'; codes are unique"
+        in err
+    )
+    code, out, _ = run(capsys, "codes", str(database), "spring", "--json")
+    assert code == 0 and json.loads(out) == {
+        "campaign": "spring",
+        "total": 3,
+        "given_out": 0,
+        "free": 3,
+    }
+    assert run(capsys, "codes", str(database), "autumn")[0] == 2
+    assert run(capsys, "codes", "add", str(database), "spring")[0] == 2
+
+
+def test_store_set_refuses_an_unknown_zone_or_store_and_changes_nothing(
+    database: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = syncs(database)
+    code, _, err = run(capsys, "store", "set", str(database), S1, "--timezone", "Europe/Lyon")
+    assert code == 2 and err.startswith("cloud-bridge store set: timezone: ")
+    code, _, err = run(capsys, "store", "set", str(database), "store-404", "--timezone", "UTC")
+    assert code == 2 and "store-404" in err
+    code, _, err = run(capsys, "store", "set", str(database), S1)
+    assert code == 2
+    assert syncs(database) == before
+    code, out, _ = run(capsys, "store", "list", str(database), "--json")
+    assert code == 0 and [s["timezone"] for s in json.loads(out)] == ["UTC", "UTC"]
