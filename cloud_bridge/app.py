@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from cloud_bridge import __version__
+from cloud_bridge.adapters import http_report
 from cloud_bridge.adapters.data_key import DataKey, load_data_key
 from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile, server_tls_context
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
@@ -362,7 +363,14 @@ class Bridge:
                         if api.tls
                         else None
                     )
-                    server = EnrollmentApiServer(enrollment, tokens, api.host, api.port, context)
+                    server = EnrollmentApiServer(
+                        enrollment,
+                        tokens,
+                        api.host,
+                        api.port,
+                        context,
+                        routes=http_report.routes(Path(self.config.bridge.database)),
+                    )
                     await server.start()
                     stack.push_async_callback(server.close)
                     self.api_server = server

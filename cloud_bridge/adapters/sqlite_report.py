@@ -28,7 +28,6 @@ from cloud_bridge.core.report import (
     StoreVisits,
     TimeInStore,
     campaign_reports,
-    horizon_of,
     members_figures,
     offset_spans,
     store_visits,
@@ -120,7 +119,6 @@ def _build(db: sqlite3.Connection, query: ReportQuery, now: float) -> Report:
         values = [row[0] for row in db.execute(_DURATIONS, (store.id, start, end))]
         every_duration.extend(values)
         durations.append(time_in_store(store.id, values))
-    horizon = horizon_of(bounds.values())
     db.execute(
         "CREATE TEMP TABLE IF NOT EXISTS report_bounds "
         "(store_id TEXT PRIMARY KEY, t0 REAL NOT NULL, t1 REAL NOT NULL)"
@@ -131,7 +129,7 @@ def _build(db: sqlite3.Connection, query: ReportQuery, now: float) -> Report:
         [(store, t0, t1) for store, (t0, t1) in bounds.items()],
     )
     every_store = not query.stores
-    members = members_figures(_members(db, every_store), horizon, query.return_days)
+    members = members_figures(_members(db, every_store), now, query.return_days)
     tallies = _tallies(db, query.campaigns)
     subjects = _subjects(db, query.campaigns, query.return_days)
     return Report(
@@ -140,7 +138,7 @@ def _build(db: sqlite3.Connection, query: ReportQuery, now: float) -> Report:
         tuple(visits),
         members,
         (time_in_store("", every_duration), *durations),
-        campaign_reports(campaigns, tallies, subjects, horizon, query.return_days),
+        campaign_reports(campaigns, tallies, subjects, now, query.return_days),
         tuple(by_hour),
     )
 

@@ -412,7 +412,7 @@ class Lift:
     treatment_returned: int
     control: int
     control_returned: int
-    pending: int  # subjects whose window had not ended by the end of the period
+    pending: int  # subjects whose window had not ended when the report was made
     treatment_rate: float | None
     control_rate: float | None
     difference: float | None
@@ -578,8 +578,8 @@ def members_figures(rows: Iterable[MemberVisits], horizon: float, return_days: i
       return rate = returning / unique;
     - frequency: visits in the period per member (mean, median, bins);
     - came back within N days: of the members whose first visit in the period is at least N days
-      before `horizon` (the period's end, so the whole window is seen), those with another visit at
-      a selected store in (first, first + N days]."""
+      before `horizon` (when the report is made: the whole window is seen, even past the
+      period's end), those with another visit at a selected store in (first, first + N days]."""
     window = return_days * DAY_S
     counts: list[int] = []
     returning = eligible = came_back = 0
@@ -636,8 +636,9 @@ def time_in_store(store: str, durations_s: Iterable[float]) -> TimeInStore:
 
 def lift(subjects: Iterable[LiftSubject], horizon: float, return_days: int) -> Lift:
     """Treatment (first offer not holdout) against control (holdout), among subjects whose
-    `return_days` window ended by `horizon`: return rates, their difference with Newcombe's 95 %
-    interval, relative lift (rate_t / rate_c - 1) and the treatment's redemption rate."""
+    `return_days` window ended by `horizon` (when the report is made): return rates, their
+    difference with Newcombe's 95 % interval, relative lift (rate_t / rate_c - 1) and the
+    treatment's redemption rate."""
     window = return_days * DAY_S
     t = t_returned = c = c_returned = pending = t_redeemed = 0
     for s in subjects:
@@ -713,9 +714,3 @@ def campaign_reports(
             )
         )
     return tuple(reports)
-
-
-def horizon_of(bounds: Iterable[tuple[float, float]]) -> float:
-    """The earliest end among the selected stores: a window ending by then is seen at every one."""
-    ends = [end for _, end in bounds]
-    return min(ends) if ends else 0.0
