@@ -554,7 +554,7 @@ def store_visits(
     days = {_EPOCH_DAY + timedelta(days=d): n for d, n in day_counts.items()}
     if end > start:
         first = datetime.fromtimestamp(start, zone).date()
-        last = datetime.fromtimestamp(math.nextafter(end, -math.inf), zone).date()
+        last = datetime.fromtimestamp(end - 0.001, zone).date()  # end is excluded
         if (last - first).days <= MAX_FILLED_DAYS:
             day = first
             while day <= last:
