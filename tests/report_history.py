@@ -31,7 +31,7 @@ PERIOD_FROM = date(2026, 10, 20)
 PERIOD_TO = date(2026, 11, 10)  # inclusive: the period ends at 2026-11-11T00:00 local
 NOW = datetime(2027, 1, 1).timestamp()  # every 30-day window has ended
 RETURN_DAYS = 30
-HOSTILE_TITLE = "<script>alert(1)</script> & =HYPERLINK(\"http://evil\") <img src=x>"
+HOSTILE_TITLE = '<script>alert(1)</script> & =HYPERLINK("http://evil") <img src=x>'
 DAY = timedelta(days=1)
 
 
@@ -193,9 +193,7 @@ def _duration(rng: random.Random) -> float | None:
     return None if rng.random() < 0.15 else float(rng.randrange(60, 3 * 3600))
 
 
-def _same_instant_at(
-    visit: DesignedVisit, store: str, other: str, gap: timedelta
-) -> datetime:
+def _same_instant_at(visit: DesignedVisit, store: str, other: str, gap: timedelta) -> datetime:
     """The local wall time at `other` of `gap` after `visit` (designed as an instant)."""
     instant = visit.ts + gap.total_seconds()
     return datetime.fromtimestamp(instant, ZoneInfo(STORES[other])).replace(tzinfo=None)
@@ -319,7 +317,9 @@ def expected_members(
         if first + days * 86400 <= now:
             eligible += 1
             came_back += any(first < v.ts <= first + days * 86400 for v in visits)
-    return ExpectedMembers(unique, returning, sum(counts), tuple(sorted(counts)), eligible, came_back)
+    return ExpectedMembers(
+        unique, returning, sum(counts), tuple(sorted(counts)), eligible, came_back
+    )
 
 
 def expected_durations(h: History, store: str | None = None) -> list[float]:
