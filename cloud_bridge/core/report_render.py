@@ -297,7 +297,7 @@ def _svg_bars(
     labels: Sequence[str],
     *,
     title: str,
-    color: str = "var(--a)",
+    color: str = "#2f6fdf",
     width: int = 540,
     height: int = 220,
     label_every: int = 1,
@@ -363,11 +363,11 @@ def _svg_funnel(c: CampaignReport, width: int = 540) -> str:
     f = c.funnel
     steps = [
         ("Decided", f.decided, "#9fb3c8"),
-        ("Sent", f.sent, "var(--a)"),
+        ("Sent", f.sent, "#2f6fdf"),
         ("Received", f.received, "#4c8be8"),
-        ("Opened", f.opened, "var(--b)"),
-        ("Redeemed", f.redeemed, "var(--good)"),
-        ("Held out", dict(c.states).get("holdout", 0), "var(--c)"),
+        ("Opened", f.opened, "#15a3a3"),
+        ("Redeemed", f.redeemed, "#1f9d55"),
+        ("Held out", dict(c.states).get("holdout", 0), "#f0a030"),
     ]
     row, left = 30, 90
     height = row * len(steps) + 8
@@ -414,7 +414,7 @@ def _svg_lift(lift: Lift, width: int = 540, height: int = 120) -> str:
         return left + (value + span) / (2 * span) * (right - left)
 
     y = 50
-    color = "var(--good)" if lift.ci_low > 0 else "var(--bad)" if lift.ci_high < 0 else "#627d98"
+    color = "#1f9d55" if lift.ci_low > 0 else "#d64545" if lift.ci_high < 0 else "#627d98"
     tip = escape(lift_sentence(lift))
     parts = [
         f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
@@ -502,7 +502,7 @@ def to_html(report: Report) -> str:
         list(report.by_hour),
         [f"{h:02d}" for h in range(24)],
         title="Visits by hour of the day (local time)",
-        color="var(--b)",
+        color="#15a3a3",
         label_every=2,
         tips=[f"{h:02d}:00-{h:02d}:59: {n} visits" for h, n in enumerate(report.by_hour)],
     )
@@ -515,7 +515,7 @@ def to_html(report: Report) -> str:
         bins,
         bin_labels,
         title="Time in store (minutes), ended visits",
-        color="var(--c)",
+        color="#f0a030",
         label_every=3,
         tips=[
             f"{label} min: {n} visits" if i < len(bins) - 1 else f"over {label[:-1]} min: {n}"
