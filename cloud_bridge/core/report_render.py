@@ -271,6 +271,8 @@ def lift_sentence(lift: Lift) -> str:
 
 # --- HTML ---------------------------------------------------------------------------------------
 
+#: Visits per day as bars up to this many days, as a filled line beyond.
+LONG_SERIES_DAYS = 62
 _CSS = """
 :root{--ink:#1f2933;--muted:#616e7c;--line:#e4e7eb;--bg:#f5f7fa;--card:#fff;--a:#2f6fdf;
 --b:#15a3a3;--c:#f0a030;--good:#1f9d55;--bad:#d64545}
@@ -336,6 +338,56 @@ def _svg_bars(
             parts.append(
                 f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - 10}" '
                 f'text-anchor="middle">{escape(labels[i])}</text>'
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _svg_area(
+    values: Sequence[int],
+    labels: Sequence[str],
+    *,
+    title: str,
+    color: str = "#2f6fdf",
+    width: int = 1080,
+    height: int = 220,
+    label_every: int = 1,
+) -> str:
+    """A filled line chart for a long series (a day per point)."""
+    left, bottom, top = 44, 28, 10
+    plot_w, plot_h = width - left - 8, height - bottom - top
+    peak = max([*values, 0]) or 1
+    step = _nice_step(peak)
+    ceiling = math.ceil(peak / step) * step
+    parts = [
+        f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+    ]
+    tick = 0.0
+    while tick <= ceiling + 1e-9:
+        y = top + plot_h - plot_h * tick / ceiling
+        parts.append(
+            f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_short(tick)}</text>'
+        )
+        tick += step
+    n = len(values)
+    gap = plot_w / max(n - 1, 1)
+    points = [(left + i * gap, top + plot_h - plot_h * v / ceiling) for i, v in enumerate(values)]
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+    if points:
+        base = top + plot_h
+        parts.append(
+            f'<polygon points="{points[0][0]:.1f},{base} {line} {points[-1][0]:.1f},{base}" '
+            f'fill="{color}" fill-opacity="0.18"/>'
+            f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2" '
+            'stroke-linejoin="round"/>'
+        )
+    for i, label in enumerate(labels):
+        if i % label_every == 0:
+            parts.append(
+                f'<text x="{left + i * gap:.1f}" y="{height - 10}" text-anchor="middle">'
+                f"{escape(label)}</text>"
             )
     parts.append("</svg>")
     return "".join(parts)
@@ -433,6 +485,11 @@ def _svg_lift(lift: Lift, width: int = 540, height: int = 120) -> str:
             f'<text x="{x(end):.1f}" y="{y + 28}" text-anchor="middle">{_signed_pts(end)}</text>'
         )
     parts.append(
+        f'<text x="{left}" y="{height - 6}">\u2190 fewer came back with the offer</text>'
+        f'<text x="{right}" y="{height - 6}" text-anchor="end">more came back with the offer '
+        "\u2192</text>"
+    )
+    parts.append(
         f'<circle cx="{x(lift.difference):.1f}" cy="{y}" r="8" fill="{color}"><title>{tip}'
         f"</title></circle>"
         f'<text x="{x(lift.difference):.1f}" y="{y - 16}" text-anchor="middle" '
@@ -490,14 +547,22 @@ def to_html(report: Report) -> str:
     days = report.by_day()
     day_labels = [d for d, _ in days]
     every = max(1, math.ceil(len(days) / 8))
-    by_day = _svg_bars(
-        [n for _, n in days],
-        [d[5:] for d in day_labels],
-        title="Visits per day (each store's local date)",
-        label_every=every,
-        width=1080,
-        tips=[f"{d}: {n} visits" for d, n in days],
-    )
+    if len(days) > LONG_SERIES_DAYS:
+        by_day = _svg_area(
+            [n for _, n in days],
+            [d[5:] for d in day_labels],
+            title="Visits per day (each store's local date)",
+            label_every=every,
+        )
+    else:
+        by_day = _svg_bars(
+            [n for _, n in days],
+            [d[5:] for d in day_labels],
+            title="Visits per day (each store's local date)",
+            label_every=every,
+            width=1080,
+            tips=[f"{d}: {n} visits" for d, n in days],
+        )
     by_hour = _svg_bars(
         list(report.by_hour),
         [f"{h:02d}" for h in range(24)],
