@@ -10,16 +10,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
-from cloud_bridge.core.report import (
-    DEFAULT_RETURN_DAYS,
-    InvalidReportQuery,
-    ReportQuery,
-    check_return_days,
-    parse_bound,
-)
+from cloud_bridge.core.report import DEFAULT_RETURN_DAYS, InvalidReportQuery, report_query
 from cloud_bridge.core.report_render import CSV_SECTIONS, to_csv, to_html, to_text
 
 COMMAND = "cloud-bridge report"
@@ -65,23 +59,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
 
 
-def query_from(
-    start: str | None,
-    end: str | None,
-    stores: Sequence[str],
-    campaigns: Sequence[str],
-    return_days: int,
-) -> ReportQuery:
-    """The report's query from its parameters; InvalidReportQuery naming the bad one."""
-    return ReportQuery(
-        None if start is None else parse_bound(start, "from", end=False),
-        None if end is None else parse_bound(end, "to", end=True),
-        tuple(dict.fromkeys(s.strip() for s in stores if s.strip())),
-        tuple(dict.fromkeys(c.strip() for c in campaigns if c.strip())),
-        check_return_days(return_days),
-    )
-
-
 def run(args: argparse.Namespace, clock: Callable[[], float] = time.time) -> int:
     """Build and print (or write) the report; exit 2 with one line for bad input."""
     from cloud_bridge.adapters.sqlite_report import build_report
@@ -91,7 +68,7 @@ def run(args: argparse.Namespace, clock: Callable[[], float] = time.time) -> int
         print(f"{COMMAND}: --section: goes with --csv", file=sys.stderr)
         return 2
     try:
-        query = query_from(args.start, args.end, args.store, args.campaign, args.return_days)
+        query = report_query(args.start, args.end, args.store, args.campaign, args.return_days)
         report = build_report(args.database, query, clock())
     except InvalidReportQuery as exc:
         option = {"from": "--from", "to": "--to", "return_days": "--return-days"}.get(
@@ -122,3 +99,11 @@ def _write_file(path: Path, text: str) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
+
+
+def write_html_report(database: Path, out: Path, now: float) -> Path:
+    """The whole history's HTML report of `database`, written to `out` (for the demo)."""
+    from cloud_bridge.adapters.sqlite_report import build_report
+
+    _write_file(out, to_html(build_report(database, report_query(None, None, (), (), 30), now)))
+    return out

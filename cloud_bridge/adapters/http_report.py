@@ -12,8 +12,12 @@ from typing import Any
 
 from cloud_bridge.adapters.http_api import HttpProblem, HttpResponse, Request, Route
 from cloud_bridge.adapters.sqlite_report import build_report
-from cloud_bridge.cli_report import query_from
-from cloud_bridge.core.report import DEFAULT_RETURN_DAYS, MAX_RETURN_DAYS, InvalidReportQuery
+from cloud_bridge.core.report import (
+    DEFAULT_RETURN_DAYS,
+    MAX_RETURN_DAYS,
+    InvalidReportQuery,
+    report_query,
+)
 from cloud_bridge.core.report_render import CSV_SECTIONS, to_csv
 from cloud_bridge.errors import RecordsError
 
@@ -44,7 +48,7 @@ class ReportApi:
         if not raw_days.isdigit() or len(raw_days) > 4:
             raise _bad(request, "return_days", f"{raw_days[:20]!r} is not a whole number of days")
         try:
-            query = query_from(
+            query = report_query(
                 params.get("from"),
                 params.get("to"),
                 _list(params.get("store")),
@@ -74,9 +78,9 @@ class ReportApi:
         return (Route.of(r"^/v1/report$", {"GET": self.report}, query=QUERY),)
 
 
-def routes(database: Path) -> tuple[Route, ...]:
+def routes(database: Path, clock: Callable[[], float] = time.time) -> tuple[Route, ...]:
     """The report's endpoints over the loyalty database at `database` (for `routes=`)."""
-    return ReportApi(database).routes()
+    return ReportApi(database, clock).routes()
 
 
 def _list(value: str | None) -> list[str]:

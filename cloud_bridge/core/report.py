@@ -144,6 +144,24 @@ class ReportQuery:
         return start, end
 
 
+def report_query(
+    start: str | None,
+    end: str | None,
+    stores: Sequence[str],
+    campaigns: Sequence[str],
+    return_days: int,
+) -> ReportQuery:
+    """The report's query from its parameters as given (CLI options, API query); repeated ids
+    count once. InvalidReportQuery naming the bad one."""
+    return ReportQuery(
+        None if start is None else parse_bound(start, "from", end=False),
+        None if end is None else parse_bound(end, "to", end=True),
+        tuple(dict.fromkeys(s.strip() for s in stores if s.strip())),
+        tuple(dict.fromkeys(c.strip() for c in campaigns if c.strip())),
+        check_return_days(return_days),
+    )
+
+
 def offset_spans(zone: ZoneInfo, start: float, end: float) -> list[tuple[float, float, int]]:
     """[start, end) cut where `zone`'s UTC offset changes: (from, to, offset_s) spans.
 

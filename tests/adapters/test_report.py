@@ -298,3 +298,19 @@ def test_an_empty_database_reports_zeros_not_errors(tmp_path: Path) -> None:
         {0: 3 * ((PERIOD_TO - PERIOD_FROM).days + 1)}
     )
     assert date.fromisoformat(report.stores[0].by_day[0][0]) == PERIOD_FROM
+
+
+def test_a_database_older_than_the_reports_tables_is_refused_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    old = tmp_path / "old.db"
+    db = sqlite3.connect(old)
+    db.execute("CREATE TABLE visits (event_id TEXT)")
+    db.execute("PRAGMA user_version = 8")
+    db.commit()
+    db.close()
+
+    with pytest.raises(RecordsError, match=r"schema version 8.*start the bridge once"):
+        build_report(old, period(), NOW)

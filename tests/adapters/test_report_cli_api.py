@@ -26,8 +26,8 @@ from cloud_bridge.adapters.http_api import (
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_report import build_report
 from cloud_bridge.cli import main
-from cloud_bridge.cli_report import query_from
-from cloud_bridge.core.report import ReportQuery
+from cloud_bridge.cli_report import write_html_report
+from cloud_bridge.core.report import ReportQuery, report_query
 from cloud_bridge.core.report_render import CSV_SECTIONS
 from tests.fakes.http import HttpReply, request
 from tests.report_history import (
@@ -69,7 +69,7 @@ def test_cli_json_is_the_report(database: Path, capsys: pytest.CaptureFixture[st
 
     assert code == 0, err
     body = json.loads(out)
-    query = query_from(FROM, TO, (), (), 30)
+    query = report_query(FROM, TO, (), (), 30)
     assert body == expected_json(database, query, _now_of(body))
     hold = {c["campaign"]: c for c in body["campaigns"]}["c-hold"]
     e = expected_funnel(HISTORY, "c-hold")
@@ -164,7 +164,7 @@ async def test_the_api_serves_the_same_figures_as_the_cli(api: Api, database: Pa
 
     assert reply.status == 200, reply.raw_body
     assert reply.headers["content-type"] == "application/json"
-    query = query_from(FROM, TO, ["ny", "delhi"], [], 14)
+    query = report_query(FROM, TO, ["ny", "delhi"], [], 14)
     assert reply.json() == expected_json(database, query, NOW)
     assert [s["store"] for s in reply.json()["visits"]["stores"]] == ["delhi", "ny"]
 
@@ -220,3 +220,11 @@ def test_the_openapi_paths_describe_every_query_parameter() -> None:
 
     assert {p["name"] for p in get["parameters"]} == set(http_report.QUERY)
     assert {"200", "400", "401"} <= set(get["responses"])
+
+
+def test_the_demo_writes_the_whole_historys_page(database: Path, tmp_path: Path) -> None:
+    out = write_html_report(database, tmp_path / "report.html", NOW)
+
+    page = out.read_text()
+    assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 5
+    assert f"{len(HISTORY.visits):,}" in page  # the whole history: every visit designed
