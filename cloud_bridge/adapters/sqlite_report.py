@@ -31,8 +31,8 @@ from cloud_bridge.core.report import (
     members_figures,
     offset_spans,
     store_visits,
-    store_zone,
     time_in_store,
+    usable_store,
 )
 from cloud_bridge.errors import RecordsError
 
@@ -152,10 +152,7 @@ def _stores(db: sqlite3.Connection, wanted: Sequence[str]) -> list[StoreInfo]:
             raise InvalidReportQuery(
                 "store", f"no store {store[:64]!r} in the loyalty database; check the store id"
             )
-    selected = [s for s in stores if not wanted or s.id in wanted]
-    for s in selected:
-        store_zone(s.id, s.timezone)
-    return selected
+    return [usable_store(s) for s in stores if not wanted or s.id in wanted]
 
 
 def _campaigns(db: sqlite3.Connection, wanted: Sequence[str]) -> list[CampaignInfo]:

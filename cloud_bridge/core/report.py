@@ -45,6 +45,9 @@ FREQUENCY_BINS: tuple[tuple[int, int | None], ...] = (
 DELIVERY_STATES = ("pending", "sent", "received", "expired", "dead", "holdout", "suppressed")
 CHANNELS = ("mqtt", "webhook")
 NOT_ENOUGH_DATA = "not enough data"
+#: The report covers visits from 2000-01-01 to 2100-01-01 (UTC) at most.
+EARLIEST_S = 946_684_800.0
+LATEST_S = 4_102_444_800.0
 
 _LOCAL_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?$")
@@ -107,18 +110,6 @@ def parse_bound(text: str, field: str, *, end: bool) -> Bound:
     return Bound(instant=parsed.timestamp())
 
 
-def store_zone(store: str, name: str) -> ZoneInfo:
-    """The store's IANA zone; InvalidReportQuery naming the store if it is not one."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise InvalidReportQuery(
-            "timezone",
-            f"store {store!r} has time zone {name!r}, which is not an IANA zone ({exc}); "
-            "fix it with the store's settings",
-        ) from None
-
-
 def check_return_days(value: int) -> int:
     if not 1 <= value <= MAX_RETURN_DAYS:
         raise InvalidReportQuery(
@@ -138,10 +129,12 @@ class ReportQuery:
     return_days: int = DEFAULT_RETURN_DAYS
 
     def bounds(self, zone: ZoneInfo, now: float, first: float) -> tuple[float, float]:
-        """[start, end) in Unix seconds at a store in `zone`; `first`: its first visit."""
+        """[start, end) in Unix seconds at a store in `zone`; `first`: its first visit. Kept
+        within EARLIEST_S..LATEST_S: a forged time far off must not make the report walk
+        millennia of days."""
         start = first if self.start is None else self.start.at(zone)
         end = now if self.end is None else self.end.at(zone)
-        return start, end
+        return min(max(start, EARLIEST_S), LATEST_S), min(max(end, EARLIEST_S), LATEST_S)
 
 
 def report_query(
@@ -203,6 +196,23 @@ class StoreInfo:
     id: str
     name: str
     timezone: str
+    #: Why the stored time zone was not used (it is not an IANA zone: reported in UTC), or "".
+    note: str = ""
+
+
+def usable_store(store: StoreInfo) -> StoreInfo:
+    """`store`, or the same store in UTC with a note if its stored time zone is not an IANA zone
+    (one bad row must not stop every report)."""
+    try:
+        ZoneInfo(store.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return StoreInfo(
+            store.id,
+            store.name,
+            "UTC",
+            f"stored time zone {store.timezone[:64]!r} is not an IANA zone; reported in UTC",
+        )
+    return store
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +331,7 @@ class StoreVisits:
     visits: int
     by_day: tuple[tuple[str, int], ...]  # (local date, visits), every day of the period
     by_hour: tuple[int, ...]  # 24 counts, local hour of day
+    note: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -332,6 +343,7 @@ class StoreVisits:
             "visits": self.visits,
             "by_day": [{"date": day, "visits": n} for day, n in self.by_day],
             "by_hour": list(self.by_hour),
+            "note": self.note or None,
         }
 
 
@@ -590,6 +602,7 @@ def store_visits(
         total,
         tuple((d.isoformat(), n) for d, n in sorted(days.items())),
         tuple(by_hour),
+        store.note,
     )
 
 

@@ -227,6 +227,7 @@ def to_text(report: Report) -> str:
             f"  {s.store:<{width}}  {s.visits:>8} visits  {s.timezone:<20}  "
             f"busiest hour {'-' if busiest is None else f'{busiest:02d}:00'}  "
             f"median stay {_minutes(t.median_s if t else None)}"
+            + (f"  ({s.note})" if s.note else "")
         )
     lines += ["", "Campaigns"]
     if not report.campaigns:
@@ -597,7 +598,7 @@ def to_html(report: Report) -> str:
     store_rows = [
         (
             f"{s.name} ({s.store})",
-            s.timezone,
+            f"{s.timezone} ({s.note})" if s.note else s.timezone,
             f"{s.visits:,}",
             max(range(24), key=lambda h: s.by_hour[h]) if s.visits else "-",
             _minutes(times[s.store].median_s if s.store in times else None),

@@ -314,3 +314,26 @@ def test_a_database_older_than_the_reports_tables_is_refused_with_what_to_do(
 
     with pytest.raises(RecordsError, match=r"schema version 8.*start the bridge once"):
         build_report(old, period(), NOW)
+
+
+def test_a_store_with_a_bad_time_zone_or_forged_times_does_not_stop_the_report(
+    database: Path,
+) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(database)
+    with db:
+        db.execute("UPDATE stores SET timezone = 'Mars/Olympus' WHERE id = 'delhi'")
+        db.executemany(
+            "INSERT INTO visits (event_id, member_id, device_id, store_id, gateway, ts, "
+            "detected_at, recorded_at, rssi_dbm) VALUES (?, 'm-x', 'd-x', 'ny', 'g1', ?, 0, 0, 0)",
+            [("v-past", -1e300), ("v-future", 1e300), ("v-inf", float("inf"))],
+        )
+    db.close()
+
+    report = build_report(database, ReportQuery(), NOW)  # the whole history: no --from, no --to
+
+    delhi = {s.store: s for s in report.stores}["delhi"]
+    assert delhi.timezone == "UTC" and "Mars/Olympus" in delhi.note
+    assert delhi.visits == sum(1 for v in HISTORY.visits if v.store == "delhi")
+    assert report.visits == len(HISTORY.visits)  # the forged times are outside 2000..now
