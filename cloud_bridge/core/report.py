@@ -146,13 +146,27 @@ def report_query(
 ) -> ReportQuery:
     """The report's query from its parameters as given (CLI options, API query); repeated ids
     count once. InvalidReportQuery naming the bad one."""
+    first = None if start is None else parse_bound(start, "from", end=False)
+    last = None if end is None else parse_bound(end, "to", end=True)
+    if first is not None and last is not None and _not_before(first, last):
+        raise InvalidReportQuery("to", f"{end!r} is not after the start {start!r}")
     return ReportQuery(
-        None if start is None else parse_bound(start, "from", end=False),
-        None if end is None else parse_bound(end, "to", end=True),
+        first,
+        last,
         tuple(dict.fromkeys(s.strip() for s in stores if s.strip())),
         tuple(dict.fromkeys(c.strip() for c in campaigns if c.strip())),
         check_return_days(return_days),
     )
+
+
+def _not_before(first: Bound, last: Bound) -> bool:
+    """Whether `last` is at or before `first`, when both are local times or both instants (a
+    local time and an instant compare differently at each store)."""
+    if first.local is not None and last.local is not None:
+        return first.local >= last.local
+    if first.instant is not None and last.instant is not None:
+        return first.instant >= last.instant
+    return False
 
 
 def offset_spans(zone: ZoneInfo, start: float, end: float) -> list[tuple[float, float, int]]:

@@ -107,6 +107,7 @@ def test_cli_text_csv_and_html(
     [
         (["--from", "soon"], "--from"),
         (["--to", "2026-02-30"], "--to"),
+        (["--from", "2026-11-02", "--to", "2026-11-01"], "--to"),
         (["--store", "mars"], "--store"),
         (["--campaign", "c-nope"], "--campaign"),
         (["--return-days", "0"], "--return-days"),
