@@ -195,6 +195,10 @@ def main() -> int:
 
     results["targets"].update(uplink_bench.UPLINK_TARGETS)
     results.update(asyncio.run(uplink_bench.uplink_results(1000 if args.quick else 5000)))
+    from benchmarks import report_bench
+
+    results["targets"].update(report_bench.REPORT_TARGETS)
+    results.update(report_bench.report_results(quick=args.quick))
     results["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = json.dumps(results, indent=2)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from cloud_bridge import __version__
-from cloud_bridge.adapters import http_campaigns, openapi
+from cloud_bridge.adapters import http_campaigns, http_report, openapi
 from cloud_bridge.adapters.data_key import DataKey, load_data_key
 from cloud_bridge.adapters.http_api import (
     EnrollmentApiServer,
@@ -134,6 +134,7 @@ def api_routes(records: LoyaltyRecords, clock: Callable[[], float]) -> tuple[Rou
     extra: list[Route] = []
     if isinstance(records, SqliteLoyaltyRecords):
         extra += http_campaigns.routes(records, clock)
+        extra += http_report.routes(records.path, clock)
     return (*extra, *openapi.routes())
 
 

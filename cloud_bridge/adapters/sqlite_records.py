@@ -531,6 +531,17 @@ _MIGRATIONS: tuple[str, ...] = (
         WHERE NEW.store_id IS NULL OR OLD.store_id IS NULL OR id IN (NEW.store_id, OLD.store_id);
     END;
     """,
+    # 13: the report's indices (issue 11; cloud_bridge/adapters/sqlite_report.py). Covering
+    # indices, so that a year of 100 stores reports in seconds: a store's visits by time with
+    # whose they are, a member's visits by time with where, a visit's end by its visit. Each
+    # replaces a narrower one with the same leading columns, so the bridge keeps one index each.
+    """
+    DROP INDEX visits_store;
+    CREATE INDEX visits_store_cover ON visits (store_id, ts, member_id, device_id, event_id);
+    DROP INDEX visits_member;
+    CREATE INDEX visits_member_store ON visits (member_id, ts, store_id);
+    CREATE INDEX visit_ends_visit ON visit_ends (visit_id, member_id, device_id, store_id, duration_s);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.adapters.sqlite_records import SCHEMA_VERSION, SqliteLoyaltyRecords
 from cloud_bridge.core.campaigns import (
     ArchivedCampaign,
     CampaignChange,
@@ -362,7 +362,7 @@ async def test_a_version_11_database_keeps_its_campaigns_and_hand_edits_still_re
     records = await SqliteLoyaltyRecords.open(path, "acme")
     try:
         (version,) = await records.connection.execute_fetchall("PRAGMA user_version")
-        assert version[0] == 12
+        assert version[0] == SCHEMA_VERSION
         old = await records.campaign("old")
         assert old is not None and old.definition.stores == ("s1",) and old.created_at is None
         start = await versions(records)
