@@ -551,7 +551,7 @@ async def test_migration_2_erases_the_clear_roster_of_a_v1_database_from_the_fil
     finally:
         await store.close()
 
-    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 4
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 5
     for name, data in (while_open | read_files(db_path.parent)).items():
         assert key.hex().encode() not in data, f"the old roster's key is still in {name}"
 
