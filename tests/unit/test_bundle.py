@@ -358,9 +358,10 @@ REJECTIONS: dict[str, tuple[Any, dict[str, Any], RejectReason]] = {
     "sealed-with-the-wrong-key": (_sealed_to_b_labelled_for_a(), {}, RejectReason.DECRYPT_FAILED),
     "format-4": (resign(FULL_V1, format=4), {}, RejectReason.UNKNOWN_FORMAT),
     "format-0": (resign(FULL_V1, format=0), {}, RejectReason.UNKNOWN_FORMAT),
-    # A format-2 body relabelled as format 1 (re-signed: a bridge bug, or its key stolen): the
-    # format is bound into the key derivation, so the body is never read as the other format.
+    # A format-3 body relabelled as format 1 or 2 (re-signed: a bridge bug, or its key stolen):
+    # the format is bound into the key derivation, so the body is never read as another format.
     "format-relabelled": (resign(FULL_V1, format=1), {}, RejectReason.DECRYPT_FAILED),
+    "format-relabelled-2": (resign(FULL_V1, format=2), {}, RejectReason.DECRYPT_FAILED),
     "format-true": (resign(FULL_V1, format=True), {}, RejectReason.UNKNOWN_FORMAT),
     "payload-v2": (resign(FULL_V1, v=2), {}, RejectReason.UNKNOWN_FORMAT),
     "other-type": (resign(FULL_V1, type="roster"), {}, RejectReason.UNKNOWN_TYPE),
