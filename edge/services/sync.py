@@ -298,7 +298,10 @@ class SyncApplier:
             zone = schedule.time_zone(sync.timezone)
         except schedule.UnknownTimeZone as exc:
             return self._reject(
-                "campaigns", "unknown_timezone", sync.version, f"{where}: {exc.reason}"
+                "campaigns",
+                "unknown_timezone",
+                sync.version,
+                f"{where}: field $.timezone: {exc.reason}",
             )
         if persist:
             # Saved signed: the restore after a restart verifies it again.

@@ -157,6 +157,6 @@ async def test_campaigns_in_a_time_zone_the_gateway_lacks_are_refused_in_its_sta
     assert await gateway.sync.apply_campaigns(data, "sync/campaigns") is False
     rejection = gateway.status().sync["last_rejection"]
     assert rejection["what"] == "campaigns" and rejection["reason"] == "unknown_timezone"
-    assert "Mars/Olympus_Mons" in rejection["message"]
+    assert "field $.timezone: time zone 'Mars/Olympus_Mons'" in rejection["message"]
     assert gateway.status().campaigns_version == 0
     assert await gateway.store.load_sync("campaigns") is None  # never saved: not restored either
