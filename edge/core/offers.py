@@ -18,7 +18,8 @@ For a member who just walked in (issues 10 and 11; docs/mqtt.md, `campaigns`), i
    local day and `per_member_week` in the last 7 days (none left: `CAMPAIGN_CAP`);
 8. this gateway's share of the campaign's daily budget (`gateway_budgets`: its own id's share; a
    gateway not named has none; no list: no budget): fewer offers of it by this gateway in the
-   store's local day than the share (none left: `BUDGET`);
+   store's local day than the share (none left: `BUDGET`). As for the frequency, offers stamped
+   later than the entry (a clock stepped back) count too: a clock step never spends a day twice;
 9. campaigns still in their own cooldown for this member are out (none left: `COOLDOWN`);
 10. refresh, not repetition: a campaign the member has never received (within the history kept)
     first, then the one received least recently; ties by priority (higher first), then id. A
@@ -200,9 +201,9 @@ def budget_share(campaign: CampaignSpec, gateway: str | None) -> int | None:
     return min(shares) if shares else 0
 
 
-def _between(times: Sequence[float], start_s: float, end_s: float) -> int:
-    """How many of `times` (ascending) are in [start_s, end_s)."""
-    return bisect_left(times, end_s) - bisect_left(times, start_s)
+def _from(times: Sequence[float], start_s: float) -> int:
+    """How many of `times` (ascending) are at or after `start_s`."""
+    return len(times) - bisect_left(times, start_s)
 
 
 class OfferEngine:
@@ -306,20 +307,17 @@ class OfferEngine:
         last_any = history.last_any.get(member)
         if last_any is not None and t_s - last_any < self._member_cooldown_s:
             return Withheld.COOLDOWN
-        day_start_s, day_end_s = (
-            day_bounds(local_day(t_s, zone), zone) if self._counts_days else (t_s, t_s)
-        )
-        entries = [
-            e for e in entries if self._under_caps(e.campaign, member, t_s, day_start_s, day_end_s)
-        ]
+        # The local day's offers, and any stamped later (a clock stepped back): never fewer than
+        # were made today, so a clock step never spends a share twice.
+        day_start_s = day_bounds(local_day(t_s, zone), zone)[0] if self._counts_days else t_s
+        entries = [e for e in entries if self._under_caps(e.campaign, member, t_s, day_start_s)]
         if not entries:
             return Withheld.CAMPAIGN_CAP
         budget_times = history.budget_times
         entries = [
             e
             for e in entries
-            if e.share is None
-            or _between(budget_times.get(e.campaign.id, ()), day_start_s, day_end_s) < e.share
+            if e.share is None or _from(budget_times.get(e.campaign.id, ()), day_start_s) < e.share
         ]
         if not entries:
             return Withheld.BUDGET
@@ -330,16 +328,16 @@ class OfferEngine:
         return OfferDecision(member, chosen, t_s)
 
     def _under_caps(
-        self, campaign: CampaignSpec, member: str, t_s: float, day_start_s: float, day_end_s: float
+        self, campaign: CampaignSpec, member: str, t_s: float, day_start_s: float
     ) -> bool:
         """Whether one more offer of `campaign` keeps `member` within its per-member caps: in the
-        store's local day [day_start_s, day_end_s), and the 7 days up to `t_s` (later ones too:
+        store's local day (from `day_start_s`) and the 7 days up to `t_s` (later ones count too:
         a clock stepped back)."""
         per_day, per_week = campaign.per_member_day, campaign.per_member_week
         if per_day is None and per_week is None:
             return True
         times = self.history.campaign_times.get((member, campaign.id), ())
-        if per_day is not None and _between(times, day_start_s, day_end_s) >= per_day:
+        if per_day is not None and _from(times, day_start_s) >= per_day:
             return False
         return per_week is None or offers_since(times, t_s - WEEK_S) < per_week
 

@@ -238,6 +238,25 @@ def test_a_budget_in_new_york_turns_at_its_own_midnight() -> None:
     assert offer(e, utc("2026-06-06 04:00"), member="m-3") == "promo"  # 00:00 Saturday EDT
 
 
+def test_a_clock_stepped_back_a_day_never_spends_a_share_twice() -> None:
+    """Offers stamped later than the entry (the clock went back) count against today's share and
+    today's cap, as the member's frequency and cooldown count them."""
+    e = engine(
+        spec("promo", 2, gateway_budgets=(("door-1", 1),)),
+        spec("daily", 1, per_member_day=1),
+    )
+    tomorrow = utc("2026-06-06 08:00")
+    assert offer(e, tomorrow, member="m-1") == "promo"
+    assert offer(e, tomorrow, member="m-2") == "daily"
+    # The clock steps back a day: the real day's share is spent already (else m-3 gets promo).
+    assert offer(e, tomorrow - DAY, member="m-3") == "daily"
+    # And a member's daily cap, once their member cooldown (a later offer counts) is not in play.
+    capped = engine(spec("daily", 1, per_member_day=1))
+    assert offer(capped, tomorrow, member="m-1") == "daily"
+    capped.history.last_any.clear()  # only the campaign's own count is left to say no
+    assert offer(capped, tomorrow - DAY, member="m-1") is Withheld.CAMPAIGN_CAP
+
+
 def test_history_carries_budget_and_caps_across_a_campaign_update() -> None:
     e = engine(spec("promo", gateway_budgets=(("door-1", 1),), per_member_week=1))
     assert offer(e, FRIDAY_NOON) == "promo"
