@@ -12,6 +12,8 @@ Members' preferences (issue 10, `preference_sizes`), at 100k devices under store
   preferences); `..._format2_100k`: format 2 with every device's kind and 70 % of members with
   stated preferences (10 interests, 5 promotion types, frequencies 0..3 a day and 0..10 a week);
   `..._format2_all_stated_100k`: every member with preferences.
+- `roster_bytes_per_device_format3_100k` (issue 11): format 3, as format 2 plus every member's
+  segments (a mask 0..7) and visits in the last 365 days (0..40, most of them a few).
 - `roster_mem_mb_100k_format1` / `_format2`: what the gateway holds for the opened roster
   (tracemalloc of `open_bundle(...).roster_after({})`, the bundle bytes excluded).
 - `roster_prefs_delta_in_place_ms_100k`: applying a delta where 1 % of members changed their
@@ -164,6 +166,20 @@ def _with_prefs(n: int, stated_share: float) -> dict[str, wire.RosterDevice]:
     return roster
 
 
+def _with_audience(roster: dict[str, wire.RosterDevice]) -> dict[str, wire.RosterDevice]:
+    """`roster` with each member's segments and visit count (one per member, as the bridge
+    computes them)."""
+    rng = random.Random(14)
+    by_member: dict[str, tuple[int, int]] = {}
+    out: dict[str, wire.RosterDevice] = {}
+    for ref, device in roster.items():
+        if device.member not in by_member:
+            by_member[device.member] = (rng.randrange(8), min(40, int(rng.expovariate(0.25))))
+        segments, visits = by_member[device.member]
+        out[ref] = dataclasses.replace(device, segments=segments, visits=visits)
+    return out
+
+
 def _open_memory_mb(open_: Any, data: bytes) -> float:
     gc.collect()
     tracemalloc.start()
@@ -220,6 +236,7 @@ def preference_sizes(devices: int = 100_000) -> dict[str, Any]:
     format1 = build(plain, 1)
     format2 = build(stated, 2)
     format2_all = build(everyone, 2)
+    format3 = build(_with_audience(stated), 3)
 
     # A delta of 1 % of members restating their preferences, applied as the gateway does.
     rng = random.Random(13)
@@ -243,6 +260,7 @@ def preference_sizes(devices: int = 100_000) -> dict[str, Any]:
         f"roster_bytes_per_device_format2_all_stated_{suffix}": round(
             len(format2_all) / devices, 1
         ),
+        f"roster_bytes_per_device_format3_{suffix}": round(len(format3) / devices, 1),
         f"roster_mem_mb_{suffix}_format1": _open_memory_mb(open_, format1),
         f"roster_mem_mb_{suffix}_format2": _open_memory_mb(open_, format2),
         f"roster_prefs_delta_in_place_ms_{suffix}": round(in_place_ms, 2),

@@ -102,7 +102,13 @@ Roster = dict[str, wire.RosterDevice]
 _TOPIC_KINDS = frozenset({"/event/visit", "/event/offer", "/status", "/receipt"})
 #: Why a gateway refuses campaigns (edge/services/sync.py): the reasons the bridge tells apart.
 _CAMPAIGNS_REJECTIONS = frozenset(
-    {*(r.value for r in signed.SignedReason), "malformed", "wrong_store", "stale_version"}
+    {
+        *(r.value for r in signed.SignedReason),
+        "malformed",
+        "wrong_store",
+        "stale_version",
+        "unknown_timezone",
+    }
 )
 # Rejections a full snapshot cures: the gateway was not at the version the delta builds on.
 _NEEDS_FULL = frozenset({bundle.RejectReason.BASE_MISMATCH, bundle.RejectReason.DELTA_CONFLICT})

@@ -45,9 +45,9 @@ from edge.core.checkin import CheckinAccepted, CheckinResult, CheckinVerifier
 from edge.core.clockstep import ClockStepDetector
 from edge.core.health import RadioHealth, RadioState
 from edge.core.liveness import Liveness
-from edge.core.offers import OfferEngine
+from edge.core.offers import CAMPAIGN_MEMORY_S, OfferEngine
 from edge.core.pipeline import HOUSEKEEPING_EVERY_S, RESOLVER_STEP_EVERY_S, Pipeline
-from edge.core.preferences import WEEK_S
+from edge.core.preferences import DAY_S, WEEK_S
 from edge.core.presence import PresenceTracker
 from edge.core.resolver import ClockCheck, EidResolver
 from edge.core.visits import OpenVisit
@@ -203,7 +203,7 @@ class Gateway:
         self.pipeline = Pipeline(
             EidResolver((), wall_clock(), config.identity.skew_windows),
             PresenceTracker(config.presence_config),
-            OfferEngine(None),
+            OfferEngine(None, gateway=config.address.gateway),
             new_event_id,
         )
         self._last_radio_s: float | None = None
@@ -320,8 +320,12 @@ class Gateway:
         if config.privacy.retention_s < WEEK_S:
             _LOGGER.warning(
                 "[privacy] retention_s is %g s, shorter than the 7 days members' weekly offer caps "
-                "count back: this gateway counts only that far, and may exceed a weekly cap",
+                "count back: this gateway counts only that far, and may exceed a weekly cap%s",
                 config.privacy.retention_s,
+                # A local day lasts up to 25 h: shorter, today's offers are forgotten before its end.
+                ", a campaign's daily cap or its daily budget"
+                if config.privacy.retention_s < 2 * DAY_S
+                else "",
             )
         _LOGGER.info(
             "gateway key %s (sealed with the %s), trusting bridge keys %s",
@@ -742,13 +746,18 @@ class Gateway:
             _LOGGER.debug("status not published: %s", exc)
 
     async def purge_history(self) -> int:
-        """Forget offers older than the retention (`[privacy] retention_s`, the refresh memory) and
-        offer times older than 7 days (no cap looks further back), in memory and on disk; return how
-        many (member, campaign) rows were purged."""
+        """Forget offers older than the retention (`[privacy] retention_s`, the refresh memory),
+        offer times older than 7 days (no cap looks further back) and each campaign's offers older
+        than CAMPAIGN_MEMORY_S (its caps and budgets), in memory and on disk; return how many
+        (member, campaign) rows were purged."""
         keep_s = self.config.privacy.retention_s
         now_s = self.radio_now()
         self.pipeline.offers.history.prune(now_s, keep_s)
-        return await self.store.purge_history(now_s - keep_s, now_s - min(keep_s, WEEK_S))
+        return await self.store.purge_history(
+            now_s - keep_s,
+            now_s - min(keep_s, WEEK_S),
+            now_s - min(keep_s, CAMPAIGN_MEMORY_S),
+        )
 
     async def _publish_status_periodically(self) -> None:
         interval_s = self.config.uplink.status_interval_s

@@ -7,9 +7,12 @@ pipeline's events arrive in batches, so one fsync covers many rows.
 The roster is stored sealed (edge/services/sync.py seals it; this module stores bytes). secure_delete
 is on, so a replaced or deleted row leaves zeros, not its old bytes, in the file's free pages.
 
-Offer history is two tables: `offer_history`, the last time each member got each campaign
-(cooldowns and refresh), and `offer_times`, each member's latest offers (at most
-MAX_OFFERS_PER_WEEK, for the per_day / per_week caps, issue 10). Both are purged by age.
+Offer history is three tables: `offer_history`, the last time each member got each campaign
+(cooldowns and refresh), `offer_times`, each member's latest offers (at most
+MAX_OFFERS_PER_WEEK, for the per_day / per_week caps, issue 10), and `campaign_offers`, every offer
+of each campaign to each member by this gateway in the last CAMPAIGN_MEMORY_S (8 days: the
+per-member campaign caps and, counted by campaign and local day, this gateway's share of each
+campaign's daily budget, issue 11). All are purged by age.
 
 Forgetting also needs the WAL cut: it keeps the old images of changed pages after they are written
 back, and only overwrites them as it wraps round, which on a quiet gateway can take days. So the
@@ -105,6 +108,21 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (member, ts)
     ) WITHOUT ROWID;
     INSERT OR IGNORE INTO offer_times (member, ts) SELECT member, last_ts FROM offer_history;
+    """,
+    # 5: every offer of each campaign to each member (issue 11), for per-member campaign caps and
+    # this gateway's share of each daily budget, so a restart or power cut resets neither. Seeded
+    # with the last offer of each campaign, all that version 4 kept: caps and budgets count at
+    # least those (the first purge drops what is older than CAMPAIGN_MEMORY_S).
+    """
+    CREATE TABLE campaign_offers (
+        member TEXT NOT NULL,
+        campaign TEXT NOT NULL,
+        ts REAL NOT NULL,
+        PRIMARY KEY (member, campaign, ts)
+    ) WITHOUT ROWID;
+    CREATE INDEX campaign_offers_ts ON campaign_offers (ts);
+    INSERT OR IGNORE INTO campaign_offers (member, campaign, ts)
+        SELECT member, campaign, last_ts FROM offer_history;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -213,8 +231,9 @@ class SqliteGatewayStore:
         opened: Sequence[OpenVisit] = (),
         refreshed: Sequence[OpenVisit] = (),
     ) -> None:
-        """Store events in the outbox, their offers in the history, the visits `opened` (and the
-        times of those `refreshed`), and forget the open visits the events end: one transaction."""
+        """Store events in the outbox, their offers in the history (and each campaign's offers),
+        the visits `opened` (and the times of those `refreshed`), and forget the open visits the
+        events end: one transaction."""
         rows = [(e.event_id, e.KIND, wire.encode(e), now_s) for e in events]
         history = [(e.member, e.campaign, e.ts) for e in events if isinstance(e, wire.OfferTrigger)]
         ended = [(e.visit_id,) for e in events if isinstance(e, wire.VisitEnd)]
@@ -235,6 +254,10 @@ class SqliteGatewayStore:
                 await self._db.executemany(
                     "INSERT OR IGNORE INTO offer_times (member, ts) VALUES (?,?)",
                     [(member, ts) for member, _, ts in history],
+                )
+                await self._db.executemany(
+                    "INSERT OR IGNORE INTO campaign_offers (member, campaign, ts) VALUES (?,?,?)",
+                    history,
                 )
                 # No cap counts further back than MAX_OFFERS_PER_WEEK offers: keep no more.
                 await self._db.executemany(
@@ -352,26 +375,39 @@ class SqliteGatewayStore:
         return int(rows[0][0]) if rows else 0
 
     async def load_history(self) -> OfferHistory:
-        """The offer history as saved: what cooldowns, caps and refresh need after a restart."""
+        """The offer history as saved: what cooldowns, caps, budgets and refresh need after a
+        restart."""
         history = OfferHistory()
         async with self._lock:
             rows = await self._db.execute_fetchall(
                 "SELECT member, campaign, last_ts FROM offer_history"
             )
             times = await self._db.execute_fetchall("SELECT member, ts FROM offer_times")
+            # In time order: each list is appended to, not sorted into.
+            campaign_offers = await self._db.execute_fetchall(
+                "SELECT member, campaign, ts FROM campaign_offers ORDER BY ts"
+            )
         for member, campaign, last_ts in rows:
             key = (member, campaign)
             history.last_by_campaign[key] = max(last_ts, history.last_by_campaign.get(key, last_ts))
             history.last_any[member] = max(last_ts, history.last_any.get(member, last_ts))
         for member, ts in times:
             history.record_time(member, ts)
+        for member, campaign, ts in campaign_offers:
+            history.record_campaign_time(member, campaign, ts)
         return history
 
-    async def purge_history(self, before_ts: float, times_before_ts: float | None = None) -> int:
-        """Forget offers older than `before_ts` (offer times: `times_before_ts`, by default the
-        same) and cut the WAL if anything was deleted since the last purge; return how many
-        (member, campaign) offers were forgotten."""
+    async def purge_history(
+        self,
+        before_ts: float,
+        times_before_ts: float | None = None,
+        campaign_before_ts: float | None = None,
+    ) -> int:
+        """Forget offers older than `before_ts` (offer times: `times_before_ts`; each campaign's
+        offers: `campaign_before_ts`; by default the same) and cut the WAL if anything was deleted
+        since the last purge; return how many (member, campaign) offers were forgotten."""
         times_before = before_ts if times_before_ts is None else times_before_ts
+        campaign_before = before_ts if campaign_before_ts is None else campaign_before_ts
         async with self._lock:
             cursor = await self._db.execute(
                 "DELETE FROM offer_history WHERE last_ts < ?", (before_ts,)
@@ -379,8 +415,12 @@ class SqliteGatewayStore:
             purged = cursor.rowcount
             cursor = await self._db.execute("DELETE FROM offer_times WHERE ts < ?", (times_before,))
             times_purged = cursor.rowcount
+            cursor = await self._db.execute(
+                "DELETE FROM campaign_offers WHERE ts < ?", (campaign_before,)
+            )
+            campaign_purged = cursor.rowcount
             await self._db.commit()
-            if purged or times_purged or self._deleted:
+            if purged or times_purged or campaign_purged or self._deleted:
                 await self._cut_wal()
         return purged
 

@@ -20,13 +20,18 @@ The envelope is one canonical JSON object (sorted keys, no spaces, ASCII; binary
   parse, format, signer, signature, recipient, store, gateway, version, base version, and only then
   decryption and the body. Nothing in the header is trusted before the signature is.
 
-- **Formats.** The envelope is the same in both; the body's device rows differ. Format 1:
+- **Formats.** The envelope is the same in all; the body's device rows differ. Format 1:
   `[ref, member, tier, identity_key hex, exponent]`. Format 2 (issue 10) adds what the device is and
   what its member asked for: `[ref, member, tier, identity_key hex, exponent, kind | null,
-  prefs | null]`, prefs as `[interests, promotions, per_day, per_week]` (wire.MemberPrefs). The
-  bridge builds format 2; a gateway opens both (a retained format-1 bundle from an older bridge
-  still applies, its devices without kind or preferences). The format is signed and bound into the
-  key derivation, so a body cannot be read as the other format.
+  prefs | null]`, prefs as `[interests, promotions, per_day, per_week]` (wire.MemberPrefs). Format 3
+  (issue 11) adds the member's audience: `[..., kind | null, prefs | null, segments, visits]`,
+  segments a mask of wire.SEGMENTS (0..7), visits 0..MAX_COUNTED_VISITS. The bridge builds format 3;
+  a gateway opens all three (a retained bundle from an older bridge still applies, its devices
+  without what the format lacks: no kind or preferences, segments and visits 0). A new format, not
+  optional fields: rows are fixed-length arrays that format-2 gateways refuse to stretch, and a
+  format-2 gateway that cannot read a bundle says so (`unknown_format`: update it) rather than
+  dropping the audience unseen. The format is signed and bound into the key derivation, so a body
+  cannot be read as another format.
 
 A delta names the version it applies to (`base_version`); a gateway at another version needs a full
 snapshot. The retained bundle comes back on every reconnect, so `REPLAYED_VERSION` is routine.
@@ -46,7 +51,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 import msgspec
 from cryptography.exceptions import InvalidSignature, InvalidTag
@@ -61,10 +66,12 @@ from edge.core import wire
 from edge.core.eid import check_key
 from edge.core.wire import (
     MAX_BUNDLE_BYTES,
+    MAX_COUNTED_VISITS,
     MAX_OFFERS_PER_DAY,
     MAX_OFFERS_PER_WEEK,
     MAX_PREFERENCE_TERMS,
     MAX_ROSTER_DEVICES,
+    SEGMENTS,
     WIRE_VERSION,
     RosterDevice,
     check_id,
@@ -72,8 +79,8 @@ from edge.core.wire import (
 )
 
 BUNDLE_TYPE = "roster_bundle"
-BUNDLE_FORMAT = 2  # what build_bundle writes by default
-BUNDLE_FORMATS = (1, 2)  # what open_bundle reads
+BUNDLE_FORMAT = 3  # what build_bundle writes by default
+BUNDLE_FORMATS = (1, 2, 3)  # what open_bundle reads
 KEY_LEN = 32  # raw Ed25519 and X25519 keys, private and public
 KEY_ID_LEN = 8  # bytes of SHA-256(raw public key)
 NONCE_LEN = 12  # ChaCha20-Poly1305 (RFC 8439)
@@ -226,7 +233,7 @@ class FullRoster:
 @dataclass(frozen=True, slots=True)
 class RosterDelta:
     """Changes from `base_version`: devices to add, refs to forget, entries to replace (a new key,
-    tier, kind or preferences)."""
+    tier, kind, preferences, segments or visits)."""
 
     KIND: ClassVar[Literal["delta"]] = "delta"
     base_version: int
@@ -302,6 +309,13 @@ def _row_2(device: RosterDevice) -> list[Any]:
     return [*_row_1(device), device.kind, prefs]
 
 
+def _row_3(device: RosterDevice) -> list[Any]:
+    return [*_row_2(device), device.segments, device.visits]
+
+
+_ROW_WRITERS = {1: _row_1, 2: _row_2, 3: _row_3}
+
+
 def _check_format(bundle_format: int) -> None:
     if bundle_format not in BUNDLE_FORMATS:
         raise ValueError(f"bundle format must be one of {BUNDLE_FORMATS}, got {bundle_format!r}")
@@ -309,9 +323,9 @@ def _check_format(bundle_format: int) -> None:
 
 def encode_body(change: RosterChange, bundle_format: int = BUNDLE_FORMAT) -> bytes:
     """The plaintext a bundle seals: JSON, each device a row (format 1: [ref, member, tier,
-    identity_key hex, exponent]; format 2 adds kind and prefs)."""
+    identity_key hex, exponent]; format 2 adds kind and prefs; format 3 segments and visits)."""
     _check_format(bundle_format)
-    row = _row_2 if bundle_format == 2 else _row_1
+    row = _ROW_WRITERS[bundle_format]
     body: dict[str, Any]
     if isinstance(change, FullRoster):
         body = {"devices": [row(d) for d in change.devices]}
@@ -331,8 +345,8 @@ def plan_sync(
 ) -> RosterChange:
     """What to send a gateway at `previous` (None: unknown): a delta when it is smaller, else a full.
 
-    A device whose key, tier, kind or preferences changed is rotated: a preference change reaches the
-    gateway in the next delta.
+    A device whose key, tier, kind, preferences, segments or visits changed is rotated: a
+    preference or audience change reaches the gateway in the next delta.
     """
     for ref, device in current.items():
         if device.ref != ref:
@@ -432,12 +446,26 @@ def _check_device(device: RosterDevice, bundle_format: int) -> None:
     for value, name in ((device.ref, "ref"), (device.member, "member"), (device.tier, "tier")):
         check_id(value, f"device {name}")
     check_key(device.identity_key, device.exponent)
+    if bundle_format < 3 and (device.segments or device.visits):
+        raise ValueError(
+            f"device {device.ref!r} has segments or visits, which format {bundle_format} cannot "
+            "carry"
+        )
     if bundle_format == 1:
         if device.kind is not None or device.prefs is not None:
             raise ValueError(
                 f"device {device.ref!r} has a kind or preferences, which format 1 cannot carry"
             )
         return
+    audience: tuple[tuple[object, str, int], ...] = (
+        (device.segments, "segments", 2 ** len(SEGMENTS) - 1),
+        (device.visits, "visits", MAX_COUNTED_VISITS),
+    )
+    for number, field_name, high in audience:
+        if type(number) is not int or not 0 <= number <= high:
+            raise ValueError(
+                f"device {device.ref!r}: {field_name} must be 0..{high}, got {number!r}"
+            )
     if device.kind not in (None, "app", "tag"):
         raise ValueError(f"device {device.ref!r}: kind {device.kind!r} is not app, tag or None")
     prefs = device.prefs
@@ -470,8 +498,8 @@ def build_bundle(
 ) -> bytes:
     """Seal `change` to one gateway's key and sign it: the bytes to publish (bridge side).
 
-    `bundle_format` 1 only for gateways too old for 2 (and tests): it cannot carry kind or
-    preferences, and refuses devices that have them.
+    `bundle_format` 1 or 2 only for gateways too old for 3 (and tests): format 1 cannot carry kind
+    or preferences, neither segments or visits, and they refuse devices that have them.
     """
     _check_format(bundle_format)
     for value, name in ((chain, "chain"), (store, "store"), (gateway, "gateway")):
@@ -688,14 +716,31 @@ _Row2 = tuple[
     wire.DeviceKind | None,
     wire.WirePrefs | None,
 ]
+# Format 3 adds segments (a mask of wire.SEGMENTS) and visits (0..MAX_COUNTED_VISITS).
+_Row3 = tuple[
+    wire.Id,
+    wire.Id,
+    wire.Id,
+    wire.HexKey,
+    wire.Exponent,
+    wire.DeviceKind | None,
+    wire.WirePrefs | None,
+    Annotated[int, Meta(ge=0, le=2 ** len(SEGMENTS) - 1)],
+    Annotated[int, Meta(ge=0, le=MAX_COUNTED_VISITS)],
+]
 _Rows1 = Annotated[list[_Row1], Meta(max_length=MAX_ROSTER_DEVICES)]
 _Rows2 = Annotated[list[_Row2], Meta(max_length=MAX_ROSTER_DEVICES)]
+_Rows3 = Annotated[list[_Row3], Meta(max_length=MAX_ROSTER_DEVICES)]
 _Removed = Annotated[list[wire.Id], Meta(max_length=MAX_ROSTER_DEVICES)]
 _ROW_LAYOUT_1 = "a device is [ref, member, tier, identity_key (32 hex digits), exponent 0..15]"
 _ROW_LAYOUT_2 = (
     "a device is [ref, member, tier, identity_key (32 hex digits), exponent 0..15, "
     '"app" | "tag" | null, [interests mask, promotions mask, per_day 0..'
     f"{MAX_OFFERS_PER_DAY}, per_week 0..{MAX_OFFERS_PER_WEEK}] | null]"
+)
+_ROW_LAYOUT_3 = (
+    f"{_ROW_LAYOUT_2.removesuffix(']')}, segments 0..{2 ** len(SEGMENTS) - 1} (a mask of "
+    f"{', '.join(SEGMENTS)}), visits 0..{MAX_COUNTED_VISITS}]"
 )
 
 
@@ -719,13 +764,25 @@ class _DeltaBody2(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     rotate: _Rows2
 
 
+class _FullBody3(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    devices: _Rows3
+
+
+class _DeltaBody3(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    add: _Rows3
+    remove: _Removed
+    rotate: _Rows3
+
+
 _BODY_DECODERS: dict[tuple[int, Kind], msgspec.json.Decoder[Any]] = {
     (1, "full"): msgspec.json.Decoder(_FullBody1),
     (1, "delta"): msgspec.json.Decoder(_DeltaBody1),
     (2, "full"): msgspec.json.Decoder(_FullBody2),
     (2, "delta"): msgspec.json.Decoder(_DeltaBody2),
+    (3, "full"): msgspec.json.Decoder(_FullBody3),
+    (3, "delta"): msgspec.json.Decoder(_DeltaBody3),
 }
-_ROW_LAYOUTS = {1: _ROW_LAYOUT_1, 2: _ROW_LAYOUT_2}
+_ROW_LAYOUTS = {1: _ROW_LAYOUT_1, 2: _ROW_LAYOUT_2, 3: _ROW_LAYOUT_3}
 
 
 _KINDS: dict[str | None, wire.DeviceKind | None] = {"app": "app", "tag": "tag", None: None}
@@ -739,19 +796,22 @@ class _Interned:
     def __init__(self) -> None:
         self._prefs: dict[tuple[int, int, int, int], wire.MemberPrefs] = {}
 
-    def devices(self, rows: list[_Row1] | list[_Row2]) -> tuple[RosterDevice, ...]:
+    def devices(self, rows: list[_Row1] | list[_Row2] | list[_Row3]) -> tuple[RosterDevice, ...]:
         out: list[RosterDevice] = []
         for row in rows:
             r, m, t, k, e = row[:5]
             kind: wire.DeviceKind | None = None
             prefs: wire.MemberPrefs | None = None
-            if len(row) == 7:
+            segments = visits = 0
+            if len(row) >= 7:
                 kind, wire_prefs = _KINDS[row[5]], row[6]
                 if wire_prefs is not None:
                     prefs = self._prefs.get(wire_prefs)
                     if prefs is None:
                         prefs = self._prefs[wire_prefs] = wire.MemberPrefs(*wire_prefs)
-            out.append(RosterDevice(r, m, t, bytes.fromhex(k), e, kind, prefs))
+            if len(row) == 9:
+                segments, visits = cast(_Row3, row)[7:]
+            out.append(RosterDevice(r, m, t, bytes.fromhex(k), e, kind, prefs, segments, visits))
         return tuple(out)
 
 
@@ -762,7 +822,7 @@ def _parse_body(plaintext: bytes, envelope: _Envelope) -> RosterChange:
         reason = decode_error(f"the {envelope.kind} body (format {envelope.format})", exc).reason
         raise _BodyError(f"{reason} ({_ROW_LAYOUTS[envelope.format]})") from None
     interned = _Interned()
-    if isinstance(body, _FullBody1 | _FullBody2):
+    if isinstance(body, _FullBody1 | _FullBody2 | _FullBody3):
         devices = interned.devices(body.devices)
         if len({d.ref for d in devices}) != len(devices):
             raise _BodyError("a device ref appears more than once")

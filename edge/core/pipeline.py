@@ -101,6 +101,13 @@ class PipelineCounters:
     offers_withheld_prefs: int = 0
     offers_withheld_frequency: int = 0
     offers_withheld_cooldown: int = 0
+    # Issue 11: no campaign of the tier running now (its schedule, store's local time); none for
+    # the member's segments or visit count; the member had each one's per_member_day / _week; this
+    # gateway's share of each one's daily budget spent.
+    offers_withheld_schedule: int = 0
+    offers_withheld_audience: int = 0
+    offers_withheld_campaign_cap: int = 0
+    offers_withheld_budget: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -202,7 +209,14 @@ class Pipeline:
         )
         self._open[device.member] = _OpenVisit(visit.event_id, device.ref, platform)
         events.append(visit)
-        decision = self.offers.evaluate(device.member, device.tier, t_s, device.prefs)
+        decision = self.offers.evaluate(
+            device.member,
+            device.tier,
+            t_s,
+            device.prefs,
+            segments=device.segments,
+            visits=device.visits,
+        )
         if not isinstance(decision, OfferDecision):
             if decision is Withheld.PREFERENCES:
                 counters.offers_withheld_prefs += 1
@@ -210,6 +224,14 @@ class Pipeline:
                 counters.offers_withheld_frequency += 1
             elif decision is Withheld.COOLDOWN:
                 counters.offers_withheld_cooldown += 1
+            elif decision is Withheld.SCHEDULE:
+                counters.offers_withheld_schedule += 1
+            elif decision is Withheld.AUDIENCE:
+                counters.offers_withheld_audience += 1
+            elif decision is Withheld.CAMPAIGN_CAP:
+                counters.offers_withheld_campaign_cap += 1
+            elif decision is Withheld.BUDGET:
+                counters.offers_withheld_budget += 1
             return events
         counters.offers += 1
         trigger = OfferTrigger(

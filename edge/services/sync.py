@@ -4,7 +4,8 @@ Campaigns arrive signed by the bridge for this gateway's campaigns topic (edge/c
 A roster arrives as a signed bundle sealed to this gateway (edge/core/bundle.py). It is verified and
 opened off the event loop, the resolver for the new roster is built there too, and only then is it
 swapped in, so a rejected bundle changes nothing. A delta that changes no key (preferences, tiers,
-kinds, removals: most deltas once members are enrolled) is applied to the resolver in force
+kinds, segments and visit counts, removals: most deltas once members are enrolled, and the daily
+ones) is applied to the resolver in force
 instead, O(1) a device, with no EID computed. Rejections are kept for the status topic; a
 retained copy of the version in force (`replayed_version`) comes back on every reconnect and is not
 one. The roster in force is saved sealed with the gateway's at-rest key (edge/adapters/keystore.py),
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.adapters.keystore import GatewayKeys, KeystoreError
 from edge.adapters.sqlite_store import SqliteGatewayStore
-from edge.core import bundle, signed, wire
+from edge.core import bundle, schedule, signed, wire
 from edge.core.pipeline import Pipeline
 from edge.core.resolver import EidResolver
 from edge.logutil import OnceLogger
@@ -292,14 +293,27 @@ class SyncApplier:
                 f"{where}: campaigns v{sync.version} are older than v{self.campaigns_version} in "
                 "force (a replay)",
             )
+        try:
+            # Schedules, local days and budgets are read in the store's zone: never in UTC instead.
+            zone = schedule.time_zone(sync.timezone)
+        except schedule.UnknownTimeZone as exc:
+            return self._reject(
+                "campaigns",
+                "unknown_timezone",
+                sync.version,
+                f"{where}: field $.timezone: {exc.reason}",
+            )
         if persist:
             # Saved signed: the restore after a restart verifies it again.
             await self._store.save_sync(CAMPAIGNS, sync.version, data)
-        self._pipeline.offers.replace(sync)
+        self._pipeline.offers.replace(sync, zone)
         self.campaigns_version = sync.version
         self._check_synced()
         _LOGGER.info(
-            "campaigns version %d applied: %d campaigns", sync.version, len(sync.campaigns)
+            "campaigns version %d applied: %d campaigns, time zone %s",
+            sync.version,
+            len(sync.campaigns),
+            sync.timezone,
         )
         self._warn_cooldowns_beyond_retention(sync)
         unknown = self._pipeline.offers.unknown_terms

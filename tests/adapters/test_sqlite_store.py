@@ -551,7 +551,7 @@ async def test_migration_2_erases_the_clear_roster_of_a_v1_database_from_the_fil
     finally:
         await store.close()
 
-    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 4
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION == 5
     for name, data in (while_open | read_files(db_path.parent)).items():
         assert key.hex().encode() not in data, f"the old roster's key is still in {name}"
 
@@ -639,3 +639,84 @@ async def test_the_database_and_its_directory_are_private_whatever_the_umask(
     assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
     assert modes["gateway.sqlite"] == 0o600
     assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+# --- Each campaign's offers: per-member caps and budgets across a restart (issue 11) ---------------
+
+
+async def test_every_campaign_offer_survives_a_restart_for_caps_and_budgets(db_path: Path) -> None:
+    """Not only each campaign's last offer: every one, by member and by campaign."""
+    offers = [
+        make_offer_trigger(member="m-00001", campaign="promo", ts=T0),
+        make_offer_trigger(member="m-00001", campaign="promo", ts=T0 + 600),
+        make_offer_trigger(member="m-00002", campaign="promo", ts=T0 + 60),
+        make_offer_trigger(member="m-00002", campaign="bakery", ts=T0 + 120),
+    ]
+    store = await SqliteGatewayStore.open(db_path)
+    await store.append_events(offers[:2], now_s=T0)
+    await store.append_events(offers[2:], now_s=T0)
+    await store.append_events(offers[1:2], now_s=T0)  # stored twice (a retried batch): once
+    await store.remove([o.event_id for o in offers])  # acknowledged: the caps still count them
+    await store.close()
+
+    reopened = await SqliteGatewayStore.open(db_path)
+    try:
+        history = await reopened.load_history()
+    finally:
+        await reopened.close()
+
+    assert history.campaign_times == {
+        ("m-00001", "promo"): [T0, T0 + 600],
+        ("m-00002", "promo"): [T0 + 60],
+        ("m-00002", "bakery"): [T0 + 120],
+    }
+    assert history.budget_times == {"promo": [T0, T0 + 60, T0 + 600], "bakery": [T0 + 120]}
+
+
+async def test_campaign_offers_are_kept_eight_days_and_purged_by_their_own_age(
+    store: SqliteGatewayStore, db_path: Path
+) -> None:
+    day = 86_400.0
+    old = make_offer_trigger(member="m-old-5d2c", campaign="promo", ts=T0)
+    recent = make_offer_trigger(member="m-00002", campaign="promo", ts=T0 + 7 * day)
+    await store.append_events([old, recent], now_s=T0)
+    await store.remove([old.event_id, recent.event_id])
+    now = T0 + 8 * day + 60
+
+    await store.purge_history(now - 30 * day, now - 7 * day, now - 8 * day)
+
+    history = await store.load_history()
+    assert history.campaign_times == {("m-00002", "promo"): [T0 + 7 * day]}
+    assert history.budget_times == {"promo": [T0 + 7 * day]}
+    # The refresh memory (30 days) still knows the old offer; no cap counts it any more.
+    assert set(history.last_by_campaign) == {("m-old-5d2c", "promo"), ("m-00002", "promo")}
+    # Gone from the files too once the refresh memory lets it go.
+    await store.purge_history(T0 + 1, now - 7 * day, now - 8 * day)
+    assert files_holding(db_path.parent, b"m-old-5d2c") == []
+
+
+async def test_migration_5_seeds_each_campaign_s_offers_from_a_v4_history(db_path: Path) -> None:
+    """A gateway upgraded mid-day counts at least the offers its old history kept, so its budget
+    and the members' campaign caps do not start again from zero."""
+    from edge.adapters.sqlite_store import _MIGRATIONS
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db_path)
+    for number, migration in enumerate(_MIGRATIONS[:4]):
+        conn.executescript(f"BEGIN; {migration}; PRAGMA user_version = {number + 1}; COMMIT;")
+    conn.executemany(
+        "INSERT INTO offer_history (member, campaign, last_ts) VALUES (?,?,?)",
+        [("m-1", "promo", T0), ("m-1", "bakery", T0 + 60), ("m-2", "promo", T0 + 120)],
+    )
+    conn.commit()
+    conn.close()
+
+    store = await SqliteGatewayStore.open(db_path)
+    try:
+        history = await store.load_history()
+    finally:
+        await store.close()
+
+    assert history.budget_times == {"promo": [T0, T0 + 120], "bakery": [T0 + 60]}
+    assert history.campaign_times[("m-1", "bakery")] == [T0 + 60]
+    assert pragma(db_path, "user_version") == SCHEMA_VERSION >= 5

@@ -1,6 +1,7 @@
 """Golden edge ↔ bridge payloads: what is on the wire today must keep decoding, and the docs match.
 
-The roster bundle's golden copies (format 1, from bridges before issue 10, and format 2) are sealed
+The roster bundle's golden copies (format 1, from bridges before issue 10, format 2, from bridges
+before issue 11, and format 3) are sealed
 with deterministic test keys (below): the test rebuilds them byte for byte, so any change to the
 bundle formats shows up here, and opens them as the gateway would.
 """
@@ -23,7 +24,8 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 GOLDEN = sorted(GOLDEN_DIR.glob("*.json"))
 BUNDLE_GOLDEN = GOLDEN_DIR / "roster_bundle.json"  # format 1
 BUNDLE_GOLDEN_2 = GOLDEN_DIR / "roster_bundle_format2.json"
-BUNDLE_GOLDENS = {1: BUNDLE_GOLDEN, 2: BUNDLE_GOLDEN_2}
+BUNDLE_GOLDEN_3 = GOLDEN_DIR / "roster_bundle_format3.json"
+BUNDLE_GOLDENS = {1: BUNDLE_GOLDEN, 2: BUNDLE_GOLDEN_2, 3: BUNDLE_GOLDEN_3}
 SIGNED_GOLDEN = GOLDEN_DIR / "signed_ack.json"
 GOLDEN_ACK_TOPIC = wire.ack_topic(wire.GatewayAddress("demo-chain", "store-001", "door-1"))
 
@@ -39,7 +41,9 @@ GOLDEN_DEVICE = wire.RosterDevice(
 )
 #: The same device as format 2 carries it: an app, its member's preferences (as in roster.json).
 GOLDEN_DEVICE_2 = dataclasses.replace(GOLDEN_DEVICE, kind="app", prefs=wire.MemberPrefs(5, 2, 1, 3))
-GOLDEN_DEVICES = {1: GOLDEN_DEVICE, 2: GOLDEN_DEVICE_2}
+#: As format 3 carries it: also the member's segments (regular) and visits (as in roster.json).
+GOLDEN_DEVICE_3 = dataclasses.replace(GOLDEN_DEVICE_2, segments=2, visits=7)
+GOLDEN_DEVICES = {1: GOLDEN_DEVICE, 2: GOLDEN_DEVICE_2, 3: GOLDEN_DEVICE_3}
 
 
 def golden_bundle(bundle_format: int = 1) -> bytes:
@@ -239,7 +243,7 @@ def test_docs_show_every_golden_payload_and_decodable_examples() -> None:
     documented = [json.loads(b) for b in blocks]
     for obj in documented:
         if is_bundle(obj):
-            assert bundle.canonical_json(obj) in (golden_bundle(1), golden_bundle(2))
+            assert bundle.canonical_json(obj) in {golden_bundle(f) for f in BUNDLE_GOLDENS}
         elif is_signed(obj):
             assert obj == json.loads(golden_signed_ack())
         else:

@@ -196,7 +196,7 @@ def test_a_format_1_bundle_from_an_older_bridge_still_opens_without_kind_or_pref
     assert opened.roster_after({}) == roster(*PLAIN)
     assert all(d.kind is None and d.prefs is None for d in opened.roster_after({}).values())
     delta = seal(RosterDelta(1, rotate=(dataclasses.replace(PLAIN[0], tier="gold"),)), 2)
-    assert json.loads(delta)["format"] == 2  # the bridge's next bundle: format 2 on top
+    assert json.loads(delta)["format"] == 3  # the bridge's next bundle: the newest on top
     after = open_as(delta, current_version=1).roster_after(opened.roster_after({}))
     assert after[PLAIN[0].ref].tier == "gold"
 
@@ -356,11 +356,12 @@ REJECTIONS: dict[str, tuple[Any, dict[str, Any], RejectReason]] = {
     "delta-from-another-version": (DELTA_4, {"current_version": 2}, RejectReason.BASE_MISMATCH),
     "delta-to-a-fresh-gateway": (DELTA_4, {"current_version": 0}, RejectReason.BASE_MISMATCH),
     "sealed-with-the-wrong-key": (_sealed_to_b_labelled_for_a(), {}, RejectReason.DECRYPT_FAILED),
-    "format-3": (resign(FULL_V1, format=3), {}, RejectReason.UNKNOWN_FORMAT),
+    "format-4": (resign(FULL_V1, format=4), {}, RejectReason.UNKNOWN_FORMAT),
     "format-0": (resign(FULL_V1, format=0), {}, RejectReason.UNKNOWN_FORMAT),
-    # A format-2 body relabelled as format 1 (re-signed: a bridge bug, or its key stolen): the
-    # format is bound into the key derivation, so the body is never read as the other format.
+    # A format-3 body relabelled as format 1 or 2 (re-signed: a bridge bug, or its key stolen):
+    # the format is bound into the key derivation, so the body is never read as another format.
     "format-relabelled": (resign(FULL_V1, format=1), {}, RejectReason.DECRYPT_FAILED),
+    "format-relabelled-2": (resign(FULL_V1, format=2), {}, RejectReason.DECRYPT_FAILED),
     "format-true": (resign(FULL_V1, format=True), {}, RejectReason.UNKNOWN_FORMAT),
     "payload-v2": (resign(FULL_V1, v=2), {}, RejectReason.UNKNOWN_FORMAT),
     "other-type": (resign(FULL_V1, type="roster"), {}, RejectReason.UNKNOWN_TYPE),
@@ -487,17 +488,20 @@ BINARY = ("nonce", "ephemeral_key", "ciphertext", "signature")
 GOLDEN_SHA256 = {
     1: "da56b335408a9d34ba693cfa978b7882e24b88de7d2807462c28adc427852eec",
     2: "56e1d7ad0ba72b90463f7c3a0e3334c0200e4f5a0fd9d1be7edd04945a163337",
+    3: "7018416ee3331c7c48a623230a6dd8ec81b4db31184b61895e2077a2d1dc336f",
 }
 
 
-@pytest.mark.parametrize("bundle_format", [1, 2])
-def test_formats_1_and_2_are_stable(bundle_format: int) -> None:
+@pytest.mark.parametrize("bundle_format", [1, 2, 3])
+def test_formats_1_2_and_3_are_stable(bundle_format: int) -> None:
     """Golden: a change here breaks every gateway in the field; bump "format" instead."""
     device = make_device(ref="d-1", member="m-1", identity_key=bytes(16))
-    if bundle_format == 2:
+    if bundle_format >= 2:
         device = make_device(
             ref="d-1", member="m-1", identity_key=bytes(16), kind="app", prefs=wire.MemberPrefs(5)
         )
+    if bundle_format == 3:
+        device = dataclasses.replace(device, segments=0b101, visits=12)
     data = seal(FullRoster((device,)), 3, bundle_format=bundle_format)
     header = {k: v for k, v in json.loads(data).items() if k not in BINARY}
     assert header == {
@@ -636,7 +640,7 @@ def test_format_1_cannot_carry_kind_or_preferences_and_says_so() -> None:
     with pytest.raises(ValueError, match="format 1 cannot carry"):
         seal(FullRoster(tuple(DEVICES)), 1, bundle_format=1)
     with pytest.raises(ValueError, match="bundle format must be one of"):
-        seal(FullRoster(tuple(PLAIN)), 1, bundle_format=3)
+        seal(FullRoster(tuple(PLAIN)), 1, bundle_format=4)
 
 
 # --- The threat model names what the code does ---------------------------------------------------------

@@ -152,7 +152,7 @@ def test_hostile_format_2_rows_are_rejected_naming_the_row_and_field(case: str) 
     good = ["d-0", "m-0", "gold", KEY, 10, "app", [5, 2, 1, 3]]
     body = json.dumps({"devices": [bad, good]}).encode()
     with mock.patch.object(bundle, "encode_body", lambda *_: body):
-        data = seal(FullRoster((make_device(),)), 1)
+        data = seal(FullRoster((make_device(),)), 1, bundle_format=2)
     rejection = rejected(data)
     assert rejection.reason is RejectReason.BAD_BODY
     assert f"field {field}" in rejection.message, rejection.message

@@ -525,6 +525,17 @@ def bad_campaigns() -> dict[str, tuple[bytes, str, str]]:
             "malformed",
             "$.member_cooldown_s",
         ),
+        # Issue 11: schedules and local days need the store's zone; never read in UTC instead.
+        "unknown-time-zone": (
+            campaigns_bytes(9, timezone="Mars/Olympus_Mons"),
+            "unknown_timezone",
+            "'Mars/Olympus_Mons' is not in this gateway's tz database",
+        ),
+        "the-gateway-s-own-zone": (
+            campaigns_bytes(9, timezone="localtime"),
+            "unknown_timezone",
+            "'localtime' is not a place's civil time",
+        ),
     }
 
 
@@ -670,3 +681,55 @@ async def test_any_valid_campaign_set_however_odd_applies_or_is_refused_never_ra
         assert pipeline.offers.version == campaigns.version and campaigns.store == STORE
     tier = data.draw(st.sampled_from(["gold", *(t for c in campaigns.campaigns for t in c.tiers)]))
     pipeline.offers.decide("m-1", tier, WALL_S)
+
+
+# --- Issue 11: the roster's audience in place, the store's time zone ---------------------------------
+
+
+async def test_a_change_of_segments_or_visits_applies_in_place_and_the_next_entry_honours_it(
+    applier: SyncApplier, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Segments and visit counts change daily and with every visit: no EID is recomputed."""
+    regulars_only = (
+        wire.CampaignSpec("regulars", "t", "b", ("gold",), 0.0, 1, segments=("regular",)),
+    )
+    await applier.apply_campaigns(campaigns_bytes(1, campaigns=regulars_only), "v1")
+    member, other = keyed_device(segments=0b001, visits=1), keyed_device()
+    await applier.apply_roster(full(1, member, other), TOPIC)
+    resolver = pipeline.resolver
+    built: list[int] = []
+    monkeypatch.setattr(sync, "EidResolver", lambda *a, **k: built.append(1))  # must not be built
+    monkeypatch.setattr(resolver, "_fill", lambda *a, **k: built.append(2))  # nor any EID
+    found = pipeline.resolver.resolve(
+        eid.compute_eid(member.identity_key, member.exponent, eid.counter_at(T0))
+    )
+    assert found is not None and found.segments == 0b001
+    assert pipeline.offers.decide(found.member, found.tier, T0, segments=found.segments) is None
+
+    became_regular = dataclasses.replace(member, segments=0b010, visits=4)
+    assert await applier.apply_roster(delta(1, 2, rotate=(became_regular,)), TOPIC)
+
+    assert built == [] and pipeline.resolver is resolver and applier.roster_version == 2
+    assert recognises(pipeline, became_regular)
+    found = pipeline.resolver.resolve(
+        eid.compute_eid(member.identity_key, member.exponent, eid.counter_at(T0))
+    )
+    assert found == became_regular
+    decision = pipeline.offers.decide(
+        found.member, found.tier, T0, segments=found.segments, visits=found.visits
+    )
+    assert decision is not None and decision.campaign.id == "regulars"
+    assert applier.roster_devices() == (became_regular, other)  # as saved (sealed)
+
+
+async def test_campaigns_are_read_in_the_store_s_time_zone(
+    applier: SyncApplier, pipeline: Pipeline
+) -> None:
+    lunch = wire.Schedule(hours=((12 * 60, 14 * 60),))
+    only_at_lunch = (wire.CampaignSpec("lunch", "t", "b", ("gold",), 0.0, 1, schedule=lunch),)
+    paris = campaigns_bytes(1, campaigns=only_at_lunch, timezone="Europe/Paris")
+    assert await applier.apply_campaigns(paris, "v1")
+    assert str(pipeline.offers.zone) == "Europe/Paris"
+    noon_in_utc = 1_780_660_800.0  # 2026-06-05 12:00 UTC: 14:00 in Paris, lunch is over
+    assert pipeline.offers.decide("m-1", "gold", noon_in_utc) is None
+    assert pipeline.offers.decide("m-1", "gold", noon_in_utc - 3600) is not None
