@@ -62,10 +62,10 @@ def load_webhook_secret(path: Path) -> bytes:
     return data
 
 
-def _failure_of(exc: BaseException) -> Result:
+def _failure_of(exc: BaseException, timeout_s: float) -> Result:
     """The core's outcome for an attempt that raised `exc` (no HTTP answer was read)."""
     if isinstance(exc, TimeoutError):  # aiohttp's ServerTimeoutError and asyncio's timeouts
-        return classify_failure(Failure.TIMEOUT, str(exc))
+        return classify_failure(Failure.TIMEOUT, str(exc) or f"no answer within {timeout_s:g} s")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return classify_failure(Failure.RESET, "the server closed the connection")
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -92,6 +92,7 @@ class AiohttpWebhookSender:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
+        self._timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._concurrency = concurrency
         self._max_backoff_s = max_backoff_s
@@ -139,4 +140,4 @@ class AiohttpWebhookSender:
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            return _failure_of(exc)
+            return _failure_of(exc, self._timeout_s)

@@ -215,7 +215,8 @@ def classify_response(
 
 def classify_failure(failure: Failure, detail: str = "") -> Result:
     """An attempt that got no HTTP answer: always retried."""
-    return Result(Verdict.RETRY, failure.value + (f": {detail[:EXCERPT_CHARS]}" if detail else ""))
+    detail = " ".join(detail.split())[:EXCERPT_CHARS]  # one line: a parser's message has several
+    return Result(Verdict.RETRY, failure.value + (f": {detail}" if detail else ""))
 
 
 # --- what happens next ----------------------------------------------------------------------------
