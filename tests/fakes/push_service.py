@@ -73,7 +73,8 @@ class FakePushService:
         await self._stop_listening()
         app = web.Application()
         app.router.add_post("/threshold/offers", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
+        # A stop drops requests in progress at once (a crash, not a graceful drain).
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.05)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True)
         await self._site.start()
