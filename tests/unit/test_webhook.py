@@ -9,6 +9,9 @@ import hashlib
 import hmac
 import json
 import random
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -150,6 +153,21 @@ def test_verification_never_fails_other_than_with_a_signature_error(
 ) -> None:
     with contextlib.suppress(SignatureError):
         verify_signature(SECRET, body, header, NOW)
+
+
+def test_the_retailers_few_lines_in_the_docs_verify_what_the_bridge_signs() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "webhook.md").read_text(encoding="utf-8")
+    snippet = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(snippet, namespace)  # our own documentation's example
+    verify = namespace["verify"]
+    body = request_body(OFFER, "tok-abc")
+    header = request_headers(SECRET, body, OFFER.offer_id, time.time())["Threshold-Signature"]
+    assert verify(SECRET, body, header)
+    assert not verify(SECRET, body + b" ", header)
+    assert not verify(b"another secret", body, header)
+    stale = request_headers(SECRET, body, OFFER.offer_id, time.time() - 600)["Threshold-Signature"]
+    assert not verify(SECRET, body, stale)
 
 
 # --- what an answer means -------------------------------------------------------------------------
