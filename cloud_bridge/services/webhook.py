@@ -173,6 +173,8 @@ class WebhookDispatcher:
 
     async def _attempt(self, sender: WebhookSender, job: WebhookJobLike) -> None:
         try:
+            if self._wall() >= job.expires_at:
+                return  # its validity ended while it waited for a slot: the sweep records it dead
             try:
                 body = body_from_stored(job.payload, job.shopper)
             except BodyError as exc:
