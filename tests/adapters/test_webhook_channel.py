@@ -15,7 +15,11 @@ import pytest
 
 from cloud_bridge.adapters.sqlite_deliveries import SqliteDeliveries
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
-from cloud_bridge.adapters.webhook_aiohttp import AiohttpWebhookSender
+from cloud_bridge.adapters.webhook_aiohttp import (
+    AiohttpWebhookSender,
+    WebhookError,
+    load_webhook_secret,
+)
 from cloud_bridge.config import WebhookSection
 from cloud_bridge.seed import seed_records
 from cloud_bridge.services.webhook import WebhookDispatcher, WebhookSender
@@ -274,3 +278,18 @@ async def test_the_channel_follows_the_visits_platform_and_each_loop_takes_only_
     # A webhook offer the push service took is not resent over MQTT, however long it waits.
     later = await records.due_deliveries(now_s + 1000, 30.0, 100)
     assert {d.offer_id for d in later} == set(by_mqtt)
+
+
+def test_the_secret_file_must_be_private_and_long_enough(tmp_path: Path) -> None:
+    path = tmp_path / "webhook-secret"
+    with pytest.raises(WebhookError, match="openssl rand -hex 32"):
+        load_webhook_secret(path)
+    path.write_text(SECRET.decode() + "\n")
+    path.chmod(0o644)
+    with pytest.raises(WebhookError, match="others may read it"):
+        load_webhook_secret(path)
+    path.chmod(0o600)
+    assert load_webhook_secret(path) == SECRET  # without the newline
+    path.write_text("short\n")
+    with pytest.raises(WebhookError, match="is 5 bytes; use at least 16"):
+        load_webhook_secret(path)
