@@ -520,8 +520,6 @@ _CAMPAIGN_COLUMNS = (
     "id, title, body, tiers, cooldown_s, priority, validity_s, promotion_type, interests, "
     "status, updated_at, store_id"
 )
-#: An offer that may have reached the shopper: not suppressed, or suppressed (consent withdrawn,
-#: preferences changed) only after it was handed to the broker.
 #: A receipt (:status received, opened or dismissed; the latter two imply received) for offer
 #: :id at :now. Idempotent: the first time of each is kept; it changes a row only when it adds
 #: something. Pending, sent and dead offers become received (the app has it: stop resending).
@@ -540,6 +538,8 @@ RECEIPT_UPDATE = (
     "OR (:status = 'opened' AND opened_at IS NULL) "
     "OR (:status = 'dismissed' AND dismissed_at IS NULL))"
 )
+#: An offer that may have reached the shopper: not suppressed, or suppressed (consent withdrawn,
+#: preferences changed) only after it was handed to the broker.
 _MAY_HAVE_REACHED = "(delivery != 'suppressed' OR sent_at IS NOT NULL)"
 
 
