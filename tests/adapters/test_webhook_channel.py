@@ -132,6 +132,10 @@ async def all_in(records: SqliteLoyaltyRecords, state: str) -> bool:
     return bool(found) and all(s == state for s, _, _ in found.values())
 
 
+async def every_tried(records: SqliteLoyaltyRecords) -> bool:
+    return all(attempts >= 1 for _, attempts, _ in (await states(records)).values())
+
+
 async def errors_seen(records: SqliteLoyaltyRecords, marker: str) -> bool:
     return any(e and marker in e for _, _, e in (await states(records)).values())
 
@@ -146,10 +150,11 @@ async def test_an_endpoint_down_slow_failing_and_talking_garbage_gets_every_offe
     task = asyncio.create_task(channel.run(), name="test-webhook")
     try:
         # Down: nothing listens; every attempt is refused and rescheduled.
-        await eventually(lambda: errors_seen(records, "connection refused"), "refused attempts")
+        await eventually(lambda: every_tried(records), "every offer refused at least once")
+        assert await errors_seen(records, "connection refused")
         # Slow: the push service takes requests but answers after the client gave up.
-        await push.serve_http()
         push.mode = "slow"
+        await push.serve_http()
         await eventually(lambda: push.count("slow") >= 6, "slow requests")
         await eventually(lambda: errors_seen(records, "timeout"), "timed-out attempts")
         push.mode = "500"
@@ -160,8 +165,8 @@ async def test_an_endpoint_down_slow_failing_and_talking_garbage_gets_every_offe
         await eventually(lambda: errors_seen(records, "not an HTTP answer"), "garbage answers")
         assert await all_in(records, "pending"), "nothing is given up while offers are valid"
         # It recovers: every offer arrives.
-        await push.serve_http()
         push.mode = "ok"
+        await push.serve_http()
         await eventually(lambda: all_in(records, "sent"), "every offer sent")
     finally:
         await cancel_and_wait([task])
