@@ -199,6 +199,10 @@ def main() -> int:
 
     results["targets"].update(report_bench.REPORT_TARGETS)
     results.update(report_bench.report_results(quick=args.quick))
+    from benchmarks import webhook_bench
+
+    results["targets"].update(webhook_bench.WEBHOOK_TARGETS)
+    results.update(asyncio.run(webhook_bench.webhook_results(500 if args.quick else 2000)))
     results["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     text = json.dumps(results, indent=2)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -36,8 +36,11 @@ from cloud_bridge.adapters.http_api import (
     TokenFile,
     server_tls_context,
 )
+from cloud_bridge.adapters.http_offers import offer_routes
+from cloud_bridge.adapters.sqlite_deliveries import SqliteDeliveries
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import RegisteredGateway, SqliteLoyaltyRecords
+from cloud_bridge.adapters.webhook_aiohttp import AiohttpWebhookSender, load_webhook_secret
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.core import admission
 from cloud_bridge.core.enrollment import Enrollment, EnrollmentError
@@ -45,6 +48,7 @@ from cloud_bridge.core.pseudonyms import Serials, pseudonymize
 from cloud_bridge.core.records import Delivery, IncomingEvent, LoyaltyRecords, RecordOutcome
 from cloud_bridge.errors import BridgeError
 from cloud_bridge.services.clones import AlertError, CloneAlerts, describe, revoke_for_alert
+from cloud_bridge.services.webhook import WebhookDispatcher
 from edge.adapters.instance_lock import instance_lock
 from edge.adapters.keystore import load_signing_key_file
 from edge.adapters.mqtt import (
@@ -135,12 +139,19 @@ class _Published:
     adopted: bool = False  # not published: the gateway's status said it held this version
 
 
-def api_routes(records: LoyaltyRecords, clock: Callable[[], float]) -> tuple[Route, ...]:
-    """The API's endpoints beyond enrollment (campaigns, stores, ...), then its description."""
+def api_routes(
+    records: LoyaltyRecords,
+    clock: Callable[[], float],
+    deliveries: SqliteDeliveries | None = None,
+) -> tuple[Route, ...]:
+    """The API's endpoints beyond enrollment (campaigns, stores, receipts, reports), then its
+    description."""
     extra: list[Route] = []
     if isinstance(records, SqliteLoyaltyRecords):
         extra += http_campaigns.routes(records, clock)
         extra += http_report.routes(records.path, clock)
+    if deliveries is not None:
+        extra += offer_routes(deliveries, clock)
     return (*extra, *openapi.routes())
 
 
@@ -158,6 +169,7 @@ class Bridge:
         notifier: SdNotifier | None = None,
         db_watch: DatabaseWatch | None = None,
         stall_limit_s: float | None = None,
+        webhook_secret: bytes | None = None,
     ) -> None:
         self.config = config
         self._data_key = data_key  # for the enrollment connection, which seals new identity keys
@@ -213,6 +225,25 @@ class Bridge:
         self.api_server: EnrollmentApiServer | None = None
         self.enrollment: Enrollment | None = None  # while running, with the API or auto-revoke
         self.clone_alerts = 0
+        # The webhook channel (docs/webhook.md): offers are given theirs when recorded.
+        self.deliveries: SqliteDeliveries | None = None
+        self.webhook: WebhookDispatcher | None = None
+        if isinstance(records, SqliteLoyaltyRecords):
+            records.channel_for = config.delivery.channel_for
+            self.deliveries = SqliteDeliveries(records)
+            hook = config.webhook
+            if config.uses_webhook:
+                self.webhook = WebhookDispatcher(
+                    hook,
+                    self.deliveries,
+                    lambda: AiohttpWebhookSender(
+                        hook.url, hook.timeout_s, hook.concurrency, hook.max_backoff_s, wall_clock
+                    ),
+                    webhook_secret
+                    if webhook_secret is not None
+                    else load_webhook_secret(Path(hook.secret_file)),
+                    wall_clock,
+                )
         self._started_mono = time.monotonic()
         self._leaving = False  # stopping: no "online" status may follow the "offline" one
         m, b = config.mqtt, config.bridge
@@ -270,6 +301,8 @@ class Bridge:
         }
         if self.config.mqtt.insecure_plaintext:
             counters["mqtt_insecure_plaintext"] = 1
+        if self.webhook is not None:
+            counters.update(self.webhook.counters())
         return wire.BridgeStatus(
             state=state,
             ts=self._wall(),
@@ -277,6 +310,7 @@ class Bridge:
             software=SOFTWARE,
             uptime_s=time.monotonic() - self._started_mono,
             counters=counters,
+            webhook_last_error=None if self.webhook is None else self.webhook.last_error,
         )
 
     async def publish_status(self) -> None:
@@ -328,6 +362,16 @@ class Bridge:
         except BaseException:
             await records.close()
             raise
+        webhook_secret = None
+        if config.uses_webhook:
+            try:
+                # A missing or unsafe secret stops start-up here, saying what to do.
+                webhook_secret = await asyncio.to_thread(
+                    load_webhook_secret, Path(config.webhook.secret_file)
+                )
+            except BaseException:
+                await records.close()
+                raise
         _LOGGER.info("signing rosters with key %s", bundle.key_id(signing_key))
         watch = DatabaseWatch(records.path, "loyalty database")
         return cls(
@@ -338,6 +382,7 @@ class Bridge:
             data_key=data_key,
             notifier=notifier,
             db_watch=watch,
+            webhook_secret=webhook_secret,
         )
 
     async def close(self) -> None:
@@ -389,7 +434,7 @@ class Bridge:
                         api.host,
                         api.port,
                         context,
-                        routes=api_routes(self.records, self._wall),
+                        routes=api_routes(self.records, self._wall, self.deliveries),
                     )
                     await server.start()
                     stack.push_async_callback(server.close)
@@ -410,6 +455,8 @@ class Bridge:
             "watchdog": watchdog.run(),
             "status": self._status_loop(),
         }
+        if self.webhook is not None:
+            loops["webhook"] = self.webhook.run()
         if self.db_watch is not None:
             loops["database"] = watch_database(self.db_watch, self.records.stores, self.liveness)
         else:
@@ -789,8 +836,8 @@ class Bridge:
             return None
         return IncomingEvent(topic.gateway, event)
 
-    def _decode_receipt(self, message: Message, into: dict[str, set[str]]) -> None:
-        """Add a receipt's offer ids to `into`, under the shopper its topic names."""
+    def _decode_receipt(self, message: Message, into: dict[tuple[str, str], set[str]]) -> None:
+        """Add a receipt's offer ids to `into`, under the shopper its topic names and its status."""
         where = f"topic {message.topic}"
         try:
             topic = wire.parse_receipt_topic(message.topic)
@@ -800,14 +847,16 @@ class Bridge:
         except wire.WireError as exc:
             self._drop(message, exc.reason)
             return
-        into.setdefault(topic.shopper, set()).update(receipt.offer_ids)
+        into.setdefault((topic.shopper, receipt.status), set()).update(receipt.offer_ids)
 
-    async def _mark_received(self, receipts: dict[str, set[str]]) -> None:
+    async def _mark_received(self, receipts: dict[tuple[str, str], set[str]]) -> None:
         """One write per shopper app per batch, however many receipts it sent: a flood of
         receipts costs the record loop little. Only the shopper an offer was for confirms it."""
         now_s = self._wall()
-        for shopper, offer_ids in receipts.items():
-            self.received += await self.records.mark_received(shopper, sorted(offer_ids), now_s)
+        for (shopper, status), offer_ids in receipts.items():
+            self.received += await self.records.mark_received(
+                shopper, sorted(offer_ids), now_s, status
+            )
 
     async def _process_inbox(self) -> None:
         batch_max = self.config.bridge.batch
@@ -818,7 +867,7 @@ class Bridge:
             while len(messages) < batch_max and not self._inbox.empty():
                 messages.append(self._inbox.get_nowait())
             events = []
-            receipts: dict[str, set[str]] = {}
+            receipts: dict[tuple[str, str], set[str]] = {}
             for message in messages:
                 if message.topic.endswith("/receipt"):
                     self._decode_receipt(message, receipts)
@@ -872,8 +921,11 @@ class Bridge:
             await self._send_acks(outcome.acks)
             if outcome.clone_alerts:
                 await self._raise_clone_alerts(outcome.clone_alerts)
-            if outcome.deliveries:
-                await self._deliver(outcome.deliveries)
+            by_mqtt = [d for d in outcome.deliveries if d.channel == "mqtt"]
+            if self.webhook is not None and len(by_mqtt) < len(outcome.deliveries):
+                self.webhook.wake()
+            if by_mqtt:
+                await self._deliver(by_mqtt)
 
     async def _admit(self, events: Sequence[IncomingEvent]) -> list[IncomingEvent]:
         """The events the bridge may record (cloud_bridge/core/admission.py), those with times

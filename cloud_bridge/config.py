@@ -6,6 +6,7 @@ import ipaddress
 import math
 import tomllib
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,51 @@ class PreferencesSection:
     promotion_types: tuple[str, ...] = DEFAULT_PROMOTION_TYPES
 
 
+CHANNELS = ("mqtt", "webhook")
+
+
+@dataclass(frozen=True, slots=True)
+class ByPlatformSection:
+    """The channel for visits heard from each platform; empty: the chain's [delivery] channel."""
+
+    android: str = ""
+    ios: str = ""
+    tag: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySection:
+    """How offers reach shoppers (docs/webhook.md): the chain's channel, optionally per platform.
+    An offer's channel is fixed when the bridge records it."""
+
+    channel: str = "mqtt"
+    by_platform: ByPlatformSection = field(default_factory=ByPlatformSection)
+
+    def channel_for(self, platform: str | None) -> str:
+        """The channel for an offer to a visit heard from `platform` (None: unknown)."""
+        chosen = getattr(self.by_platform, platform, "") if platform in _PLATFORMS else ""
+        return chosen or self.channel
+
+    def channels(self) -> set[str]:
+        """Every channel an offer may be given."""
+        return {self.channel, *(getattr(self.by_platform, p) or self.channel for p in _PLATFORMS)}
+
+
+_PLATFORMS = ("android", "ios", "tag")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSection:
+    """The retailer's push service that offers on the webhook channel are POSTed to."""
+
+    url: str = ""  # https; http only to a loopback host
+    secret_file: str = "/etc/threshold/webhook-secret"  # the HMAC-SHA256 key (0600)
+    timeout_s: float = 5.0  # the whole attempt: connect, send, answer
+    rate_per_s: float = 50.0  # the channel's rate limit: attempts started per second
+    concurrency: int = 16  # attempts in flight at once
+    max_backoff_s: float = 300.0  # the longest wait between attempts (and Retry-After's cap)
+
+
 def is_loopback(host: str) -> bool:
     """True for a host that only this machine can reach."""
     if host == "localhost":
@@ -120,6 +166,13 @@ class BridgeConfig:
     mqtt: MqttSection = field(default_factory=MqttSection)
     api: ApiSection = field(default_factory=ApiSection)
     preferences: PreferencesSection = field(default_factory=PreferencesSection)
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+    webhook: WebhookSection = field(default_factory=WebhookSection)  # used by the webhook channel
+
+    @property
+    def uses_webhook(self) -> bool:
+        """Whether any offer may go by webhook (then [webhook] is checked and used)."""
+        return "webhook" in self.delivery.channels()
 
     @property
     def mqtt_tls(self) -> TlsFiles | None:
@@ -135,6 +188,7 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "-", f"is not valid TOML: {exc}") from None
     config = typing.cast(BridgeConfig, build_dataclass(BridgeConfig, raw, path, ""))
+    check_delivery(config, path)
     for name in ("chain", "id", "share_group"):
         try:
             check_id(getattr(config.bridge, name), name)
@@ -184,6 +238,73 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
         if not (ok and math.isfinite(value)):
             raise ConfigError(path, f"bridge.{name}", f"{rule}, got {value}")
     return config
+
+
+def check_delivery(config: BridgeConfig, path: str) -> None:
+    """[delivery] names known channels; a webhook channel needs [webhook] url and secret_file."""
+    delivery = config.delivery
+    for name, value in (
+        ("channel", delivery.channel),
+        *((f"by_platform.{p}", getattr(delivery.by_platform, p)) for p in _PLATFORMS),
+    ):
+        if value not in CHANNELS and not (value == "" and name != "channel"):
+            raise ConfigError(
+                path, f"delivery.{name}", f"must be one of {', '.join(CHANNELS)}, got {value!r}"
+            )
+    section = config.webhook
+    if not config.uses_webhook:
+        if section.url:
+            check_webhook_url(section.url, path)
+        return
+    if not section.url:
+        raise ConfigError(
+            path,
+            "webhook.url",
+            "[delivery] sends offers by webhook but [webhook] has no url: set it to the push "
+            "service's https:// URL (and secret_file to the HMAC key; docs/webhook.md)",
+        )
+    check_webhook_url(section.url, path)
+    if not section.secret_file:
+        raise ConfigError(path, "webhook.secret_file", "must name the file holding the HMAC key")
+    for name, rule in (
+        ("timeout_s", "must be > 0 (seconds)"),
+        ("rate_per_s", "must be > 0 (attempts per second)"),
+        ("max_backoff_s", "must be > 0 (seconds)"),
+    ):
+        value = getattr(section, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(path, f"webhook.{name}", f"{rule}, got {value}")
+    if not 1 <= section.concurrency <= 1024:
+        raise ConfigError(
+            path, "webhook.concurrency", f"must be 1..1024, got {section.concurrency}"
+        )
+
+
+def check_webhook_url(url: str, path: str) -> None:
+    """https to anywhere, http only to this machine; ConfigError naming `webhook.url`."""
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        host = parsed.hostname or ""
+        parsed.port  # noqa: B018 - validates the port
+    except ValueError as exc:
+        raise ConfigError(path, "webhook.url", f"{url!r} is not a URL: {exc}") from None
+    if parsed.scheme not in ("https", "http") or not host:
+        raise ConfigError(
+            path,
+            "webhook.url",
+            f"must be an https:// URL of the retailer's push service, got {url!r}",
+        )
+    if parsed.scheme == "http" and not is_loopback(host):
+        raise ConfigError(
+            path,
+            "webhook.url",
+            f"{url!r} is plain http beyond loopback: offers and their signatures would cross the "
+            "network in clear; use https:// (http only to 127.0.0.1, ::1 or localhost)",
+        )
+    if parsed.username or parsed.password:
+        raise ConfigError(
+            path, "webhook.url", "must not carry credentials: the signature authenticates"
+        )
 
 
 def load_bridge_config(path: Path) -> BridgeConfig:

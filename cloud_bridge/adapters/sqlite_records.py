@@ -13,7 +13,7 @@ import math
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
@@ -542,6 +542,13 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX visits_member_store ON visits (member_id, ts, store_id);
     CREATE INDEX visit_ends_visit ON visit_ends (visit_id, member_id, device_id, store_id, duration_s);
     """,
+    # 14: the webhook channel's queue (due attempts, oldest first) and its dead letters (counted
+    # for the bridge's status every few seconds) without a scan of every offer (issue 11).
+    """
+    CREATE INDEX offers_webhook_due ON offers (next_attempt_at)
+        WHERE channel = 'webhook' AND delivery = 'pending';
+    CREATE INDEX offers_dead ON offers (recorded_at) WHERE delivery = 'dead';
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)
@@ -550,6 +557,24 @@ _CAMPAIGN_COLUMNS = (
     "id, title, body, tiers, cooldown_s, priority, validity_s, promotion_type, interests, "
     "status, updated_at, store_id, image_url, deep_link, code, store_tags, segments, min_visits, "
     "max_visits, schedule, per_member_day, per_member_week, daily_budget, holdout_pct, created_at"
+)
+#: A receipt (:status received, opened or dismissed; the latter two imply received) for offer
+#: :id at :now. Idempotent: the first time of each is kept; it changes a row only when it adds
+#: something. Pending, sent and dead offers become received (the app has it: stop resending).
+#: An expired offer stays as it was (its validity ended before the app confirmed it); holdout and
+#: suppressed offers never reached anyone: callers refuse receipts for them.
+RECEIPT_UPDATE = (
+    "UPDATE offers SET received_at = coalesce(received_at, :now), "
+    "opened_at = CASE WHEN :status = 'opened' THEN coalesce(opened_at, :now) ELSE opened_at END, "
+    "dismissed_at = CASE WHEN :status = 'dismissed' THEN coalesce(dismissed_at, :now) "
+    "ELSE dismissed_at END, "
+    "delivery = CASE WHEN delivery IN ('pending', 'sent', 'dead') THEN 'received' "
+    "ELSE delivery END, "
+    "next_attempt_at = NULL "
+    "WHERE event_id = :id AND delivery IN ('pending', 'sent', 'dead', 'received') "
+    "AND (delivery IN ('pending', 'sent', 'dead') OR received_at IS NULL "
+    "OR (:status = 'opened' AND opened_at IS NULL) "
+    "OR (:status = 'dismissed' AND dismissed_at IS NULL))"
 )
 #: An offer that may have reached the shopper: not suppressed, or suppressed (consent withdrawn,
 #: preferences changed) only after it was handed to the broker.
@@ -877,6 +902,19 @@ class SqliteLoyaltyRecords:
         self.clone_policy = clone_policy or ClonePolicy()
         self._lock = asyncio.Lock()  # see _one_at_a_time
         self._bad_rows = OnceLogger(_LOGGER)
+        #: The channel of an offer to a visit heard from a platform (None: unknown), fixed when
+        #: the offer is recorded: the config's [delivery] (BridgeConfig.delivery.channel_for).
+        self.channel_for: Callable[[str | None], str] = lambda platform: "mqtt"
+
+    async def alone(self, work: Callable[[aiosqlite.Connection], Awaitable[_T]]) -> _T:
+        """Run `work` on the connection with nothing else of the records' in between (another
+        adapter's queries on the same file: sqlite_deliveries.py); a failure is rolled back."""
+        async with self._lock:
+            try:
+                return await work(self._db)
+            except BaseException:
+                await self._db.rollback()
+                raise
 
     @classmethod
     async def open(
@@ -1099,8 +1137,8 @@ class SqliteLoyaltyRecords:
                 await db.execute(
                     "INSERT INTO offers (event_id, visit_id, member_id, campaign_id, store_id, "
                     "gateway, ts, detected_at, recorded_at, delivery, shopper_token, "
-                    "delivery_topic, delivery_payload, suppressed_reason, expires_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "delivery_topic, delivery_payload, suppressed_reason, expires_at, channel) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         event.event_id,
                         event.visit_id,
@@ -1117,6 +1155,7 @@ class SqliteLoyaltyRecords:
                         delivery.payload if delivery else None,
                         refusal,
                         expires_at,
+                        delivery.channel if delivery else "mqtt",
                     ),
                 )
                 new_offers.append(event)
@@ -1385,9 +1424,21 @@ class SqliteLoyaltyRecords:
             interests=campaign.interests if campaign else (),
         )
         delivery = Delivery(
-            trigger.event_id, token, wire.shopper_offer_topic(gw.chain, token), wire.encode(offer)
+            trigger.event_id,
+            token,
+            wire.shopper_offer_topic(gw.chain, token),
+            wire.encode(offer),
+            channel=self.channel_for(await self._visit_platform(trigger.visit_id)),
         )
         return delivery, None, offer_expires_at(now_s, float(c[5]))
+
+    async def _visit_platform(self, visit_id: str) -> str | None:
+        """How the visit's member was heard (android, ios, tag), None if unknown."""
+        async with self._db.execute(
+            "SELECT platform FROM visits WHERE event_id = ?", (visit_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None or row[0] is None else str(row[0])
 
     async def _offers_near(self, member: str, ts: float) -> tuple[float, ...]:
         """Radio times of the member's offers that may have reached them (not suppressed, or
@@ -1436,7 +1487,7 @@ class SqliteLoyaltyRecords:
         async with self._db.execute(
             "SELECT event_id, shopper_token, delivery_topic, delivery_payload FROM offers "
             "WHERE (delivery = 'pending' OR (delivery = 'sent' AND sent_at <= ?)) "
-            "AND expires_at > ? ORDER BY recorded_at LIMIT ?",
+            "AND expires_at > ? AND channel = 'mqtt' ORDER BY recorded_at LIMIT ?",
             (now_s - resend_after_s, now_s, limit),
         ) as cursor:
             return [Delivery(r[0], r[1], r[2], bytes(r[3])) async for r in cursor]
@@ -1445,8 +1496,10 @@ class SqliteLoyaltyRecords:
     async def expire_offers(self, now_s: float) -> int:
         """Record as expired every offer the app has not confirmed by its expiry; how many."""
         cursor = await self._db.execute(
-            "UPDATE offers SET delivery = 'expired' "
-            "WHERE delivery IN ('pending', 'sent') AND expires_at <= ?",
+            # A pending webhook offer goes dead instead, with its last error (the webhook
+            # loop's expire_webhooks).
+            "UPDATE offers SET delivery = 'expired' WHERE expires_at <= ? "
+            "AND (delivery = 'sent' OR (delivery = 'pending' AND channel = 'mqtt'))",
             (now_s,),
         )
         await self._db.commit()
@@ -1472,12 +1525,14 @@ class SqliteLoyaltyRecords:
         await self._db.commit()
 
     @_one_at_a_time
-    async def mark_received(self, shopper: str, offer_ids: list[str], now_s: float) -> int:
-        """Record the app's receipt; only the shopper the offer was for can confirm it."""
+    async def mark_received(
+        self, shopper: str, offer_ids: list[str], now_s: float, status: str = "received"
+    ) -> int:
+        """Record the app's receipt (received, opened or dismissed: RECEIPT_UPDATE); only the
+        shopper the offer was for can confirm it. How many offers it changed."""
         cursor = await self._db.executemany(
-            "UPDATE offers SET delivery = 'received', received_at = ? "
-            "WHERE event_id = ? AND shopper_token = ? AND delivery IN ('pending', 'sent')",
-            [(now_s, i, shopper) for i in offer_ids],
+            RECEIPT_UPDATE + " AND shopper_token = :shopper",
+            [{"now": now_s, "status": status, "id": i, "shopper": shopper} for i in offer_ids],
         )
         await self._db.commit()
         return cursor.rowcount

@@ -61,6 +61,7 @@ class Delivery:
     shopper: str  # the member's opaque delivery token
     topic: str
     payload: bytes
+    channel: str = "mqtt"  # how it goes: "mqtt" (to `topic`) or "webhook" (the push service)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,9 @@ class LoyaltyRecords(Protocol):
 
     async def mark_sent(self, offer_ids: list[str], now_s: float) -> None: ...
 
-    async def mark_received(self, shopper: str, offer_ids: list[str], now_s: float) -> int: ...
+    async def mark_received(
+        self, shopper: str, offer_ids: list[str], now_s: float, status: str = "received"
+    ) -> int: ...
 
     async def stores(self) -> list[str]: ...
 

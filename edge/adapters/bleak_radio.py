@@ -51,6 +51,7 @@ from dbus_fast.errors import DBusFastError
 
 from edge.core import frames
 from edge.core.advert import RawAdvert
+from edge.core.backoff import Backoff
 from edge.core.health import RadioHealth, RadioState
 from edge.errors import EdgeError
 from edge.logutil import OnceLogger
@@ -170,25 +171,6 @@ class RecoveryLadder:
 
     def reset(self) -> None:
         self.failures = 0
-
-
-class Backoff:
-    """Capped exponential delays with jitter (half to full length), restarting at `reset()`."""
-
-    def __init__(self, initial_s: float, cap_s: float, rng: random.Random | None = None) -> None:
-        self._initial_s = initial_s
-        self._cap_s = cap_s
-        self._rng = rng or random.Random()
-        self._attempt = 0
-
-    def next_delay_s(self) -> float:
-        delay = min(self._cap_s, self._initial_s * (1 << min(self._attempt, 30)))
-        self._attempt += 1
-        jitter: float = self._rng.uniform(0.5, 1.0)
-        return delay * jitter
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 # --- org.bluez as seen over our own system-bus connection. ---
@@ -718,7 +700,7 @@ class BleakAdvertSource:
 
     async def _supervise(self) -> None:
         objects = BluezObjects(self._call_timeout_s)
-        retry = Backoff(RETRY_MIN_S, RETRY_MAX_S)
+        retry = Backoff(RETRY_MIN_S, RETRY_MAX_S, random.random)
         power_cycle_due = False
         try:
             while True:
@@ -770,7 +752,7 @@ class BleakAdvertSource:
 
     async def _wait_until_ready(self, objects: BluezObjects) -> AdapterInfo:
         """Wait (polling with backoff, woken by signals) for BlueZ and a powered adapter."""
-        poll = Backoff(WAIT_POLL_MIN_S, WAIT_POLL_MAX_S)
+        poll = Backoff(WAIT_POLL_MIN_S, WAIT_POLL_MAX_S, random.random)
         while True:
             objects.changed.clear()
             try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -27,12 +28,12 @@ from edge.adapters.bleak_radio import (
     WAIT_POLL_MAX_S,
     WAIT_POLL_MIN_S,
     AdapterSnapshot,
-    Backoff,
     BluezObjects,
     RadioError,
     check_adapter_spec,
 )
 from edge.core import frames
+from edge.core.backoff import Backoff
 from edge.logutil import OnceLogger
 
 _LOGGER = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ async def keep_registered(
     anew; a RadioError goes to `failed` and is retried with capped backoff; while `registered()`,
     BlueZ's objects are re-read every REFRESH_WHILE_REGISTERED_S in case a signal was missed.
     `attempted` is set after every attempt (start() waits for the first)."""
-    retry = Backoff(WAIT_POLL_MIN_S, REGISTER_RETRY_MAX_S)
+    retry = Backoff(WAIT_POLL_MIN_S, REGISTER_RETRY_MAX_S, random.random)
     while True:
         objects.changed.clear()
         try:

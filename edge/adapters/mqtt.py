@@ -38,6 +38,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edge.adapters.files import read_regular_file
 from edge.adapters.pki import PkiError, TlsFiles, common_name, load_certificate
+from edge.core.backoff import Backoff
 from edge.core.wire import MAX_BRIDGE_PACKET_BYTES
 from edge.errors import EdgeError
 
@@ -263,23 +264,6 @@ def _tls_failure(exc: ssl.SSLError | str, where: str) -> MqttError:
     )
 
 
-class _Backoff:
-    """Jittered, capped exponential reconnect delays: min·2ⁿ capped at max, scaled by 0.5–1.0."""
-
-    def __init__(self, min_s: float, max_s: float) -> None:
-        self._min_s = min_s
-        self._max_s = max_s
-        self._failures = 0
-
-    def reset(self) -> None:
-        self._failures = 0
-
-    def next_delay_s(self) -> float:
-        delay = min(self._max_s, self._min_s * (1 << min(self._failures, 32)))
-        self._failures += 1
-        return delay * random.uniform(0.5, 1.0)
-
-
 class PahoMqtt:
     """One MQTT 5 connection kept up by `run()`; publish with `publish()`, receive via `on_message`.
 
@@ -381,7 +365,7 @@ class PahoMqtt:
         self._run_finished.clear()
         self._loop = asyncio.get_running_loop()
         self._loop_thread_id = threading.get_ident()
-        backoff = _Backoff(self._settings.backoff_min_s, self._settings.backoff_max_s)
+        backoff = Backoff(self._settings.backoff_min_s, self._settings.backoff_max_s, random.random)
         # One thread of our own for paho's blocking connect(), shut down when run() ends, so no
         # thread outlives the client (the loop's default executor keeps one until the loop closes).
         executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mqtt-connect")

@@ -22,6 +22,7 @@ import serial_asyncio_fast
 
 from edge.core import serial_protocol as tsp
 from edge.core.advert import RawAdvert
+from edge.core.backoff import backoff_s
 from edge.core.health import RadioHealth, RadioState
 from edge.errors import EdgeError
 from edge.logutil import OnceLogger
@@ -232,8 +233,7 @@ class SerialAdvertSource:
 
     def _backoff_s(self, failures: int) -> float:
         """Capped exponential backoff with equal jitter: half fixed, half random."""
-        capped = min(self._reconnect_max_s, self._reconnect_min_s * 2.0 ** min(failures, 30))
-        return capped * (0.5 + 0.5 * self._jitter())
+        return backoff_s(failures, self._reconnect_min_s, self._reconnect_max_s, self._jitter())
 
     async def _open(self) -> _Link:
         # No timeout here: pyserial opens with O_NONBLOCK, so open cannot wait on the device, and

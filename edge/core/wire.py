@@ -345,9 +345,11 @@ class BridgeStatus:
     software: Software = ""
     uptime_s: Seconds = 0.0
     counters: CountMap = field(default_factory=dict)
+    # The webhook channel's last failure (issue 11), for IT: absent while it has had none.
+    webhook_last_error: Text | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        body = {
             "state": self.state,
             "ts": self.ts,
             "bridge": self.bridge,
@@ -355,6 +357,9 @@ class BridgeStatus:
             "uptime_s": round(self.uptime_s, 3),
             "counters": self.counters,
         }
+        if self.webhook_last_error is not None:
+            body["webhook_last_error"] = self.webhook_last_error
+        return body
 
 
 @dataclass(frozen=True, slots=True)

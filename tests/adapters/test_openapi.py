@@ -15,6 +15,7 @@ import pytest
 
 from cloud_bridge.adapters import openapi
 from cloud_bridge.adapters.http_api import EnrollmentApi, Route
+from cloud_bridge.adapters.sqlite_deliveries import SqliteDeliveries
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import api_routes
 from cloud_bridge.core.enrollment import Enrollment
@@ -29,7 +30,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Route, ...]]:
     records = await SqliteLoyaltyRecords.open(tmp_path / "loyalty.db", "acme", create=True)
     try:
         enrollment = EnrollmentApi(cast(Enrollment, None)).routes()
-        yield (*enrollment, *api_routes(records, lambda: 0.0))
+        yield (*enrollment, *api_routes(records, lambda: 0.0, SqliteDeliveries(records)))
     finally:
         await records.close()
 

@@ -1,0 +1,300 @@
+"""The webhook channel end to end on real parts: real loyalty records (SQLite), the real aiohttp
+client, and a real local push service (tests/fakes/push_service.py) that goes down, hangs, answers
+500, 429 and garbage, then recovers. Each offer reaches it exactly once per Idempotency-Key."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import pytest
+
+from cloud_bridge.adapters.sqlite_deliveries import SqliteDeliveries
+from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
+from cloud_bridge.adapters.webhook_aiohttp import (
+    AiohttpWebhookSender,
+    WebhookError,
+    load_webhook_secret,
+)
+from cloud_bridge.config import WebhookSection
+from cloud_bridge.seed import seed_records
+from cloud_bridge.services.webhook import WebhookDispatcher, WebhookSender
+from edge.core import wire
+from edge.services.tasks import cancel_and_wait
+from tests.factories import TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
+from tests.fakes.push_service import FakePushService
+from tests.integration.rig import eventually
+
+CHAIN = "acme"
+STORE = "store-001"
+GW = wire.GatewayAddress(CHAIN, STORE, "door-1")
+SECRET = b"0123456789abcdef0123456789abcdef"
+MEMBERS = 12
+
+
+@pytest.fixture
+async def records(tmp_path: Path) -> AsyncIterator[SqliteLoyaltyRecords]:
+    opened = await SqliteLoyaltyRecords.open(
+        tmp_path / "loyalty.sqlite", CHAIN, create=True, data_key=TEST_DATA_KEY
+    )
+    try:
+        await seed_records(
+            opened, members=MEMBERS, seed=5, stores=(STORE,), joined_at=time.time() - 86400
+        )
+        # Every member's visit is offered the bakery campaign, valid for an hour.
+        await opened.connection.execute(
+            "UPDATE campaigns SET tiers = 'bronze,silver,gold', validity_s = 3600 "
+            "WHERE id = 'welcome-bakery'"
+        )
+        await opened.connection.commit()
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def push() -> AsyncIterator[FakePushService]:
+    service = await FakePushService(SECRET).start()
+    try:
+        yield service
+    finally:
+        await service.close()
+
+
+async def record_offers(
+    records: SqliteLoyaltyRecords, members: range, now_s: float, platform: str = "ios"
+) -> list[str]:
+    """One visit (heard from `platform`) and its bakery offer per member; the offer ids."""
+    events: list[wire.Event] = []
+    offer_ids = []
+    for n in members:
+        member, device = f"m-{n:05d}", f"d-{n:05d}"
+        visit = make_visit(member=member, device=device, ts=now_s, platform=platform)
+        offer = make_offer_trigger(
+            visit_id=visit.event_id,
+            member=member,
+            device=device,
+            campaign="welcome-bakery",
+            ts=now_s,
+            detected_at=now_s,
+        )
+        events += [visit, offer]
+        offer_ids.append(offer.event_id)
+    outcome = await records.record(await as_sent(records, GW, *events), now_s)
+    assert len(outcome.deliveries) == len(offer_ids), outcome.refused_offers
+    return offer_ids
+
+
+def dispatcher(
+    records: SqliteLoyaltyRecords,
+    url: str,
+    *,
+    timeout_s: float = 0.5,
+    max_backoff_s: float = 0.2,
+    concurrency: int = 4,
+    wall_clock: Callable[[], float] = time.time,
+) -> WebhookDispatcher:
+    section = WebhookSection(
+        url=url,
+        secret_file="-",
+        timeout_s=timeout_s,
+        rate_per_s=1000.0,
+        concurrency=concurrency,
+        max_backoff_s=max_backoff_s,
+    )
+
+    def sender() -> AbstractAsyncContextManager[WebhookSender]:
+        return AiohttpWebhookSender(url, timeout_s, concurrency, max_backoff_s, wall_clock)
+
+    return WebhookDispatcher(
+        section,
+        SqliteDeliveries(records),
+        sender,
+        SECRET,
+        wall_clock,
+        rng=random.Random(11),
+    )
+
+
+async def states(records: SqliteLoyaltyRecords) -> dict[str, tuple[str, int, str | None]]:
+    async with records.connection.execute(
+        "SELECT event_id, delivery, attempts, last_error FROM offers WHERE channel = 'webhook'"
+    ) as cursor:
+        return {r[0]: (r[1], r[2], r[3]) async for r in cursor}
+
+
+async def all_in(records: SqliteLoyaltyRecords, state: str) -> bool:
+    found = await states(records)
+    return bool(found) and all(s == state for s, _, _ in found.values())
+
+
+async def every_tried(records: SqliteLoyaltyRecords) -> bool:
+    return all(attempts >= 1 for _, attempts, _ in (await states(records)).values())
+
+
+async def errors_seen(records: SqliteLoyaltyRecords, marker: str) -> bool:
+    return any(e and marker in e for _, _, e in (await states(records)).values())
+
+
+async def test_an_endpoint_down_slow_failing_and_talking_garbage_gets_every_offer_exactly_once(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    records.channel_for = lambda platform: "webhook"
+    offer_ids = await record_offers(records, range(MEMBERS), time.time())
+    await push.go_down()
+    channel = dispatcher(records, push.url)
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+    try:
+        # Down: nothing listens; every attempt is refused and rescheduled.
+        await eventually(lambda: every_tried(records), "every offer refused at least once")
+        assert await errors_seen(records, "connection refused")
+        # Slow: the push service takes requests but answers after the client gave up.
+        push.mode = "slow"
+        await push.serve_http()
+        await eventually(lambda: push.count("slow") >= 6, "slow requests")
+        await eventually(lambda: errors_seen(records, "timeout"), "timed-out attempts")
+        push.mode = "500"
+        await eventually(lambda: errors_seen(records, "HTTP 500: upstream FCM"), "500s")
+        push.mode = "429"
+        await eventually(lambda: errors_seen(records, "HTTP 429"), "429s")
+        await push.serve_garbage()
+        await eventually(lambda: errors_seen(records, "not an HTTP answer"), "garbage answers")
+        assert await all_in(records, "pending"), "nothing is given up while offers are valid"
+        # It recovers: every offer arrives.
+        push.mode = "ok"
+        await push.serve_http()
+        await eventually(lambda: all_in(records, "sent"), "every offer sent")
+    finally:
+        await cancel_and_wait([task])
+    assert set(push.accepted) == set(offer_ids), "none lost"
+    slow_keys = {key for mode, key in push.requests if mode == "slow"}
+    # A duplicate only follows an ambiguous failure (taken, then no answer in time), same key.
+    assert set(push.duplicates) <= slow_keys
+    assert all(push.accepted[k]["offer_id"] == k for k in offer_ids)
+    assert push.bad_signatures == []
+    assert channel.dead == 0 and channel.sent == MEMBERS
+    final = await states(records)
+    assert all(attempts >= 2 for _, attempts, _ in final.values())  # each failed at least once
+    body = push.accepted[offer_ids[0]]
+    assert body["v"] == 1 and body["channel"] == "webhook" and body["title"]
+    assert body["shopper"] and body["store"] == STORE
+
+
+async def test_a_bridge_stopped_mid_attempt_resumes_and_the_receiver_deduplicates(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    records.channel_for = lambda platform: "webhook"
+    offer_ids = await record_offers(records, range(MEMBERS), time.time())
+    push.mode = "slow"
+    first = dispatcher(records, push.url, timeout_s=60.0, concurrency=4)
+    task = asyncio.create_task(first.run(), name="test-webhook-1")
+    try:
+        await eventually(lambda: push.hanging == 4, "four attempts in flight")
+        await asyncio.sleep(0.3)  # a few more rounds of the loop: no fifth attempt starts
+        assert push.most_hanging == 4, "at most `concurrency` attempts in flight"
+    finally:
+        await cancel_and_wait([task])  # the bridge dies with four offers in flight
+    assert await all_in(records, "pending"), "an attempt cut short leaves its offer pending"
+    in_flight = {key for _, key in push.requests}
+    assert len(in_flight) == 4
+    push.mode = "ok"
+    second = dispatcher(records, push.url)
+    task = asyncio.create_task(second.run(), name="test-webhook-2")
+    try:
+        await eventually(lambda: all_in(records, "sent"), "every offer sent after the restart")
+    finally:
+        await cancel_and_wait([task])
+    assert set(push.accepted) == set(offer_ids)
+    # The four taken before the stop came again, under the same key, and were recognised.
+    assert set(push.duplicates) == in_flight
+    assert all(count == 1 for count in push.duplicates.values())
+
+
+async def test_offers_past_their_validity_are_dead_with_the_reason(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    records.channel_for = lambda platform: "webhook"
+    offset = [0.0]
+    offer_ids = await record_offers(records, range(3), time.time())
+    push.mode = "500"
+    channel = dispatcher(records, push.url, wall_clock=lambda: time.time() + offset[0])
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+    try:
+        await eventually(lambda: push.count("500") >= 6, "failing attempts")
+        offset[0] = 3600.0  # the hour of validity is over
+        await eventually(lambda: all_in(records, "dead"), "the offers given up")
+    finally:
+        await cancel_and_wait([task])
+    for state, attempts, error in (await states(records)).values():
+        assert state == "dead" and attempts >= 1
+        assert error is not None
+        assert error.startswith(f"validity ran out after {attempts} attempt")
+        assert error.endswith("last error: HTTP 500: upstream FCM unavailable")
+    assert push.accepted == {}
+    assert channel.dead == len(offer_ids) and channel.dead_total == len(offer_ids)
+    assert channel.counters()["offers_dead"] == len(offer_ids)
+
+
+async def test_a_refusal_for_good_is_dead_at_once_with_the_status_and_body(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    records.channel_for = lambda platform: "webhook"
+    await record_offers(records, range(2), time.time())
+    push.mode = "400"
+    channel = dispatcher(records, push.url)
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+    try:
+        await eventually(lambda: all_in(records, "dead"), "the refused offers dead")
+        await asyncio.sleep(0.3)  # more rounds: a dead offer is not tried again
+    finally:
+        await cancel_and_wait([task])
+    assert push.count("400") == 2
+    for _, attempts, error in (await states(records)).values():
+        assert attempts == 1
+        assert error == 'permanent: HTTP 400: {"error": "unknown shopper token"}'
+    assert channel.last_error == 'permanent: HTTP 400: {"error": "unknown shopper token"}'
+
+
+async def test_the_channel_follows_the_visits_platform_and_each_loop_takes_only_its_own(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    records.channel_for = lambda platform: "webhook" if platform == "ios" else "mqtt"
+    now_s = time.time()
+    by_webhook = await record_offers(records, range(0, 3), now_s, platform="ios")
+    by_mqtt = await record_offers(records, range(3, 6), now_s, platform="android")
+    due_mqtt = await records.due_deliveries(now_s, 30.0, 100)
+    assert {d.offer_id for d in due_mqtt} == set(by_mqtt)
+    channel = dispatcher(records, push.url)
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+    try:
+        await eventually(lambda: set(push.accepted) == set(by_webhook), "the iPhones' offers")
+    finally:
+        await cancel_and_wait([task])
+    async with records.connection.execute(
+        "SELECT event_id, channel, delivery FROM offers ORDER BY event_id"
+    ) as cursor:
+        rows = {r[0]: (r[1], r[2]) async for r in cursor}
+    assert {i for i, (c, _) in rows.items() if c == "webhook"} == set(by_webhook)
+    assert all(rows[i] == ("mqtt", "pending") for i in by_mqtt)  # untouched by the webhook loop
+    # A webhook offer the push service took is not resent over MQTT, however long it waits.
+    later = await records.due_deliveries(now_s + 1000, 30.0, 100)
+    assert {d.offer_id for d in later} == set(by_mqtt)
+
+
+def test_the_secret_file_must_be_private_and_long_enough(tmp_path: Path) -> None:
+    path = tmp_path / "webhook-secret"
+    with pytest.raises(WebhookError, match="openssl rand -hex 32"):
+        load_webhook_secret(path)
+    path.write_text(SECRET.decode() + "\n")
+    path.chmod(0o644)
+    with pytest.raises(WebhookError, match="others may read it"):
+        load_webhook_secret(path)
+    path.chmod(0o600)
+    assert load_webhook_secret(path) == SECRET  # without the newline
+    path.write_text("short\n")
+    with pytest.raises(WebhookError, match="is 5 bytes; use at least 16"):
+        load_webhook_secret(path)
