@@ -15,10 +15,13 @@ import secrets
 import sqlite3
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiosqlite
+import msgspec
 
 from cloud_bridge.adapters.data_key import DATA_KEY_ENV, DataKey
 from cloud_bridge.core.admission import (
@@ -32,6 +35,13 @@ from cloud_bridge.core.admission import (
     check_undelivered,
     check_visit_end_owner,
     offer_expires_at,
+)
+from cloud_bridge.core.campaign_caps import (
+    CampaignCaps,
+    CampaignRefusal,
+    decided_while_active,
+    local_day_bounds,
+    over_campaign_cap,
 )
 from cloud_bridge.core.campaigns import (
     STATUSES,
@@ -53,6 +63,7 @@ from cloud_bridge.core.clones import (
     check_sighting,
     location_from,
 )
+from cloud_bridge.core.holdout import in_holdout
 from cloud_bridge.core.keyseal import IdentityKeySealer, SealError
 from cloud_bridge.core.preferences import (
     DEFAULT_INTERESTS,
@@ -690,6 +701,31 @@ async def _seal_clear_keys(db: aiosqlite.Connection, sealer: IdentityKeySealer) 
 
 
 @dataclass(frozen=True, slots=True)
+class _Content:
+    """What an offer carries of its campaign beyond title and body (issue 11)."""
+
+    image_url: str | None
+    deep_link: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What recording a trigger leads to: a delivery, or why not (`refusal`), or the holdout."""
+
+    delivery: Delivery | None
+    refusal: str | None
+    expires_at: float | None = None
+    holdout: bool = False
+    code: str | None = None  # the redemption code the offer carries
+
+    @property
+    def state(self) -> str:
+        """The offer row's `delivery`."""
+        return "pending" if self.delivery else "holdout" if self.holdout else "suppressed"
+
+
+@dataclass(frozen=True, slots=True)
 class RegisteredGateway:
     """A gateway the bridge sends rosters to, sealed to `public_key` (raw X25519, 32 bytes)."""
 
@@ -890,6 +926,7 @@ class SqliteLoyaltyRecords:
         unknown = 0
         quarantined = 0
         refused_offers: dict[str, int] = {}
+        holdout = 0
 
         forged = 0
         db = self._db
@@ -962,14 +999,13 @@ class SqliteLoyaltyRecords:
                     else:
                         new_ends.append(event)
                     continue
-                delivery, refusal, expires_at = await self._prepare_delivery(
-                    gw, event, member, now_s
-                )
+                prepared = await self._prepare_delivery(gw, event, member, now_s)
+                delivery, refusal = prepared.delivery, prepared.refusal
                 await db.execute(
                     "INSERT INTO offers (event_id, visit_id, member_id, campaign_id, store_id, "
                     "gateway, ts, detected_at, recorded_at, delivery, shopper_token, "
-                    "delivery_topic, delivery_payload, suppressed_reason, expires_at) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "delivery_topic, delivery_payload, suppressed_reason, expires_at, code) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         event.event_id,
                         event.visit_id,
@@ -980,16 +1016,19 @@ class SqliteLoyaltyRecords:
                         event.ts,
                         event.detected_at,
                         now_s,
-                        "pending" if delivery else "suppressed",
+                        prepared.state,
                         delivery.shopper if delivery else None,
                         delivery.topic if delivery else None,
                         delivery.payload if delivery else None,
                         refusal,
-                        expires_at,
+                        prepared.expires_at,
+                        prepared.code,
                     ),
                 )
                 new_offers.append(event)
-                if delivery:
+                if prepared.holdout:
+                    holdout += 1
+                elif delivery:
                     deliveries.append(delivery)
                 elif refusal is not None:
                     refused_offers[refusal] = refused_offers.get(refusal, 0) + 1
@@ -1014,6 +1053,7 @@ class SqliteLoyaltyRecords:
             refused_offers,
             new_ends,
             forged,
+            holdout=holdout,
         )
 
     async def _set_aside(
@@ -1179,14 +1219,16 @@ class SqliteLoyaltyRecords:
 
     async def _prepare_delivery(
         self, gw: wire.GatewayAddress, trigger: wire.OfferTrigger, member: str, now_s: float
-    ) -> tuple[Delivery | None, str | None, float | None]:
-        """The offer for the shopper's app and when it expires, or None and why it must not go.
+    ) -> _Prepared:
+        """The offer for the shopper's app and when it expires, or None and why it must not go
+        (or that the member is in the campaign's holdout).
 
         The rules are cloud_bridge/core/admission.py's; this gathers the facts they need.
         """
         async with self._db.execute(
             "SELECT id, store_id, active, tiers, cooldown_s, validity_s, title, body, "
-            "promotion_type, interests FROM campaigns WHERE id = ?",
+            "promotion_type, interests, status, updated_at, image_url, deep_link, code, "
+            "per_member_day, per_member_week, holdout_pct FROM campaigns WHERE id = ?",
             (trigger.campaign,),
         ) as cursor:
             c = await cursor.fetchone()
@@ -1200,7 +1242,13 @@ class SqliteLoyaltyRecords:
             else CampaignFacts(
                 c[0],
                 c[1],
-                bool(c[2]),
+                # A trigger decided before a pause or archiving is honoured (campaign_caps.py).
+                decided_while_active(
+                    bool(c[2]) and c[10] == "active",
+                    None if c[11] is None else float(c[11]),
+                    c[10] in ("paused", "archived"),
+                    trigger.ts,
+                ),
                 tuple(c[3].split(",")),
                 c[4],
                 c[5],
@@ -1238,8 +1286,15 @@ class SqliteLoyaltyRecords:
         )
         refusal = check_offer(facts)
         if refusal is not None:
-            return None, refusal.value, None
+            return _Prepared(None, refusal.value)
         assert c is not None and m is not None  # check_offer refuses unknown ones
+        # Issue 11: the campaign's caps across stores, its holdout, its content and code.
+        content = await self._campaign_content(gw.store, trigger, member, c)
+        if isinstance(content, CampaignRefusal):
+            return _Prepared(None, content.value)
+        if content is None:
+            return _Prepared(None, None, holdout=True)
+        expires_at = offer_expires_at(now_s, float(c[5]))
         token = str(m[2])
         offer = wire.ShopperOffer(
             offer_id=trigger.event_id,
@@ -1252,11 +1307,140 @@ class SqliteLoyaltyRecords:
             # What the offer is, so the app can file it and judge it against what it stated.
             promotion_type=campaign.promotion_type if campaign else None,
             interests=campaign.interests if campaign else (),
+            image_url=content.image_url,
+            deep_link=content.deep_link,
+            code=content.code,
+            valid_until=expires_at,
         )
         delivery = Delivery(
             trigger.event_id, token, wire.shopper_offer_topic(gw.chain, token), wire.encode(offer)
         )
-        return delivery, None, offer_expires_at(now_s, float(c[5]))
+        return _Prepared(delivery, None, expires_at, code=content.code)
+
+    async def _campaign_content(
+        self, store: str, trigger: wire.OfferTrigger, member: str, c: sqlite3.Row | tuple[Any, ...]
+    ) -> _Content | CampaignRefusal | None:
+        """For an offer admission.py admits (issue 11): why the campaign still refuses it (its caps
+        across stores, a pool without a free code), None if the member is in its holdout, else what
+        the offer carries, its code given out now (in the caller's transaction).
+
+        `c` is `_prepare_delivery`'s campaigns row: image_url, deep_link, code, per_member_day,
+        per_member_week, holdout_pct at 12..17.
+        """
+        campaign = trigger.campaign
+        caps = CampaignCaps(
+            None if c[15] is None else int(c[15]), None if c[16] is None else int(c[16])
+        )
+        if caps != CampaignCaps():
+            day = local_day_bounds(trigger.ts, await self._store_zone(store))
+            since, until = min(day[0], trigger.ts - WEEK_S), max(day[1], trigger.ts + WEEK_S)
+            async with self._db.execute(
+                f"SELECT ts FROM offers WHERE member_id = ? AND campaign_id = ? "
+                f"AND {_MAY_HAVE_REACHED} AND ts > ? AND ts < ?",
+                (member, campaign, since, until),
+            ) as cursor:
+                others = [float(r[0]) async for r in cursor]
+            if over_campaign_cap(caps, trigger.ts, day, others):
+                return CampaignRefusal.CAMPAIGN_CAP
+        # On the records' member id: the same group at every store (core/holdout.py).
+        if in_holdout(campaign, member, float(c[17] or 0.0)):
+            return None
+        code = await self._give_code(campaign, c[14], trigger.event_id)
+        if isinstance(code, CampaignRefusal):
+            return code
+        return _Content(
+            self._checked_url(campaign, "image_url", c[12]),
+            self._checked_url(campaign, "deep_link", c[13]),
+            code,
+        )
+
+    async def _give_code(
+        self, campaign: str, shared: str | None, offer_id: str
+    ) -> str | CampaignRefusal | None:
+        """The code an offer of `campaign` carries: its one code, or the next free one of its pool
+        (now marked given to `offer_id`); None if it has neither; CODES_EXHAUSTED if its pool is
+        all given out."""
+        if shared:
+            return self._checked_code(campaign, shared)
+        async with self._db.execute(
+            "SELECT code FROM campaign_codes WHERE campaign_id = ? AND offer_id IS NULL "
+            "ORDER BY added_at, code LIMIT 1",
+            (campaign,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            async with self._db.execute(
+                "SELECT 1 FROM campaign_codes WHERE campaign_id = ? LIMIT 1", (campaign,)
+            ) as cursor:
+                pool = await cursor.fetchone() is not None
+            if not pool:
+                return None
+            self._bad_rows.warning(
+                f"codes exhausted {campaign}",
+                "campaign %r has given out every code of its pool: its offers are suppressed "
+                "(codes_exhausted) until codes are added to it",
+                campaign,
+            )
+            return CampaignRefusal.CODES_EXHAUSTED
+        code = self._checked_code(campaign, str(row[0]))
+        if isinstance(code, CampaignRefusal):
+            return code
+        await self._db.execute(
+            "UPDATE campaign_codes SET offer_id = ? WHERE code = ? AND offer_id IS NULL",
+            (offer_id, code),
+        )
+        return code
+
+    def _checked_code(self, campaign: str, code: str) -> str | CampaignRefusal:
+        """A stored code as the app and the till can read it; a row edited by hand into something
+        else is never sent (the offer is suppressed, logged once per campaign)."""
+        try:
+            return msgspec.convert(code, wire.RedemptionCode)
+        except msgspec.ValidationError:
+            self._bad_rows.warning(
+                f"bad code {campaign}",
+                "campaign %r in %s has a code that is not 1-64 letters, digits, '-' or '_': its "
+                "offers are suppressed (invalid_code) until the code is fixed",
+                campaign,
+                self.path,
+            )
+            return CampaignRefusal.INVALID_CODE
+
+    def _checked_url(self, campaign: str, column: str, value: str | None) -> str | None:
+        """A stored image_url or deep_link as the wire takes it; one edited by hand into something
+        else is left out of the offer (logged once per campaign and column)."""
+        if not value:
+            return None
+        try:
+            return msgspec.convert(value, wire.Url)
+        except msgspec.ValidationError as exc:
+            self._bad_rows.warning(
+                f"bad {column} {campaign}",
+                "campaign %r in %s: %s is left out of its offers (%s); fix the row",
+                campaign,
+                self.path,
+                column,
+                exc,
+            )
+            return None
+
+    async def _store_zone(self, store: str) -> tzinfo:
+        """The store's time zone (stores.timezone); UTC, logged once, if it is not one."""
+        async with self._db.execute("SELECT timezone FROM stores WHERE id = ?", (store,)) as cursor:
+            row = await cursor.fetchone()
+        name = "UTC" if row is None else str(row[0])
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            self._bad_rows.warning(
+                f"bad timezone {store}",
+                "store %r in %s has time zone %r, which is not an IANA zone: its local days are "
+                "counted in UTC until it is fixed",
+                store,
+                self.path,
+                name,
+            )
+            return UTC
 
     async def _offers_near(self, member: str, ts: float) -> tuple[float, ...]:
         """Radio times of the member's offers that may have reached them (not suppressed, or

@@ -84,6 +84,8 @@ class RecordOutcome:
     new_visit_ends: list[wire.VisitEnd] = field(default_factory=list)
     # Visit ends that contradict themselves or their visit: acknowledged, never recorded as ends.
     forged: int = 0
+    # Offers recorded `holdout` (issue 11): the member is in the campaign's control group.
+    holdout: int = 0
 
 
 class LoyaltyRecords(Protocol):
