@@ -301,6 +301,7 @@ class Bridge:
         records = await SqliteLoyaltyRecords.open(
             Path(config.bridge.database), config.bridge.chain, config.bridge.clone_policy()
         )
+        records.segment_policy = config.segments
         try:
             data_key = await asyncio.to_thread(load_data_key, Path(config.bridge.data_key_file))
             await records.unlock(data_key)
@@ -720,6 +721,8 @@ class Bridge:
             if not self.mqtt.connected:
                 continue
             self.liveness.busy("sync", time.monotonic())
+            # Segments move with time alone (a regular lapses): recomputed when due (hourly).
+            await self.records.refresh_audience(self._wall())
             try:
                 await self.publish_sync()
             except MqttError as exc:  # the reconnect publishes everything again

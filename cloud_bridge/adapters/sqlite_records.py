@@ -24,6 +24,8 @@ import aiosqlite
 import msgspec
 
 from cloud_bridge.adapters.data_key import DATA_KEY_ENV, DataKey
+from cloud_bridge.adapters.sqlite_audience import refresh as refresh_audience
+from cloud_bridge.adapters.sqlite_audience import update_member
 from cloud_bridge.core.admission import (
     CampaignFacts,
     ForgeryReason,
@@ -85,6 +87,7 @@ from cloud_bridge.core.pseudonyms import (
     store_key,
 )
 from cloud_bridge.core.records import Delivery, IncomingEvent, QuarantinedEvent, RecordOutcome
+from cloud_bridge.core.segments import NO_VISITS, SegmentPolicy
 from cloud_bridge.errors import RecordsError
 from edge.adapters.sqlite_db import (
     LOYALTY_APPLICATION_ID,
@@ -510,10 +513,31 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX visits_store ON visits (store_id, ts);
     """,
+    # 12: members' audience (issue 11; cloud_bridge/core/segments.py), as last computed from their
+    # visits: the segments they are in and their visits in the last 365 days. A member without a
+    # row was never heard (new, 0 visits). A change reaches the rosters (a member with an active
+    # device).
+    """
+    CREATE TABLE member_audience (
+        member_id TEXT PRIMARY KEY REFERENCES members (id) ON DELETE CASCADE,
+        segments INTEGER NOT NULL CHECK (segments BETWEEN 0 AND 7),
+        visits INTEGER NOT NULL CHECK (visits >= 0),
+        computed_at REAL NOT NULL
+    );
+    CREATE TRIGGER member_audience_added AFTER INSERT ON member_audience
+        WHEN EXISTS (SELECT 1 FROM devices WHERE member_id = NEW.member_id AND active)
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER member_audience_changed AFTER UPDATE ON member_audience
+        WHEN (NEW.segments != OLD.segments OR NEW.visits != OLD.visits)
+            AND EXISTS (SELECT 1 FROM devices WHERE member_id = NEW.member_id AND active)
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
+#: How often every member's segments are recomputed (they move with time alone; by day).
+AUDIENCE_REFRESH_S = 3600.0
 #: A campaigns row (alias c) that targets the store given twice as parameters.
 _TARGETS_STORE = (
     "(CASE WHEN c.store_id IS NOT NULL THEN c.store_id = ? "
@@ -782,6 +806,9 @@ class SqliteLoyaltyRecords:
         self.clone_policy = clone_policy or ClonePolicy()
         self._lock = asyncio.Lock()  # see _one_at_a_time
         self._bad_rows = OnceLogger(_LOGGER)
+        #: The bridge config's [segments] (core/segments.py); the app sets it after opening.
+        self.segment_policy = SegmentPolicy()
+        self._audience_as_of: float | None = None  # when refresh_audience last ran (wall clock)
 
     @classmethod
     async def open(
@@ -985,6 +1012,7 @@ class SqliteLoyaltyRecords:
                         ),
                     )
                     new_visits.append(event)
+                    await update_member(db, member, now_s, self.segment_policy)
                     if await self._unlink_foreign_end(event, Visitor(member, device, gw.store)):
                         forged += 1
                     clone_alerts += await self._check_clone(gw.store, event, member, device, now_s)
@@ -1617,9 +1645,11 @@ class SqliteLoyaltyRecords:
         vocabulary = await read_vocabulary(self._db)
         async with self._db.execute(
             "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent, d.sealed_key, d.kind, "
-            "p.interests, p.promotions, p.per_day, p.per_week, p.updated_at "
+            "p.interests, p.promotions, p.per_day, p.per_week, p.updated_at, "
+            "a.segments, a.visits "
             "FROM devices d JOIN members m ON m.id = d.member_id "
             "LEFT JOIN member_prefs p ON p.member_id = d.member_id "
+            "LEFT JOIN member_audience a ON a.member_id = d.member_id "
             "WHERE d.active AND m.consent ORDER BY d.id"
         ) as cursor:
             rows = [r async for r in cursor]
@@ -1635,10 +1665,29 @@ class SqliteLoyaltyRecords:
                 prefs=None
                 if r[9] is None
                 else _prefs_from_row(r[1], r[7:12]).roster_prefs(vocabulary),
+                # Their audience as last computed (never heard: new, no visits).
+                segments=NO_VISITS.segments if r[12] is None else int(r[12]),
+                visits=NO_VISITS.visits if r[13] is None else int(r[13]),
             )
             for r in rows
         )
         return wire.RosterSync(store=store, version=version, devices=devices)
+
+    @_one_at_a_time
+    async def refresh_audience(self, now_s: float, every_s: float = AUDIENCE_REFRESH_S) -> int:
+        """Recompute every member's segments and visits if the last run is `every_s` old (time
+        alone moves them: a regular lapses); how many changed (their rosters move on). Kept in
+        memory, not in settings: a settings change re-signs every store's campaigns."""
+        if self._audience_as_of is not None and 0 <= now_s - self._audience_as_of < every_s:
+            return 0
+        try:
+            changed = await refresh_audience(self._db, now_s, self.segment_policy)
+        except sqlite3.Error as exc:
+            raise RecordsError(f"cannot recompute members' segments in {self.path}: {exc}") from exc
+        self._audience_as_of = now_s
+        if changed:
+            _LOGGER.info("segments or visits changed for %d member(s): rosters move on", changed)
+        return changed
 
     @_one_at_a_time
     async def campaigns(self, store: str) -> wire.CampaignSync:

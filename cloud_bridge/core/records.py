@@ -119,6 +119,10 @@ class LoyaltyRecords(Protocol):
 
     async def campaigns(self, store: str) -> wire.CampaignSync: ...
 
+    async def refresh_audience(self, now_s: float) -> int:
+        """Recompute members' segments and visits when due (issue 11); how many changed."""
+        ...
+
     async def sync_preference_terms(
         self, interests: tuple[str, ...], promotion_types: tuple[str, ...]
     ) -> Mapping[str, object]:
