@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from cloud_bridge import __version__
+from cloud_bridge.adapters import http_redemptions
 from cloud_bridge.adapters.data_key import DataKey, load_data_key
 from cloud_bridge.adapters.http_api import EnrollmentApiServer, TokenFile, server_tls_context
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
@@ -363,7 +364,14 @@ class Bridge:
                         if api.tls
                         else None
                     )
-                    server = EnrollmentApiServer(enrollment, tokens, api.host, api.port, context)
+                    server = EnrollmentApiServer(
+                        enrollment,
+                        tokens,
+                        api.host,
+                        api.port,
+                        context,
+                        routes=[*http_redemptions.routes(self.records, self._wall)],
+                    )
                     await server.start()
                     stack.push_async_callback(server.close)
                     self.api_server = server

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloud_bridge import cli_pki
+from cloud_bridge import cli_pki, cli_redemptions
 from cloud_bridge.core.enrollment import DEFAULT_EXPONENT
 from cloud_bridge.errors import BridgeError, RecordsError
 from edge.errors import DatabaseFileError, EdgeError, StorageError
@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_campaign_commands(sub)
     _add_database_commands(sub)
     cli_pki.add_commands(sub)
+    cli_redemptions.add_commands(sub)
     return parser
 
 
@@ -258,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _create_data_key(args.key)
         if args.command in ("ca", "broker-config"):
             return cli_pki.run(args)
+        if args.command == "redeem":
+            return cli_redemptions.run(args)
         return _run(args.config)
     except (BridgeError, EdgeError) as exc:
         print(f"cloud-bridge: {exc}", file=sys.stderr)

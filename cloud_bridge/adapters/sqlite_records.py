@@ -26,6 +26,7 @@ import msgspec
 from cloud_bridge.adapters.data_key import DATA_KEY_ENV, DataKey
 from cloud_bridge.adapters.sqlite_audience import refresh as refresh_audience
 from cloud_bridge.adapters.sqlite_audience import update_member
+from cloud_bridge.adapters.sqlite_redemptions import record_redemption
 from cloud_bridge.core.admission import (
     CampaignFacts,
     ForgeryReason,
@@ -87,6 +88,7 @@ from cloud_bridge.core.pseudonyms import (
     store_key,
 )
 from cloud_bridge.core.records import Delivery, IncomingEvent, QuarantinedEvent, RecordOutcome
+from cloud_bridge.core.redemptions import Redemption, RedemptionClaim
 from cloud_bridge.core.segments import NO_VISITS, SegmentPolicy
 from cloud_bridge.errors import RecordsError
 from edge.adapters.sqlite_db import (
@@ -1942,6 +1944,12 @@ class SqliteLoyaltyRecords:
                     f", back in use {', '.join(plan.revive)}" if plan.revive else "",
                 )
         return {kind: plan for kind, plan in plans.items()}
+
+    @_one_at_a_time
+    async def redeem(self, claim: RedemptionClaim, now_s: float) -> Redemption:
+        """Record a redemption from the till or the app (issue 11), linked to its offer; raise
+        why not (core/redemptions.py's RedemptionError) with nothing written."""
+        return await record_redemption(self._db, self.path, claim, now_s)
 
     async def setting(self, key: str, default: str) -> str:
         async with self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cursor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cloud_bridge.core.pseudonyms import Serials, StorePseudonyms
+from cloud_bridge.core.redemptions import Redemption, RedemptionClaim
 from edge.core import wire
 
 
@@ -121,6 +122,10 @@ class LoyaltyRecords(Protocol):
 
     async def refresh_audience(self, now_s: float) -> int:
         """Recompute members' segments and visits when due (issue 11); how many changed."""
+        ...
+
+    async def redeem(self, claim: RedemptionClaim, now_s: float) -> Redemption:
+        """Record a redemption linked to its offer (issue 11), or raise RedemptionError."""
         ...
 
     async def sync_preference_terms(
