@@ -113,9 +113,8 @@ def parse_redemption_request(
     naming the field otherwise."""
     for name in body:
         if name not in FIELDS:
-            raise InvalidRedemption(
-                str(name)[:40], f"unknown field {str(name)[:40]!r}; known: {', '.join(FIELDS)}"
-            )
+            named = str(name)[:40] or '""'
+            raise InvalidRedemption(named, f"unknown field {named}; known: {', '.join(FIELDS)}")
     code_what = "1-64 letters, digits, '-' or '_' (the code the shopper shows)"
     code = _id(body, "code", _CODE, code_what)
     id_what = "an id: 1-64 of a-z, 0-9, '-', '_', starting with a letter or digit"
