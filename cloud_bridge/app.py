@@ -188,6 +188,7 @@ class Bridge:
         self.expired = 0  # offers not confirmed within their validity
         # Offers the bridge refused to deliver (recorded suppressed), by reason (admission.py).
         self.offers_suppressed: dict[str, int] = {}
+        self.offers_holdout = 0  # offers to members in their campaign's holdout (issue 11)
         self.delivered = 0
         self.received = 0
         self.api_server: EnrollmentApiServer | None = None
@@ -245,6 +246,11 @@ class Bridge:
             # over their caps (counted across every store).
             "offers_suppressed_preferences": self.offers_suppressed.get("preferences", 0),
             "offers_suppressed_frequency": self.offers_suppressed.get("frequency", 0),
+            # Issue 11: the campaign's caps across stores, a pool of codes run dry, and the
+            # members kept as the campaign's control group (recorded, never sent).
+            "offers_suppressed_campaign_cap": self.offers_suppressed.get("campaign_cap", 0),
+            "offers_suppressed_codes_exhausted": self.offers_suppressed.get("codes_exhausted", 0),
+            "offers_holdout": self.offers_holdout,
             "inbox_pending": self._inbox.qsize(),
             "inbox_dropped": self.inbox_dropped,
         }
@@ -822,6 +828,7 @@ class Bridge:
             self.duplicates += outcome.duplicates
             for reason, count in outcome.refused_offers.items():
                 self.offers_suppressed[reason] = self.offers_suppressed.get(reason, 0) + count
+            self.offers_holdout += outcome.holdout
             if outcome.forged:
                 self.forged += outcome.forged
                 self._payload_errors.warning(
