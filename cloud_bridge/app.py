@@ -351,6 +351,8 @@ class Bridge:
         # are retired (the API stops accepting them; their bits stay theirs).
         prefs = self.config.preferences
         await self.records.sync_preference_terms(prefs.interests, prefs.promotion_types)
+        # Members' segments as of now, before the first roster goes out (then hourly, sync loop).
+        await self.records.refresh_audience(self._wall())
         async with contextlib.AsyncExitStack() as stack:
             if api.enabled or self.config.bridge.clone_auto_revoke:
                 tokens = TokenFile(Path(api.tokens_file))

@@ -83,7 +83,19 @@ def routes(
     return (Route.of(r"^/v1/redemptions$", {"POST": redeem}),)
 
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
+#: The API's error body (HttpProblem), inline so these paths stand alone.
+_ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": "string", "description": "the request field at fault"},
+        "redeemed_at": {"type": "number", "description": "already_redeemed: when"},
+        "valid_until": {"type": "number", "description": "expired: the offer's validity"},
+        "issued_at": {"type": "number", "description": "before_offer: when it was issued"},
+    },
+}
 
 
 def _refusal(description: str) -> dict[str, Any]:
@@ -183,7 +195,6 @@ OPENAPI_PATHS: dict[str, Any] = {
                 ),
                 "503": _refusal("The records are busy: retry after Retry-After seconds"),
             },
-            "security": [{"bearer": []}],
         }
     }
 }

@@ -300,3 +300,15 @@ def test_the_cli_redeems_and_refuses_naming_the_option(
     assert "[unknown_code]" in capsys.readouterr().err
     assert main(["redeem", db, "--offer", latest, "--redeemed-at", "1e12"]) == 2
     assert capsys.readouterr().err.startswith("cloud-bridge redeem: --redeemed-at: ")
+
+
+def test_every_route_is_in_the_openapi_paths() -> None:
+    class Nowhere:
+        async def redeem(self, claim: object, now_s: float) -> Any:
+            raise AssertionError("not called")
+
+    for route in http_redemptions.routes(Nowhere()):
+        path = route.pattern.pattern.strip("^$")
+        item = http_redemptions.OPENAPI_PATHS[path]
+        assert {m.lower() for m in route.methods} == set(item)
+        json.dumps(http_redemptions.OPENAPI_PATHS)  # plain JSON, for /v1/openapi.json
