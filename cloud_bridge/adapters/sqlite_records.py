@@ -1461,7 +1461,7 @@ class SqliteLoyaltyRecords:
         name = "UTC" if row is None else str(row[0])
         try:
             return ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             self._bad_rows.warning(
                 f"bad timezone {store}",
                 "store %r in %s has time zone %r, which is not an IANA zone: its local days are "

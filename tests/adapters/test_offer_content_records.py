@@ -314,3 +314,17 @@ async def test_a_trigger_of_an_unknown_campaign_is_recorded_suppressed(
     offer, outcome = await trigger(records, 0, campaign="never-was")
     assert outcome.refused_offers == {"unknown_campaign": 1}
     assert (await offer_row(records, offer.event_id))[:2] == ("suppressed", "unknown_campaign")
+
+
+async def test_a_store_time_zone_edited_into_garbage_counts_days_in_utc(
+    records: SqliteLoyaltyRecords, caplog: pytest.LogCaptureFixture
+) -> None:
+    await execute(records, "UPDATE stores SET timezone = 'Mars/Olympus_Mons'")
+    await execute(records, "UPDATE campaigns SET per_member_day = 1 WHERE id = ?", BAKERY)
+    evening = local("UTC", 2026, 3, 10, 23, 0)
+    _, first = await trigger(records, 0, ts=evening, now_s=evening)
+    _, after_utc_midnight = await trigger(records, 0, ts=evening + 7200, now_s=evening)
+    _, same_utc_day = await trigger(records, 0, ts=evening + 9000, now_s=evening)
+    assert len(first.deliveries) == len(after_utc_midnight.deliveries) == 1
+    assert same_utc_day.refused_offers == {"campaign_cap": 1}
+    assert sum("not an IANA zone" in r.getMessage() for r in caplog.records) == 1
