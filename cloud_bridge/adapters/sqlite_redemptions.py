@@ -26,7 +26,7 @@ from cloud_bridge.errors import RecordsError
 
 _OFFER = (
     "SELECT o.event_id, o.campaign_id, o.member_id, o.visit_id, o.store_id, o.delivery, "
-    "o.recorded_at, o.expires_at, o.code, r.redeemed_at "
+    "o.recorded_at, o.expires_at, o.code, r.redeemed_at, o.sent_at IS NOT NULL "
     "FROM offers o LEFT JOIN redemptions r ON r.offer_id = o.event_id"
 )
 
@@ -44,6 +44,7 @@ def _offer(row: aiosqlite.Row | tuple[object, ...]) -> RedeemableOffer:
         valid_until=None if r[7] is None else float(r[7]),
         code=None if r[8] is None else str(r[8]),
         redeemed_at=None if r[9] is None else float(r[9]),
+        sent=bool(r[10]),
     )
 
 

@@ -7,7 +7,8 @@ the offer may be redeemed; the adapter looks the offer up and records the redemp
 transaction. Every refusal names the field and carries what the integrator needs to act.
 
 The rules, checked in this order:
-- a holdout or suppressed offer was never given to the shopper: `not_redeemable`;
+- a holdout offer, or one suppressed before it was sent, was never given to the shopper:
+  `not_redeemable` (one suppressed after it was sent, e.g. consent withdrawn, may be in their hands);
 - an offer is redeemed once: `already_redeemed` (with when);
 - a `member` named must be the offer's: `other_member`;
 - not before the offer was issued (less the clock tolerance): `before_offer`;
@@ -167,6 +168,8 @@ class RedeemableOffer:
     valid_until: float | None
     code: str | None
     redeemed_at: float | None = None  # already redeemed then
+    #: Handed to its channel at least once (a suppressed offer may have reached the shopper before).
+    sent: bool = False
 
 
 def check_redemption(
@@ -177,7 +180,7 @@ def check_redemption(
 ) -> None:
     """Raise why `offer` cannot be redeemed as `claim` says; nothing if it can."""
     where = "code" if claim.code is not None else "offer_id"
-    if offer.delivery in ("holdout", "suppressed"):
+    if offer.delivery == "holdout" or (offer.delivery == "suppressed" and not offer.sent):
         why = (
             "the member is in the campaign's holdout"
             if offer.delivery == "holdout"

@@ -312,3 +312,16 @@ def test_every_route_is_in_the_openapi_paths() -> None:
         item = http_redemptions.OPENAPI_PATHS[path]
         assert {m.lower() for m in route.methods} == set(item)
         json.dumps(http_redemptions.OPENAPI_PATHS)  # plain JSON, for /v1/openapi.json
+
+
+async def test_an_offer_suppressed_after_it_was_sent_is_still_the_shoppers(api: Api) -> None:
+    # Consent withdrawn after the broker took it: suppressed, but it may be on the phone.
+    await execute(
+        api.setup.records,
+        "UPDATE offers SET delivery = 'suppressed', suppressed_reason = 'no_consent', "
+        "sent_at = ? WHERE event_id = ?",
+        NOW + 5,
+        api.offer("pooled"),
+    )
+    reply = await api.redeem(code="TREAT-1")
+    assert reply.status == 201, reply.raw_body

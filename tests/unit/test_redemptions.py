@@ -104,6 +104,9 @@ def refusal(offer: RedeemableOffer, claim: RedemptionClaim) -> RedemptionError |
         ({"delivery": "expired"}, RedemptionClaim(code="SPRING-7"), None),  # unconfirmed, in time
         ({"delivery": "holdout"}, RedemptionClaim(offer_id="ev-o1"), NotRedeemable),
         ({"delivery": "suppressed"}, RedemptionClaim(offer_id="ev-o1"), NotRedeemable),
+        # Suppressed after it was sent (consent withdrawn): the shopper has it.
+        ({"delivery": "suppressed", "sent": True}, RedemptionClaim(offer_id="ev-o1"), None),
+        ({"delivery": "holdout", "sent": True}, RedemptionClaim(offer_id="ev-o1"), NotRedeemable),
         ({"redeemed_at": NOW - 60}, RedemptionClaim(code="SPRING-7"), AlreadyRedeemed),
         ({}, RedemptionClaim(code="SPRING-7", member="m-2"), OtherMember),
         ({}, RedemptionClaim(code="SPRING-7", redeemed_at=NOW - 1000), BeforeOffer),
