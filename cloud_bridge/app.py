@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
 from cloud_bridge import __version__
-from cloud_bridge.adapters import http_campaigns, http_report, openapi
+from cloud_bridge.adapters import http_campaigns, http_redemptions, http_report, openapi
 from cloud_bridge.adapters.data_key import DataKey, load_data_key
 from cloud_bridge.adapters.http_api import (
     EnrollmentApiServer,
@@ -150,6 +150,7 @@ def api_routes(
     if isinstance(records, SqliteLoyaltyRecords):
         extra += http_campaigns.routes(records, clock)
         extra += http_report.routes(records.path, clock)
+        extra += http_redemptions.routes(records, clock)
     if deliveries is not None:
         extra += offer_routes(deliveries, clock)
     return (*extra, *openapi.routes())
@@ -220,6 +221,7 @@ class Bridge:
         self.expired = 0  # offers not confirmed within their validity
         # Offers the bridge refused to deliver (recorded suppressed), by reason (admission.py).
         self.offers_suppressed: dict[str, int] = {}
+        self.offers_holdout = 0  # offers to members in their campaign's holdout (issue 11)
         self.delivered = 0
         self.received = 0
         self.api_server: EnrollmentApiServer | None = None
@@ -296,6 +298,11 @@ class Bridge:
             # over their caps (counted across every store).
             "offers_suppressed_preferences": self.offers_suppressed.get("preferences", 0),
             "offers_suppressed_frequency": self.offers_suppressed.get("frequency", 0),
+            # Issue 11: the campaign's caps across stores, a pool of codes run dry, and the
+            # members kept as the campaign's control group (recorded, never sent).
+            "offers_suppressed_campaign_cap": self.offers_suppressed.get("campaign_cap", 0),
+            "offers_suppressed_codes_exhausted": self.offers_suppressed.get("codes_exhausted", 0),
+            "offers_holdout": self.offers_holdout,
             "inbox_pending": self._inbox.qsize(),
             "inbox_dropped": self.inbox_dropped,
         }
@@ -356,6 +363,7 @@ class Bridge:
         records = await SqliteLoyaltyRecords.open(
             Path(config.bridge.database), config.bridge.chain, config.bridge.clone_policy()
         )
+        records.segment_policy = config.segments
         try:
             data_key = await asyncio.to_thread(load_data_key, Path(config.bridge.data_key_file))
             await records.unlock(data_key)
@@ -409,6 +417,8 @@ class Bridge:
         # are retired (the API stops accepting them; their bits stay theirs).
         prefs = self.config.preferences
         await self.records.sync_preference_terms(prefs.interests, prefs.promotion_types)
+        # Members' segments as of now, before the first roster goes out (then hourly, sync loop).
+        await self.records.refresh_audience(self._wall())
         async with contextlib.AsyncExitStack() as stack:
             if api.enabled or self.config.bridge.clone_auto_revoke:
                 tokens = TokenFile(Path(api.tokens_file))
@@ -795,6 +805,8 @@ class Bridge:
             if not self.mqtt.connected:
                 continue
             self.liveness.busy("sync", time.monotonic())
+            # Segments move with time alone (a regular lapses): recomputed when due (hourly).
+            await self.records.refresh_audience(self._wall())
             try:
                 await self.publish_sync()
             except MqttError as exc:  # the reconnect publishes everything again
@@ -888,6 +900,7 @@ class Bridge:
             self.duplicates += outcome.duplicates
             for reason, count in outcome.refused_offers.items():
                 self.offers_suppressed[reason] = self.offers_suppressed.get(reason, 0) + count
+            self.offers_holdout += outcome.holdout
             if outcome.forged:
                 self.forged += outcome.forged
                 self._payload_errors.warning(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloud_bridge import cli_campaigns, cli_deliveries, cli_pki, cli_report
+from cloud_bridge import cli_campaigns, cli_deliveries, cli_pki, cli_redemptions, cli_report
 from cloud_bridge.core.enrollment import DEFAULT_EXPONENT
 from cloud_bridge.errors import BridgeError, RecordsError
 from edge.errors import DatabaseFileError, EdgeError, StorageError
@@ -87,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_pki.add_commands(sub)
     cli_report.add_commands(sub)
     cli_deliveries.add_commands(sub)
+    cli_redemptions.add_commands(sub)
     return parser
 
 
@@ -263,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_report.run(args)
         if args.command == "deliveries":
             return cli_deliveries.run(args)
+        if args.command == "redeem":
+            return cli_redemptions.run(args)
         return _run(args.config)
     except (BridgeError, EdgeError) as exc:
         print(f"cloud-bridge: {exc}", file=sys.stderr)

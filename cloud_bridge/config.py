@@ -23,10 +23,11 @@ from cloud_bridge.core.preferences import (
     VocabularyError,
     check_terms_config,
 )
+from cloud_bridge.core.segments import SegmentPolicy
 from edge.adapters.files import read_regular_file
 from edge.adapters.pki import TlsFiles, bridge_tls_files
 from edge.config import MqttSection, build_dataclass, check_mqtt_section
-from edge.core.wire import WireError, check_id
+from edge.core.wire import MAX_COUNTED_VISITS, WireError, check_id
 from edge.errors import ConfigError
 
 
@@ -174,6 +175,9 @@ class BridgeConfig:
         """Whether any offer may go by webhook (then [webhook] is checked and used)."""
         return "webhook" in self.delivery.channels()
 
+    # Members' segments, computed by the bridge for campaigns to target (core/segments.py).
+    segments: SegmentPolicy = field(default_factory=SegmentPolicy)
+
     @property
     def mqtt_tls(self) -> TlsFiles | None:
         """The broker TLS files from [mqtt] (else bridge-tls/ beside the database), None for plain
@@ -237,6 +241,7 @@ def parse_bridge_config(text: str, path: str = "<config>") -> BridgeConfig:
         ok = value > 0 if name.startswith(("clone_max", "event_")) else value >= 0
         if not (ok and math.isfinite(value)):
             raise ConfigError(path, f"bridge.{name}", f"{rule}, got {value}")
+    check_segments(config.segments, path)
     return config
 
 
@@ -305,6 +310,23 @@ def check_webhook_url(url: str, path: str) -> None:
         raise ConfigError(
             path, "webhook.url", "must not carry credentials: the signature authenticates"
         )
+
+
+#: The most days a `[segments]` window may span, and the most visits `regular_visits` may ask for.
+_SEGMENT_LIMITS = {
+    "new_days": 365,
+    "regular_visits": MAX_COUNTED_VISITS,
+    "regular_days": 365,
+    "lapsed_days": 3650,
+}
+
+
+def check_segments(policy: SegmentPolicy, path: str) -> None:
+    """`[segments]`: whole days and a visit count, each from 1 up to its limit."""
+    for name, most in _SEGMENT_LIMITS.items():
+        value = getattr(policy, name)
+        if not 1 <= value <= most:
+            raise ConfigError(path, f"segments.{name}", f"must be 1..{most}, got {value}")
 
 
 def load_bridge_config(path: Path) -> BridgeConfig:

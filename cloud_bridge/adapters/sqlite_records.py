@@ -15,13 +15,18 @@ import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiosqlite
+import msgspec
 
 from cloud_bridge.adapters.data_key import DATA_KEY_ENV, DataKey
+from cloud_bridge.adapters.sqlite_audience import refresh as refresh_audience
+from cloud_bridge.adapters.sqlite_audience import update_member
+from cloud_bridge.adapters.sqlite_redemptions import record_redemption
 from cloud_bridge.core.admission import (
     CampaignFacts,
     ForgeryReason,
@@ -33,6 +38,13 @@ from cloud_bridge.core.admission import (
     check_undelivered,
     check_visit_end_owner,
     offer_expires_at,
+)
+from cloud_bridge.core.campaign_caps import (
+    CampaignCaps,
+    CampaignRefusal,
+    decided_while_active,
+    local_day_bounds,
+    over_campaign_cap,
 )
 from cloud_bridge.core.campaigns import (
     STATUSES,
@@ -68,6 +80,7 @@ from cloud_bridge.core.clones import (
     check_sighting,
     location_from,
 )
+from cloud_bridge.core.holdout import in_holdout
 from cloud_bridge.core.keyseal import IdentityKeySealer, SealError
 from cloud_bridge.core.preferences import (
     DEFAULT_INTERESTS,
@@ -89,6 +102,8 @@ from cloud_bridge.core.pseudonyms import (
     store_key,
 )
 from cloud_bridge.core.records import Delivery, IncomingEvent, QuarantinedEvent, RecordOutcome
+from cloud_bridge.core.redemptions import Redemption, RedemptionClaim
+from cloud_bridge.core.segments import NO_VISITS, SegmentPolicy
 from cloud_bridge.errors import RecordsError
 from edge.adapters.sqlite_db import (
     LOYALTY_APPLICATION_ID,
@@ -549,10 +564,31 @@ _MIGRATIONS: tuple[str, ...] = (
         WHERE channel = 'webhook' AND delivery = 'pending';
     CREATE INDEX offers_dead ON offers (recorded_at) WHERE delivery = 'dead';
     """,
+    # 15: members' audience (issue 11; cloud_bridge/core/segments.py), as last computed from their
+    # visits: the segments they are in and their visits in the last 365 days. A member without a
+    # row was never heard (new, 0 visits). A change reaches the rosters (a member with an active
+    # device).
+    """
+    CREATE TABLE member_audience (
+        member_id TEXT PRIMARY KEY REFERENCES members (id) ON DELETE CASCADE,
+        segments INTEGER NOT NULL CHECK (segments BETWEEN 0 AND 7),
+        visits INTEGER NOT NULL CHECK (visits >= 0),
+        computed_at REAL NOT NULL
+    );
+    CREATE TRIGGER member_audience_added AFTER INSERT ON member_audience
+        WHEN EXISTS (SELECT 1 FROM devices WHERE member_id = NEW.member_id AND active)
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    CREATE TRIGGER member_audience_changed AFTER UPDATE ON member_audience
+        WHEN (NEW.segments != OLD.segments OR NEW.visits != OLD.visits)
+            AND EXISTS (SELECT 1 FROM devices WHERE member_id = NEW.member_id AND active)
+        BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
+#: How often every member's segments are recomputed (they move with time alone; by day).
+AUDIENCE_REFRESH_S = 3600.0
 _CAMPAIGN_COLUMNS = (
     "id, title, body, tiers, cooldown_s, priority, validity_s, promotion_type, interests, "
     "status, updated_at, store_id, image_url, deep_link, code, store_tags, segments, min_visits, "
@@ -846,6 +882,31 @@ async def _seal_clear_keys(db: aiosqlite.Connection, sealer: IdentityKeySealer) 
 
 
 @dataclass(frozen=True, slots=True)
+class _Content:
+    """What an offer carries of its campaign beyond title and body (issue 11)."""
+
+    image_url: str | None
+    deep_link: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """What recording a trigger leads to: a delivery, or why not (`refusal`), or the holdout."""
+
+    delivery: Delivery | None
+    refusal: str | None
+    expires_at: float | None = None
+    holdout: bool = False
+    code: str | None = None  # the redemption code the offer carries
+
+    @property
+    def state(self) -> str:
+        """The offer row's `delivery`."""
+        return "pending" if self.delivery else "holdout" if self.holdout else "suppressed"
+
+
+@dataclass(frozen=True, slots=True)
 class RegisteredGateway:
     """A gateway the bridge sends rosters to, sealed to `public_key` (raw X25519, 32 bytes)."""
 
@@ -902,6 +963,9 @@ class SqliteLoyaltyRecords:
         self.clone_policy = clone_policy or ClonePolicy()
         self._lock = asyncio.Lock()  # see _one_at_a_time
         self._bad_rows = OnceLogger(_LOGGER)
+        #: The bridge config's [segments] (core/segments.py); the app sets it after opening.
+        self.segment_policy = SegmentPolicy()
+        self._audience_as_of: float | None = None  # when refresh_audience last ran (wall clock)
         #: The channel of an offer to a visit heard from a platform (None: unknown), fixed when
         #: the offer is recorded: the config's [delivery] (BridgeConfig.delivery.channel_for).
         self.channel_for: Callable[[str | None], str] = lambda platform: "mqtt"
@@ -1059,6 +1123,7 @@ class SqliteLoyaltyRecords:
         unknown = 0
         quarantined = 0
         refused_offers: dict[str, int] = {}
+        holdout = 0
 
         forged = 0
         db = self._db
@@ -1117,6 +1182,7 @@ class SqliteLoyaltyRecords:
                         ),
                     )
                     new_visits.append(event)
+                    await update_member(db, member, now_s, self.segment_policy)
                     if await self._unlink_foreign_end(event, Visitor(member, device, gw.store)):
                         forged += 1
                     clone_alerts += await self._check_clone(gw.store, event, member, device, now_s)
@@ -1131,14 +1197,13 @@ class SqliteLoyaltyRecords:
                     else:
                         new_ends.append(event)
                     continue
-                delivery, refusal, expires_at = await self._prepare_delivery(
-                    gw, event, member, now_s
-                )
+                prepared = await self._prepare_delivery(gw, event, member, now_s)
+                delivery, refusal = prepared.delivery, prepared.refusal
                 await db.execute(
                     "INSERT INTO offers (event_id, visit_id, member_id, campaign_id, store_id, "
                     "gateway, ts, detected_at, recorded_at, delivery, shopper_token, "
-                    "delivery_topic, delivery_payload, suppressed_reason, expires_at, channel) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    "delivery_topic, delivery_payload, suppressed_reason, expires_at, channel, "
+                    "code) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         event.event_id,
                         event.visit_id,
@@ -1149,17 +1214,20 @@ class SqliteLoyaltyRecords:
                         event.ts,
                         event.detected_at,
                         now_s,
-                        "pending" if delivery else "suppressed",
+                        prepared.state,
                         delivery.shopper if delivery else None,
                         delivery.topic if delivery else None,
                         delivery.payload if delivery else None,
                         refusal,
-                        expires_at,
+                        prepared.expires_at,
                         delivery.channel if delivery else "mqtt",
+                        prepared.code,
                     ),
                 )
                 new_offers.append(event)
-                if delivery:
+                if prepared.holdout:
+                    holdout += 1
+                elif delivery:
                     deliveries.append(delivery)
                 elif refusal is not None:
                     refused_offers[refusal] = refused_offers.get(refusal, 0) + 1
@@ -1184,6 +1252,7 @@ class SqliteLoyaltyRecords:
             refused_offers,
             new_ends,
             forged,
+            holdout=holdout,
         )
 
     async def _set_aside(
@@ -1349,14 +1418,16 @@ class SqliteLoyaltyRecords:
 
     async def _prepare_delivery(
         self, gw: wire.GatewayAddress, trigger: wire.OfferTrigger, member: str, now_s: float
-    ) -> tuple[Delivery | None, str | None, float | None]:
-        """The offer for the shopper's app and when it expires, or None and why it must not go.
+    ) -> _Prepared:
+        """The offer for the shopper's app and when it expires, or None and why it must not go
+        (or that the member is in the campaign's holdout).
 
         The rules are cloud_bridge/core/admission.py's; this gathers the facts they need.
         """
         async with self._db.execute(
             "SELECT id, store_id, active, tiers, cooldown_s, validity_s, title, body, "
-            "promotion_type, interests FROM campaigns WHERE id = ?",
+            "promotion_type, interests, status, updated_at, image_url, deep_link, code, "
+            "per_member_day, per_member_week, holdout_pct FROM campaigns WHERE id = ?",
             (trigger.campaign,),
         ) as cursor:
             c = await cursor.fetchone()
@@ -1370,7 +1441,13 @@ class SqliteLoyaltyRecords:
             else CampaignFacts(
                 c[0],
                 c[1],
-                bool(c[2]),
+                # A trigger decided before a pause or archiving is honoured (campaign_caps.py).
+                decided_while_active(
+                    bool(c[2]) and c[10] == "active",
+                    None if c[11] is None else float(c[11]),
+                    c[10] in ("paused", "archived"),
+                    trigger.ts,
+                ),
                 tuple(c[3].split(",")),
                 c[4],
                 c[5],
@@ -1408,8 +1485,15 @@ class SqliteLoyaltyRecords:
         )
         refusal = check_offer(facts)
         if refusal is not None:
-            return None, refusal.value, None
+            return _Prepared(None, refusal.value)
         assert c is not None and m is not None  # check_offer refuses unknown ones
+        # Issue 11: the campaign's caps across stores, its holdout, its content and code.
+        content = await self._campaign_content(gw.store, trigger, member, c)
+        if isinstance(content, CampaignRefusal):
+            return _Prepared(None, content.value)
+        if content is None:
+            return _Prepared(None, None, holdout=True)
+        expires_at = offer_expires_at(now_s, float(c[5]))
         token = str(m[2])
         offer = wire.ShopperOffer(
             offer_id=trigger.event_id,
@@ -1422,6 +1506,10 @@ class SqliteLoyaltyRecords:
             # What the offer is, so the app can file it and judge it against what it stated.
             promotion_type=campaign.promotion_type if campaign else None,
             interests=campaign.interests if campaign else (),
+            image_url=content.image_url,
+            deep_link=content.deep_link,
+            code=content.code,
+            valid_until=expires_at,
         )
         delivery = Delivery(
             trigger.event_id,
@@ -1430,7 +1518,132 @@ class SqliteLoyaltyRecords:
             wire.encode(offer),
             channel=self.channel_for(await self._visit_platform(trigger.visit_id)),
         )
-        return delivery, None, offer_expires_at(now_s, float(c[5]))
+        return _Prepared(delivery, None, expires_at, code=content.code)
+
+    async def _campaign_content(
+        self, store: str, trigger: wire.OfferTrigger, member: str, c: sqlite3.Row | tuple[Any, ...]
+    ) -> _Content | CampaignRefusal | None:
+        """For an offer admission.py admits (issue 11): why the campaign still refuses it (its caps
+        across stores, a pool without a free code), None if the member is in its holdout, else what
+        the offer carries, its code given out now (in the caller's transaction).
+
+        `c` is `_prepare_delivery`'s campaigns row: image_url, deep_link, code, per_member_day,
+        per_member_week, holdout_pct at 12..17.
+        """
+        campaign = trigger.campaign
+        caps = CampaignCaps(
+            None if c[15] is None else int(c[15]), None if c[16] is None else int(c[16])
+        )
+        if caps != CampaignCaps():
+            day = local_day_bounds(trigger.ts, await self._store_zone(store))
+            since, until = min(day[0], trigger.ts - WEEK_S), max(day[1], trigger.ts + WEEK_S)
+            async with self._db.execute(
+                f"SELECT ts FROM offers WHERE member_id = ? AND campaign_id = ? "
+                f"AND {_MAY_HAVE_REACHED} AND ts > ? AND ts < ?",
+                (member, campaign, since, until),
+            ) as cursor:
+                others = [float(r[0]) async for r in cursor]
+            if over_campaign_cap(caps, trigger.ts, day, others):
+                return CampaignRefusal.CAMPAIGN_CAP
+        # On the records' member id: the same group at every store (core/holdout.py).
+        if in_holdout(campaign, member, float(c[17] or 0.0)):
+            return None
+        code = await self._give_code(campaign, c[14], trigger.event_id)
+        if isinstance(code, CampaignRefusal):
+            return code
+        return _Content(
+            self._checked_url(campaign, "image_url", c[12]),
+            self._checked_url(campaign, "deep_link", c[13]),
+            code,
+        )
+
+    async def _give_code(
+        self, campaign: str, shared: str | None, offer_id: str
+    ) -> str | CampaignRefusal | None:
+        """The code an offer of `campaign` carries: its one code, or the next free one of its pool
+        (now marked given to `offer_id`); None if it has neither; CODES_EXHAUSTED if its pool is
+        all given out."""
+        if shared:
+            return self._checked_code(campaign, shared)
+        async with self._db.execute(
+            "SELECT code FROM campaign_codes WHERE campaign_id = ? AND offer_id IS NULL "
+            "ORDER BY added_at, code LIMIT 1",
+            (campaign,),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            async with self._db.execute(
+                "SELECT 1 FROM campaign_codes WHERE campaign_id = ? LIMIT 1", (campaign,)
+            ) as cursor:
+                pool = await cursor.fetchone() is not None
+            if not pool:
+                return None
+            self._bad_rows.warning(
+                f"codes exhausted {campaign}",
+                "campaign %r has given out every code of its pool: its offers are suppressed "
+                "(codes_exhausted) until codes are added to it",
+                campaign,
+            )
+            return CampaignRefusal.CODES_EXHAUSTED
+        code = self._checked_code(campaign, str(row[0]))
+        if isinstance(code, CampaignRefusal):
+            return code
+        await self._db.execute(
+            "UPDATE campaign_codes SET offer_id = ? WHERE code = ? AND offer_id IS NULL",
+            (offer_id, code),
+        )
+        return code
+
+    def _checked_code(self, campaign: str, code: str) -> str | CampaignRefusal:
+        """A stored code as the app and the till can read it; a row edited by hand into something
+        else is never sent (the offer is suppressed, logged once per campaign)."""
+        try:
+            return msgspec.convert(code, wire.RedemptionCode)
+        except msgspec.ValidationError:
+            self._bad_rows.warning(
+                f"bad code {campaign}",
+                "campaign %r in %s has a code that is not 1-64 letters, digits, '-' or '_': its "
+                "offers are suppressed (invalid_code) until the code is fixed",
+                campaign,
+                self.path,
+            )
+            return CampaignRefusal.INVALID_CODE
+
+    def _checked_url(self, campaign: str, column: str, value: str | None) -> str | None:
+        """A stored image_url or deep_link as the wire takes it; one edited by hand into something
+        else is left out of the offer (logged once per campaign and column)."""
+        if not value:
+            return None
+        try:
+            return msgspec.convert(value, wire.Url)
+        except msgspec.ValidationError as exc:
+            self._bad_rows.warning(
+                f"bad {column} {campaign}",
+                "campaign %r in %s: %s is left out of its offers (%s); fix the row",
+                campaign,
+                self.path,
+                column,
+                exc,
+            )
+            return None
+
+    async def _store_zone(self, store: str) -> tzinfo:
+        """The store's time zone (stores.timezone); UTC, logged once, if it is not one."""
+        async with self._db.execute("SELECT timezone FROM stores WHERE id = ?", (store,)) as cursor:
+            row = await cursor.fetchone()
+        name = "UTC" if row is None else str(row[0])
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            self._bad_rows.warning(
+                f"bad timezone {store}",
+                "store %r in %s has time zone %r, which is not an IANA zone: its local days are "
+                "counted in UTC until it is fixed",
+                store,
+                self.path,
+                name,
+            )
+            return UTC
 
     async def _visit_platform(self, visit_id: str) -> str | None:
         """How the visit's member was heard (android, ios, tag), None if unknown."""
@@ -1635,9 +1848,11 @@ class SqliteLoyaltyRecords:
         vocabulary = await read_vocabulary(self._db)
         async with self._db.execute(
             "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent, d.sealed_key, d.kind, "
-            "p.interests, p.promotions, p.per_day, p.per_week, p.updated_at "
+            "p.interests, p.promotions, p.per_day, p.per_week, p.updated_at, "
+            "a.segments, a.visits "
             "FROM devices d JOIN members m ON m.id = d.member_id "
             "LEFT JOIN member_prefs p ON p.member_id = d.member_id "
+            "LEFT JOIN member_audience a ON a.member_id = d.member_id "
             "WHERE d.active AND m.consent ORDER BY d.id"
         ) as cursor:
             rows = [r async for r in cursor]
@@ -1653,10 +1868,29 @@ class SqliteLoyaltyRecords:
                 prefs=None
                 if r[9] is None
                 else _prefs_from_row(r[1], r[7:12]).roster_prefs(vocabulary),
+                # Their audience as last computed (never heard: new, no visits).
+                segments=NO_VISITS.segments if r[12] is None else int(r[12]),
+                visits=NO_VISITS.visits if r[13] is None else int(r[13]),
             )
             for r in rows
         )
         return wire.RosterSync(store=store, version=version, devices=devices)
+
+    @_one_at_a_time
+    async def refresh_audience(self, now_s: float, every_s: float = AUDIENCE_REFRESH_S) -> int:
+        """Recompute every member's segments and visits if the last run is `every_s` old (time
+        alone moves them: a regular lapses); how many changed (their rosters move on). Kept in
+        memory, not in settings: a settings change re-signs every store's campaigns."""
+        if self._audience_as_of is not None and 0 <= now_s - self._audience_as_of < every_s:
+            return 0
+        try:
+            changed = await refresh_audience(self._db, now_s, self.segment_policy)
+        except sqlite3.Error as exc:
+            raise RecordsError(f"cannot recompute members' segments in {self.path}: {exc}") from exc
+        self._audience_as_of = now_s
+        if changed:
+            _LOGGER.info("segments or visits changed for %d member(s): rosters move on", changed)
+        return changed
 
     @_one_at_a_time
     async def campaigns(self, store: str) -> wire.CampaignSync:
@@ -2220,6 +2454,12 @@ class SqliteLoyaltyRecords:
                     f", back in use {', '.join(plan.revive)}" if plan.revive else "",
                 )
         return {kind: plan for kind, plan in plans.items()}
+
+    @_one_at_a_time
+    async def redeem(self, claim: RedemptionClaim, now_s: float) -> Redemption:
+        """Record a redemption from the till or the app (issue 11), linked to its offer; raise
+        why not (core/redemptions.py's RedemptionError) with nothing written."""
+        return await record_redemption(self._db, self.path, claim, now_s)
 
     async def setting(self, key: str, default: str) -> str:
         async with self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)) as cursor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cloud_bridge.core.pseudonyms import Serials, StorePseudonyms
+from cloud_bridge.core.redemptions import Redemption, RedemptionClaim
 from edge.core import wire
 
 
@@ -85,6 +86,8 @@ class RecordOutcome:
     new_visit_ends: list[wire.VisitEnd] = field(default_factory=list)
     # Visit ends that contradict themselves or their visit: acknowledged, never recorded as ends.
     forged: int = 0
+    # Offers recorded `holdout` (issue 11): the member is in the campaign's control group.
+    holdout: int = 0
 
 
 class LoyaltyRecords(Protocol):
@@ -119,6 +122,14 @@ class LoyaltyRecords(Protocol):
     async def serials(self) -> Serials: ...
 
     async def campaigns(self, store: str) -> wire.CampaignSync: ...
+
+    async def refresh_audience(self, now_s: float) -> int:
+        """Recompute members' segments and visits when due (issue 11); how many changed."""
+        ...
+
+    async def redeem(self, claim: RedemptionClaim, now_s: float) -> Redemption:
+        """Record a redemption linked to its offer (issue 11), or raise RedemptionError."""
+        ...
 
     async def sync_preference_terms(
         self, interests: tuple[str, ...], promotion_types: tuple[str, ...]

@@ -156,6 +156,8 @@ async def test_visit_and_offer_are_recorded_acked_and_the_offer_is_delivered(
         # What it is, so the app can judge it against what the member stated.
         promotion_type="discount",
         interests=("grocery",),
+        # Until when the shopper may use it (issue 11): the campaign's validity after issue.
+        valid_until=NOW + seeded.validity_s,
     )
 
 
