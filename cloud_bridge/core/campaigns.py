@@ -262,7 +262,19 @@ def _check_ids(values: tuple[str, ...], field: str, most: int) -> None:
         raise InvalidCampaign(field, f"names {len(values)}; at most {most}")
 
 
+def _check_utf8(value: str, field: str) -> None:
+    """JSON's \\ud800 escapes and argv's undecodable bytes give lone surrogates: no store, sync
+    or app can encode them, so they are refused here, not found by SQLite's encoder."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidCampaign(
+            field, f"has a lone surrogate at character {exc.start}; send valid UTF-8 text"
+        ) from None
+
+
 def _check_text(value: str, field: str, most: int) -> None:
+    _check_utf8(value, field)
     if not value.strip():
         raise InvalidCampaign(field, "is empty")
     if len(value) > most:
@@ -300,6 +312,7 @@ def _check_url_text(value: str, field: str) -> None:
         raise InvalidCampaign(field, f"must be 1..{MAX_URL_CHARS} characters")
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidCampaign(field, "has a space or control character; percent-encode it")
+    _check_utf8(value, field)
 
 
 def check_image_url(value: str, field: str = "image_url") -> str:

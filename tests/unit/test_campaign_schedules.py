@@ -130,6 +130,12 @@ def test_a_good_definition_with_every_field_passes() -> None:
         ({"segments": ("new", "new")}, "segments[1]", "named twice"),
         ({"store_tags": ("region-north", "Region North")}, "store_tags[1]", ""),
         ({"store_tags": ("north", "north")}, "store_tags[1]", "named twice"),
+        # A JSON "\\ud800" escape (or an undecodable argv byte) is a lone surrogate: SQLite
+        # cannot store it.
+        ({"title": "Winter \ud800"}, "title", "lone surrogate"),
+        ({"body": "\udc00"}, "body", "lone surrogate"),
+        ({"image_url": "https://cdn.example/\ud800.png"}, "image_url", "lone surrogate"),
+        ({"deep_link": "acme://\udfff"}, "deep_link", "lone surrogate"),
     ],
 )
 def test_bad_input_is_refused_naming_the_field(
