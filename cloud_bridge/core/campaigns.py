@@ -603,6 +603,13 @@ def time_zone(name: str, field: str = "timezone") -> ZoneInfo:
         r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}", name
     ):
         raise InvalidCampaign(field, f"{str(name)[:64]!r} is not an IANA time zone name")
+    if name in ("localtime", "posixrules") or name.startswith("right/"):
+        # The tz database holds these but they name no place's civil time (the host's own
+        # setting, leap-second clocks): every gateway refuses a sync naming one
+        # (edge/core/schedule.py), so the store would lose all its campaigns.
+        raise InvalidCampaign(
+            field, f"{name!r} is not a place's civil time; use an IANA name like Europe/Paris"
+        )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

@@ -30,6 +30,8 @@ from cloud_bridge.core.campaigns import (
     wire_schedule,
 )
 from edge.core import wire
+from edge.core.schedule import UnknownTimeZone
+from edge.core.schedule import time_zone as edge_time_zone
 
 INTERESTS = ("beauty", "home")
 PROMOTIONS = ("discount", "event")
@@ -197,10 +199,31 @@ def test_an_end_in_the_autumn_repeat_is_its_first_occurrence() -> None:
 
 def test_time_zones_are_iana_names() -> None:
     assert time_zone("America/New_York").key == "America/New_York"
-    for bad in ("Mars/Olympus", "../etc/passwd", "", "Europe/Paris "):
+    # localtime, posixrules and right/... are in the tz database, but every gateway refuses them.
+    for bad in (
+        "Mars/Olympus",
+        "../etc/passwd",
+        "",
+        "Europe/Paris ",
+        "localtime",
+        "posixrules",
+        "right/Europe/Paris",
+    ):
         with pytest.raises(InvalidCampaign) as caught:
             time_zone(bad)
         assert caught.value.field == "timezone"
+
+
+def test_the_bridge_accepts_no_time_zone_a_gateway_refuses() -> None:
+    # A gateway refuses a whole campaign sync whose zone it refuses (edge/core/schedule.py).
+    for name in ("localtime", "posixrules", "right/UTC", "Europe/Paris", "UTC", "Etc/GMT+12"):
+        try:
+            edge_time_zone(name)
+        except UnknownTimeZone:
+            with pytest.raises(InvalidCampaign):
+                time_zone(name)
+        else:
+            assert time_zone(name).key == name
 
 
 def test_a_budget_is_split_evenly_the_first_gateways_taking_the_remainder() -> None:
