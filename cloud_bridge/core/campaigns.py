@@ -46,9 +46,10 @@ MAX_HOUR_WINDOWS = 24  # wire.Schedule.hours
 _LATEST_OFFSET = timedelta(hours=12)
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # wire.RedemptionCode
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # RFC 3986 section 3.1
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$")
-_HHMM = re.compile(r"^\d{2}:\d{2}$")
+# [0-9], not \d: \d takes any script's digits ("٠٩:٠٠"), which int() reads but nobody else does.
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DATETIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}$")
+_HHMM = re.compile(r"^[0-9]{2}:[0-9]{2}$")
 _FIRST_YEAR, _LAST_YEAR = 1971, 4000  # inside wire.UnixTime in every time zone
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -419,7 +420,39 @@ def check_schedule(
             if a < d and c < b:
                 raise InvalidCampaign(where, f"overlaps {text}")
         windows.append((a, b, f"{begin}-{finish}"))
+    if start is not None and end is not None:
+        spans = [(a, b) for a, b, _ in windows]
+        if not _opens_between(start, end, schedule.days, []):
+            names = ", ".join(_WEEKDAYS[d - 1] for d in schedule.days)
+            raise InvalidCampaign(
+                f"{field}.days",
+                f"never runs: no {names} from {schedule.start} to {schedule.end}",
+            )
+        if not _opens_between(start, end, schedule.days, spans):
+            raise InvalidCampaign(
+                f"{field}.hours",
+                f"never runs: no hour window is open from {schedule.start} to {schedule.end}",
+            )
     return schedule
+
+
+def _opens_between(
+    start: datetime, end: datetime, days: Sequence[int], spans: Sequence[tuple[int, int]]
+) -> bool:
+    """Whether a listed day (`days`, empty: any) has a window of `spans` (minutes of the day;
+    empty: all day) open for a minute in [start, end), local times."""
+    day, last = start.date(), (end - timedelta(minutes=1)).date()
+    for _ in range(8):  # past 8 days the range holds every weekday whole
+        if day > last:
+            return False
+        if not days or day.isoweekday() in days:
+            midnight = datetime.combine(day, time())
+            for a, b in spans or [(0, 1440)]:
+                opens, closes = midnight + timedelta(minutes=a), midnight + timedelta(minutes=b)
+                if opens < end and start < closes:
+                    return True
+        day += timedelta(days=1)
+    return True
 
 
 def parse_days(value: str, field: str = "schedule.days") -> tuple[int, ...]:

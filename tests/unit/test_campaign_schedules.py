@@ -104,6 +104,41 @@ def test_a_good_definition_with_every_field_passes() -> None:
         ({"schedule": schedule(days=(0,))}, "schedule.days[0]", "ISO weekday"),
         ({"schedule": schedule(days=(1, 2, 1))}, "schedule.days[2]", "mon is named twice"),
         ({"schedule": schedule(days=(True,))}, "schedule.days[0]", "ISO weekday"),
+        # Impossible: no listed day in the range, or no window open in it (2027-01-05 is a Tuesday).
+        (
+            {"schedule": CampaignSchedule("2027-01-05", "2027-01-07", (6, 7))},
+            "schedule.days",
+            "never runs: no sat, sun from 2027-01-05 to 2027-01-07",
+        ),
+        (
+            {
+                "schedule": CampaignSchedule(
+                    "2027-01-05T13:00", "2027-01-05T14:00", (), (("09:00", "12:00"),)
+                )
+            },
+            "schedule.hours",
+            "never runs",
+        ),
+        (
+            {
+                "schedule": CampaignSchedule(
+                    "2027-01-05T12:00", "2027-01-06T09:00", (2, 3), (("09:00", "12:00"),)
+                )
+            },
+            "schedule.hours",
+            "never runs",
+        ),
+        # Digits of another script: int() reads them, nothing else does.
+        (
+            {"schedule": schedule(hours=(("\u0660\u0669:00", "12:00"),))},
+            "schedule.hours[0]",
+            "HH:MM",
+        ),
+        (
+            {"schedule": schedule(start="\u0662\u0660\u0662\u0667-01-01")},
+            "schedule.start",
+            "YYYY-MM-DD",
+        ),
         ({"per_member_day": -1}, "per_member_day", "0.."),
         ({"per_member_week": -3}, "per_member_week", "0.."),
         ({"daily_budget": -1}, "daily_budget", "0.."),
@@ -147,6 +182,19 @@ def test_bad_input_is_refused_naming_the_field(
         check_campaign(dataclasses.replace(GOOD, **changes), INTERESTS, PROMOTIONS, NOW)
     assert caught.value.field == field
     assert problem in caught.value.problem
+
+
+def test_a_schedule_that_opens_for_a_minute_is_possible() -> None:
+    # 2027-01-05 is a Tuesday; each runs for at least one minute.
+    for possible in (
+        CampaignSchedule("2027-01-05", "2027-01-06", (2,)),
+        CampaignSchedule("2027-01-05T11:59", "2027-01-05T14:00", (), (("09:00", "12:00"),)),
+        CampaignSchedule("2027-01-05T13:00", "2027-01-06T09:01", (3,), (("09:00", "12:00"),)),
+        CampaignSchedule("2027-01-05", "2027-01-13", (7,), (("23:59", "24:00"),)),
+        CampaignSchedule("2027-01-05", "3000-01-01", (1,), (("00:00", "00:01"),)),
+    ):
+        definition = dataclasses.replace(GOOD, schedule=possible)
+        assert check_campaign(definition, INTERESTS, PROMOTIONS, NOW) is definition
 
 
 def test_an_end_that_is_past_only_where_the_day_is_already_over_is_kept() -> None:
