@@ -2012,13 +2012,28 @@ class SqliteLoyaltyRecords:
             raise UnknownCampaign("id", f"no campaign {campaign_id!r} in {self.path}")
         return current
 
+    async def _locked_for_write(self) -> None:
+        """Take the write lock before reading what a change builds on (the campaign as stored,
+        whether a code is free): another process (the CLI while the bridge serves the API)
+        cannot change it in between, so no change is lost and no code is given twice. The
+        caller ends the transaction: `_write_campaign` commits, `_release` rolls back."""
+        await self._begin_write()
+
+    async def _release(self) -> None:
+        if self._db.in_transaction:
+            await self._db.rollback()
+
     @_one_at_a_time
     async def create_campaign(self, definition: CampaignDefinition, now_s: float) -> Campaign:
         """Add an active campaign; InvalidCampaign (nothing written) if it is refused."""
-        await self._checked(definition, now_s)
-        if await self._campaign(definition.id) is not None:
-            raise CampaignExists("id", f"campaign {definition.id!r} already exists")
-        return await self._write_campaign(definition, "active", now_s, new=True)
+        try:
+            await self._locked_for_write()
+            await self._checked(definition, now_s)
+            if await self._campaign(definition.id) is not None:
+                raise CampaignExists("id", f"campaign {definition.id!r} already exists")
+            return await self._write_campaign(definition, "active", now_s, new=True)
+        finally:
+            await self._release()
 
     @_one_at_a_time
     async def update_campaign(
@@ -2026,19 +2041,34 @@ class SqliteLoyaltyRecords:
     ) -> Campaign:
         """Change a campaign that is not archived; InvalidCampaign (nothing written) if refused:
         UnknownCampaign if there is none, ArchivedCampaign if it is archived."""
-        current = await self._existing(campaign_id)
-        if current.status == "archived":
-            raise ArchivedCampaign("status", f"campaign {campaign_id!r} is archived: final")
-        # A schedule given now must not have ended already; one kept as it was may have.
-        schedule_set = change.schedule is not None
-        definition = await self._checked(changed(current, change), now_s if schedule_set else None)
-        return await self._write_campaign(definition, current.status, now_s, new=False)
+        try:
+            await self._locked_for_write()
+            current = await self._existing(campaign_id)
+            if current.status == "archived":
+                raise ArchivedCampaign("status", f"campaign {campaign_id!r} is archived: final")
+            # A schedule given now must not have ended already; one kept as it was may have.
+            schedule_set = change.schedule is not None
+            definition = await self._checked(
+                changed(current, change), now_s if schedule_set else None
+            )
+            return await self._write_campaign(definition, current.status, now_s, new=False)
+        finally:
+            await self._release()
 
     @_one_at_a_time
     async def set_campaign_status(
         self, campaign_id: str, action: CampaignAction, now_s: float
     ) -> Campaign:
         """Pause, resume or archive a campaign; only an active one is in the gateways' sync."""
+        try:
+            await self._locked_for_write()
+            return await self._set_campaign_status(campaign_id, action, now_s)
+        finally:
+            await self._release()
+
+    async def _set_campaign_status(
+        self, campaign_id: str, action: CampaignAction, now_s: float
+    ) -> Campaign:
         current = await self._existing(campaign_id)
         if current.status == "archived":
             raise ArchivedCampaign(
@@ -2055,6 +2085,15 @@ class SqliteLoyaltyRecords:
     ) -> CodeCounts:
         """Add codes to a campaign's pool (one per offer), all or none: InvalidCampaign naming the
         code (`codes[3]`) if one is not a code, is named twice or is already anyone's."""
+        try:
+            await self._locked_for_write()
+            return await self._add_campaign_codes(campaign_id, codes, now_s)
+        finally:
+            await self._release()
+
+    async def _add_campaign_codes(
+        self, campaign_id: str, codes: Sequence[str], now_s: float
+    ) -> CodeCounts:
         current = await self._existing(campaign_id)
         if current.status == "archived":
             raise ArchivedCampaign("status", f"campaign {campaign_id!r} is archived: final")
