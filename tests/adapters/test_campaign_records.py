@@ -449,3 +449,30 @@ async def test_another_process_cannot_change_a_campaign_between_a_change_s_read_
     if any("body" in write for write in landed):  # it got in: it must not be lost
         assert winter.definition.body == "Other body"
     assert winter.definition.code != spring.definition.code  # a till names only the code
+
+
+async def test_a_change_that_would_make_a_store_s_sync_too_big_for_its_gateways_is_refused(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    # Every gateway refuses a campaign sync over wire.MAX_PAYLOAD_BYTES whole: past it, none of
+    # the store's campaign changes would reach its gateways again.
+    long = dataclasses.replace(BASE, body="b" * 3900, stores=("s1",))
+    created = 0
+    with pytest.raises(InvalidCampaign) as caught:
+        for i in range(40):
+            await records.create_campaign(dataclasses.replace(long, id=f"long-{i:02d}"), NOW)
+            created += 1
+    assert caught.value.field == "campaign"
+    assert "store 's1'" in caught.value.problem and "pause or archive" in caught.value.problem
+    assert 10 < created < 40
+    before = await versions(records)
+    assert await records.campaign(f"long-{created:02d}") is None  # nothing written
+
+    sync = await records.campaigns("s1")
+    assert len(sync.campaigns) == created
+    assert wire.decode_as(wire.encode(sync), wire.CampaignSync) == sync  # what a gateway does
+    # Other stores are not held back; pausing one at the full store makes room for another.
+    await records.create_campaign(dataclasses.replace(long, id="other", stores=("s2",)), NOW)
+    await records.set_campaign_status("long-00", "pause", NOW + 1)
+    await records.create_campaign(dataclasses.replace(long, id=f"long-{created:02d}"), NOW + 2)
+    assert (await moved(records, before)) == {"s1", "s2"}
