@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -280,6 +281,13 @@ def _check_text(value: str, field: str, most: int) -> None:
         raise InvalidCampaign(field, "is empty")
     if len(value) > most:
         raise InvalidCampaign(field, f"is {len(value)} characters long; at most {most}")
+    for i, c in enumerate(value):
+        # A control character (ESC, NUL, ...) is no text: shown raw by `campaign show` or the
+        # report, ESC sequences rewrite the IT person's terminal. Line breaks and tabs are text.
+        if c not in "\n\r\t" and unicodedata.category(c) == "Cc":
+            raise InvalidCampaign(
+                field, f"has control character U+{ord(c):04X} at character {i}; remove it"
+            )
 
 
 def _check_seconds(value: float, field: str, *, zero_ok: bool) -> None:

@@ -173,6 +173,10 @@ def test_a_good_definition_with_every_field_passes() -> None:
         ({"body": "\udc00"}, "body", "lone surrogate"),
         ({"image_url": "https://cdn.example/\ud800.png"}, "image_url", "lone surrogate"),
         ({"deep_link": "acme://\udfff"}, "deep_link", "lone surrogate"),
+        # ESC sequences would rewrite the terminal of whoever runs `campaign show` or the report.
+        ({"title": "Sale\x1b[2J\x1b[1;1H"}, "title", "control character U+001B at character 4"),
+        ({"body": "a\x00b"}, "body", "U+0000"),
+        ({"body": "a\x9bb"}, "body", "U+009B"),
     ],
 )
 def test_bad_input_is_refused_naming_the_field(
@@ -182,6 +186,11 @@ def test_bad_input_is_refused_naming_the_field(
         check_campaign(dataclasses.replace(GOOD, **changes), INTERESTS, PROMOTIONS, NOW)
     assert caught.value.field == field
     assert problem in caught.value.problem
+
+
+def test_line_breaks_and_tabs_are_text() -> None:
+    multiline = dataclasses.replace(GOOD, title="Winter\tsale", body="30% off\r\ncoats\n")
+    assert check_campaign(multiline, INTERESTS, PROMOTIONS, NOW) is multiline
 
 
 def test_a_schedule_that_opens_for_a_minute_is_possible() -> None:
