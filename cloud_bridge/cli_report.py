@@ -67,6 +67,13 @@ def run(args: argparse.Namespace, clock: Callable[[], float] = time.time) -> int
     if args.section is not None and not args.csv:
         print(f"{COMMAND}: --section: goes with --csv", file=sys.stderr)
         return 2
+    if args.html is not None and _same_file(args.html, args.database):
+        # `--html $DB` would replace the loyalty records with a web page.
+        print(
+            f"{COMMAND}: --html: {args.html} is the loyalty database; name another file",
+            file=sys.stderr,
+        )
+        return 2
     try:
         query = report_query(args.start, args.end, args.store, args.campaign, args.return_days)
         report = build_report(args.database, query, clock())
@@ -84,21 +91,43 @@ def run(args: argparse.Namespace, clock: Callable[[], float] = time.time) -> int
     elif args.csv:
         sys.stdout.write(to_csv(report, args.section))
     elif args.html is not None:
-        _write_file(args.html, to_html(report))
+        try:
+            _write_file(args.html, to_html(report))
+        except OSError as exc:
+            print(
+                f"{COMMAND}: --html: cannot write {args.html}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 2
         print(f"{COMMAND}: wrote {args.html}")
     else:
         sys.stdout.write(to_text(report))
     return 0
 
 
+def _same_file(path: Path, database: Path) -> bool:
+    """Whether `path` is the database or one of its journals (by file, through links too)."""
+    for name in (database, *(database.with_name(database.name + s) for s in ("-wal", "-shm"))):
+        try:
+            if path.resolve() == name.resolve() or os.path.samefile(path, name):
+                return True
+        except OSError:  # one of them is not there: not the same file
+            continue
+    return False
+
+
 def _write_file(path: Path, text: str) -> None:
     """Write `path` whole or not at all (a temporary file renamed over it)."""
     temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
+    try:
+        with open(temporary, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def write_html_report(database: Path, out: Path, now: float) -> Path:

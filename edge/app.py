@@ -757,6 +757,7 @@ class Gateway:
             now_s - keep_s,
             now_s - min(keep_s, WEEK_S),
             now_s - min(keep_s, CAMPAIGN_MEMORY_S),
+            now_s - CAMPAIGN_MEMORY_S,  # budgets: times without members
         )
 
     async def _publish_status_periodically(self) -> None:

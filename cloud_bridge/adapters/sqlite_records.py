@@ -7,6 +7,7 @@ An offer's delivery to the shopper is itself durable: the offer row is its outbo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -585,6 +586,8 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+#: wire.CampaignSync.campaigns' most: a gateway refuses a sync with more.
+MAX_SYNC_CAMPAIGNS = 256
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_MEMBER_COOLDOWN_S = 4 * 3600.0
 #: How often every member's segments are recomputed (they move with time alone; by day).
@@ -1974,17 +1977,61 @@ class SqliteLoyaltyRecords:
             await self._db.execute("BEGIN IMMEDIATE")
 
     async def _bump_changed(
-        self, before: dict[str, tuple[str, tuple[wire.CampaignSpec, ...]]]
+        self,
+        before: dict[str, tuple[str, tuple[wire.CampaignSpec, ...]]],
+        field: str | None = None,
     ) -> list[str]:
         """Move campaigns_version of the stores whose sync differs from `before` (in the caller's
-        transaction); which ones."""
+        transaction); which ones. With `field` (a marketer's change), InvalidCampaign naming it
+        if a store's sync would grow past what a gateway accepts: every gateway refuses such a
+        sync whole, so none of the store's campaign changes would reach it any more."""
         after = await self._sync_contents()
         moved = sorted(s for s in after if after[s] != before.get(s))
         await self._db.executemany(
             "UPDATE stores SET campaigns_version = campaigns_version + 1 WHERE id = ?",
             [(s,) for s in moved],
         )
+        if field is not None and moved:
+            await self._check_syncs_fit(field, {s: before.get(s) for s in moved}, after)
         return moved
+
+    async def _check_syncs_fit(
+        self,
+        field: str,
+        before: dict[str, tuple[str, tuple[wire.CampaignSpec, ...]] | None],
+        after: dict[str, tuple[str, tuple[wire.CampaignSpec, ...]]],
+    ) -> None:
+        """InvalidCampaign naming `field` if a store's sync grew past what a gateway accepts (one
+        already too big, from a hand edit, may shrink: that is the way out)."""
+        cooldown = float(await self.setting("member_cooldown_s", str(DEFAULT_MEMBER_COOLDOWN_S)))
+        vocabulary = await read_vocabulary(self._db)
+        blank = wire.CampaignSync(
+            store="",
+            version=await self._store_version(next(iter(before)), "campaigns_version"),
+            member_cooldown_s=cooldown,
+            campaigns=(),
+            interest_terms=vocabulary.in_bit_order("interest"),
+            promotion_terms=vocabulary.in_bit_order("promotion"),
+        )
+
+        def measure(store: str, contents: tuple[str, tuple[wire.CampaignSpec, ...]]) -> int:
+            zone, specs = contents
+            sync = dataclasses.replace(blank, store=store, timezone=zone, campaigns=specs)
+            return len(wire.encode(sync))
+
+        for store, was in before.items():
+            count, size = len(after[store][1]), measure(store, after[store])
+            if count <= MAX_SYNC_CAMPAIGNS and size <= wire.MAX_PAYLOAD_BYTES:
+                continue
+            if was is not None and count <= len(was[1]) and size <= measure(store, was):
+                continue
+            raise InvalidCampaign(
+                field,
+                f"store {store!r} would have {count} active campaigns in {size} bytes, more "
+                f"than its gateways accept ({MAX_SYNC_CAMPAIGNS} in {wire.MAX_PAYLOAD_BYTES} "
+                "bytes): shorten titles and bodies, target fewer stores, or pause or archive a "
+                "campaign there",
+            )
 
     async def _store_facts(self) -> dict[str, StoreFacts]:
         async with self._db.execute("SELECT store_id, tag FROM store_tags ORDER BY tag") as cursor:
@@ -2103,7 +2150,7 @@ class SqliteLoyaltyRecords:
                     "INSERT INTO store_tags (store_id, tag) VALUES (?, ?)",
                     [(store, tag) for tag in tags],
                 )
-            await self._bump_changed(before)
+            await self._bump_changed(before, field="tags" if tags is not None else "timezone")
             await self._db.commit()
         except sqlite3.Error as exc:
             await self._db.rollback()
@@ -2285,7 +2332,7 @@ class SqliteLoyaltyRecords:
                 "INSERT INTO campaign_stores (campaign_id, store_id) VALUES (?, ?)",
                 [(d.id, store) for store in d.stores],
             )
-            await self._bump_changed(before)
+            await self._bump_changed(before, field="campaign")
             await self._db.commit()
         except sqlite3.Error as exc:
             await self._db.rollback()
@@ -2301,13 +2348,28 @@ class SqliteLoyaltyRecords:
             raise UnknownCampaign("id", f"no campaign {campaign_id!r} in {self.path}")
         return current
 
+    async def _locked_for_write(self) -> None:
+        """Take the write lock before reading what a change builds on (the campaign as stored,
+        whether a code is free): another process (the CLI while the bridge serves the API)
+        cannot change it in between, so no change is lost and no code is given twice. The
+        caller ends the transaction: `_write_campaign` commits, `_release` rolls back."""
+        await self._begin_write()
+
+    async def _release(self) -> None:
+        if self._db.in_transaction:
+            await self._db.rollback()
+
     @_one_at_a_time
     async def create_campaign(self, definition: CampaignDefinition, now_s: float) -> Campaign:
         """Add an active campaign; InvalidCampaign (nothing written) if it is refused."""
-        await self._checked(definition, now_s)
-        if await self._campaign(definition.id) is not None:
-            raise CampaignExists("id", f"campaign {definition.id!r} already exists")
-        return await self._write_campaign(definition, "active", now_s, new=True)
+        try:
+            await self._locked_for_write()
+            await self._checked(definition, now_s)
+            if await self._campaign(definition.id) is not None:
+                raise CampaignExists("id", f"campaign {definition.id!r} already exists")
+            return await self._write_campaign(definition, "active", now_s, new=True)
+        finally:
+            await self._release()
 
     @_one_at_a_time
     async def update_campaign(
@@ -2315,19 +2377,34 @@ class SqliteLoyaltyRecords:
     ) -> Campaign:
         """Change a campaign that is not archived; InvalidCampaign (nothing written) if refused:
         UnknownCampaign if there is none, ArchivedCampaign if it is archived."""
-        current = await self._existing(campaign_id)
-        if current.status == "archived":
-            raise ArchivedCampaign("status", f"campaign {campaign_id!r} is archived: final")
-        # A schedule given now must not have ended already; one kept as it was may have.
-        schedule_set = change.schedule is not None
-        definition = await self._checked(changed(current, change), now_s if schedule_set else None)
-        return await self._write_campaign(definition, current.status, now_s, new=False)
+        try:
+            await self._locked_for_write()
+            current = await self._existing(campaign_id)
+            if current.status == "archived":
+                raise ArchivedCampaign("status", f"campaign {campaign_id!r} is archived: final")
+            # A schedule given now must not have ended already; one kept as it was may have.
+            schedule_set = change.schedule is not None
+            definition = await self._checked(
+                changed(current, change), now_s if schedule_set else None
+            )
+            return await self._write_campaign(definition, current.status, now_s, new=False)
+        finally:
+            await self._release()
 
     @_one_at_a_time
     async def set_campaign_status(
         self, campaign_id: str, action: CampaignAction, now_s: float
     ) -> Campaign:
         """Pause, resume or archive a campaign; only an active one is in the gateways' sync."""
+        try:
+            await self._locked_for_write()
+            return await self._set_campaign_status(campaign_id, action, now_s)
+        finally:
+            await self._release()
+
+    async def _set_campaign_status(
+        self, campaign_id: str, action: CampaignAction, now_s: float
+    ) -> Campaign:
         current = await self._existing(campaign_id)
         if current.status == "archived":
             raise ArchivedCampaign(
@@ -2344,6 +2421,15 @@ class SqliteLoyaltyRecords:
     ) -> CodeCounts:
         """Add codes to a campaign's pool (one per offer), all or none: InvalidCampaign naming the
         code (`codes[3]`) if one is not a code, is named twice or is already anyone's."""
+        try:
+            await self._locked_for_write()
+            return await self._add_campaign_codes(campaign_id, codes, now_s)
+        finally:
+            await self._release()
+
+    async def _add_campaign_codes(
+        self, campaign_id: str, codes: Sequence[str], now_s: float
+    ) -> CodeCounts:
         current = await self._existing(campaign_id)
         if current.status == "archived":
             raise ArchivedCampaign("status", f"campaign {campaign_id!r} is archived: final")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -46,9 +47,10 @@ MAX_HOUR_WINDOWS = 24  # wire.Schedule.hours
 _LATEST_OFFSET = timedelta(hours=12)
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # wire.RedemptionCode
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")  # RFC 3986 section 3.1
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$")
-_HHMM = re.compile(r"^\d{2}:\d{2}$")
+# [0-9], not \d: \d takes any script's digits ("٠٩:٠٠"), which int() reads but nobody else does.
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+_DATETIME = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}$")
+_HHMM = re.compile(r"^[0-9]{2}:[0-9]{2}$")
 _FIRST_YEAR, _LAST_YEAR = 1971, 4000  # inside wire.UnixTime in every time zone
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -262,11 +264,30 @@ def _check_ids(values: tuple[str, ...], field: str, most: int) -> None:
         raise InvalidCampaign(field, f"names {len(values)}; at most {most}")
 
 
+def _check_utf8(value: str, field: str) -> None:
+    """JSON's \\ud800 escapes and argv's undecodable bytes give lone surrogates: no store, sync
+    or app can encode them, so they are refused here, not found by SQLite's encoder."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidCampaign(
+            field, f"has a lone surrogate at character {exc.start}; send valid UTF-8 text"
+        ) from None
+
+
 def _check_text(value: str, field: str, most: int) -> None:
+    _check_utf8(value, field)
     if not value.strip():
         raise InvalidCampaign(field, "is empty")
     if len(value) > most:
         raise InvalidCampaign(field, f"is {len(value)} characters long; at most {most}")
+    for i, c in enumerate(value):
+        # A control character (ESC, NUL, ...) is no text: shown raw by `campaign show` or the
+        # report, ESC sequences rewrite the IT person's terminal. Line breaks and tabs are text.
+        if c not in "\n\r\t" and unicodedata.category(c) == "Cc":
+            raise InvalidCampaign(
+                field, f"has control character U+{ord(c):04X} at character {i}; remove it"
+            )
 
 
 def _check_seconds(value: float, field: str, *, zero_ok: bool) -> None:
@@ -300,6 +321,7 @@ def _check_url_text(value: str, field: str) -> None:
         raise InvalidCampaign(field, f"must be 1..{MAX_URL_CHARS} characters")
     if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidCampaign(field, "has a space or control character; percent-encode it")
+    _check_utf8(value, field)
 
 
 def check_image_url(value: str, field: str = "image_url") -> str:
@@ -406,7 +428,39 @@ def check_schedule(
             if a < d and c < b:
                 raise InvalidCampaign(where, f"overlaps {text}")
         windows.append((a, b, f"{begin}-{finish}"))
+    if start is not None and end is not None:
+        spans = [(a, b) for a, b, _ in windows]
+        if not _opens_between(start, end, schedule.days, []):
+            names = ", ".join(_WEEKDAYS[d - 1] for d in schedule.days)
+            raise InvalidCampaign(
+                f"{field}.days",
+                f"never runs: no {names} from {schedule.start} to {schedule.end}",
+            )
+        if not _opens_between(start, end, schedule.days, spans):
+            raise InvalidCampaign(
+                f"{field}.hours",
+                f"never runs: no hour window is open from {schedule.start} to {schedule.end}",
+            )
     return schedule
+
+
+def _opens_between(
+    start: datetime, end: datetime, days: Sequence[int], spans: Sequence[tuple[int, int]]
+) -> bool:
+    """Whether a listed day (`days`, empty: any) has a window of `spans` (minutes of the day;
+    empty: all day) open for a minute in [start, end), local times."""
+    day, last = start.date(), (end - timedelta(minutes=1)).date()
+    for _ in range(8):  # past 8 days the range holds every weekday whole
+        if day > last:
+            return False
+        if not days or day.isoweekday() in days:
+            midnight = datetime.combine(day, time())
+            for a, b in spans or [(0, 1440)]:
+                opens, closes = midnight + timedelta(minutes=a), midnight + timedelta(minutes=b)
+                if opens < end and start < closes:
+                    return True
+        day += timedelta(days=1)
+    return True
 
 
 def parse_days(value: str, field: str = "schedule.days") -> tuple[int, ...]:
@@ -590,6 +644,13 @@ def time_zone(name: str, field: str = "timezone") -> ZoneInfo:
         r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}", name
     ):
         raise InvalidCampaign(field, f"{str(name)[:64]!r} is not an IANA time zone name")
+    if name in ("localtime", "posixrules") or name.startswith("right/"):
+        # The tz database holds these but they name no place's civil time (the host's own
+        # setting, leap-second clocks): every gateway refuses a sync naming one
+        # (edge/core/schedule.py), so the store would lose all its campaigns.
+        raise InvalidCampaign(
+            field, f"{name!r} is not a place's civil time; use an IANA name like Europe/Paris"
+        )
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

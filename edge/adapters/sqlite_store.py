@@ -12,7 +12,9 @@ Offer history is three tables: `offer_history`, the last time each member got ea
 MAX_OFFERS_PER_WEEK, for the per_day / per_week caps, issue 10), and `campaign_offers`, every offer
 of each campaign to each member by this gateway in the last CAMPAIGN_MEMORY_S (8 days: the
 per-member campaign caps and, counted by campaign and local day, this gateway's share of each
-campaign's daily budget, issue 11). All are purged by age.
+campaign's daily budget, issue 11). All are purged by age; a campaign's offers past a privacy
+retention shorter than CAMPAIGN_MEMORY_S keep their time but lose their member (a random
+`ANONYMOUS` one): who got what is forgotten, the day's budget share stays spent.
 
 Forgetting also needs the WAL cut: it keeps the old images of changed pages after they are written
 back, and only overwrites them as it wraps round, which on a quiet gateway can take days. So the
@@ -126,6 +128,9 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+#: The start of the random member a campaign offer gets past the privacy retention (no member id
+#: starts so: wire.Id is a-z, 0-9, '-', '_').
+ANONYMOUS = "~"
 
 
 def move_aside(path: Path, now_unix_s: float) -> Path:
@@ -394,7 +399,10 @@ class SqliteGatewayStore:
         for member, ts in times:
             history.record_time(member, ts)
         for member, campaign, ts in campaign_offers:
-            history.record_campaign_time(member, campaign, ts)
+            if member.startswith(ANONYMOUS):  # past the retention: counts for the budget only
+                history.record_budget_time(campaign, ts)
+            else:
+                history.record_campaign_time(member, campaign, ts)
         return history
 
     async def purge_history(
@@ -402,13 +410,27 @@ class SqliteGatewayStore:
         before_ts: float,
         times_before_ts: float | None = None,
         campaign_before_ts: float | None = None,
+        budget_before_ts: float | None = None,
     ) -> int:
         """Forget offers older than `before_ts` (offer times: `times_before_ts`; each campaign's
         offers: `campaign_before_ts`; by default the same) and cut the WAL if anything was deleted
-        since the last purge; return how many (member, campaign) offers were forgotten."""
+        since the last purge; return how many (member, campaign) offers were forgotten.
+
+        A campaign's offers from `budget_before_ts` (earlier than `campaign_before_ts`: a privacy
+        retention shorter than the budgets' memory) to `campaign_before_ts` lose their member, not
+        their time: the day's budget share stays spent across a restart."""
         times_before = before_ts if times_before_ts is None else times_before_ts
         campaign_before = before_ts if campaign_before_ts is None else campaign_before_ts
+        budget_before = min(
+            campaign_before, campaign_before if budget_before_ts is None else budget_before_ts
+        )
         async with self._lock:
+            cursor = await self._db.execute(
+                "UPDATE campaign_offers SET member = ? || lower(hex(randomblob(8))) "
+                "WHERE ts >= ? AND ts < ? AND substr(member, 1, 1) != ?",
+                (ANONYMOUS, budget_before, campaign_before, ANONYMOUS),
+            )
+            self._deleted = self._deleted or cursor.rowcount > 0
             cursor = await self._db.execute(
                 "DELETE FROM offer_history WHERE last_ts < ?", (before_ts,)
             )
@@ -416,7 +438,7 @@ class SqliteGatewayStore:
             cursor = await self._db.execute("DELETE FROM offer_times WHERE ts < ?", (times_before,))
             times_purged = cursor.rowcount
             cursor = await self._db.execute(
-                "DELETE FROM campaign_offers WHERE ts < ?", (campaign_before,)
+                "DELETE FROM campaign_offers WHERE ts < ?", (budget_before,)
             )
             campaign_purged = cursor.rowcount
             await self._db.commit()

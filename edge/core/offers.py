@@ -118,6 +118,11 @@ class OfferHistory:
         """An offer of `campaign` to `member` by this gateway at `t_s`, for the campaign caps and
         budgets only (restoring saved history)."""
         insort(self.campaign_times.setdefault((member, campaign), []), t_s)
+        self.record_budget_time(campaign, t_s)
+
+    def record_budget_time(self, campaign: str, t_s: float) -> None:
+        """An offer of `campaign` by this gateway at `t_s`, to a member no longer known (restoring
+        saved history past the privacy retention): for its budget only."""
         insort(self.budget_times.setdefault(campaign, []), t_s)
 
     def record_time(self, member: str, t_s: float) -> None:
@@ -135,14 +140,17 @@ class OfferHistory:
 
     def prune(self, now_s: float, keep_s: float) -> None:
         """Drop what is older than `keep_s` (offer times: older than 7 days, campaign offer times
-        older than CAMPAIGN_MEMORY_S, or `keep_s` if shorter), bounding memory and storage."""
+        older than CAMPAIGN_MEMORY_S, or `keep_s` if shorter; budget times older than
+        CAMPAIGN_MEMORY_S), bounding memory and storage."""
         cutoff = now_s - keep_s
         self.last_any = {m: t for m, t in self.last_any.items() if t >= cutoff}
         self.last_by_campaign = {k: t for k, t in self.last_by_campaign.items() if t >= cutoff}
         self.times = _recent(self.times, now_s - min(keep_s, WEEK_S))
         campaign_cutoff = now_s - min(keep_s, CAMPAIGN_MEMORY_S)
         self.campaign_times = _recent(self.campaign_times, campaign_cutoff)
-        self.budget_times = _recent(self.budget_times, campaign_cutoff)
+        # A budget's times name no member, so a privacy retention shorter than a day does not
+        # cut them: forgetting this morning's offers would spend the day's share again.
+        self.budget_times = _recent(self.budget_times, now_s - CAMPAIGN_MEMORY_S)
 
 
 def _recent(lists: dict[_K, list[float]], cutoff_s: float) -> dict[_K, list[float]]:

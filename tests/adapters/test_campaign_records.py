@@ -6,6 +6,7 @@ pools are unique chain-wide, added all or none."""
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -404,3 +405,74 @@ async def test_whether_a_campaign_runs_at_a_store_by_id_tag_or_everywhere(
             s for s in STORES if c in {x.id for x in (await records.campaigns(s)).campaigns}
         }
     assert await records.campaign_targets_store("nope", "s1") is None
+
+
+async def test_another_process_cannot_change_a_campaign_between_a_change_s_read_and_write(
+    records: SqliteLoyaltyRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The CLI and the bridge's API are two processes on one file. Each change reads the campaign
+    # (and whether a code is free) and then writes: the other's write must not land in between,
+    # or it is lost (a body) or a code is given to two campaigns.
+    await records.create_campaign(BASE, NOW)
+    other = sqlite3.connect(tmp_path / "loyalty.db", timeout=0, isolation_level=None)
+    writes = [
+        "UPDATE campaigns SET body = 'Other body', updated_at = 1 WHERE id = 'winter'",
+        "UPDATE campaigns SET code = 'SHARED', updated_at = 2 WHERE id = 'winter'",
+    ]
+    landed: list[str] = []
+    checked = records._checked
+
+    async def check_then_let_the_other_write(
+        definition: CampaignDefinition, now_s: float | None
+    ) -> CampaignDefinition:
+        found = await checked(definition, now_s)
+        write = writes.pop(0)
+        try:
+            other.execute(write)
+            landed.append(write)
+        except sqlite3.OperationalError as exc:  # the change holds the write lock
+            assert "locked" in str(exc)
+        return found
+
+    monkeypatch.setattr(records, "_checked", check_then_let_the_other_write)
+    try:
+        await records.update_campaign("winter", CampaignChange(title="Coats"), NOW + 1)
+        await records.create_campaign(
+            dataclasses.replace(BASE, id="spring", code="SHARED"), NOW + 2
+        )
+    finally:
+        other.close()
+    assert not writes
+    winter, spring = await records.campaign("winter"), await records.campaign("spring")
+    assert winter is not None and spring is not None
+    assert winter.definition.title == "Coats"
+    if any("body" in write for write in landed):  # it got in: it must not be lost
+        assert winter.definition.body == "Other body"
+    assert winter.definition.code != spring.definition.code  # a till names only the code
+
+
+async def test_a_change_that_would_make_a_store_s_sync_too_big_for_its_gateways_is_refused(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    # Every gateway refuses a campaign sync over wire.MAX_PAYLOAD_BYTES whole: past it, none of
+    # the store's campaign changes would reach its gateways again.
+    long = dataclasses.replace(BASE, body="b" * 3900, stores=("s1",))
+    created = 0
+    with pytest.raises(InvalidCampaign) as caught:
+        for i in range(40):
+            await records.create_campaign(dataclasses.replace(long, id=f"long-{i:02d}"), NOW)
+            created += 1
+    assert caught.value.field == "campaign"
+    assert "store 's1'" in caught.value.problem and "pause or archive" in caught.value.problem
+    assert 10 < created < 40
+    before = await versions(records)
+    assert await records.campaign(f"long-{created:02d}") is None  # nothing written
+
+    sync = await records.campaigns("s1")
+    assert len(sync.campaigns) == created
+    assert wire.decode_as(wire.encode(sync), wire.CampaignSync) == sync  # what a gateway does
+    # Other stores are not held back; pausing one at the full store makes room for another.
+    await records.create_campaign(dataclasses.replace(long, id="other", stores=("s2",)), NOW)
+    await records.set_campaign_status("long-00", "pause", NOW + 1)
+    await records.create_campaign(dataclasses.replace(long, id=f"long-{created:02d}"), NOW + 2)
+    assert (await moved(records, before)) == {"s1", "s2"}

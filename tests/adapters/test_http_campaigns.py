@@ -55,6 +55,8 @@ class Api:
     async def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> HttpReply:
         if body is not None:
             kwargs["json_body"] = body
+        elif "body_bytes" in kwargs:
+            kwargs["body"] = kwargs.pop("body_bytes")
         elif method in ("POST", "PATCH"):
             kwargs["body"] = b""  # Content-Length: 0
         return await request(self.server.port, method, path, token=self.token, **kwargs)
@@ -193,6 +195,22 @@ async def test_bad_input_is_a_400_naming_the_field_and_writes_nothing(
     assert (await api.call("GET", "/v1/campaigns/winter")).json() == stored
     assert len((await api.call("GET", "/v1/campaigns")).json()["campaigns"]) == 1
     assert await api.versions() == before
+
+
+async def test_a_lone_surrogate_in_json_text_is_a_400_not_a_500(api: Api) -> None:
+    # JSON may escape half a surrogate pair ("\\ud800"); Python decodes it, SQLite cannot store it.
+    assert (await api.call("POST", "/v1/campaigns", WINTER)).status == 201
+    stored = (await api.call("GET", "/v1/campaigns/winter")).json()
+    for path, method, raw in (
+        ("/v1/campaigns/winter", "PATCH", b'{"title": "Sale \\ud800"}'),
+        ("/v1/campaigns/winter", "PATCH", b'{"image_url": "https://cdn.example/\\udc00"}'),
+        ("/v1/campaigns", "POST", b'{"id": "b", "title": "\\ud800", "body": "b", "tiers": ["g"]}'),
+    ):
+        reply = await api.call(method, path, body=None, body_bytes=raw)
+        assert reply.status == 400, reply.raw_body
+        assert reply.json()["error"] == "invalid_field"
+        assert "lone surrogate" in reply.json()["message"]
+    assert (await api.call("GET", "/v1/campaigns/winter")).json() == stored
 
 
 async def test_create_needs_the_required_fields_and_a_new_id(api: Api) -> None:

@@ -102,6 +102,29 @@ def test_cli_text_csv_and_html(
     assert list(page.parent.iterdir()) == [page]  # no temporary file left
 
 
+def test_cli_html_never_replaces_the_database_and_says_when_it_cannot_write(
+    database: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    original = database.read_bytes()
+    link = tmp_path / "link.db"
+    link.symlink_to(database)
+    for target in (database, link, database.with_name(database.name + "-wal")):
+        code, out, err = run_cli(capsys, str(database), "--html", str(target))
+        assert code == 2 and out == ""
+        assert err.startswith("cloud-bridge report: --html: ") and "loyalty database" in err
+    assert database.read_bytes() == original
+
+    missing_dir = tmp_path / "no-such-dir" / "report.html"
+    code, out, err = run_cli(capsys, str(database), "--html", str(missing_dir))
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"cloud-bridge report: --html: cannot write {missing_dir}")
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    code, _, err = run_cli(capsys, str(database), "--html", str(directory))
+    assert code == 2 and "cannot write" in err
+    assert list(tmp_path.glob(".*.tmp")) == []  # no temporary file left behind
+
+
 @pytest.mark.parametrize(
     ("args", "option"),
     [

@@ -695,6 +695,37 @@ async def test_campaign_offers_are_kept_eight_days_and_purged_by_their_own_age(
     assert files_holding(db_path.parent, b"m-old-5d2c") == []
 
 
+async def test_a_retention_shorter_than_a_day_forgets_the_member_but_not_the_spent_budget(
+    db_path: Path,
+) -> None:
+    # [privacy] retention_s = 1 hour, as edge/app.py purges with it: after a restart the day's
+    # budget share must still be spent, and nobody's id may be left behind.
+    hour = 3600.0
+    offers = [
+        make_offer_trigger(member="m-morning-6a1f", campaign="promo", ts=T0),
+        make_offer_trigger(member="m-morning-6a1f", campaign="promo", ts=T0 + 60),
+        make_offer_trigger(member="m-lunch-0c3d", campaign="promo", ts=T0 + 3 * hour),
+    ]
+    store = await SqliteGatewayStore.open(db_path)
+    try:
+        await store.append_events(offers, now_s=T0)
+        await store.remove([o.event_id for o in offers])
+        now = T0 + 3 * hour + 60
+        await store.purge_history(now - hour, now - hour, now - hour, now - 8 * 86_400.0)
+        await store.purge_history(now - hour, now - hour, now - hour, now - 8 * 86_400.0)
+    finally:
+        await store.close()
+
+    reopened = await SqliteGatewayStore.open(db_path)
+    try:
+        history = await reopened.load_history()
+    finally:
+        await reopened.close()
+    assert history.budget_times == {"promo": [T0, T0 + 60, T0 + 3 * hour]}
+    assert history.campaign_times == {("m-lunch-0c3d", "promo"): [T0 + 3 * hour]}
+    assert files_holding(db_path.parent, b"m-morning-6a1f") == []
+
+
 async def test_migration_5_seeds_each_campaign_s_offers_from_a_v4_history(db_path: Path) -> None:
     """A gateway upgraded mid-day counts at least the offers its old history kept, so its budget
     and the members' campaign caps do not start again from zero."""

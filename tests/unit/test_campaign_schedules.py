@@ -30,6 +30,8 @@ from cloud_bridge.core.campaigns import (
     wire_schedule,
 )
 from edge.core import wire
+from edge.core.schedule import UnknownTimeZone
+from edge.core.schedule import time_zone as edge_time_zone
 
 INTERESTS = ("beauty", "home")
 PROMOTIONS = ("discount", "event")
@@ -102,6 +104,41 @@ def test_a_good_definition_with_every_field_passes() -> None:
         ({"schedule": schedule(days=(0,))}, "schedule.days[0]", "ISO weekday"),
         ({"schedule": schedule(days=(1, 2, 1))}, "schedule.days[2]", "mon is named twice"),
         ({"schedule": schedule(days=(True,))}, "schedule.days[0]", "ISO weekday"),
+        # Impossible: no listed day in the range, or no window open in it (2027-01-05 is a Tuesday).
+        (
+            {"schedule": CampaignSchedule("2027-01-05", "2027-01-07", (6, 7))},
+            "schedule.days",
+            "never runs: no sat, sun from 2027-01-05 to 2027-01-07",
+        ),
+        (
+            {
+                "schedule": CampaignSchedule(
+                    "2027-01-05T13:00", "2027-01-05T14:00", (), (("09:00", "12:00"),)
+                )
+            },
+            "schedule.hours",
+            "never runs",
+        ),
+        (
+            {
+                "schedule": CampaignSchedule(
+                    "2027-01-05T12:00", "2027-01-06T09:00", (2, 3), (("09:00", "12:00"),)
+                )
+            },
+            "schedule.hours",
+            "never runs",
+        ),
+        # Digits of another script: int() reads them, nothing else does.
+        (
+            {"schedule": schedule(hours=(("\u0660\u0669:00", "12:00"),))},
+            "schedule.hours[0]",
+            "HH:MM",
+        ),
+        (
+            {"schedule": schedule(start="\u0662\u0660\u0662\u0667-01-01")},
+            "schedule.start",
+            "YYYY-MM-DD",
+        ),
         ({"per_member_day": -1}, "per_member_day", "0.."),
         ({"per_member_week": -3}, "per_member_week", "0.."),
         ({"daily_budget": -1}, "daily_budget", "0.."),
@@ -130,6 +167,16 @@ def test_a_good_definition_with_every_field_passes() -> None:
         ({"segments": ("new", "new")}, "segments[1]", "named twice"),
         ({"store_tags": ("region-north", "Region North")}, "store_tags[1]", ""),
         ({"store_tags": ("north", "north")}, "store_tags[1]", "named twice"),
+        # A JSON "\\ud800" escape (or an undecodable argv byte) is a lone surrogate: SQLite
+        # cannot store it.
+        ({"title": "Winter \ud800"}, "title", "lone surrogate"),
+        ({"body": "\udc00"}, "body", "lone surrogate"),
+        ({"image_url": "https://cdn.example/\ud800.png"}, "image_url", "lone surrogate"),
+        ({"deep_link": "acme://\udfff"}, "deep_link", "lone surrogate"),
+        # ESC sequences would rewrite the terminal of whoever runs `campaign show` or the report.
+        ({"title": "Sale\x1b[2J\x1b[1;1H"}, "title", "control character U+001B at character 4"),
+        ({"body": "a\x00b"}, "body", "U+0000"),
+        ({"body": "a\x9bb"}, "body", "U+009B"),
     ],
 )
 def test_bad_input_is_refused_naming_the_field(
@@ -139,6 +186,24 @@ def test_bad_input_is_refused_naming_the_field(
         check_campaign(dataclasses.replace(GOOD, **changes), INTERESTS, PROMOTIONS, NOW)
     assert caught.value.field == field
     assert problem in caught.value.problem
+
+
+def test_line_breaks_and_tabs_are_text() -> None:
+    multiline = dataclasses.replace(GOOD, title="Winter\tsale", body="30% off\r\ncoats\n")
+    assert check_campaign(multiline, INTERESTS, PROMOTIONS, NOW) is multiline
+
+
+def test_a_schedule_that_opens_for_a_minute_is_possible() -> None:
+    # 2027-01-05 is a Tuesday; each runs for at least one minute.
+    for possible in (
+        CampaignSchedule("2027-01-05", "2027-01-06", (2,)),
+        CampaignSchedule("2027-01-05T11:59", "2027-01-05T14:00", (), (("09:00", "12:00"),)),
+        CampaignSchedule("2027-01-05T13:00", "2027-01-06T09:01", (3,), (("09:00", "12:00"),)),
+        CampaignSchedule("2027-01-05", "2027-01-13", (7,), (("23:59", "24:00"),)),
+        CampaignSchedule("2027-01-05", "3000-01-01", (1,), (("00:00", "00:01"),)),
+    ):
+        definition = dataclasses.replace(GOOD, schedule=possible)
+        assert check_campaign(definition, INTERESTS, PROMOTIONS, NOW) is definition
 
 
 def test_an_end_that_is_past_only_where_the_day_is_already_over_is_kept() -> None:
@@ -191,10 +256,31 @@ def test_an_end_in_the_autumn_repeat_is_its_first_occurrence() -> None:
 
 def test_time_zones_are_iana_names() -> None:
     assert time_zone("America/New_York").key == "America/New_York"
-    for bad in ("Mars/Olympus", "../etc/passwd", "", "Europe/Paris "):
+    # localtime, posixrules and right/... are in the tz database, but every gateway refuses them.
+    for bad in (
+        "Mars/Olympus",
+        "../etc/passwd",
+        "",
+        "Europe/Paris ",
+        "localtime",
+        "posixrules",
+        "right/Europe/Paris",
+    ):
         with pytest.raises(InvalidCampaign) as caught:
             time_zone(bad)
         assert caught.value.field == "timezone"
+
+
+def test_the_bridge_accepts_no_time_zone_a_gateway_refuses() -> None:
+    # A gateway refuses a whole campaign sync whose zone it refuses (edge/core/schedule.py).
+    for name in ("localtime", "posixrules", "right/UTC", "Europe/Paris", "UTC", "Etc/GMT+12"):
+        try:
+            edge_time_zone(name)
+        except UnknownTimeZone:
+            with pytest.raises(InvalidCampaign):
+                time_zone(name)
+        else:
+            assert time_zone(name).key == name
 
 
 def test_a_budget_is_split_evenly_the_first_gateways_taking_the_remainder() -> None:

@@ -211,6 +211,18 @@ def test_a_budget_share_is_spent_exactly_then_withheld_until_the_next_local_day(
     assert offer(e, utc("2026-06-05 22:00"), member="m-4") == "promo"
 
 
+def test_a_privacy_retention_shorter_than_a_day_never_respends_a_budget_share() -> None:
+    # [privacy] retention_s = 1 hour: who got what is forgotten after an hour, but the day's
+    # share stays spent (its times name nobody).
+    e = engine(spec("promo", gateway_budgets=(("door-1", 2),)))
+    morning = utc("2026-06-05 06:00")  # 08:00 in Paris
+    assert [offer(e, morning + i, member=f"m-{i}") for i in range(2)] == ["promo"] * 2
+    e.history.prune(morning + 3 * 3600, keep_s=3600)
+    assert e.history.campaign_times == {}  # who got it: forgotten
+    assert offer(e, morning + 3 * 3600, member="m-7") is Withheld.BUDGET
+    assert offer(e, utc("2026-06-05 22:00"), member="m-7") == "promo"  # the next local day
+
+
 def test_a_gateway_the_budget_does_not_name_sends_none_and_no_budget_is_no_limit() -> None:
     limited = spec("limited", 2, gateway_budgets=(("door-2", 100),))
     unlimited = spec("unlimited", 1, gateway_budgets=None)
