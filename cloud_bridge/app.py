@@ -543,7 +543,7 @@ class Bridge:
         campaigns = await self.records.campaigns(store)
         payload = wire.encode(campaigns)
         outdated = [a for a in gateways if self._published.get(a) != campaigns.version]
-        if outdated and len(payload) > signed.MAX_SIGNED_BYTES:
+        if outdated and len(payload) > wire.MAX_PAYLOAD_BYTES:
             self._payload_errors.warning(
                 f"campaigns too big {store} v{campaigns.version}",
                 "store %s: campaigns v%d are %d bytes, more than the %d a gateway accepts: not "
@@ -551,7 +551,7 @@ class Bridge:
                 store,
                 campaigns.version,
                 len(payload),
-                signed.MAX_SIGNED_BYTES,
+                wire.MAX_PAYLOAD_BYTES,
             )
             return
         for address in outdated:

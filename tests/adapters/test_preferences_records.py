@@ -25,7 +25,7 @@ from cloud_bridge.core.preferences import (
 from cloud_bridge.core.pseudonyms import Kind
 from cloud_bridge.errors import RecordsError
 from cloud_bridge.seed import DEMO_CAMPAIGNS, seed_preferences, seed_records
-from edge.core import bundle, signed, wire
+from edge.core import bundle, wire
 from edge.core.preferences import mask_of, term_bits
 from tests.factories import T0, TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
 from tests.fakes.publisher import FakePublisher
@@ -295,7 +295,7 @@ async def test_the_campaign_sync_says_what_each_campaign_serves_and_the_terms_in
     assert served["late-night-opening"] == ("event", ())
     # What the bridge publishes (signed), a gateway reads back.
     assert wire.decode_as(wire.encode(sync), wire.CampaignSync) == sync
-    assert len(wire.encode(sync)) < signed.MAX_SIGNED_BYTES
+    assert len(wire.encode(sync)) < wire.MAX_PAYLOAD_BYTES
 
 
 async def test_a_campaign_row_with_a_term_that_is_not_an_id_is_left_out_of_the_sync(
