@@ -1456,6 +1456,9 @@ class SqliteLoyaltyRecords:
                 c[5],
                 promotion_type=c[8] or None,
                 interests=split_terms(c[9]),
+                # Its stores and store tags: a gateway of a store it does not run at never had
+                # it in its sync (a forged or replayed trigger).
+                at_store=await self._campaign_targets_store(trigger.campaign, gw.store),
             )
         )
         member_cooldown_s = float(

@@ -182,6 +182,9 @@ class CampaignFacts:
     validity_s: float = DEFAULT_OFFER_VALIDITY_S
     promotion_type: str | None = None
     interests: tuple[str, ...] = ()  # none: a general offer
+    #: Whether it runs at the offer's store by its stores and store tags (issue 11); None: only
+    #: `store` says.
+    at_store: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +233,7 @@ def check_offer(facts: OfferFacts) -> OfferRefusal | None:
         return OfferRefusal.UNKNOWN_CAMPAIGN
     if not campaign.active:
         return OfferRefusal.CAMPAIGN_INACTIVE
-    if campaign.store is not None and campaign.store != facts.store:
+    if campaign.at_store is False or (campaign.store is not None and campaign.store != facts.store):
         return OfferRefusal.NOT_AT_STORE
     if member is None:
         return OfferRefusal.UNKNOWN_MEMBER

@@ -328,3 +328,23 @@ async def test_a_store_time_zone_edited_into_garbage_counts_days_in_utc(
     assert len(first.deliveries) == len(after_utc_midnight.deliveries) == 1
     assert same_utc_day.refused_offers == {"campaign_cap": 1}
     assert sum("not an IANA zone" in r.getMessage() for r in caplog.records) == 1
+
+
+# --- targeting --------------------------------------------------------------------------------
+
+
+async def test_a_trigger_from_a_store_the_campaign_does_not_run_at_is_refused(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    """A campaign targeted by store tag runs where the tag is: a trigger for it from another
+    store's gateway (which never had it in its sync) is recorded suppressed, never sent."""
+    await execute(records, "INSERT INTO store_tags (store_id, tag) VALUES (?, 'north')", STORE)
+    await execute(
+        records, "UPDATE campaigns SET store_id = NULL, store_tags = 'north' WHERE id = ?", BAKERY
+    )
+    here, _ = await trigger(records, 1, ts=T0, store=STORE)
+    there, outcome = await trigger(records, 2, ts=T0, store=OTHER)
+    assert (await offer_row(records, here.event_id))[0] == "pending"
+    delivery, reason, *_ = await offer_row(records, there.event_id)
+    assert (delivery, reason) == ("suppressed", "campaign_not_at_store")
+    assert outcome.deliveries == [] and outcome.refused_offers == {"campaign_not_at_store": 1}
