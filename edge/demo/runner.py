@@ -556,40 +556,45 @@ async def _run(
     api_token, api_files = await asyncio.to_thread(api_credentials, workdir, broker.pki)
     signing_key_file = workdir / "bridge-signing.key"
     signing_key, _ = await asyncio.to_thread(create_signing_key_file, signing_key_file)
-    bridge = Bridge(
-        BridgeConfig(
-            BridgeSection(
-                chain=CHAIN,
-                database=str(records.path),
-                offer_resend_s=5.0,
-                signing_key_file=str(signing_key_file),
-                # Simulated time runs `speed` times faster than the bridge's clock, from sim_start:
-                # the whole simulation is inside the bridge's tolerance, nothing is quarantined.
-                event_max_future_s=_DEFAULT_FUTURE_S
-                + options.sim_minutes * 60
-                + max(0.0, sim_start - time.time()),
-                event_max_age_s=max(_DEFAULT_AGE_S, time.time() - sim_start + 86400),
-                data_key_file=str(workdir / DATA_KEY_FILE_NAME),
-                sync_interval_s=DEMO_SYNC_INTERVAL_S,
+    try:
+        # The bridge reads the webhook secret from its file, as in production.
+        bridge = Bridge(
+            BridgeConfig(
+                BridgeSection(
+                    chain=CHAIN,
+                    database=str(records.path),
+                    offer_resend_s=5.0,
+                    signing_key_file=str(signing_key_file),
+                    # Simulated time runs `speed` times faster than the bridge's clock, from sim_start:
+                    # the whole simulation is inside the bridge's tolerance, nothing is quarantined.
+                    event_max_future_s=_DEFAULT_FUTURE_S
+                    + options.sim_minutes * 60
+                    + max(0.0, sim_start - time.time()),
+                    event_max_age_s=max(_DEFAULT_AGE_S, time.time() - sim_start + 86400),
+                    data_key_file=str(workdir / DATA_KEY_FILE_NAME),
+                    sync_interval_s=DEMO_SYNC_INTERVAL_S,
+                ),
+                broker.mqtt_section(bridge_identity(CHAIN, BridgeSection().id)),
+                ApiSection(
+                    enabled=True,
+                    host="127.0.0.1",
+                    port=0,
+                    tokens_file=str(workdir / "api-tokens"),
+                    tls_cert_file=str(api_files.cert_file),
+                    tls_key_file=str(api_files.key_file),
+                ),
+                # iPhones are reached through the retailer's push service (APNs), the rest over MQTT.
+                delivery=DeliverySection(by_platform=ByPlatformSection(ios="webhook")),
+                webhook=WebhookSection(url=push_service.url, secret_file=str(secret_file)),
             ),
-            broker.mqtt_section(bridge_identity(CHAIN, BridgeSection().id)),
-            ApiSection(
-                enabled=True,
-                host="127.0.0.1",
-                port=0,
-                tokens_file=str(workdir / "api-tokens"),
-                tls_cert_file=str(api_files.cert_file),
-                tls_key_file=str(api_files.key_file),
-            ),
-            # iPhones are reached through the retailer's push service (APNs), the rest over MQTT.
-            delivery=DeliverySection(by_platform=ByPlatformSection(ios="webhook")),
-            webhook=WebhookSection(url=push_service.url, secret_file=str(secret_file)),
-        ),
-        records,
-        records,
-        signing_key,
-        data_key=data_key,
-    )
+            records,
+            records,
+            signing_key,
+            data_key=data_key,
+        )
+    except BaseException:
+        await records.close()
+        raise
     entrance = demo_entrance(options, devices, sim_start)
     truth = entrance.truth
     # When each member who walks in walks out again (radio time): the till comes before.
