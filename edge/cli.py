@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--summary-json", type=Path, help="also write the summary as JSON here")
     demo.add_argument("--quiet", action="store_true", help="no live view, summary only")
     demo.add_argument("--workdir", type=Path, help="keep broker, databases and logs here")
+    demo.add_argument(
+        "--report-html",
+        type=Path,
+        help="write the marketer's HTML report here (default: report.html in --workdir, or "
+        "threshold-demo-report.html in the current directory without one)",
+    )
 
     from edge.tools.scan import FRAME_TYPES
 
@@ -305,6 +311,9 @@ def _demo(args: argparse.Namespace) -> int:
         members=args.members,
         live=not args.quiet,
         workdir=args.workdir,
+        # Without --workdir the work directory is removed at the end: the report stays here.
+        report_path=args.report_html
+        or (None if args.workdir else Path("threshold-demo-report.html").absolute()),
     )
     summary = asyncio.run(run_demo(options))
     print_summary(summary, sys.stdout)

@@ -8,6 +8,12 @@ Set up as an installer would: the bridge's signing key (`cloud-bridge keygen`), 
 gateway config file naming the bridge's public key, all in the work directory. The enrollment API
 serves HTTPS with a certificate from the demo's CA and one API token.
 
+Then as the retailer runs it (issue 11): a marketer sets the store's time zone and the campaigns
+through that API (edge/demo/marketer.py); offers to iPhones go by webhook to the retailer's push
+service (a local receiver the demo starts, edge/demo/push_service.py), the others over MQTT; the
+apps report what the shoppers did with them; tills report the codes redeemed (edge/demo/till.py);
+and the run ends with the HTML report the marketer reads, in the work directory.
+
 Shoppers walk in for `minutes`; the simulation then runs on for `tail_minutes` with passers-by only,
 so the shoppers inside leave and their visits end (the gateway's visit timeout is 5 minutes of radio
 time).
@@ -18,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import sqlite3
 import ssl
 import statistics
 import sys
@@ -34,10 +42,22 @@ from cloud_bridge.adapters.data_key import DATA_KEY_FILE_NAME, create_data_key_f
 from cloud_bridge.adapters.http_api import add_token_hash, new_api_token, token_hash
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.app import Bridge
-from cloud_bridge.config import ApiSection, BridgeConfig, BridgeSection
+from cloud_bridge.cli_report import write_html_report
+from cloud_bridge.config import (
+    CHANNELS,
+    ApiSection,
+    BridgeConfig,
+    BridgeSection,
+    ByPlatformSection,
+    DeliverySection,
+    WebhookSection,
+)
 from cloud_bridge.core.admission import DEFAULT_MAX_AGE_S as _DEFAULT_AGE_S
 from cloud_bridge.core.admission import DEFAULT_MAX_FUTURE_S as _DEFAULT_FUTURE_S
+from cloud_bridge.core.holdout import in_holdout
 from cloud_bridge.core.pseudonyms import Kind
+from cloud_bridge.core.records import RecordOutcome
+from cloud_bridge.errors import BridgeError
 from cloud_bridge.seed import seed_preferences, seed_records
 from edge.adapters.keystore import create_signing_key_file, provision_gateway_keys
 from edge.adapters.mosquitto import MosquittoProcess
@@ -51,12 +71,17 @@ from edge.core.broker_identity import bridge_identity, gateway_identity, shopper
 from edge.core.wire import PLATFORMS, GatewayAddress
 from edge.demo import intruders
 from edge.demo.api_client import EnrollmentApiClient
+from edge.demo.marketer import set_up_campaigns
 from edge.demo.preferences import StatedPreferences
+from edge.demo.push_service import DemoPushService, write_secret_file
 from edge.demo.shopper_apps import ReceivedOffer, ShopperApps
 from edge.demo.stats import percentile
+from edge.demo.till import Redemption, Till, redeems
 from edge.errors import EdgeError
 from edge.services.tasks import cancel_and_wait
 from edge.sim.entrance import EntranceConfig, GroundTruth, SimDevice, StoreEntrance
+
+_LOGGER = logging.getLogger(__name__)
 
 CHAIN = "demo-chain"
 STORE = "store-001"
@@ -72,6 +97,10 @@ DEMO_SYNC_INTERVAL_S = 1.0
 IOS_RECOGNITION_TARGET = 0.9
 #: The median time in store the gateway measures must be within this share of the truth's.
 TIME_IN_STORE_TOLERANCE = 0.1
+#: How long the gateway may take to receive the marketer's campaigns (wall seconds).
+CAMPAIGNS_SYNC_TIMEOUT_S = 30.0
+#: The marketer's HTML report, in the work directory.
+REPORT_FILE_NAME = "report.html"
 
 
 class DemoError(EdgeError):
@@ -94,6 +123,7 @@ class DemoOptions:
     # Then only passers-by, so the shoppers inside leave and their visits end (timeout 5 min).
     tail_minutes: float = 14.0
     ios_share: float = 0.5  # of app users: iPhones, which check in instead of advertising
+    report_path: Path | None = None  # the HTML report (default: report.html in the workdir)
 
     @property
     def sim_minutes(self) -> float:
@@ -162,12 +192,33 @@ class LiveView:
                 )
 
     def offer_received(self, received: ReceivedOffer, radio_now: float) -> None:
+        pushed = received.channel == "webhook"
+        code = f"  code {received.offer.code}" if received.offer.code else ""
         self.line(
             radio_now,
-            "  ➜ PHONE",
-            f'shopper {received.shopper[:8]}…  "{received.offer.title}"  '
-            f"({received.latency_ms:.0f} ms after the deciding advert)",
+            "  ➜ PUSH" if pushed else "  ➜ PHONE",
+            f'shopper {received.shopper[:8]}…  "{received.offer.title}"{code}  '
+            + ("via the push service " if pushed else "")
+            + f"({received.latency_ms:.0f} ms after the deciding advert)",
             self._green,
+        )
+
+    def held_out(self, t_s: float, trigger: wire.OfferTrigger) -> None:
+        self.line(
+            t_s,
+            "HOLDOUT",
+            f"member {trigger.member[:8]}…  campaign {trigger.campaign}: control group, "
+            "recorded, not sent",
+            self._dim,
+        )
+
+    def redeemed(self, t_s: float, redemption: Redemption) -> None:
+        self.line(
+            t_s,
+            "REDEEMED",
+            f"shopper {redemption.shopper[:8]}…  code {redemption.offer.code} at the till "
+            f"({redemption.offer.campaign})",
+            self._bold,
         )
 
     def passer(self, t_s: float, member: str, platform: str | None = None) -> None:
@@ -294,10 +345,38 @@ def failures(summary: dict[str, Any]) -> list[str]:
         problems.append(f"{summary['passers_by_entered']} passers-by were counted as entering")
     if summary.get("intruders_admitted"):
         problems.append(f"the broker let {summary['intruders_admitted']} intruder(s) in")
-    if summary["offers_delivered"] < summary["offers_triggered"]:
+    # Offers to members in a campaign's holdout are recorded, never sent.
+    expected = summary["offers_triggered"] - summary["offers_holdout"]
+    if summary["offers_delivered"] < expected:
+        problems.append(f"{expected - summary['offers_delivered']} offers did not arrive")
+    for channel in CHANNELS:
+        if summary["offers_by_channel"].get(channel, 0) <= 0:
+            problems.append(f"no offer was delivered over {channel}")
+    if summary["offers_holdout_received"]:
         problems.append(
-            f"{summary['offers_triggered'] - summary['offers_delivered']} offers did not arrive"
+            f"{summary['offers_holdout_received']} offers reached members in their campaign's "
+            "holdout"
         )
+    if summary["webhook_offers_not_pushed_once"]:
+        problems.append(
+            f"{summary['webhook_offers_not_pushed_once']} webhook offers did not reach the app "
+            "exactly once through the push service"
+        )
+    if summary["webhook_refused"]:
+        problems.append(f"the push service refused requests: {summary['webhook_refused']}")
+    reported, recorded = summary["receipts_reported_by_apps"], summary["receipts"]
+    for status in ("opened", "dismissed"):
+        if recorded[status] < reported[status]:
+            problems.append(
+                f"{reported[status] - recorded[status]} '{status}' receipts the apps sent were "
+                "not recorded"
+            )
+    if summary["redemptions"] <= 0:
+        problems.append("no code was redeemed at the till")
+    if summary["redemptions_refused"]:
+        problems.append(f"the bridge refused redemptions: {summary['redemptions_refused']}")
+    if summary["report_html_bytes"] <= 0:
+        problems.append("the HTML report was not written")
     ios, android = summary["by_platform"]["ios"], summary["by_platform"]["android"]
     if ios["entered"] and android["entered"]:
         ios_rate = ios["recognised"] / ios["entered"]
@@ -329,6 +408,98 @@ def failures(summary: dict[str, Any]) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True, slots=True)
+class BridgeFigures:
+    """What the bridge's records say happened to the offers (read from its database)."""
+
+    offers_by_channel: dict[str, int]  # offers the channel delivered (sent or received)
+    webhook_offers: frozenset[str]  # their ids, for the webhook channel
+    holdout_offers: frozenset[str]
+    unsettled: int  # offers still pending, or sent without the app's receipt
+    opened: int
+    dismissed: int
+    redemptions: int
+    offers_by_campaign: dict[str, int]  # every offer decided, holdout included
+    holdout_pct: dict[str, float]  # campaigns with a holdout
+
+
+def read_bridge_figures(database: Path) -> BridgeFigures:
+    """The offers' outcome from the loyalty database (read-only; the bridge may be writing)."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        delivered = db.execute(
+            "SELECT event_id, channel FROM offers WHERE delivery IN ('sent', 'received')"
+        ).fetchall()
+        by_channel = {channel: 0 for channel in CHANNELS}
+        for _, channel in delivered:
+            by_channel[channel] = by_channel.get(channel, 0) + 1
+        holdout = db.execute("SELECT event_id FROM offers WHERE delivery = 'holdout'").fetchall()
+        (unsettled,) = db.execute(
+            "SELECT count(*) FROM offers WHERE delivery IN ('pending', 'sent')"
+        ).fetchone()
+        opened, dismissed = db.execute(
+            "SELECT count(opened_at), count(dismissed_at) FROM offers"
+        ).fetchone()
+        (redemptions,) = db.execute("SELECT count(*) FROM redemptions").fetchone()
+        by_campaign = dict(
+            db.execute(
+                "SELECT campaign_id, count(*) FROM offers GROUP BY campaign_id ORDER BY campaign_id"
+            ).fetchall()
+        )
+        pct = dict(db.execute("SELECT id, holdout_pct FROM campaigns WHERE holdout_pct > 0"))
+    return BridgeFigures(
+        by_channel,
+        frozenset(offer for offer, channel in delivered if channel == "webhook"),
+        frozenset(offer for (offer,) in holdout),
+        int(unsettled),
+        int(opened),
+        int(dismissed),
+        int(redemptions),
+        {str(k): int(v) for k, v in by_campaign.items()},
+        {str(k): float(v) for k, v in pct.items()},
+    )
+
+
+def delivery_summary(
+    figures: BridgeFigures,
+    received: Sequence[ReceivedOffer],
+    member_of_token: Mapping[str, str],
+    pushed: Mapping[str, int],
+    push_duplicates: int,
+) -> dict[str, Any]:
+    """The summary's issue 11 part: channels, holdout, the push service, receipts, redemptions.
+
+    `pushed`: how many times the push service handed each offer to a phone; `push_duplicates`:
+    pushed offers a phone got again. A received offer counts against the holdout when its member
+    is in its campaign's holdout (cloud_bridge.core.holdout, on the member id) or the bridge
+    recorded it as held out.
+    """
+    against_holdout = sum(
+        1
+        for r in received
+        if r.offer.offer_id in figures.holdout_offers
+        or in_holdout(
+            r.offer.campaign,
+            member_of_token.get(r.shopper, ""),
+            figures.holdout_pct.get(r.offer.campaign, 0.0),
+        )
+    )
+    not_once = (
+        len(figures.webhook_offers ^ pushed.keys())
+        + sum(n - 1 for n in pushed.values() if n > 1)
+        + push_duplicates
+    )
+    return {
+        "offers_by_channel": dict(figures.offers_by_channel),
+        "offers_by_campaign": dict(figures.offers_by_campaign),
+        "offers_holdout": len(figures.holdout_offers),
+        "offers_holdout_received": against_holdout,
+        "webhook_offers_pushed": len(pushed),
+        "webhook_offers_not_pushed_once": not_once,
+        "receipts": {"opened": figures.opened, "dismissed": figures.dismissed},
+        "redemptions": figures.redemptions,
+    }
+
+
 async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> dict[str, Any]:
     """Run the whole demo and return its summary."""
     with contextlib.ExitStack() as stack:
@@ -342,12 +513,25 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> dict[str, 
         broker = MosquittoProcess(workdir / "broker", pki=LocalPki(workdir / "pki", CHAIN))
         await asyncio.to_thread(broker.start)
         stack.callback(broker.stop)
-        return await _run(options, workdir, broker, out)
+        # The retailer's push service, sharing the webhook secret with the bridge (a 0600 file,
+        # as `umask 077; openssl rand -hex 32` makes it); it hands offers to the apps.
+        secret_file = workdir / "webhook-secret"
+        secret = await asyncio.to_thread(write_secret_file, secret_file)
+        push_service = await DemoPushService(secret).start()
+        try:
+            return await _run(options, workdir, broker, push_service, secret_file, out)
+        finally:
+            await push_service.close()
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
 
 
 async def _run(
-    options: DemoOptions, workdir: Path, broker: MosquittoProcess, out: TextIO
+    options: DemoOptions,
+    workdir: Path,
+    broker: MosquittoProcess,
+    push_service: DemoPushService,
+    secret_file: Path,
+    out: TextIO,
 ) -> dict[str, Any]:
     wall_start = time.monotonic()
     # As `cloud-bridge create-db` would: the database and the data key sealing its identity keys.
@@ -362,6 +546,7 @@ async def _run(
     devices = await load_enrolled_devices(records)
     member_of = await unmasker(records, STORE)
     tokens = await member_tokens(records)
+    member_of_token = {token: member for member, token in tokens.items()}
     stated = {
         member: StatedPreferences.from_json(member, body)
         for member, body in seed_preferences(tokens, options.seed).items()
@@ -371,39 +556,53 @@ async def _run(
     api_token, api_files = await asyncio.to_thread(api_credentials, workdir, broker.pki)
     signing_key_file = workdir / "bridge-signing.key"
     signing_key, _ = await asyncio.to_thread(create_signing_key_file, signing_key_file)
-    bridge = Bridge(
-        BridgeConfig(
-            BridgeSection(
-                chain=CHAIN,
-                database=str(records.path),
-                offer_resend_s=5.0,
-                signing_key_file=str(signing_key_file),
-                # Simulated time runs `speed` times faster than the bridge's clock, from sim_start:
-                # the whole simulation is inside the bridge's tolerance, nothing is quarantined.
-                event_max_future_s=_DEFAULT_FUTURE_S
-                + options.sim_minutes * 60
-                + max(0.0, sim_start - time.time()),
-                event_max_age_s=max(_DEFAULT_AGE_S, time.time() - sim_start + 86400),
-                data_key_file=str(workdir / DATA_KEY_FILE_NAME),
-                sync_interval_s=DEMO_SYNC_INTERVAL_S,
+    try:
+        # The bridge reads the webhook secret from its file, as in production.
+        bridge = Bridge(
+            BridgeConfig(
+                BridgeSection(
+                    chain=CHAIN,
+                    database=str(records.path),
+                    offer_resend_s=5.0,
+                    signing_key_file=str(signing_key_file),
+                    # Simulated time runs `speed` times faster than the bridge's clock, from sim_start:
+                    # the whole simulation is inside the bridge's tolerance, nothing is quarantined.
+                    event_max_future_s=_DEFAULT_FUTURE_S
+                    + options.sim_minutes * 60
+                    + max(0.0, sim_start - time.time()),
+                    event_max_age_s=max(_DEFAULT_AGE_S, time.time() - sim_start + 86400),
+                    data_key_file=str(workdir / DATA_KEY_FILE_NAME),
+                    sync_interval_s=DEMO_SYNC_INTERVAL_S,
+                ),
+                broker.mqtt_section(bridge_identity(CHAIN, BridgeSection().id)),
+                ApiSection(
+                    enabled=True,
+                    host="127.0.0.1",
+                    port=0,
+                    tokens_file=str(workdir / "api-tokens"),
+                    tls_cert_file=str(api_files.cert_file),
+                    tls_key_file=str(api_files.key_file),
+                ),
+                # iPhones are reached through the retailer's push service (APNs), the rest over MQTT.
+                delivery=DeliverySection(by_platform=ByPlatformSection(ios="webhook")),
+                webhook=WebhookSection(url=push_service.url, secret_file=str(secret_file)),
             ),
-            broker.mqtt_section(bridge_identity(CHAIN, BridgeSection().id)),
-            ApiSection(
-                enabled=True,
-                host="127.0.0.1",
-                port=0,
-                tokens_file=str(workdir / "api-tokens"),
-                tls_cert_file=str(api_files.cert_file),
-                tls_key_file=str(api_files.key_file),
-            ),
-        ),
-        records,
-        records,
-        signing_key,
-        data_key=data_key,
-    )
+            records,
+            records,
+            signing_key,
+            data_key=data_key,
+        )
+    except BaseException:
+        await records.close()
+        raise
     entrance = demo_entrance(options, devices, sim_start)
     truth = entrance.truth
+    # When each member who walks in walks out again (radio time): the till comes before.
+    leaves_at = {
+        p.device.member: p.exit_time_s
+        for p in truth.people
+        if p.role == "entering" and p.device is not None and p.exit_time_s is not None
+    }
     go = asyncio.Event()
     source = SimulatedAdvertSource(entrance.stream(), options.speed, start=go)
     config_path = await provision_demo_gateway(records, workdir, broker, signing_key)
@@ -419,6 +618,7 @@ async def _run(
     visits: list[wire.Visit] = []
     triggers: list[wire.OfferTrigger] = []
     ends: list[wire.VisitEnd] = []
+    tills: list[Till] = []
 
     def on_events(events: Sequence[wire.Event]) -> None:
         visits.extend(e for e in events if isinstance(e, wire.Visit))
@@ -426,21 +626,41 @@ async def _run(
         ends.extend(e for e in events if isinstance(e, wire.VisitEnd))
         view.events(events)
 
+    def on_offer(received: ReceivedOffer) -> None:
+        now = gateway.radio_now()
+        view.offer_received(received, now)
+        offer = received.offer
+        if offer.code is None or not tills or not redeems(offer.offer_id):
+            return
+        # At the till before leaving: halfway through the rest of the visit.
+        leaves = leaves_at.get(member_of_token.get(received.shopper, ""), now + 240.0)
+        tills[0].schedule(Redemption(now + max(0.0, leaves - now) / 2, offer, received.shopper))
+
+    def on_outcome(outcome: RecordOutcome) -> None:
+        sent = {d.offer_id for d in outcome.deliveries}
+        unsent = [t for t in outcome.new_offers if t.event_id not in sent]
+        if outcome.holdout and len(unsent) == outcome.holdout:
+            for trigger in unsent:
+                view.held_out(gateway.radio_now(), trigger)
+
     gateway.listeners.append(on_events)
+    bridge.outcome_listeners.append(on_outcome)
     apps = ShopperApps(
         lambda token: broker.client_settings(shopper_identity(CHAIN, token)),
         CHAIN,
         list(tokens.values()),
-        on_offer=lambda r: view.offer_received(r, gateway.radio_now()),
+        on_offer=on_offer,
         preferences={tokens[member]: prefs for member, prefs in stated.items()},
     )
+    push_service.on_push = apps.push
     if options.live:
         print(
             f"Threshold demo: {options.minutes:g} simulated minutes of shoppers walking in, then "
             f"{options.tail_minutes:g} more for their visits to end, at {options.speed:g}x; "
             f"{len(devices)} enrolled devices (about {options.ios_share:.0%} of app users on "
             f"iPhones), broker on {broker.host}:{broker.port} "
-            "(TLS, a certificate per identity, the generated ACL)\n",
+            "(TLS, a certificate per identity, the generated ACL); offers to iPhones by webhook "
+            f"to the retailer's push service on {push_service.url}\n",
             file=out,
         )
     tasks = [
@@ -454,35 +674,58 @@ async def _run(
             await apps.wait_connected()
             await gateway.sync.synced.wait()
             api_port = await _api_port(bridge, tasks[0])
-        # Members state their preferences in the app; the app backend sends them to the bridge,
-        # whose next sync takes them to the gateway.
-        api = EnrollmentApiClient(
+        client = EnrollmentApiClient(
             "127.0.0.1",
             api_port,
             api_token,
             ssl.create_default_context(cafile=str(api_files.ca_file)),
         )
-        await apps.state_preferences(api)
+        # The marketer sets up the store and the campaigns through the API alone; the bridge
+        # signs the new set and the gateway gets it at the next sync.
+        plan = await set_up_campaigns(client, STORE, sim_start)
+        for text in plan.lines:
+            view.line(sim_start, "MARKETER", text)
+        # Members state their preferences in the app; the app backend sends them to the bridge,
+        # whose next sync takes them to the gateway, with the campaigns.
+        await apps.state_preferences(client)
+        await _campaigns_synced(records, gateway)
         await _preferences_synced(gateway, member_of, stated)
         view.line(
             sim_start,
             "PREFS",
             f"{len(stated)} of {len(tokens)} members stated preferences in their app; the "
-            "gateway has them",
+            f"gateway has them and the marketer's campaigns (v{gateway.sync.campaigns_version})",
         )
+        apps.receipts_api = client  # the retailer's backend relays pushed offers' receipts
+        till = Till(
+            client,
+            STORE,
+            gateway.radio_now,
+            lambda r, _: view.redeemed(gateway.radio_now(), r),
+        )
+        tills.append(till)
+        tasks.append(asyncio.create_task(till.run(), name="demo-till"))
         # The broker speaks TLS only to the chain's certificates, under the generated ACL.
         knocks = await intruders.knock(broker, workdir, gateway.address)
         for k in knocks:
             view.line(sim_start, "ADMITTED" if k.admitted else "REFUSED", f"{k.who} ({k.how})")
         go.set()
         await _watch(source, gateway, truth, view)
-        await _drain(gateway, apps, triggers)
+        await _drain(gateway, apps, triggers, till, records.path)
     finally:
         try:
             await cancel_and_wait(tasks)
         finally:
             await gateway.close()
             await bridge.close()
+    figures = await asyncio.to_thread(read_bridge_figures, records.path)
+    report = options.report_path or workdir / REPORT_FILE_NAME
+    # As of the simulation's end (its clock ran ahead of the wall's): every visit is in it.
+    report_now = max(time.time(), sim_start + options.sim_minutes * 60.0 + 1.0)
+    try:
+        await asyncio.to_thread(write_html_report, records.path, report, report_now)
+    except (OSError, BridgeError) as exc:
+        _LOGGER.error("the HTML report was not written to %s: %s", report, exc)
     summary = summarise(
         truth,
         [member_of(v.member) for v in visits],
@@ -492,6 +735,20 @@ async def _run(
             "offers_against_preferences": apps.offers_against_preferences(),
             "offers_over_frequency_cap": apps.offers_over_frequency_cap(),
             "members_stating_preferences": apps.preferences_stated,
+            **delivery_summary(
+                figures,
+                list(apps.received.values()),
+                member_of_token,
+                push_service.pushed,
+                apps.push_duplicates,
+            ),
+            "webhook_repeats_answered": push_service.repeats,
+            "webhook_refused": dict(push_service.refused),
+            "receipts_reported_by_apps": dict(apps.reported),
+            "receipt_errors": apps.receipt_errors,
+            "redemptions_refused": dict(till.refused),
+            "report_html": str(report),
+            "report_html_bytes": report.stat().st_size if report.is_file() else 0,
             "checkins": {
                 "accepted": gateway.checkin.accepted,
                 "refused": {r.value: n for r, n in gateway.checkin.refused.items() if n},
@@ -509,6 +766,8 @@ async def _run(
         },
         visit_ends=[(member_of(e.member), e.duration_s) for e in ends],
     )
+    if options.live:
+        print(f"\nThe marketer's report: {report}", file=out)
     return summary
 
 
@@ -646,12 +905,43 @@ async def _watch(
             )
 
 
-async def _drain(gateway: Gateway, apps: ShopperApps, triggers: list[wire.OfferTrigger]) -> None:
-    """Give the last events time to reach the bridge and the last offers the phones."""
+async def _campaigns_synced(records: SqliteLoyaltyRecords, gateway: Gateway) -> None:
+    """Wait until the gateway holds the store's campaigns as the marketer left them."""
+    async with records.connection.execute(
+        "SELECT campaigns_version FROM stores WHERE id = ?", (STORE,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    version = 0 if row is None else int(row[0])
+    deadline = time.monotonic() + CAMPAIGNS_SYNC_TIMEOUT_S
+    while gateway.sync.campaigns_version < version:
+        if time.monotonic() >= deadline:
+            raise DemoError(
+                f"after {CAMPAIGNS_SYNC_TIMEOUT_S:g} s the gateway holds campaigns "
+                f"v{gateway.sync.campaigns_version}, not the marketer's v{version}: the bridge "
+                "does not publish them, or this gateway refuses them (see its log)"
+            )
+        await asyncio.sleep(0.1)
+
+
+async def _drain(
+    gateway: Gateway,
+    apps: ShopperApps,
+    triggers: list[wire.OfferTrigger],
+    till: Till,
+    database: Path,
+) -> None:
+    """Give the last events time to reach the bridge, the last offers the phones, the last
+    receipts and redemptions the bridge (the shoppers have all left: the tills report the rest)."""
     deadline = time.monotonic() + DRAIN_TIMEOUT_S
     while time.monotonic() < deadline:
-        if await gateway.store.count() == 0 and all(t.event_id in apps.received for t in triggers):
-            return
+        await till.flush()
+        if await gateway.store.count() == 0 and not apps.receipts_pending() and not till.pending:
+            figures = await asyncio.to_thread(read_bridge_figures, database)
+            if figures.unsettled == 0 and all(
+                t.event_id in apps.received or t.event_id in figures.holdout_offers
+                for t in triggers
+            ):
+                return
         await asyncio.sleep(0.1)
 
 

@@ -1,5 +1,7 @@
 """The demo fails loudly when a target is missed: an intruder let in, iPhones left behind, an offer
-against what a shopper asked for, no visit ended or a time in store far from the truth."""
+against what a shopper asked for, no visit ended or a time in store far from the truth; and for
+issue 11: a channel that delivered nothing, an offer to a holdout member, a webhook offer not pushed
+exactly once, receipts lost, no redemption, no report."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from edge.demo.runner import failures
 HEALTHY: dict[str, Any] = {
     "members_recognised": 5,
     "offers_delivered": 5,
-    "offers_triggered": 5,
+    "offers_triggered": 7,
+    "offers_holdout": 2,  # recorded for the control group, never sent
     "non_members_recognised": 0,
     "passers_by_entered": 0,
     "intruders_admitted": 0,
@@ -26,6 +29,15 @@ HEALTHY: dict[str, Any] = {
     "visits_ended": 4,
     "time_in_store_s_p50": 330.0,
     "time_in_store_s_p50_truth": 300.0,
+    "offers_by_channel": {"mqtt": 3, "webhook": 2},
+    "offers_holdout_received": 0,
+    "webhook_offers_not_pushed_once": 0,
+    "webhook_refused": {},
+    "receipts": {"opened": 2, "dismissed": 1},
+    "receipts_reported_by_apps": {"opened": 2, "dismissed": 1},
+    "redemptions": 1,
+    "redemptions_refused": {},
+    "report_html_bytes": 30000,
 }
 
 
@@ -80,6 +92,32 @@ def test_iphones_recognised_well_below_android_fail_the_demo() -> None:
             {"time_in_store_s_p50_truth": None},
             "no ended visit belongs to a shopper of the simulation",
         ),
+        ({"offers_delivered": 4}, "1 offers did not arrive"),
+        ({"offers_holdout": 1}, "1 offers did not arrive"),
+        ({"offers_by_channel": {"mqtt": 5, "webhook": 0}}, "no offer was delivered over webhook"),
+        ({"offers_by_channel": {"webhook": 5}}, "no offer was delivered over mqtt"),
+        (
+            {"offers_holdout_received": 1},
+            "1 offers reached members in their campaign's holdout",
+        ),
+        (
+            {"webhook_offers_not_pushed_once": 2},
+            "2 webhook offers did not reach the app exactly once through the push service",
+        ),
+        (
+            {"webhook_refused": {"signature": 1}},
+            "the push service refused requests: {'signature': 1}",
+        ),
+        (
+            {"receipts": {"opened": 1, "dismissed": 1}},
+            "1 'opened' receipts the apps sent were not recorded",
+        ),
+        ({"redemptions": 0}, "no code was redeemed at the till"),
+        (
+            {"redemptions_refused": {"expired": 1}},
+            "the bridge refused redemptions: {'expired': 1}",
+        ),
+        ({"report_html_bytes": 0}, "the HTML report was not written"),
     ],
 )
 def test_each_missed_target_is_named(overrides: dict[str, Any], problem: str) -> None:
