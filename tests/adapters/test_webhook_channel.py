@@ -298,3 +298,23 @@ def test_the_secret_file_must_be_private_and_long_enough(tmp_path: Path) -> None
     path.write_text("short\n")
     with pytest.raises(WebhookError, match="is 5 bytes; use at least 16"):
         load_webhook_secret(path)
+
+
+async def test_a_2xx_whose_body_stalls_is_delivered_not_posted_again(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    # The push service answers 202 and its headers, then never sends the body it announced: the
+    # status is its answer (it has the offer). Waiting for the body timed the attempt out and
+    # POSTed the offer again, for ever, while the shopper already had it.
+    records.channel_for = lambda platform: "webhook"
+    offer_ids = await record_offers(records, range(3), time.time())
+    push.mode = "stalled_body"
+    channel = dispatcher(records, push.url, timeout_s=0.3)
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+    try:
+        await eventually(lambda: all_in(records, "sent"), "the offers taken with a 202")
+    finally:
+        await cancel_and_wait([task])
+    assert set(push.accepted) == set(offer_ids)
+    assert sorted(key for _, key in push.requests) == sorted(offer_ids), "one POST each"
+    assert channel.sent == 3 and channel.retries == 0
