@@ -1074,6 +1074,10 @@ class Bridge:
             self.liveness.busy("deliver", time.monotonic())
             now_s = self._wall()
             expired = await self.records.expire_offers(now_s)
+            if self.webhook is None and self.deliveries is not None:
+                # Webhook offers recorded before the channel was turned off: no loop sends them
+                # now; at their expiry they are dead letters IT sees, not pending for ever.
+                expired += await self.deliveries.expire_webhooks(now_s)
             if expired:
                 self.expired += expired
                 _LOGGER.info(

@@ -20,12 +20,14 @@ from cloud_bridge.adapters.webhook_aiohttp import (
     WebhookError,
     load_webhook_secret,
 )
-from cloud_bridge.config import WebhookSection
+from cloud_bridge.app import Bridge
+from cloud_bridge.config import BridgeConfig, BridgeSection, WebhookSection
 from cloud_bridge.seed import seed_records
 from cloud_bridge.services.webhook import WebhookDispatcher, WebhookSender
-from edge.core import wire
+from edge.core import bundle, wire
 from edge.services.tasks import cancel_and_wait
 from tests.factories import TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
+from tests.fakes.publisher import FakePublisher
 from tests.fakes.push_service import FakePushService
 from tests.integration.rig import eventually
 
@@ -318,3 +320,34 @@ async def test_a_2xx_whose_body_stalls_is_delivered_not_posted_again(
     assert set(push.accepted) == set(offer_ids)
     assert sorted(key for _, key in push.requests) == sorted(offer_ids), "one POST each"
     assert channel.sent == 3 and channel.retries == 0
+
+
+async def test_webhook_offers_left_when_the_channel_is_turned_off_are_dead_at_their_expiry(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    # Offers recorded for the webhook, then the chain goes back to MQTT (config changed, bridge
+    # restarted): no webhook loop runs, and the MQTT loop neither sends nor expired them. They
+    # stayed pending for ever, never counted, never in the dead letters IT reads.
+    records.channel_for = lambda platform: "webhook"
+    offset = [0.0]
+    offer_ids = await record_offers(records, range(2), time.time())
+    signer = bundle.generate_signing_key(random.Random("bridge").randbytes)
+    bridge = Bridge(
+        BridgeConfig(BridgeSection(chain=CHAIN)),
+        records,
+        records,
+        signer,
+        wall_clock=lambda: time.time() + offset[0],
+    )
+    assert bridge.webhook is None
+    bridge.mqtt = FakePublisher()  # type: ignore[assignment]
+    task = asyncio.create_task(bridge._deliver_loop(), name="test-deliver")
+    try:
+        offset[0] = 3600.0  # the hour of validity is over
+        await eventually(lambda: all_in(records, "dead"), "the stranded offers dead letters")
+    finally:
+        await cancel_and_wait([task])
+    for state, _, error in (await states(records)).values():
+        assert state == "dead" and error is not None and "validity ran out" in error
+    assert bridge.expired == len(offer_ids)
+    assert bridge.mqtt.messages == []  # type: ignore[attr-defined]
