@@ -530,8 +530,10 @@ class Bridge:
             await self.mqtt.publish(wire.campaigns_topic(address), b"", qos=1, retain=True)
             del self._published[address]
         last: tuple[tuple[wire.RosterDevice, ...], Roster] | None = None
-        for store in await self.records.stores():
-            roster = await self.records.roster(store)
+        # One read of the chain's devices for every store (each visit moves every store's
+        # roster version: a read per store per sync grew with stores times devices).
+        for roster in await self.records.rosters():
+            store = roster.store
             # Every store gets the chain's roster today: share one dict between them.
             if last is None or last[0] != roster.devices:
                 last = (roster.devices, {d.ref: d for d in roster.devices})

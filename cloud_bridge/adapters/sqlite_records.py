@@ -1848,6 +1848,21 @@ class SqliteLoyaltyRecords:
     async def roster(self, store: str) -> wire.RosterSync:
         """Every active device of a consenting member (every store sees the whole chain's roster)."""
         version = await self._store_version(store, "roster_version")
+        return wire.RosterSync(store=store, version=version, devices=await self._roster_devices())
+
+    @_one_at_a_time
+    async def rosters(self) -> list[wire.RosterSync]:
+        """Every store's roster, by store: the chain's devices read once for them all (they are
+        the same), each store at its own version. The versions are read first: a change that
+        lands in between is in the devices already, and moves the versions again for the next."""
+        async with self._db.execute("SELECT id, roster_version FROM stores ORDER BY id") as cursor:
+            versions = [(str(r[0]), int(r[1])) async for r in cursor]
+        if not versions:
+            return []
+        devices = await self._roster_devices()
+        return [wire.RosterSync(store=s, version=v, devices=devices) for s, v in versions]
+
+    async def _roster_devices(self) -> tuple[wire.RosterDevice, ...]:
         vocabulary = await read_vocabulary(self._db)
         async with self._db.execute(
             "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent, d.sealed_key, d.kind, "
@@ -1859,7 +1874,7 @@ class SqliteLoyaltyRecords:
             "WHERE d.active AND m.consent ORDER BY d.id"
         ) as cursor:
             rows = [r async for r in cursor]
-        devices = tuple(
+        return tuple(
             wire.RosterDevice(
                 r[0],
                 r[1],
@@ -1877,7 +1892,6 @@ class SqliteLoyaltyRecords:
             )
             for r in rows
         )
-        return wire.RosterSync(store=store, version=version, devices=devices)
 
     @_one_at_a_time
     async def refresh_audience(self, now_s: float, every_s: float = AUDIENCE_REFRESH_S) -> int:
