@@ -6,9 +6,9 @@ the app receives it over MQTT (wire.ShopperOffer) plus the shopper's delivery to
 Every attempt carries `Idempotency-Key: <offer_id>` (the same on every attempt: the receiver drops
 what it already has) and `Threshold-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>`
 (the timestamp inside the MAC, so a captured request cannot be replayed later than the receiver's
-tolerance). Retries wait a capped exponential backoff with full jitter (edge/core/backoff.py), or
-what a 429/503's Retry-After asks, and only while the offer is still valid: an attempt that would
-start at or after its expiry is not made, and the offer is recorded dead with why.
+tolerance). Retries wait a capped exponential backoff with full jitter (edge/core/backoff.py), and
+at least what a 429/503's Retry-After asks, and only while the offer is still valid: an attempt
+that would start at or after its expiry is not made, and the offer is recorded dead with why.
 """
 
 from __future__ import annotations
@@ -259,12 +259,14 @@ def next_step(
     error = result.error or "failed"
     if result.verdict is Verdict.PERMANENT:
         return Step(Next.DEAD, attempts, error=error)
+    delay_s = backoff_s(
+        attempts - 1, policy.first_retry_s, policy.max_backoff_s, draw, jitter="full"
+    )
     if result.retry_after_s is not None:
-        delay_s = min(result.retry_after_s, policy.max_backoff_s)
-    else:
-        delay_s = backoff_s(
-            attempts - 1, policy.first_retry_s, policy.max_backoff_s, draw, jitter="full"
-        )
+        # What the endpoint asks is the least wait, not a replacement for backing off: an
+        # endpoint answering 429 with `Retry-After: 0` (or a date past) every time would be
+        # tried again at once, every time, until the offer expired.
+        delay_s = max(delay_s, min(result.retry_after_s, policy.max_backoff_s))
     at = now_s + delay_s
     if not (math.isfinite(at) and at < expires_at):
         return Step(Next.DEAD, attempts, error=validity_ran_out(attempts, error))
