@@ -71,6 +71,8 @@ def request_body(offer: wire.ShopperOffer, shopper: str, channel: str = "webhook
 
 def body_from_stored(payload: bytes, shopper: str) -> bytes:
     """The body for an offer as the records keep it (its wire payload); BodyError if damaged."""
+    if not shopper:
+        raise BodyError("no shopper token")
     try:
         offer = wire.decode_as(payload, wire.ShopperOffer, "stored offer")
     except wire.WireError as exc:

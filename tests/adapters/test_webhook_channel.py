@@ -351,3 +351,37 @@ async def test_webhook_offers_left_when_the_channel_is_turned_off_are_dead_at_th
         assert state == "dead" and error is not None and "validity ran out" in error
     assert bridge.expired == len(offer_ids)
     assert bridge.mqtt.messages == []  # type: ignore[attr-defined]
+
+
+async def test_a_damaged_queue_row_is_a_dead_letter_not_a_stopped_channel(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    # A row edited by hand or damaged on disk: no payload, a payload stored as text, no shopper
+    # token. Reading it raised TypeError out of the queue, which stopped the bridge, and again
+    # at every restart: no webhook offer went out any more.
+    records.channel_for = lambda platform: "webhook"
+    offer_ids = await record_offers(records, range(4), time.time())
+    damaged = {
+        offer_ids[0]: "delivery_payload = NULL",
+        offer_ids[1]: "delivery_payload = 'not bytes'",
+        offer_ids[2]: "shopper_token = NULL",
+    }
+    for offer_id, change in damaged.items():
+        await records.connection.execute(
+            f"UPDATE offers SET {change} WHERE event_id = ?", (offer_id,)
+        )
+    await records.connection.commit()
+    channel = dispatcher(records, push.url)
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+    try:
+        await eventually(lambda: every_tried(records), "every row taken")
+        assert not task.done(), "the channel keeps running"
+    finally:
+        await cancel_and_wait([task])
+    found = await states(records)
+    for offer_id in damaged:
+        state, _, error = found[offer_id]
+        assert state == "dead" and error is not None
+        assert error.startswith("permanent: the stored offer is damaged")
+    assert found[offer_ids[3]][0] == "sent"
+    assert set(push.accepted) == {offer_ids[3]}
