@@ -293,6 +293,19 @@ def test_a_retry_after_of_zero_or_past_does_not_undo_the_backoff() -> None:
         assert step.at - NOW == pytest.approx(16.0)
 
 
+def test_a_backoff_drawn_past_validity_retries_within_what_is_left() -> None:
+    # After ten failures the backoff is drawn up to 300 s; with 60 s of validity left a draw past
+    # it made the offer dead at once (80 % of the time), though the endpoint could be tried
+    # again within the validity the retries are promised.
+    step = next_step(FAILED, 10, NOW, NOW + 60, POLICY, 0.9)
+    assert step.next is Next.RETRY and step.at is not None
+    assert step.at - NOW == pytest.approx(54.0)
+    asked = Result(Verdict.RETRY, "HTTP 429", retry_after_s=30.0)
+    step = next_step(asked, 10, NOW, NOW + 60, POLICY, 0.9)
+    assert step.next is Next.RETRY and step.at is not None
+    assert step.at - NOW == pytest.approx(57.0)  # never before what the endpoint asked
+
+
 def test_an_attempt_that_would_start_after_validity_is_not_scheduled() -> None:
     asked = Result(Verdict.RETRY, "HTTP 429: slow down", retry_after_s=120.0)
     step = next_step(asked, 2, NOW, NOW + 60, POLICY, 0.5)
