@@ -584,6 +584,11 @@ _MIGRATIONS: tuple[str, ...] = (
             AND EXISTS (SELECT 1 FROM devices WHERE member_id = NEW.member_id AND active)
         BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
     """,
+    # 16: offers by the code they carry: a redemption of a shared code the campaign no longer has
+    # (changed since the offers went out) finds them without a scan of every offer (issue 11).
+    """
+    CREATE INDEX offers_code ON offers (code, member_id) WHERE code IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 #: wire.CampaignSync.campaigns' most: a gateway refuses a sync with more.

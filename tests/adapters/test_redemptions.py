@@ -215,6 +215,28 @@ async def test_a_shared_code_needs_the_member_and_takes_their_latest_unredeemed_
     assert len(await api.redemptions()) == 2
 
 
+async def test_a_shared_code_changed_after_offers_went_out_still_redeems_them(api: Api) -> None:
+    # The marketer changes the campaign's code (or clears it for a pool): shoppers hold offers
+    # with the old one. Looking the code up on the campaigns alone answered 404 unknown_code
+    # for every offer already in their hands.
+    await execute(api.setup.records, "UPDATE campaigns SET code = 'LATTE' WHERE id = ?", SHARED)
+    anonymous = await api.redeem(code="COFFEE")
+    assert (anonymous.status, anonymous.json()["field"]) == (400, "member")
+    assert SHARED in anonymous.json()["message"]
+    first = await api.redeem(code="COFFEE", member="m-00002")
+    assert first.status == 201, first.raw_body
+    assert first.json()["offer_id"] == api.offer("coffee-late")
+    assert first.json()["code"] == "COFFEE"
+    stranger = await api.redeem(code="COFFEE", member="m-00005")
+    assert (stranger.status, stranger.json()["error"]) == (404, "unknown_offer")
+    latte = await api.redeem(code="LATTE", member="m-00002")  # the new code: no offer has it
+    assert (latte.status, latte.json()["error"], latte.json()["field"]) == (
+        404,
+        "unknown_offer",
+        "member",
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "status", "error", "field"),
     [
