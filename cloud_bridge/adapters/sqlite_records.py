@@ -2268,11 +2268,14 @@ class SqliteLoyaltyRecords:
         return definition
 
     async def _check_code_free(self, code: str, field: str, campaign_id: str) -> None:
-        """InvalidCampaign unless `code` is nobody else's: a till names only the code."""
+        """InvalidCampaign unless `code` is nobody else's: a till names only the code. Offers keep
+        theirs, so a code another campaign's offers carry (it had it before) stays that campaign's."""
         async with self._db.execute(
             "SELECT campaign_id FROM campaign_codes WHERE code = ? UNION ALL "
-            "SELECT id FROM campaigns WHERE code = ? AND id != ?",
-            (code, code, campaign_id),
+            "SELECT id FROM campaigns WHERE code = ? AND id != ? UNION ALL "
+            "SELECT * FROM (SELECT campaign_id FROM offers WHERE code = ? AND campaign_id != ? "
+            "LIMIT 1)",
+            (code, code, campaign_id, code, campaign_id),
         ) as cursor:
             row = await cursor.fetchone()
         if row is not None:
@@ -2471,10 +2474,13 @@ class SqliteLoyaltyRecords:
         for start in range(0, len(codes), 500):
             batch = list(codes[start : start + 500])
             marks = ",".join("?" * len(batch))
+            # Nor a code offers carry: a campaign's shared code before it was changed.
             async with self._db.execute(
                 f"SELECT code, campaign_id FROM campaign_codes WHERE code IN ({marks}) UNION ALL "
-                f"SELECT code, id FROM campaigns WHERE code IN ({marks})",
-                (*batch, *batch),
+                f"SELECT code, id FROM campaigns WHERE code IN ({marks}) UNION ALL "
+                f"SELECT * FROM (SELECT code, campaign_id FROM offers WHERE code IN ({marks}) "
+                "LIMIT 1)",
+                (*batch, *batch, *batch),
             ) as cursor:
                 row = await cursor.fetchone()
             if row is not None:

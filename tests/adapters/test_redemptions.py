@@ -22,6 +22,7 @@ from cloud_bridge.adapters.http_api import (
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.cli import main
+from cloud_bridge.core.campaigns import CampaignChange, InvalidCampaign
 from cloud_bridge.core.holdout import in_holdout
 from cloud_bridge.seed import seed_records
 from edge.core import wire
@@ -235,6 +236,24 @@ async def test_a_shared_code_changed_after_offers_went_out_still_redeems_them(ap
         "unknown_offer",
         "member",
     )
+
+
+async def test_a_code_old_offers_carry_is_not_given_to_a_pool_or_another_campaign(
+    api: Api,
+) -> None:
+    # After the shared code COFFEE is changed, shoppers still hold offers with it. A pool taking
+    # COFFEE made the till's COFFEE name the pool's offer: the old offers could not be redeemed.
+    records = api.setup.records
+    await execute(records, "UPDATE campaigns SET code = 'LATTE' WHERE id = ?", SHARED)
+    with pytest.raises(InvalidCampaign) as caught:
+        await records.add_campaign_codes(POOLED, ["TREAT-9", "COFFEE"], NOW)
+    assert caught.value.field == "codes[1]" and SHARED in str(caught.value)
+    await execute(records, "UPDATE campaigns SET code = NULL WHERE id = ?", HELD)
+    with pytest.raises(InvalidCampaign) as caught:
+        await records.update_campaign(HELD, CampaignChange(code="COFFEE"), NOW)
+    assert caught.value.field == "code"
+    await records.update_campaign(SHARED, CampaignChange(code="COFFEE"), NOW)  # its own
+    assert await rows(records, "SELECT code FROM campaign_codes WHERE code = 'TREAT-9'") == []
 
 
 @pytest.mark.parametrize(
