@@ -1708,7 +1708,10 @@ class SqliteLoyaltyRecords:
         async with self._db.execute(
             "SELECT event_id, shopper_token, delivery_topic, delivery_payload FROM offers "
             "WHERE (delivery = 'pending' OR (delivery = 'sent' AND sent_at <= ?)) "
-            "AND expires_at > ? AND channel = 'mqtt' ORDER BY recorded_at LIMIT ?",
+            "AND expires_at > ? AND channel = 'mqtt' "
+            # A row damaged on disk or edited by hand cannot be sent: left to expire_offers.
+            "AND typeof(delivery_payload) = 'blob' AND typeof(delivery_topic) = 'text' "
+            "AND typeof(shopper_token) = 'text' ORDER BY recorded_at LIMIT ?",
             (now_s - resend_after_s, now_s, limit),
         ) as cursor:
             return [Delivery(r[0], r[1], r[2], bytes(r[3])) async for r in cursor]

@@ -385,3 +385,23 @@ async def test_a_damaged_queue_row_is_a_dead_letter_not_a_stopped_channel(
         assert error.startswith("permanent: the stored offer is damaged")
     assert found[offer_ids[3]][0] == "sent"
     assert set(push.accepted) == {offer_ids[3]}
+
+
+async def test_a_damaged_mqtt_offer_row_is_left_to_expire_not_raised_out_of_the_queue(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    # The MQTT loop's queue: a pending row without a payload (or with text for one, or without
+    # its topic) raised TypeError out of due_deliveries, stopping the bridge at every restart.
+    offer_ids = await record_offers(records, range(4), time.time(), platform="android")
+    for offer_id, change in zip(
+        offer_ids,
+        ("delivery_payload = NULL", "delivery_payload = 'text'", "delivery_topic = NULL"),
+        strict=False,
+    ):
+        await records.connection.execute(
+            f"UPDATE offers SET {change} WHERE event_id = ?", (offer_id,)
+        )
+    await records.connection.commit()
+    due = await records.due_deliveries(time.time(), 30.0, 100)
+    assert [d.offer_id for d in due] == [offer_ids[3]]
+    assert await records.expire_offers(time.time() + 3600) == 4  # the sweep still ends them
