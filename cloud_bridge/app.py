@@ -193,6 +193,7 @@ class Bridge:
         self._rosters: dict[wire.GatewayAddress, _Published] = {}
         self._snapshots: dict[str, tuple[int, Roster]] = {}  # store → last roster published
         self._serials = Serials({}, {})
+        self._serials_read = False  # in this publish_sync already (one read serves every store)
         # What each online gateway says it holds (roster version, its key id), from its status.
         self._held: dict[wire.GatewayAddress, tuple[int, str]] = {}
         self._sync_not_before = 0.0  # monotonic: no roster publishing before (the status grace)
@@ -530,8 +531,11 @@ class Bridge:
             await self.mqtt.publish(wire.campaigns_topic(address), b"", qos=1, retain=True)
             del self._published[address]
         last: tuple[tuple[wire.RosterDevice, ...], Roster] | None = None
-        for store in await self.records.stores():
-            roster = await self.records.roster(store)
+        # One read of the chain's devices, and of the serials, for every store (each visit moves
+        # every store's roster version: a read per store per sync grew with stores x devices).
+        self._serials_read = False
+        for roster in await self.records.rosters():
+            store = roster.store
             # Every store gets the chain's roster today: share one dict between them.
             if last is None or last[0] != roster.devices:
                 last = (roster.devices, {d.ref: d for d in roster.devices})
@@ -642,11 +646,15 @@ class Bridge:
 
     async def _fresh_serials(self) -> Serials:
         """Every serial the records hold, plus those already known: a delta still names devices
-        whose records are gone."""
+        whose records are gone. Read once per publish_sync, after the rosters: they hold every
+        device the rosters name."""
+        if self._serials_read:
+            return self._serials
         fresh = await self.records.serials()
         self._serials = Serials(
             {**self._serials.devices, **fresh.devices}, {**self._serials.members, **fresh.members}
         )
+        self._serials_read = True
         return self._serials
 
     def _handle_status(self, message: Message) -> None:
@@ -1074,6 +1082,10 @@ class Bridge:
             self.liveness.busy("deliver", time.monotonic())
             now_s = self._wall()
             expired = await self.records.expire_offers(now_s)
+            if self.webhook is None and self.deliveries is not None:
+                # Webhook offers recorded before the channel was turned off: no loop sends them
+                # now; at their expiry they are dead letters IT sees, not pending for ever.
+                expired += await self.deliveries.expire_webhooks(now_s)
             if expired:
                 self.expired += expired
                 _LOGGER.info(

@@ -86,7 +86,15 @@ def _refuse(field: str, problem: str) -> InvalidCampaign:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number that is a float (an integer of hundreds of digits is not one: float() and
+    math.isfinite() raise OverflowError on it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _field(name: str, value: Any) -> Any:

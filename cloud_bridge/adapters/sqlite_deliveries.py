@@ -114,8 +114,16 @@ class SqliteDeliveries:
                 (now_s, now_s, limit + len(skip)),
             ) as cursor:
                 rows = await cursor.fetchall()
+            # A row damaged on disk or edited by hand (no payload, text instead of bytes, no
+            # shopper) is still a job: its attempt finds it damaged and makes it a dead letter.
             return [
-                WebhookJob(r[0], r[1], bytes(r[2]), int(r[3]), float(r[4]))
+                WebhookJob(
+                    r[0],
+                    r[1] if isinstance(r[1], str) else "",
+                    r[2] if isinstance(r[2], bytes) else b"",
+                    int(r[3]),
+                    float(r[4]),
+                )
                 for r in rows
                 if r[0] not in skip
             ][:limit]

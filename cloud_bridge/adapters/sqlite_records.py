@@ -584,6 +584,11 @@ _MIGRATIONS: tuple[str, ...] = (
             AND EXISTS (SELECT 1 FROM devices WHERE member_id = NEW.member_id AND active)
         BEGIN UPDATE stores SET roster_version = roster_version + 1; END;
     """,
+    # 16: offers by the code they carry: a redemption of a shared code the campaign no longer has
+    # (changed since the offers went out) finds them without a scan of every offer (issue 11).
+    """
+    CREATE INDEX offers_code ON offers (code, member_id) WHERE code IS NOT NULL;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 #: wire.CampaignSync.campaigns' most: a gateway refuses a sync with more.
@@ -1706,7 +1711,10 @@ class SqliteLoyaltyRecords:
         async with self._db.execute(
             "SELECT event_id, shopper_token, delivery_topic, delivery_payload FROM offers "
             "WHERE (delivery = 'pending' OR (delivery = 'sent' AND sent_at <= ?)) "
-            "AND expires_at > ? AND channel = 'mqtt' ORDER BY recorded_at LIMIT ?",
+            "AND expires_at > ? AND channel = 'mqtt' "
+            # A row damaged on disk or edited by hand cannot be sent: left to expire_offers.
+            "AND typeof(delivery_payload) = 'blob' AND typeof(delivery_topic) = 'text' "
+            "AND typeof(shopper_token) = 'text' ORDER BY recorded_at LIMIT ?",
             (now_s - resend_after_s, now_s, limit),
         ) as cursor:
             return [Delivery(r[0], r[1], r[2], bytes(r[3])) async for r in cursor]
@@ -1851,6 +1859,21 @@ class SqliteLoyaltyRecords:
     async def roster(self, store: str) -> wire.RosterSync:
         """Every active device of a consenting member (every store sees the whole chain's roster)."""
         version = await self._store_version(store, "roster_version")
+        return wire.RosterSync(store=store, version=version, devices=await self._roster_devices())
+
+    @_one_at_a_time
+    async def rosters(self) -> list[wire.RosterSync]:
+        """Every store's roster, by store: the chain's devices read once for them all (they are
+        the same), each store at its own version. The versions are read first: a change that
+        lands in between is in the devices already, and moves the versions again for the next."""
+        async with self._db.execute("SELECT id, roster_version FROM stores ORDER BY id") as cursor:
+            versions = [(str(r[0]), int(r[1])) async for r in cursor]
+        if not versions:
+            return []
+        devices = await self._roster_devices()
+        return [wire.RosterSync(store=s, version=v, devices=devices) for s, v in versions]
+
+    async def _roster_devices(self) -> tuple[wire.RosterDevice, ...]:
         vocabulary = await read_vocabulary(self._db)
         async with self._db.execute(
             "SELECT d.id, d.member_id, m.tier, d.identity_key, d.exponent, d.sealed_key, d.kind, "
@@ -1862,7 +1885,7 @@ class SqliteLoyaltyRecords:
             "WHERE d.active AND m.consent ORDER BY d.id"
         ) as cursor:
             rows = [r async for r in cursor]
-        devices = tuple(
+        return tuple(
             wire.RosterDevice(
                 r[0],
                 r[1],
@@ -1880,7 +1903,6 @@ class SqliteLoyaltyRecords:
             )
             for r in rows
         )
-        return wire.RosterSync(store=store, version=version, devices=devices)
 
     @_one_at_a_time
     async def refresh_audience(self, now_s: float, every_s: float = AUDIENCE_REFRESH_S) -> int:
@@ -2252,11 +2274,14 @@ class SqliteLoyaltyRecords:
         return definition
 
     async def _check_code_free(self, code: str, field: str, campaign_id: str) -> None:
-        """InvalidCampaign unless `code` is nobody else's: a till names only the code."""
+        """InvalidCampaign unless `code` is nobody else's: a till names only the code. Offers keep
+        theirs, so a code another campaign's offers carry (it had it before) stays that campaign's."""
         async with self._db.execute(
             "SELECT campaign_id FROM campaign_codes WHERE code = ? UNION ALL "
-            "SELECT id FROM campaigns WHERE code = ? AND id != ?",
-            (code, code, campaign_id),
+            "SELECT id FROM campaigns WHERE code = ? AND id != ? UNION ALL "
+            "SELECT * FROM (SELECT campaign_id FROM offers WHERE code = ? AND campaign_id != ? "
+            "LIMIT 1)",
+            (code, code, campaign_id, code, campaign_id),
         ) as cursor:
             row = await cursor.fetchone()
         if row is not None:
@@ -2455,10 +2480,13 @@ class SqliteLoyaltyRecords:
         for start in range(0, len(codes), 500):
             batch = list(codes[start : start + 500])
             marks = ",".join("?" * len(batch))
+            # Nor a code offers carry: a campaign's shared code before it was changed.
             async with self._db.execute(
                 f"SELECT code, campaign_id FROM campaign_codes WHERE code IN ({marks}) UNION ALL "
-                f"SELECT code, id FROM campaigns WHERE code IN ({marks})",
-                (*batch, *batch),
+                f"SELECT code, id FROM campaigns WHERE code IN ({marks}) UNION ALL "
+                f"SELECT * FROM (SELECT code, campaign_id FROM offers WHERE code IN ({marks}) "
+                "LIMIT 1)",
+                (*batch, *batch, *batch),
             ) as cursor:
                 row = await cursor.fetchone()
             if row is not None:

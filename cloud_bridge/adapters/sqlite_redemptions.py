@@ -72,7 +72,13 @@ async def find_offer(db: aiosqlite.Connection, claim: RedemptionClaim) -> Redeem
         if found is None:
             raise UnknownCode("code", f"code {code!r} names an offer no longer in the records")
         return found
-    async with db.execute("SELECT id FROM campaigns WHERE code = ?", (code,)) as cursor:
+    # A campaign's one code for every shopper: the campaign that has it now, else one whose
+    # offers carry it (offers keep the code they were given when the campaign's changes).
+    async with db.execute(
+        "SELECT id FROM campaigns WHERE code = ? UNION ALL "
+        "SELECT * FROM (SELECT campaign_id FROM offers WHERE code = ? LIMIT 1)",
+        (code, code),
+    ) as cursor:
         campaigns = [str(r[0]) async for r in cursor]
     if not campaigns:
         raise UnknownCode("code", f"no campaign or offer has code {code!r}")
@@ -82,16 +88,14 @@ async def find_offer(db: aiosqlite.Connection, claim: RedemptionClaim) -> Redeem
             f"code {code!r} is campaign {campaigns[0]!r}'s code for every shopper: send the "
             "member too (their latest offer of it is redeemed)",
         )
-    marks = ",".join("?" * len(campaigns))
-    # The member's latest offer of the campaign with that code not yet redeemed; else their
-    # latest one, to say it was redeemed already.
+    # The member's latest offer with that code not yet redeemed; else their latest one, to say
+    # it was redeemed already.
     for unredeemed in ("AND r.offer_id IS NULL ", ""):
         found = await _one(
             db,
-            f"{_OFFER} WHERE o.member_id = ? AND o.campaign_id IN ({marks}) AND o.code = ? "
+            f"{_OFFER} WHERE o.member_id = ? AND o.code = ? "
             f"{unredeemed}ORDER BY o.recorded_at DESC, o.event_id DESC LIMIT 1",
             claim.member,
-            *campaigns,
             code,
         )
         if found is not None:

@@ -127,9 +127,17 @@ class AiohttpWebhookSender:
             async with session.post(
                 self.url, data=body, headers=dict(headers), allow_redirects=False
             ) as response:
-                answer = await response.content.read(MAX_ANSWER_BYTES)
-                if not response.content.at_eof():
-                    response.close()  # not waited for: the connection is not reused
+                try:
+                    answer = await response.content.read(MAX_ANSWER_BYTES)
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                    # The status line is the answer (a 2xx: the push service has the offer);
+                    # a body that stalls or breaks off is only what last_error would quote.
+                    # Retrying a 2xx would POST again what was taken.
+                    answer = b""
+                    response.close()
+                else:
+                    if not response.content.at_eof():
+                        response.close()  # not waited for: the connection is not reused
                 return classify_response(
                     response.status,
                     response.headers.get("Retry-After"),

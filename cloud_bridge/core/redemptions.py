@@ -135,7 +135,10 @@ def parse_redemption_request(
             raise InvalidRedemption(
                 "redeemed_at", "redeemed_at must be a number (Unix seconds), or left out for now"
             )
-        redeemed_at = float(redeemed_at)
+        try:
+            redeemed_at = float(redeemed_at)
+        except OverflowError:  # a JSON integer of hundreds of digits
+            redeemed_at = math.inf
         if not (math.isfinite(redeemed_at) and redeemed_at > 0):
             raise InvalidRedemption("redeemed_at", "redeemed_at must be a positive Unix time")
         if redeemed_at > now_s + tolerance_s:

@@ -164,6 +164,23 @@ async def test_a_revocation_reaches_each_gateway_as_a_delta(setup: Setup) -> Non
     assert open_for(DOOR_2, bundles_to(setup.broker, DOOR_2)[-1], full.version).kind == "delta"
 
 
+async def test_a_sync_reads_the_chains_devices_once_for_every_store(setup: Setup) -> None:
+    # Every recorded visit moves every store's roster version (the member's visits count), so
+    # each sync rebuilds every store's roster: reading the devices (and opening every identity
+    # key) once per store made each sync cost stores x devices.
+    reads: list[str] = []
+    await setup.records.connection.set_trace_callback(reads.append)
+    await execute(setup.records, "UPDATE stores SET roster_version = roster_version + 1")
+    await setup.bridge.publish_sync()
+    assert len(await setup.records.stores()) == 2
+    assert sum("FROM devices d JOIN members" in sql for sql in reads) == 1
+    assert sum("FROM serials" in sql for sql in reads) == 1  # pseudonyms for every store
+    for address in (DOOR_1, ELSEWHERE):
+        opened = open_for(address, bundles_to(setup.broker, address)[-1], 0)
+        assert opened.kind == "full" and opened.version == 2
+        assert len(opened.roster_after({})) == len((await setup.records.roster(STORE)).devices)
+
+
 async def test_a_gateway_not_at_the_delta_base_gets_a_full_bundle(setup: Setup) -> None:
     await setup.bridge.publish_sync()
     await execute(setup.records, "UPDATE members SET consent = 0 WHERE id = 'm-00001'")

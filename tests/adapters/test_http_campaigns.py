@@ -158,6 +158,8 @@ async def test_patch_replaces_what_it_names_and_null_clears(api: Api) -> None:
         ({"per_member_week": -2}, "per_member_week"),
         ({"holdout_pct": 150}, "holdout_pct"),
         ({"holdout_pct": True}, "holdout_pct"),
+        ({"holdout_pct": 10**400}, "holdout_pct"),  # too big for a float: not a 500
+        ({"validity_s": -(10**400)}, "validity_s"),
         ({"tiers": "gold"}, "tiers"),
         ({"tiers": ["gold", 1]}, "tiers[1]"),
         ({"title": None}, "title"),

@@ -22,6 +22,7 @@ from cloud_bridge.adapters.http_api import (
 from cloud_bridge.adapters.sqlite_enrollment import SqliteEnrollment
 from cloud_bridge.adapters.sqlite_records import SqliteLoyaltyRecords
 from cloud_bridge.cli import main
+from cloud_bridge.core.campaigns import CampaignChange, InvalidCampaign
 from cloud_bridge.core.holdout import in_holdout
 from cloud_bridge.seed import seed_records
 from edge.core import wire
@@ -213,6 +214,46 @@ async def test_a_shared_code_needs_the_member_and_takes_their_latest_unredeemed_
         "member",
     )
     assert len(await api.redemptions()) == 2
+
+
+async def test_a_shared_code_changed_after_offers_went_out_still_redeems_them(api: Api) -> None:
+    # The marketer changes the campaign's code (or clears it for a pool): shoppers hold offers
+    # with the old one. Looking the code up on the campaigns alone answered 404 unknown_code
+    # for every offer already in their hands.
+    await execute(api.setup.records, "UPDATE campaigns SET code = 'LATTE' WHERE id = ?", SHARED)
+    anonymous = await api.redeem(code="COFFEE")
+    assert (anonymous.status, anonymous.json()["field"]) == (400, "member")
+    assert SHARED in anonymous.json()["message"]
+    first = await api.redeem(code="COFFEE", member="m-00002")
+    assert first.status == 201, first.raw_body
+    assert first.json()["offer_id"] == api.offer("coffee-late")
+    assert first.json()["code"] == "COFFEE"
+    stranger = await api.redeem(code="COFFEE", member="m-00005")
+    assert (stranger.status, stranger.json()["error"]) == (404, "unknown_offer")
+    latte = await api.redeem(code="LATTE", member="m-00002")  # the new code: no offer has it
+    assert (latte.status, latte.json()["error"], latte.json()["field"]) == (
+        404,
+        "unknown_offer",
+        "member",
+    )
+
+
+async def test_a_code_old_offers_carry_is_not_given_to_a_pool_or_another_campaign(
+    api: Api,
+) -> None:
+    # After the shared code COFFEE is changed, shoppers still hold offers with it. A pool taking
+    # COFFEE made the till's COFFEE name the pool's offer: the old offers could not be redeemed.
+    records = api.setup.records
+    await execute(records, "UPDATE campaigns SET code = 'LATTE' WHERE id = ?", SHARED)
+    with pytest.raises(InvalidCampaign) as caught:
+        await records.add_campaign_codes(POOLED, ["TREAT-9", "COFFEE"], NOW)
+    assert caught.value.field == "codes[1]" and SHARED in str(caught.value)
+    await execute(records, "UPDATE campaigns SET code = NULL WHERE id = ?", HELD)
+    with pytest.raises(InvalidCampaign) as caught:
+        await records.update_campaign(HELD, CampaignChange(code="COFFEE"), NOW)
+    assert caught.value.field == "code"
+    await records.update_campaign(SHARED, CampaignChange(code="COFFEE"), NOW)  # its own
+    assert await rows(records, "SELECT code FROM campaign_codes WHERE code = 'TREAT-9'") == []
 
 
 @pytest.mark.parametrize(

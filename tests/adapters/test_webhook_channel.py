@@ -20,12 +20,14 @@ from cloud_bridge.adapters.webhook_aiohttp import (
     WebhookError,
     load_webhook_secret,
 )
-from cloud_bridge.config import WebhookSection
+from cloud_bridge.app import Bridge
+from cloud_bridge.config import BridgeConfig, BridgeSection, WebhookSection
 from cloud_bridge.seed import seed_records
 from cloud_bridge.services.webhook import WebhookDispatcher, WebhookSender
-from edge.core import wire
+from edge.core import bundle, wire
 from edge.services.tasks import cancel_and_wait
 from tests.factories import TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
+from tests.fakes.publisher import FakePublisher
 from tests.fakes.push_service import FakePushService
 from tests.integration.rig import eventually
 
@@ -298,3 +300,108 @@ def test_the_secret_file_must_be_private_and_long_enough(tmp_path: Path) -> None
     path.write_text("short\n")
     with pytest.raises(WebhookError, match="is 5 bytes; use at least 16"):
         load_webhook_secret(path)
+
+
+async def test_a_2xx_whose_body_stalls_is_delivered_not_posted_again(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    # The push service answers 202 and its headers, then never sends the body it announced: the
+    # status is its answer (it has the offer). Waiting for the body timed the attempt out and
+    # POSTed the offer again, for ever, while the shopper already had it.
+    records.channel_for = lambda platform: "webhook"
+    offer_ids = await record_offers(records, range(3), time.time())
+    push.mode = "stalled_body"
+    channel = dispatcher(records, push.url, timeout_s=0.3)
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+    try:
+        await eventually(lambda: all_in(records, "sent"), "the offers taken with a 202")
+    finally:
+        await cancel_and_wait([task])
+    assert set(push.accepted) == set(offer_ids)
+    assert sorted(key for _, key in push.requests) == sorted(offer_ids), "one POST each"
+    assert channel.sent == 3 and channel.retries == 0
+
+
+async def test_webhook_offers_left_when_the_channel_is_turned_off_are_dead_at_their_expiry(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    # Offers recorded for the webhook, then the chain goes back to MQTT (config changed, bridge
+    # restarted): no webhook loop runs, and the MQTT loop neither sends nor expired them. They
+    # stayed pending for ever, never counted, never in the dead letters IT reads.
+    records.channel_for = lambda platform: "webhook"
+    offset = [0.0]
+    offer_ids = await record_offers(records, range(2), time.time())
+    signer = bundle.generate_signing_key(random.Random("bridge").randbytes)
+    bridge = Bridge(
+        BridgeConfig(BridgeSection(chain=CHAIN)),
+        records,
+        records,
+        signer,
+        wall_clock=lambda: time.time() + offset[0],
+    )
+    assert bridge.webhook is None
+    bridge.mqtt = FakePublisher()  # type: ignore[assignment]
+    task = asyncio.create_task(bridge._deliver_loop(), name="test-deliver")
+    try:
+        offset[0] = 3600.0  # the hour of validity is over
+        await eventually(lambda: all_in(records, "dead"), "the stranded offers dead letters")
+    finally:
+        await cancel_and_wait([task])
+    for state, _, error in (await states(records)).values():
+        assert state == "dead" and error is not None and "validity ran out" in error
+    assert bridge.expired == len(offer_ids)
+    assert bridge.mqtt.messages == []  # type: ignore[attr-defined]
+
+
+async def test_a_damaged_queue_row_is_a_dead_letter_not_a_stopped_channel(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    # A row edited by hand or damaged on disk: no payload, a payload stored as text, no shopper
+    # token. Reading it raised TypeError out of the queue, which stopped the bridge, and again
+    # at every restart: no webhook offer went out any more.
+    records.channel_for = lambda platform: "webhook"
+    offer_ids = await record_offers(records, range(4), time.time())
+    damaged = {
+        offer_ids[0]: "delivery_payload = NULL",
+        offer_ids[1]: "delivery_payload = 'not bytes'",
+        offer_ids[2]: "shopper_token = NULL",
+    }
+    for offer_id, change in damaged.items():
+        await records.connection.execute(
+            f"UPDATE offers SET {change} WHERE event_id = ?", (offer_id,)
+        )
+    await records.connection.commit()
+    channel = dispatcher(records, push.url)
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+    try:
+        await eventually(lambda: every_tried(records), "every row taken")
+        assert not task.done(), "the channel keeps running"
+    finally:
+        await cancel_and_wait([task])
+    found = await states(records)
+    for offer_id in damaged:
+        state, _, error = found[offer_id]
+        assert state == "dead" and error is not None
+        assert error.startswith("permanent: the stored offer is damaged")
+    assert found[offer_ids[3]][0] == "sent"
+    assert set(push.accepted) == {offer_ids[3]}
+
+
+async def test_a_damaged_mqtt_offer_row_is_left_to_expire_not_raised_out_of_the_queue(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    # The MQTT loop's queue: a pending row without a payload (or with text for one, or without
+    # its topic) raised TypeError out of due_deliveries, stopping the bridge at every restart.
+    offer_ids = await record_offers(records, range(4), time.time(), platform="android")
+    for offer_id, change in zip(
+        offer_ids,
+        ("delivery_payload = NULL", "delivery_payload = 'text'", "delivery_topic = NULL"),
+        strict=False,
+    ):
+        await records.connection.execute(
+            f"UPDATE offers SET {change} WHERE event_id = ?", (offer_id,)
+        )
+    await records.connection.commit()
+    due = await records.due_deliveries(time.time(), 30.0, 100)
+    assert [d.offer_id for d in due] == [offer_ids[3]]
+    assert await records.expire_offers(time.time() + 3600) == 4  # the sweep still ends them

@@ -5,6 +5,7 @@ docs/webhook.md asks of a receiver), and that fails on demand the ways a real on
 Modes, switched while the bridge keeps sending to the same port:
 - "ok": 202 for a new key, 200 for a key it already has (counted as a duplicate);
 - "slow": takes the request (a new key is kept), then answers only after the client gave up;
+- "stalled_body": takes the request, sends its 202 status and headers, then never the body;
 - "500", "429" (with Retry-After), "400": answers that status without taking the request;
 - `go_down()`: nothing listens on the port (connection refused);
 - `serve_garbage()`: a raw asyncio server answers every connection with bytes that are not HTTP.
@@ -29,7 +30,7 @@ from cloud_bridge.core.webhook import (
     verify_signature,
 )
 
-Mode = Literal["ok", "slow", "500", "429", "400"]
+Mode = Literal["ok", "slow", "stalled_body", "500", "429", "400"]
 GARBAGE = b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n\x00\x01\x02\xff not http at all\r\n\r\n"
 
 
@@ -135,6 +136,12 @@ class FakePushService:
         if mode == "400":
             return web.json_response({"error": "unknown shopper token"}, status=400)
         new = self._take(key, body)
+        if mode == "stalled_body":
+            response = web.StreamResponse(status=202 if new else 200)
+            response.content_length = 64
+            await response.prepare(request)
+            await self._release.wait()  # the promised 64 bytes never come
+            return response
         if mode == "slow":
             self.hanging += 1
             self.most_hanging = max(self.most_hanging, self.hanging)

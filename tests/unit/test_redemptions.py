@@ -72,6 +72,7 @@ def test_every_field() -> None:
         ({"code": "A", "redeemed_at": float("nan")}, "redeemed_at"),
         ({"code": "A", "redeemed_at": -1}, "redeemed_at"),
         ({"code": "A", "redeemed_at": NOW + 301}, "redeemed_at"),
+        ({"code": "A", "redeemed_at": 10**400}, "redeemed_at"),  # float() overflows
         ({"code": "A", "price": 3}, "price"),
     ],
 )

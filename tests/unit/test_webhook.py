@@ -283,6 +283,29 @@ def test_retry_after_replaces_the_backoff_capped() -> None:
     assert next_step(asked, 0, NOW, NOW + 3600, tight, 0.0).at == NOW + 10.0
 
 
+def test_a_retry_after_of_zero_or_past_does_not_undo_the_backoff() -> None:
+    # An endpoint answering every attempt 429 with `Retry-After: 0` (or a date already past) was
+    # tried again at once, every time: the backoff still applies, Retry-After can only lengthen it.
+    for asked_s in (0.0, 1.0):
+        asked = Result(Verdict.RETRY, "HTTP 429", retry_after_s=asked_s)
+        step = next_step(asked, 5, NOW, NOW + 3600, POLICY, 0.5)
+        assert step.next is Next.RETRY and step.at is not None
+        assert step.at - NOW == pytest.approx(16.0)
+
+
+def test_a_backoff_drawn_past_validity_retries_within_what_is_left() -> None:
+    # After ten failures the backoff is drawn up to 300 s; with 60 s of validity left a draw past
+    # it made the offer dead at once (80 % of the time), though the endpoint could be tried
+    # again within the validity the retries are promised.
+    step = next_step(FAILED, 10, NOW, NOW + 60, POLICY, 0.9)
+    assert step.next is Next.RETRY and step.at is not None
+    assert step.at - NOW == pytest.approx(54.0)
+    asked = Result(Verdict.RETRY, "HTTP 429", retry_after_s=30.0)
+    step = next_step(asked, 10, NOW, NOW + 60, POLICY, 0.9)
+    assert step.next is Next.RETRY and step.at is not None
+    assert step.at - NOW == pytest.approx(57.0)  # never before what the endpoint asked
+
+
 def test_an_attempt_that_would_start_after_validity_is_not_scheduled() -> None:
     asked = Result(Verdict.RETRY, "HTTP 429: slow down", retry_after_s=120.0)
     step = next_step(asked, 2, NOW, NOW + 60, POLICY, 0.5)
