@@ -44,7 +44,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     `store set | list`."""
     campaign = sub.add_parser(
         "campaign",
-        help="create, list, show, change, pause, resume or archive campaigns; their code pools",
+        help="create, list, show, change, pause, resume or archive campaigns; their code pools and "
+        "history",
         description="Manage the chain's campaigns. Each change is synced, signed, to the gateways "
         "of the stores whose campaigns it changes; only active campaigns are in it. Archiving is "
         "final. Schedules are in each store's local time (`cloud-bridge store set --timezone`).",

@@ -161,6 +161,11 @@ def _field(name: str, value: Any) -> Any:
 
 def _known(body: dict[str, Any]) -> None:
     for name in body:
+        if name == "revision":
+            raise _refuse(
+                name,
+                'is read-only: to change only the revision you read, send If-Match: "<revision>"',
+            )
         if name in _READ_ONLY:
             raise _refuse(
                 name,

@@ -332,6 +332,9 @@ async def test_a_malformed_if_match_is_a_400_naming_the_header(api: Api) -> None
         reply = await api.call("PATCH", "/v1/campaigns/winter", {"title": "x"}, if_match=sent)
         assert reply.status == 400, sent
         assert reply.json()["field"] == "If-Match"
+    sent_in_body = await api.call("PATCH", "/v1/campaigns/winter", {"revision": 1})
+    assert sent_in_body.status == 400 and sent_in_body.json()["field"] == "revision"
+    assert "If-Match" in sent_in_body.json()["message"]
     assert (await api.call("GET", "/v1/campaigns/winter")).json()["revision"] == 1
     missing = await api.call("GET", "/v1/campaigns/nobody/history")
     assert missing.status == 404
