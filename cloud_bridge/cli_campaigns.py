@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,9 +19,11 @@ from cloud_bridge.core.campaigns import (
     Campaign,
     CampaignChange,
     CampaignDefinition,
+    CampaignRevision,
     CampaignSchedule,
     InvalidCampaign,
     StoreFacts,
+    UnknownCampaign,
     parse_days,
     parse_hours,
 )
@@ -37,11 +40,12 @@ _SCHEDULE_OPTIONS = ("start", "end", "days", "hours")
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`campaign create | list | show | update | pause | resume | archive | codes` and
+    """`campaign create | list | show | update | pause | resume | archive | codes | history` and
     `store set | list`."""
     campaign = sub.add_parser(
         "campaign",
-        help="create, list, show, change, pause, resume or archive campaigns; their code pools",
+        help="create, list, show, change, pause, resume or archive campaigns; their code pools and "
+        "history",
         description="Manage the chain's campaigns. Each change is synced, signed, to the gateways "
         "of the stores whose campaigns it changes; only active campaigns are in it. Archiving is "
         "final. Schedules are in each store's local time (`cloud-bridge store set --timezone`).",
@@ -91,6 +95,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     codes.add_argument("words", nargs="+", metavar="[add] DATABASE ID [FILE]")
     codes.add_argument("--json", action="store_true", help="print the counts as JSON")
+    history = actions.add_parser(
+        "history",
+        help="a campaign's revisions: what each changed, when, through the CLI or the API",
+    )
+    history.add_argument("database", type=Path)
+    history.add_argument("id")
+    history.add_argument("--json", action="store_true", help="print them as JSON")
 
     store = sub.add_parser("store", help="a store's time zone and tags (campaigns use them)")
     store_actions = store.add_subparsers(dest="action", required=True)
@@ -250,6 +261,8 @@ async def _run(args: argparse.Namespace) -> int:
         return await _store(args)
     if args.action == "codes":
         return await _codes(args)
+    if args.action == "history":
+        return await _history(args)
     records = await _open(args.database)
     try:
         now_s = time.time()
@@ -259,7 +272,11 @@ async def _run(args: argparse.Namespace) -> int:
         elif args.action == "update":
             current = await records.campaign(args.id)
             schedule = None if current is None else current.definition.schedule
-            result = await records.update_campaign(args.id, _change(args, schedule), now_s)
+            # A schedule option is merged into the one read above: applied only to that revision.
+            built_on = current.revision if current is not None and _schedule_given(args) else None
+            result = await records.update_campaign(
+                args.id, _change(args, schedule), now_s, if_revision=built_on
+            )
         elif args.action in ("pause", "resume", "archive"):
             result = await records.set_campaign_status(args.id, args.action, now_s)
         elif args.action == "show":
@@ -288,8 +305,8 @@ async def _run(args: argparse.Namespace) -> int:
         done = {"create": "created", "update": "updated", "pause": "paused"}
         done |= {"resume": "resumed", "archive": "archived"}
         print(
-            f"{describe_campaign(result)}: {done[args.action]}; the stores' gateways get it at "
-            "the next campaign sync"
+            f"{describe_campaign(result)}: {done[args.action]} (revision {result.revision}); the "
+            "stores' gateways get it at the next campaign sync"
         )
     return 0
 
@@ -383,6 +400,31 @@ def describe_campaign(campaign: Campaign) -> str:
     d = campaign.definition
     where = [*d.stores, *(f"tag {t}" for t in d.store_tags)]
     return f"campaign {d.id} ({campaign.status}, {', '.join(where) or 'every store'}): {d.title}"
+
+
+def describe_revision(revision: CampaignRevision) -> str:
+    """One line: `revision 3, 2026-12-06 11:20:05 UTC, update (api): title, body`."""
+    when = datetime.fromtimestamp(revision.changed_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    what = ", ".join(revision.fields) or "nothing"
+    return f"revision {revision.revision}, {when}, {revision.action} ({revision.source}): {what}"
+
+
+async def _history(args: argparse.Namespace) -> int:
+    records = await _open(args.database)
+    try:
+        found = await records.campaign_history(args.id)
+    except UnknownCampaign as exc:
+        raise InvalidCampaign("id", exc.problem) from None
+    finally:
+        await records.close()
+    if args.json:
+        print(json.dumps([r.to_json() for r in found], indent=2))
+        return 0
+    if not found:
+        print(f"campaign {args.id}: no history (unchanged since before revisions were kept)")
+    for revision in found:
+        print(describe_revision(revision))
+    return 0
 
 
 def describe_schedule(schedule: dict[str, Any]) -> str:

@@ -6,11 +6,18 @@ JSON type (a boolean is not a number), a read-only field are refused with 400 na
 as is everything cloud_bridge/core/campaigns.py refuses; an unknown campaign or store is 404, a
 change to an archived campaign 409. `PATCH` replaces the fields it names; `null` clears a field
 that may be empty. docs/campaigns.md is the guide; OPENAPI_PATHS the schema.
+
+Every change moves a campaign's revision by one. A campaign's responses carry it as
+`ETag: "<revision>"`; a PATCH, pause, resume or archive with `If-Match: "<revision>"` is refused
+with 412 (nothing written) if the campaign changed since: two people editing at once do not
+silently undo each other. Without If-Match, the change applies to whatever is stored.
+`GET /v1/campaigns/{id}/history` lists its revisions: what changed, when, through what.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -23,9 +30,12 @@ from cloud_bridge.core.campaigns import (
     CampaignChange,
     CampaignDefinition,
     CampaignExists,
+    CampaignRevision,
     CampaignSchedule,
+    ChangeSource,
     CodeCounts,
     InvalidCampaign,
+    StaleRevision,
     StoreFacts,
     UnknownCampaign,
     UnknownStore,
@@ -44,19 +54,35 @@ class CampaignRecords(Protocol):
 
     async def campaign(self, campaign_id: str) -> Campaign | None: ...
 
-    async def create_campaign(self, definition: CampaignDefinition, now_s: float) -> Campaign: ...
+    async def create_campaign(
+        self, definition: CampaignDefinition, now_s: float, *, source: ChangeSource = ...
+    ) -> Campaign: ...
 
     async def update_campaign(
-        self, campaign_id: str, change: CampaignChange, now_s: float
+        self,
+        campaign_id: str,
+        change: CampaignChange,
+        now_s: float,
+        *,
+        source: ChangeSource = ...,
+        if_revision: int | None = ...,
     ) -> Campaign: ...
 
     async def set_campaign_status(
-        self, campaign_id: str, action: CampaignAction, now_s: float
+        self,
+        campaign_id: str,
+        action: CampaignAction,
+        now_s: float,
+        *,
+        source: ChangeSource = ...,
+        if_revision: int | None = ...,
     ) -> Campaign: ...
 
     async def add_campaign_codes(
-        self, campaign_id: str, codes: Sequence[str], now_s: float
+        self, campaign_id: str, codes: Sequence[str], now_s: float, *, source: ChangeSource = ...
     ) -> CodeCounts: ...
+
+    async def campaign_history(self, campaign_id: str) -> list[CampaignRevision]: ...
 
     async def campaign_code_counts(self, campaign_id: str) -> CodeCounts: ...
 
@@ -135,6 +161,11 @@ def _field(name: str, value: Any) -> Any:
 
 def _known(body: dict[str, Any]) -> None:
     for name in body:
+        if name == "revision":
+            raise _refuse(
+                name,
+                'is read-only: to change only the revision you read, send If-Match: "<revision>"',
+            )
         if name in _READ_ONLY:
             raise _refuse(
                 name,
@@ -198,6 +229,35 @@ def _store_patch(body: dict[str, Any]) -> tuple[str | None, tuple[str, ...] | No
     return timezone, tags
 
 
+# --- revisions ----------------------------------------------------------------------------------
+
+#: An entity tag as this API writes it: a revision in quotes (a weak W/ one is the same here).
+_ETAG = re.compile(r'^(?:W/)?"([1-9][0-9]{0,17})"$')
+
+
+def etag(campaign: Campaign) -> tuple[tuple[str, str], ...]:
+    """The ETag header naming the campaign's revision."""
+    return (("ETag", f'"{campaign.revision}"'),)
+
+
+def if_match(request: Request) -> int | None:
+    """The revision the request's If-Match names; None without one (or `*`: any revision).
+    400 naming the header if it is not one of this API's ETags."""
+    sent = request.header("if-match")
+    if sent is None or sent.strip() == "*":
+        return None
+    found = _ETAG.match(sent.strip())
+    if found is None:
+        raise HttpProblem(
+            400,
+            "bad_request",
+            f"{request.where}: header If-Match: {sent[:40]!r} is not a campaign's ETag; send "
+            'the one its GET answered, e.g. If-Match: "3"',
+            field="If-Match",
+        )
+    return int(found.group(1))
+
+
 # --- the endpoints ------------------------------------------------------------------------------
 
 
@@ -216,6 +276,14 @@ class CampaignsApi:
             raise HttpProblem(404, "not_found", f"{request.where}: {exc.problem}") from None
         except ArchivedCampaign as exc:
             raise HttpProblem(409, "archived", f"{request.where}: {exc.problem}") from None
+        except StaleRevision as exc:
+            raise HttpProblem(
+                412,
+                "precondition_failed",
+                f"{request.where}: {exc.problem}",
+                field="If-Match",
+                headers=(("ETag", f'"{exc.current}"'),),
+            ) from None
         except CampaignExists as exc:
             raise HttpProblem(
                 409, "already_exists", f"{request.where}: {exc.problem}", field=exc.field
@@ -246,38 +314,54 @@ class CampaignsApi:
 
     async def create(self, request: Request, _: str) -> HttpResponse:
         definition = self._parsed(request, parse_definition)
-        created = await self._call(request, self.records.create_campaign(definition, self.clock()))
+        created = await self._call(
+            request, self.records.create_campaign(definition, self.clock(), source="api")
+        )
         return HttpResponse(
-            201, created.to_json(), (("Location", f"/v1/campaigns/{definition.id}"),)
+            201, created.to_json(), (("Location", f"/v1/campaigns/{definition.id}"), *etag(created))
         )
 
     async def show(self, request: Request, campaign_id: str) -> HttpResponse:
         found = await self._call(request, self.records.campaign(campaign_id))
         if found is None:
             raise HttpProblem(404, "not_found", f"{request.where}: no campaign {campaign_id!r}")
-        return HttpResponse(200, found.to_json())
+        return HttpResponse(200, found.to_json(), etag(found))
+
+    async def history(self, request: Request, campaign_id: str) -> HttpResponse:
+        found = await self._call(request, self.records.campaign_history(campaign_id))
+        return HttpResponse(
+            200, {"campaign": campaign_id, "revisions": [r.to_json() for r in found]}
+        )
 
     async def update(self, request: Request, campaign_id: str) -> HttpResponse:
+        revision = if_match(request)
         change = self._parsed(request, parse_change)
         updated = await self._call(
-            request, self.records.update_campaign(campaign_id, change, self.clock())
+            request,
+            self.records.update_campaign(
+                campaign_id, change, self.clock(), source="api", if_revision=revision
+            ),
         )
-        return HttpResponse(200, updated.to_json())
+        return HttpResponse(200, updated.to_json(), etag(updated))
 
     def status(self, action: CampaignAction) -> Callable[[Request, str], Any]:
         async def set_status(request: Request, campaign_id: str) -> HttpResponse:
+            revision = if_match(request)
             self._parsed(request, _no_fields)
             changed = await self._call(
-                request, self.records.set_campaign_status(campaign_id, action, self.clock())
+                request,
+                self.records.set_campaign_status(
+                    campaign_id, action, self.clock(), source="api", if_revision=revision
+                ),
             )
-            return HttpResponse(200, changed.to_json())
+            return HttpResponse(200, changed.to_json(), etag(changed))
 
         return set_status
 
     async def add_codes(self, request: Request, campaign_id: str) -> HttpResponse:
         codes = self._parsed(request, _codes)
         counts = await self._call(
-            request, self.records.add_campaign_codes(campaign_id, codes, self.clock())
+            request, self.records.add_campaign_codes(campaign_id, codes, self.clock(), source="api")
         )
         return HttpResponse(200, counts.to_json())
 
@@ -306,6 +390,7 @@ class CampaignsApi:
                 for action in ("pause", "resume", "archive")
             ),
             Route.of(campaign + "/codes$", {"GET": self.code_counts, "POST": self.add_codes}),
+            Route.of(campaign + "/history$", {"GET": self.history}),
             Route.of(r"^/v1/stores$", {"GET": self.list_stores}),
             Route.of(r"^/v1/stores/([^/]+)$", {"PATCH": self.set_store}),
         )
@@ -353,6 +438,27 @@ _ERRORS = {
 }
 _NOT_FOUND = {"404": {"$ref": "#/components/responses/NotFound"}}
 _ARCHIVED = {"409": _json(_ref("Error"), "The campaign is archived (final).")}
+_STALE = {
+    "412": {
+        **_json(
+            _ref("Error"),
+            "If-Match named another revision: the campaign changed since; nothing was written. "
+            "The ETag header names the current revision.",
+        ),
+        "headers": {"ETag": {"schema": {"type": "string"}}},
+    }
+}
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "examples": ['"3"']},
+    "description": 'The ETag a GET answered ("<revision>"): the change applies only if the '
+    "campaign is still at that revision (412 otherwise). Absent or *: any revision.",
+}
+_ETAG_HEADER = {
+    "ETag": {"schema": {"type": "string"}, "description": 'The campaign\'s revision, "<n>".'}
+}
 _ID = {
     "name": "id",
     "in": "path",
@@ -458,6 +564,26 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
             "status": {"enum": ["active", "paused", "archived"]},
             "created_at": {"type": ["number", "null"]},
             "updated_at": {"type": ["number", "null"]},
+            "revision": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "1 when created, one more at each change (the ETag).",
+            },
+        },
+    },
+    "CampaignRevision": {
+        "type": "object",
+        "properties": {
+            "campaign": {"type": "string"},
+            "revision": {"type": "integer", "minimum": 1},
+            "changed_at": {"type": "number", "description": "Unix seconds."},
+            "action": {"enum": ["create", "update", "pause", "resume", "archive", "codes"]},
+            "fields": {
+                **_STRINGS,
+                "description": 'The fields it changed ("status" for pause, resume, archive; '
+                '"codes" for codes added to the pool).',
+            },
+            "source": {"enum": ["cli", "api"]},
         },
     },
     "CodeCounts": {
@@ -497,11 +623,16 @@ def _status_path(action: str, what: str) -> dict[str, Any]:
         "post": {
             "summary": what,
             "tags": ["campaigns"],
+            "parameters": [_IF_MATCH],
             "responses": {
-                "200": _json(_ref("Campaign"), f"The campaign, {action}d."),
+                "200": {
+                    **_json(_ref("Campaign"), f"The campaign, {action}d."),
+                    "headers": _ETAG_HEADER,
+                },
                 **_ERRORS,
                 **_NOT_FOUND,
                 **_ARCHIVED,
+                **_STALE,
             },
         },
     }
@@ -542,11 +673,16 @@ OPENAPI_PATHS: dict[str, Any] = {
         "get": {
             "summary": "One campaign",
             "tags": ["campaigns"],
-            "responses": {"200": _json(_ref("Campaign"), "The campaign."), **_ERRORS, **_NOT_FOUND},
+            "responses": {
+                "200": {**_json(_ref("Campaign"), "The campaign."), "headers": _ETAG_HEADER},
+                **_ERRORS,
+                **_NOT_FOUND,
+            },
         },
         "patch": {
             "summary": "Change a campaign: the fields sent replace the stored ones; null clears",
             "tags": ["campaigns"],
+            "parameters": [_IF_MATCH],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -559,10 +695,35 @@ OPENAPI_PATHS: dict[str, Any] = {
                 },
             },
             "responses": {
-                "200": _json(_ref("Campaign"), "The campaign as changed."),
+                "200": {
+                    **_json(_ref("Campaign"), "The campaign as changed."),
+                    "headers": _ETAG_HEADER,
+                },
                 **_ERRORS,
                 **_NOT_FOUND,
                 **_ARCHIVED,
+                **_STALE,
+            },
+        },
+    },
+    "/v1/campaigns/{id}/history": {
+        "parameters": [_ID],
+        "get": {
+            "summary": "A campaign's revisions, oldest first: what changed, when, through what",
+            "tags": ["campaigns"],
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "campaign": {"type": "string"},
+                            "revisions": {"type": "array", "items": _ref("CampaignRevision")},
+                        },
+                    },
+                    "The history (a campaign from before revisions has no line for revision 1).",
+                ),
+                **_ERRORS,
+                **_NOT_FOUND,
             },
         },
     },

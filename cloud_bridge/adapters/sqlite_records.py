@@ -48,6 +48,8 @@ from cloud_bridge.core.campaign_caps import (
     over_campaign_cap,
 )
 from cloud_bridge.core.campaigns import (
+    CHANGE_KINDS,
+    CHANGE_SOURCES,
     STATUSES,
     ArchivedCampaign,
     Campaign,
@@ -55,14 +57,19 @@ from cloud_bridge.core.campaigns import (
     CampaignChange,
     CampaignDefinition,
     CampaignExists,
+    CampaignRevision,
     CampaignSchedule,
     CampaignStatus,
+    ChangeKind,
+    ChangeSource,
     CodeCounts,
     InvalidCampaign,
+    StaleRevision,
     StoreFacts,
     UnknownCampaign,
     UnknownStore,
     changed,
+    changed_fields,
     check_campaign,
     check_code,
     check_schedule,
@@ -589,6 +596,22 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX offers_code ON offers (code, member_id) WHERE code IS NOT NULL;
     """,
+    # 17: campaign revisions and their history (issue 11; docs/campaigns.md). Every change through
+    # the bridge (CLI or API) moves the revision by one and writes its history row in the same
+    # transaction; a campaign from before keeps revision 1, with no history row for it.
+    """
+    ALTER TABLE campaigns ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+    CREATE TABLE campaign_changes (
+        campaign_id TEXT NOT NULL REFERENCES campaigns (id) ON DELETE CASCADE,
+        revision INTEGER NOT NULL CHECK (revision >= 1),
+        changed_at REAL NOT NULL,
+        action TEXT NOT NULL
+            CHECK (action IN ('create', 'update', 'pause', 'resume', 'archive', 'codes')),
+        fields TEXT NOT NULL,                   -- JSON list of the field names it changed
+        source TEXT NOT NULL CHECK (source IN ('cli', 'api')),
+        PRIMARY KEY (campaign_id, revision)
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 #: wire.CampaignSync.campaigns' most: a gateway refuses a sync with more.
@@ -600,7 +623,8 @@ AUDIENCE_REFRESH_S = 3600.0
 _CAMPAIGN_COLUMNS = (
     "id, title, body, tiers, cooldown_s, priority, validity_s, promotion_type, interests, "
     "status, updated_at, store_id, image_url, deep_link, code, store_tags, segments, min_visits, "
-    "max_visits, schedule, per_member_day, per_member_week, daily_budget, holdout_pct, created_at"
+    "max_visits, schedule, per_member_day, per_member_week, daily_budget, holdout_pct, created_at, "
+    "revision"
 )
 #: A receipt (:status received, opened or dismissed; the latter two imply received) for offer
 #: :id at :now. Idempotent: the first time of each is kept; it changes a row only when it adds
@@ -2237,7 +2261,7 @@ class SqliteLoyaltyRecords:
                 f"{self.path}: campaign {r[0]!r} has a bad {exc.field}: {exc.problem}; fix the row"
             ) from None
         status: CampaignStatus = next((s for s in STATUSES if s == r[9]), "paused")
-        return Campaign(definition, status, r[10], r[24])
+        return Campaign(definition, status, r[10], r[24], int(r[25]))
 
     async def _checked(
         self, definition: CampaignDefinition, now_s: float | None
@@ -2295,12 +2319,27 @@ class SqliteLoyaltyRecords:
             return [r[0] async for r in cursor]
 
     async def _write_campaign(
-        self, definition: CampaignDefinition, status: CampaignStatus, now_s: float, new: bool
+        self,
+        definition: CampaignDefinition,
+        status: CampaignStatus,
+        now_s: float,
+        previous: Campaign | None,
+        action: ChangeKind,
+        source: ChangeSource,
     ) -> Campaign:
-        """Insert or replace one campaign and its stores in one transaction, and move the
-        campaigns_version of exactly the stores whose sync that changes (those it targets before
-        or after; the campaigns triggers stay quiet for writes that set updated_at)."""
+        """Insert (`previous` None) or replace one campaign and its stores in one transaction,
+        with its next revision and that revision's history row, and move the campaigns_version
+        of exactly the stores whose sync that changes (those it targets before or after; the
+        campaigns triggers stay quiet for writes that set updated_at)."""
         d = definition
+        new = previous is None
+        revision = 1 if previous is None else previous.revision + 1
+        if action in ("pause", "resume", "archive"):
+            fields: tuple[str, ...] = (
+                ("status",) if previous is None or previous.status != status else ()
+            )
+        else:
+            fields = changed_fields(None if previous is None else previous.definition, d)
         values = (
             d.title,
             d.body,
@@ -2325,6 +2364,7 @@ class SqliteLoyaltyRecords:
             d.per_member_week,
             d.daily_budget,
             float(d.holdout_pct),
+            revision,
             d.id,
         )
         created_at: float | None = now_s
@@ -2336,8 +2376,9 @@ class SqliteLoyaltyRecords:
                     "INSERT INTO campaigns (title, body, tiers, cooldown_s, priority, validity_s, "
                     "promotion_type, interests, status, active, updated_at, image_url, deep_link, "
                     "code, store_tags, segments, min_visits, max_visits, schedule, "
-                    "per_member_day, per_member_week, daily_budget, holdout_pct, id, created_at, "
-                    "store_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
+                    "per_member_day, per_member_week, daily_budget, holdout_pct, revision, id, "
+                    "created_at, store_id) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,NULL)",
                     (*values, now_s),
                 )
             else:
@@ -2347,7 +2388,7 @@ class SqliteLoyaltyRecords:
                     "active = ?, updated_at = ?, image_url = ?, deep_link = ?, code = ?, "
                     "store_tags = ?, segments = ?, min_visits = ?, max_visits = ?, schedule = ?, "
                     "per_member_day = ?, per_member_week = ?, daily_budget = ?, holdout_pct = ?, "
-                    "store_id = NULL WHERE id = ?",
+                    "revision = ?, store_id = NULL WHERE id = ?",
                     values,
                 )
                 await self._db.execute("DELETE FROM campaign_stores WHERE campaign_id = ?", (d.id,))
@@ -2360,6 +2401,7 @@ class SqliteLoyaltyRecords:
                 "INSERT INTO campaign_stores (campaign_id, store_id) VALUES (?, ?)",
                 [(d.id, store) for store in d.stores],
             )
+            await self._add_history(d.id, revision, now_s, action, fields, source)
             await self._bump_changed(before, field="campaign")
             await self._db.commit()
         except sqlite3.Error as exc:
@@ -2368,7 +2410,59 @@ class SqliteLoyaltyRecords:
         except BaseException:
             await self._db.rollback()
             raise
-        return Campaign(d, status, now_s, created_at)
+        return Campaign(d, status, now_s, created_at, revision)
+
+    async def _add_history(
+        self,
+        campaign_id: str,
+        revision: int,
+        now_s: float,
+        action: ChangeKind,
+        fields: tuple[str, ...],
+        source: ChangeSource,
+    ) -> None:
+        """Revision `revision`'s history row, in the caller's transaction."""
+        await self._db.execute(
+            "INSERT INTO campaign_changes (campaign_id, revision, changed_at, action, fields, "
+            "source) VALUES (?, ?, ?, ?, ?, ?)",
+            (campaign_id, revision, now_s, action, json.dumps(list(fields)), source),
+        )
+
+    @staticmethod
+    def _check_revision(current: Campaign, if_revision: int | None) -> None:
+        """StaleRevision if the caller built its change on another revision than the stored one."""
+        if if_revision is not None and if_revision != current.revision:
+            raise StaleRevision(current.definition.id, if_revision, current.revision)
+
+    @_one_at_a_time
+    async def campaign_history(self, campaign_id: str) -> list[CampaignRevision]:
+        """A campaign's changes, oldest first (a campaign from before revisions has none for its
+        revision 1); UnknownCampaign if there is none by that id. RecordsError naming a row that
+        is not one the bridge writes (a hand edit)."""
+        await self._existing(campaign_id)
+        async with self._db.execute(
+            "SELECT revision, changed_at, action, fields, source FROM campaign_changes "
+            "WHERE campaign_id = ? ORDER BY revision",
+            (campaign_id,),
+        ) as cursor:
+            rows = [r async for r in cursor]
+        return [self._revision_from_row(campaign_id, r) for r in rows]
+
+    def _revision_from_row(
+        self, campaign_id: str, r: sqlite3.Row | tuple[Any, ...]
+    ) -> CampaignRevision:
+        where = f"{self.path}: campaign_changes row ({campaign_id!r}, revision {r[0]!r})"
+        action = next((a for a in CHANGE_KINDS if a == r[2]), None)
+        source = next((s for s in CHANGE_SOURCES if s == r[4]), None)
+        try:
+            fields = json.loads(r[3]) if isinstance(r[3], str) else None
+        except ValueError:
+            fields = None
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise RecordsError(f"{where}: fields is not a JSON list of names; fix the row")
+        if action is None or source is None or not isinstance(r[1], int | float):
+            raise RecordsError(f"{where}: bad action, source or changed_at; fix the row")
+        return CampaignRevision(campaign_id, int(r[0]), float(r[1]), action, tuple(fields), source)
 
     async def _existing(self, campaign_id: str) -> Campaign:
         current = await self._campaign(campaign_id)
@@ -2388,26 +2482,37 @@ class SqliteLoyaltyRecords:
             await self._db.rollback()
 
     @_one_at_a_time
-    async def create_campaign(self, definition: CampaignDefinition, now_s: float) -> Campaign:
-        """Add an active campaign; InvalidCampaign (nothing written) if it is refused."""
+    async def create_campaign(
+        self, definition: CampaignDefinition, now_s: float, *, source: ChangeSource = "cli"
+    ) -> Campaign:
+        """Add an active campaign at revision 1; InvalidCampaign (nothing written) if it is
+        refused. `source`: what made the change, for its history."""
         try:
             await self._locked_for_write()
             await self._checked(definition, now_s)
             if await self._campaign(definition.id) is not None:
                 raise CampaignExists("id", f"campaign {definition.id!r} already exists")
-            return await self._write_campaign(definition, "active", now_s, new=True)
+            return await self._write_campaign(definition, "active", now_s, None, "create", source)
         finally:
             await self._release()
 
     @_one_at_a_time
     async def update_campaign(
-        self, campaign_id: str, change: CampaignChange, now_s: float
+        self,
+        campaign_id: str,
+        change: CampaignChange,
+        now_s: float,
+        *,
+        source: ChangeSource = "cli",
+        if_revision: int | None = None,
     ) -> Campaign:
-        """Change a campaign that is not archived; InvalidCampaign (nothing written) if refused:
-        UnknownCampaign if there is none, ArchivedCampaign if it is archived."""
+        """Change a campaign that is not archived (its next revision); InvalidCampaign (nothing
+        written) if refused: UnknownCampaign if there is none, ArchivedCampaign if it is
+        archived, StaleRevision if `if_revision` is given and is not the stored one."""
         try:
             await self._locked_for_write()
             current = await self._existing(campaign_id)
+            self._check_revision(current, if_revision)
             if current.status == "archived":
                 raise ArchivedCampaign("status", f"campaign {campaign_id!r} is archived: final")
             # A schedule given now must not have ended already; one kept as it was may have.
@@ -2415,25 +2520,40 @@ class SqliteLoyaltyRecords:
             definition = await self._checked(
                 changed(current, change), now_s if schedule_set else None
             )
-            return await self._write_campaign(definition, current.status, now_s, new=False)
+            return await self._write_campaign(
+                definition, current.status, now_s, current, "update", source
+            )
         finally:
             await self._release()
 
     @_one_at_a_time
     async def set_campaign_status(
-        self, campaign_id: str, action: CampaignAction, now_s: float
+        self,
+        campaign_id: str,
+        action: CampaignAction,
+        now_s: float,
+        *,
+        source: ChangeSource = "cli",
+        if_revision: int | None = None,
     ) -> Campaign:
-        """Pause, resume or archive a campaign; only an active one is in the gateways' sync."""
+        """Pause, resume or archive a campaign (its next revision); only an active one is in the
+        gateways' sync. StaleRevision if `if_revision` is given and is not the stored one."""
         try:
             await self._locked_for_write()
-            return await self._set_campaign_status(campaign_id, action, now_s)
+            return await self._set_campaign_status(campaign_id, action, now_s, source, if_revision)
         finally:
             await self._release()
 
     async def _set_campaign_status(
-        self, campaign_id: str, action: CampaignAction, now_s: float
+        self,
+        campaign_id: str,
+        action: CampaignAction,
+        now_s: float,
+        source: ChangeSource,
+        if_revision: int | None,
     ) -> Campaign:
         current = await self._existing(campaign_id)
+        self._check_revision(current, if_revision)
         if current.status == "archived":
             raise ArchivedCampaign(
                 "status",
@@ -2441,22 +2561,30 @@ class SqliteLoyaltyRecords:
                 f"{'archived again' if action == 'archive' else action + 'd'}; create a new one",
             )
         status = next_status(current, action)
-        return await self._write_campaign(current.definition, status, now_s, new=False)
+        return await self._write_campaign(
+            current.definition, status, now_s, current, action, source
+        )
 
     @_one_at_a_time
     async def add_campaign_codes(
-        self, campaign_id: str, codes: Sequence[str], now_s: float
+        self,
+        campaign_id: str,
+        codes: Sequence[str],
+        now_s: float,
+        *,
+        source: ChangeSource = "cli",
     ) -> CodeCounts:
-        """Add codes to a campaign's pool (one per offer), all or none: InvalidCampaign naming the
-        code (`codes[3]`) if one is not a code, is named twice or is already anyone's."""
+        """Add codes to a campaign's pool (one per offer), all or none, as its next revision:
+        InvalidCampaign naming the code (`codes[3]`) if one is not a code, is named twice or is
+        already anyone's."""
         try:
             await self._locked_for_write()
-            return await self._add_campaign_codes(campaign_id, codes, now_s)
+            return await self._add_campaign_codes(campaign_id, codes, now_s, source)
         finally:
             await self._release()
 
     async def _add_campaign_codes(
-        self, campaign_id: str, codes: Sequence[str], now_s: float
+        self, campaign_id: str, codes: Sequence[str], now_s: float, source: ChangeSource
     ) -> CodeCounts:
         current = await self._existing(campaign_id)
         if current.status == "archived":
@@ -2500,6 +2628,13 @@ class SqliteLoyaltyRecords:
                 "VALUES (?, ?, NULL, ?)",
                 [(code, campaign_id, now_s) for code in codes],
             )
+            # A new updated_at keeps the campaigns triggers quiet: a pool is not in the sync.
+            revision = current.revision + 1
+            await self._db.execute(
+                "UPDATE campaigns SET revision = ?, updated_at = ? WHERE id = ?",
+                (revision, now_s, campaign_id),
+            )
+            await self._add_history(campaign_id, revision, now_s, "codes", ("codes",), source)
             await self._db.commit()
         except sqlite3.Error as exc:
             await self._db.rollback()

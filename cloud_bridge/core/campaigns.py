@@ -20,7 +20,8 @@ import re
 import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import MISSING, dataclass, replace
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,6 +33,11 @@ from edge.core import wire
 CampaignStatus = Literal["active", "paused", "archived"]
 STATUSES: tuple[CampaignStatus, ...] = ("active", "paused", "archived")
 CampaignAction = Literal["pause", "resume", "archive"]
+#: What a revision of a campaign did (its history), and through what it came.
+ChangeKind = Literal["create", "update", "pause", "resume", "archive", "codes"]
+CHANGE_KINDS: tuple[ChangeKind, ...] = ("create", "update", "pause", "resume", "archive", "codes")
+ChangeSource = Literal["cli", "api"]
+CHANGE_SOURCES: tuple[ChangeSource, ...] = ("cli", "api")
 
 #: wire.py's Title and Text bounds: a longer title or body would make every gateway refuse the sync.
 MAX_TITLE_CHARS = 500
@@ -151,12 +157,14 @@ class CampaignDefinition:
 @dataclass(frozen=True, slots=True)
 class Campaign:
     """A stored campaign: its definition, its status, when it last changed and when it was
-    created (None: never recorded, a campaign from before issue 11)."""
+    created (None: never recorded, a campaign from before issue 11), and its revision (1 when
+    created, one more at each change: what an HTTP If-Match names)."""
 
     definition: CampaignDefinition
     status: CampaignStatus
     updated_at: float | None
     created_at: float | None = None
+    revision: int = 1
 
     def to_json(self) -> dict[str, Any]:
         d = self.definition
@@ -186,6 +194,7 @@ class Campaign:
             "holdout_pct": d.holdout_pct,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "revision": self.revision,
         }
 
 
@@ -709,6 +718,19 @@ class CampaignExists(InvalidCampaign):
     """A campaign with that id exists already (an API answers 409)."""
 
 
+class StaleRevision(InvalidCampaign):
+    """The change was made against an older revision than the stored one (an API answers 412):
+    someone else changed the campaign since; `current` is the stored revision."""
+
+    def __init__(self, campaign_id: str, expected: int, current: int) -> None:
+        super().__init__(
+            "revision",
+            f"campaign {campaign_id!r} is at revision {current}, not {expected}: it changed "
+            "since you read it; read it again and redo your change on that",
+        )
+        self.current = current
+
+
 class UnknownStore(InvalidCampaign):
     """No store by that id, where one is changed (an API answers 404)."""
 
@@ -762,3 +784,42 @@ class CodeCounts:
             "given_out": self.given_out,
             "free": self.free,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRevision:
+    """One line of a campaign's history: revision `revision` did `action` at `changed_at` (Unix
+    seconds), changing `fields` (the definition's field names; "status" for a pause, resume or
+    archive, "codes" for codes added to its pool), through `source` (the CLI or the API)."""
+
+    campaign: str
+    revision: int
+    changed_at: float
+    action: ChangeKind
+    fields: tuple[str, ...]
+    source: ChangeSource
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "campaign": self.campaign,
+            "revision": self.revision,
+            "changed_at": self.changed_at,
+            "action": self.action,
+            "fields": list(self.fields),
+            "source": self.source,
+        }
+
+
+def changed_fields(before: CampaignDefinition | None, after: CampaignDefinition) -> tuple[str, ...]:
+    """The definition's fields `after` sets differently from `before`, in declaration order; for a
+    new campaign (`before` None) the fields every campaign has and those it sets apart from their
+    defaults."""
+    if before is None:
+        return tuple(
+            f.name
+            for f in dataclass_fields(after)
+            if f.default is MISSING or getattr(after, f.name) != f.default
+        )
+    return tuple(
+        f.name for f in dataclass_fields(after) if getattr(after, f.name) != getattr(before, f.name)
+    )

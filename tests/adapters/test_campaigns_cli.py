@@ -133,6 +133,7 @@ def test_show_and_list_print_what_was_stored(
         "per_member_week": None,
         "daily_budget": None,
         "holdout_pct": 0.0,
+        "revision": 1,
     }
     assert isinstance(shown["updated_at"], float) and shown["created_at"] == shown["updated_at"]
     assert len(listed) == SEEDED + 1 and shown in listed
