@@ -50,6 +50,8 @@ class WebhookJobLike(Protocol):
     def attempts(self) -> int: ...
     @property
     def expires_at(self) -> float: ...
+    @property
+    def damage(self) -> str | None: ...
 
 
 class WebhookRecords(Protocol):
@@ -176,6 +178,8 @@ class WebhookDispatcher:
             if self._wall() >= job.expires_at:
                 return  # its validity ended while it waited for a slot: the sweep records it dead
             try:
+                if job.damage is not None:
+                    raise BodyError(job.damage)
                 body = body_from_stored(job.payload, job.shopper)
             except BodyError as exc:
                 result = Result(Verdict.PERMANENT, f"permanent: the stored offer is damaged: {exc}")

@@ -405,3 +405,44 @@ async def test_a_damaged_mqtt_offer_row_is_left_to_expire_not_raised_out_of_the_
     due = await records.due_deliveries(time.time(), 30.0, 100)
     assert [d.offer_id for d in due] == [offer_ids[3]]
     assert await records.expire_offers(time.time() + 3600) == 4  # the sweep still ends them
+
+
+async def test_a_queue_row_with_text_for_its_expiry_or_attempts_is_a_dead_letter(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    # Text for expires_at (or attempts) raised ValueError out of due_webhooks: the channel
+    # stopped, and again at every restart, since text sorts after every number in SQLite and so
+    # the row was always due and never expired.
+    records.channel_for = lambda platform: "webhook"
+    offer_ids = await record_offers(records, range(3), time.time())
+    damaged = {offer_ids[0]: "expires_at = 'tomorrow'", offer_ids[1]: "attempts = 'two'"}
+    for offer_id, change in damaged.items():
+        await records.connection.execute(
+            f"UPDATE offers SET {change} WHERE event_id = ?", (offer_id,)
+        )
+    await records.connection.commit()
+    channel = dispatcher(records, push.url)
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+
+    async def none_pending() -> bool:
+        return all(state != "pending" for state, _, _ in (await states(records)).values())
+
+    try:
+        await eventually(none_pending, "every row ended")
+        assert not task.done(), "the channel keeps running"
+    finally:
+        await cancel_and_wait([task])
+    found = await states(records)
+    assert found[offer_ids[0]] == (
+        "dead",
+        1,
+        "permanent: the stored offer is damaged: expires_at is 'tomorrow', not a time",
+    )
+    assert found[offer_ids[1]] == (
+        "dead",
+        1,
+        "permanent: the stored offer is damaged: attempts is 'two', not a count",
+    )
+    assert found[offer_ids[2]][0] == "sent"
+    assert set(push.accepted) == {offer_ids[2]}
+    assert channel.dead == 2
