@@ -3,6 +3,7 @@ seeded SQLite loyalty database and the real API server on loopback."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -183,7 +184,7 @@ def test_the_receipt_endpoint_is_described_for_openapi() -> None:
     post = OPENAPI_PATHS["/v1/offers/{offer_id}/receipt"]["post"]
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["status"]["enum"] == ["received", "opened", "dismissed"]
-    assert set(post["responses"]) >= {"200", "400", "401", "404", "409"}
+    assert set(post["responses"]) >= {"200", "400", "401", "404", "409", "503"}
 
 
 async def test_mqtt_receipts_carry_a_status_and_only_the_offers_shopper_counts(api: Api) -> None:
@@ -199,3 +200,23 @@ async def test_mqtt_receipts_carry_a_status_and_only_the_offers_shopper_counts(a
     assert await records.mark_received(token, [mine], NOW + 4, "opened") == 1
     assert await row(records, mine) == ("received", NOW + 2, NOW + 4, NOW + 2)
     assert await row(records, theirs) == ("pending", None, None, None)
+
+
+async def test_records_that_are_locked_answer_503_with_retry_after_not_500(
+    api: Api, tmp_path: Path
+) -> None:
+    # A database error was a 500 "internal error" (a bug, by the API's contract), while the
+    # redemptions and enrollment endpoints say 503 and when to come back.
+    offer_id = await record_offer(api.records, 0)
+    other = sqlite3.connect(tmp_path / "loyalty.db", isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # another writer holds the file past the busy timeout
+        reply = await api.receipt(offer_id, {"status": "opened"})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert reply.status == 503, reply.raw_body
+    assert reply.headers["retry-after"] == "5"
+    assert reply.json()["error"] == "records_unavailable"
+    assert await row(api.records, offer_id) == ("pending", None, None, None)
+    assert (await api.receipt(offer_id, {"status": "opened"})).status == 200
