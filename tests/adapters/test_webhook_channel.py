@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -22,6 +23,7 @@ from cloud_bridge.adapters.webhook_aiohttp import (
 )
 from cloud_bridge.app import Bridge
 from cloud_bridge.config import BridgeConfig, BridgeSection, WebhookSection
+from cloud_bridge.core.webhook import Verdict, request_headers
 from cloud_bridge.seed import seed_records
 from cloud_bridge.services.webhook import WebhookDispatcher, WebhookSender
 from edge.core import bundle, wire
@@ -446,3 +448,22 @@ async def test_a_queue_row_with_text_for_its_expiry_or_attempts_is_a_dead_letter
     assert found[offer_ids[2]][0] == "sent"
     assert set(push.accepted) == {offer_ids[2]}
     assert channel.dead == 2
+
+
+async def test_a_proxy_in_the_environment_does_not_reroute_signed_offers(
+    push: FakePushService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiohttp's trust_env read HTTP(S)_PROXY: a proxy set on the host for something else took
+    # every signed offer and delivery token (here: nothing listens there, so none arrived).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = probe.getsockname()[1]  # closed on leaving: connection refused
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{nowhere}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    body = b'{"offer_id":"ev-proxy"}'
+    async with AiohttpWebhookSender(push.url, 2.0, 1, 1.0) as sender:
+        result = await sender.post(body, request_headers(SECRET, body, "ev-proxy", time.time()))
+    assert result.verdict is Verdict.DELIVERED, result.error
+    assert set(push.accepted) == {"ev-proxy"}
