@@ -3,7 +3,8 @@ bridge delivered by webhook (docs/webhook.md, "Receipts"), as the app does itsel
 
 `POST /v1/offers/{offer_id}/receipt` with `{"status": "received" | "opened" | "dismissed"}`:
 opened and dismissed imply received; repeating a receipt changes nothing (the first time of each is
-kept). An unknown offer is 404; one that never went to anyone (holdout, suppressed) is 409; records
+kept). An unknown offer is 404; one that never went to anyone (holdout, suppressed before it was
+sent) is 409; one suppressed after it was sent is in the app, so its receipt is recorded; records
 that are busy or unavailable are 503 with Retry-After (nothing was written), as for redemptions.
 """
 
@@ -88,8 +89,11 @@ _RECEIPT_STATE = {
         "offer_id": {"type": "string"},
         "delivery": {
             "type": "string",
-            "enum": ["pending", "sent", "received", "expired", "dead"],
-            "description": "The offer's delivery state after the receipt.",
+            "enum": ["pending", "sent", "received", "expired", "dead", "suppressed"],
+            "description": (
+                "The offer's delivery state after the receipt (suppressed: withdrawn after it "
+                "was sent; the receipt is recorded and it is not sent again)."
+            ),
         },
         "received_at": {"type": ["number", "null"], "description": "Unix seconds"},
         "opened_at": {"type": ["number", "null"], "description": "Unix seconds"},
@@ -161,7 +165,9 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "content": {"application/json": {"schema": _PROBLEM}},
                 },
                 "409": {
-                    "description": "The offer was never sent (holdout or suppressed)",
+                    "description": (
+                        "The offer was never sent (holdout, or suppressed before it was sent)"
+                    ),
                     "content": {"application/json": {"schema": _PROBLEM}},
                 },
                 "503": {

@@ -22,7 +22,8 @@ from cloud_bridge.adapters.sqlite_records import RECEIPT_UPDATE, SqliteLoyaltyRe
 from cloud_bridge.core.webhook import Next, Step
 from cloud_bridge.errors import RecordsError
 
-#: States in which an offer can have reached the shopper, so a receipt can be recorded.
+#: States in which an offer cannot have reached the shopper, so no receipt can be recorded (a
+#: suppressed one only if it was suppressed before it was sent).
 _NO_RECEIPT = ("holdout", "suppressed")
 _T = TypeVar("_T")
 
@@ -243,16 +244,18 @@ class SqliteDeliveries:
 
     async def record_receipt(self, offer_id: str, status: str, now_s: float) -> ReceiptState:
         """Record what the app did with an offer (received, opened, dismissed; the latter two
-        imply received), relayed by the retailer's backend. Repeating one changes nothing."""
+        imply received), relayed by the retailer's backend. Repeating one changes nothing. An
+        offer suppressed after it was sent is in the app: its receipt is recorded, and it stays
+        suppressed (RECEIPT_UPDATE)."""
 
         async def work(db: aiosqlite.Connection) -> ReceiptState:
             async with db.execute(
-                "SELECT delivery FROM offers WHERE event_id = ?", (offer_id,)
+                "SELECT delivery, sent_at FROM offers WHERE event_id = ?", (offer_id,)
             ) as cursor:
                 row = await cursor.fetchone()
             if row is None:
                 return ReceiptState("unknown", offer_id)
-            if row[0] in _NO_RECEIPT:
+            if row[0] in _NO_RECEIPT and (row[0] == "holdout" or row[1] is None):
                 return ReceiptState("refused", offer_id, delivery=str(row[0]))
             await db.execute(RECEIPT_UPDATE, {"now": now_s, "status": status, "id": offer_id})
             await db.commit()

@@ -220,3 +220,45 @@ async def test_records_that_are_locked_answer_503_with_retry_after_not_500(
     assert reply.json()["error"] == "records_unavailable"
     assert await row(api.records, offer_id) == ("pending", None, None, None)
     assert (await api.receipt(offer_id, {"status": "opened"})).status == 200
+
+
+async def test_an_offer_suppressed_after_it_was_sent_records_its_receipt_and_stays_suppressed(
+    api: Api, tmp_path: Path
+) -> None:
+    # The member withdrew consent after the offer reached the app: the receipt was refused 409
+    # "never sent to anyone", while the till still redeems the offer (it is in their hands).
+    sent = await record_offer(api.records, 0)
+    unsent = await record_offer(api.records, 1)
+    await api.records.connection.execute(
+        "UPDATE offers SET delivery = 'sent', sent_at = ? WHERE event_id = ?", (NOW + 1, sent)
+    )
+    await api.records.connection.commit()
+    enrollment = await SqliteEnrollment.open(tmp_path / "loyalty.db", CHAIN, data_key=TEST_DATA_KEY)
+    try:
+        for member in ("m-00000", "m-00001"):
+            await enrollment.withdraw_consent(member)
+    finally:
+        await enrollment.close()
+    assert (await row(api.records, sent))[0] == "suppressed"
+    api.clock[0] = NOW + 5
+    reply = await api.receipt(sent, {"status": "opened"})
+    assert reply.status == 200, reply.raw_body
+    assert reply.json() == {
+        "offer_id": sent,
+        "delivery": "suppressed",
+        "received_at": NOW + 5,
+        "opened_at": NOW + 5,
+        "dismissed_at": None,
+    }
+    api.clock[0] = NOW + 9
+    assert (await api.receipt(sent, {"status": "opened"})).json() == reply.json()  # a repeat
+    # The app's own receipt over MQTT is recorded the same way.
+    token = await token_of(api.records, sent)
+    assert await api.records.mark_received(token, [sent], NOW + 9, "dismissed") == 1
+    assert await row(api.records, sent) == ("suppressed", NOW + 5, NOW + 5, NOW + 9)
+    assert await api.records.due_deliveries(NOW + 10, 30.0, 100) == []  # not sent again
+    # Suppressed before it was ever sent: nobody has it.
+    refused = await api.receipt(unsent, {"status": "received"})
+    assert refused.status == 409 and "suppressed" in refused.json()["message"]
+    assert await api.records.mark_received(await token_of(api.records, unsent), [unsent], NOW) == 0
+    assert await row(api.records, unsent) == ("suppressed", None, None, None)
