@@ -8,6 +8,7 @@ import asyncio
 import random
 import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -30,7 +31,7 @@ from edge.core import bundle, wire
 from edge.services.tasks import cancel_and_wait
 from tests.factories import TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
 from tests.fakes.publisher import FakePublisher
-from tests.fakes.push_service import FakePushService
+from tests.fakes.push_service import FakePushService, Mode
 from tests.integration.rig import eventually
 
 CHAIN = "acme"
@@ -101,6 +102,7 @@ def dispatcher(
     max_backoff_s: float = 0.2,
     concurrency: int = 4,
     wall_clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> WebhookDispatcher:
     section = WebhookSection(
         url=url,
@@ -120,6 +122,7 @@ def dispatcher(
         sender,
         SECRET,
         wall_clock,
+        monotonic,
         rng=random.Random(11),
     )
 
@@ -467,3 +470,55 @@ async def test_a_proxy_in_the_environment_does_not_reroute_signed_offers(
         result = await sender.post(body, request_headers(SECRET, body, "ev-proxy", time.time()))
     assert result.verdict is Verdict.DELIVERED, result.error
     assert set(push.accepted) == {"ev-proxy"}
+
+
+@pytest.mark.parametrize("status", ["429", "503"])
+async def test_a_slow_down_from_the_push_service_pauses_the_whole_channel_not_mqtt(
+    records: SqliteLoyaltyRecords, push: FakePushService, status: Mode
+) -> None:
+    # A 429 (or 503 with Retry-After) only delayed the offer that got it: every other offer was
+    # POSTed at once and got the same answer, while the push service asked the bridge to wait.
+    records.channel_for = lambda platform: "webhook" if platform == "ios" else "mqtt"
+    offset = [0.0]  # both clocks: the Retry-After's minute passes when the test says
+    by_webhook = await record_offers(records, range(0, 6), time.time(), platform="ios")
+    by_mqtt = await record_offers(records, range(6, 9), time.time(), platform="android")
+    push.mode = status
+    push.retry_after = "60"
+    channel = dispatcher(
+        records,
+        push.url,
+        max_backoff_s=600.0,
+        concurrency=1,
+        wall_clock=lambda: time.time() + offset[0],
+        monotonic=lambda: time.monotonic() + offset[0],
+    )
+    signer = bundle.generate_signing_key(random.Random("bridge").randbytes)
+    bridge = Bridge(BridgeConfig(BridgeSection(chain=CHAIN)), records, records, signer)
+    bridge.mqtt = FakePublisher()  # type: ignore[assignment]
+    tasks = [
+        asyncio.create_task(channel.run(), name="test-webhook"),
+        asyncio.create_task(bridge._deliver_loop(), name="test-deliver"),
+    ]
+    try:
+        await eventually(lambda: push.count(status) >= 1, "the first slow-down answer")
+        # The MQTT channel is not held up by the webhook's pause.
+        await eventually(lambda: len(bridge.mqtt.messages) == len(by_mqtt), "the MQTT offers")  # type: ignore[attr-defined]
+        await asyncio.sleep(0.5)  # the loop keeps looking (POLL_S): nothing else starts
+        assert push.count(status) == 1, "no other attempt while the push service asks to wait"
+        counters = channel.counters()
+        assert counters["webhook_pauses"] == 1
+        assert time.time() + 55 < counters["webhook_paused_until"] <= time.time() + 61
+        found = await states(records)
+        tried = [i for i in by_webhook if found[i][1] == 1]
+        assert len(tried) == 1 and found[tried[0]][0] == "pending"
+        # The others keep their place: nothing recorded against them, nothing lost.
+        assert all(found[i] == ("pending", 0, None) for i in by_webhook if i not in tried)
+        push.mode = "ok"
+        offset[0] = 61.0  # the minute is over: the channel resumes
+        await eventually(lambda: all_in(records, "sent"), "every webhook offer sent")
+    finally:
+        await cancel_and_wait(tasks)
+    assert set(push.accepted) == set(by_webhook)
+    assert push.duplicates == Counter()
+    assert channel.counters()["webhook_paused_until"] == 0
+    assert channel.counters()["webhook_pauses"] == 1
