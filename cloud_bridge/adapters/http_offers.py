@@ -3,7 +3,9 @@ bridge delivered by webhook (docs/webhook.md, "Receipts"), as the app does itsel
 
 `POST /v1/offers/{offer_id}/receipt` with `{"status": "received" | "opened" | "dismissed"}`:
 opened and dismissed imply received; repeating a receipt changes nothing (the first time of each is
-kept). An unknown offer is 404; one that never went to anyone (holdout, suppressed) is 409.
+kept). An unknown offer is 404; one that never went to anyone (holdout, suppressed before it was
+sent) is 409; one suppressed after it was sent is in the app, so its receipt is recorded; records
+that are busy or unavailable are 503 with Retry-After (nothing was written), as for redemptions.
 """
 
 from __future__ import annotations
@@ -11,8 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from cloud_bridge.adapters.http_api import HttpProblem, HttpResponse, Request, Route, json_object
+from cloud_bridge.adapters.http_api import (
+    RETRY_AFTER_S,
+    HttpProblem,
+    HttpResponse,
+    Request,
+    Route,
+    json_object,
+)
 from cloud_bridge.adapters.sqlite_deliveries import ReceiptState
+from cloud_bridge.errors import RecordsError
 from edge.core import wire
 
 
@@ -49,7 +59,16 @@ def offer_routes(records: ReceiptRecords, wall_clock: Callable[[], float]) -> tu
                 f"{', '.join(wire.RECEIPT_STATUSES)}, got {str(status)[:40]!r}",
                 field="status",
             )
-        state = await records.record_receipt(offer_id, status, wall_clock())
+        try:
+            state = await records.record_receipt(offer_id, status, wall_clock())
+        except RecordsError:
+            raise HttpProblem(
+                503,
+                "records_unavailable",
+                f"{request.where}: the loyalty records are busy or unavailable; retry in "
+                f"{RETRY_AFTER_S} s (a receipt that failed wrote nothing)",
+                headers=(("Retry-After", str(RETRY_AFTER_S)),),
+            ) from None
         if state.outcome == "unknown":
             raise HttpProblem(404, "unknown_offer", f"{request.where}: no offer {offer_id!r}")
         if state.outcome == "refused":
@@ -70,8 +89,11 @@ _RECEIPT_STATE = {
         "offer_id": {"type": "string"},
         "delivery": {
             "type": "string",
-            "enum": ["pending", "sent", "received", "expired", "dead"],
-            "description": "The offer's delivery state after the receipt.",
+            "enum": ["pending", "sent", "received", "expired", "dead", "suppressed"],
+            "description": (
+                "The offer's delivery state after the receipt (suppressed: withdrawn after it "
+                "was sent; the receipt is recorded and it is not sent again)."
+            ),
         },
         "received_at": {"type": ["number", "null"], "description": "Unix seconds"},
         "opened_at": {"type": ["number", "null"], "description": "Unix seconds"},
@@ -143,7 +165,13 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "content": {"application/json": {"schema": _PROBLEM}},
                 },
                 "409": {
-                    "description": "The offer was never sent (holdout or suppressed)",
+                    "description": (
+                        "The offer was never sent (holdout, or suppressed before it was sent)"
+                    ),
+                    "content": {"application/json": {"schema": _PROBLEM}},
+                },
+                "503": {
+                    "description": "The records are busy: retry after Retry-After seconds",
                     "content": {"application/json": {"schema": _PROBLEM}},
                 },
             },

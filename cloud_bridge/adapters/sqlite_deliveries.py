@@ -10,6 +10,7 @@ recording batches.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from cloud_bridge.adapters.sqlite_records import RECEIPT_UPDATE, SqliteLoyaltyRe
 from cloud_bridge.core.webhook import Next, Step
 from cloud_bridge.errors import RecordsError
 
-#: States in which an offer can have reached the shopper, so a receipt can be recorded.
+#: States in which an offer cannot have reached the shopper, so no receipt can be recorded (a
+#: suppressed one only if it was suppressed before it was sent).
 _NO_RECEIPT = ("holdout", "suppressed")
 _T = TypeVar("_T")
 
@@ -35,6 +37,9 @@ class WebhookJob:
     payload: bytes  # the offer as stored (wire.ShopperOffer)
     attempts: int
     expires_at: float
+    #: What is wrong with the row (a column that is not what it holds): its attempt makes it a
+    #: dead letter without POSTing it. None for a sound row.
+    damage: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +98,26 @@ class ReceiptState:
 RetryOutcome = Literal["retried", "unknown", "not_dead", "expired"]
 
 
+def _job(r: sqlite3.Row | tuple[Any, ...]) -> WebhookJob:
+    """A due row as a job; a count or time stored as text (or bytes) is the row's damage, not a
+    ValueError out of the queue. Text sorts after every number in SQLite, so a text expires_at
+    is always due and never expires: its row must be ended here, or it stops the channel."""
+    attempts, expires_at = r[3], r[4]
+    damage = None
+    if not isinstance(expires_at, int | float):
+        damage, expires_at = f"expires_at is {str(expires_at)[:40]!r}, not a time", math.inf
+    if not isinstance(attempts, int):
+        damage, attempts = damage or f"attempts is {str(attempts)[:40]!r}, not a count", 0
+    return WebhookJob(
+        r[0],
+        r[1] if isinstance(r[1], str) else "",
+        r[2] if isinstance(r[2], bytes) else b"",
+        attempts,
+        float(expires_at),
+        damage,
+    )
+
+
 class SqliteDeliveries:
     """The webhook queue, dead letters and receipts of one SqliteLoyaltyRecords."""
 
@@ -116,17 +141,7 @@ class SqliteDeliveries:
                 rows = await cursor.fetchall()
             # A row damaged on disk or edited by hand (no payload, text instead of bytes, no
             # shopper) is still a job: its attempt finds it damaged and makes it a dead letter.
-            return [
-                WebhookJob(
-                    r[0],
-                    r[1] if isinstance(r[1], str) else "",
-                    r[2] if isinstance(r[2], bytes) else b"",
-                    int(r[3]),
-                    float(r[4]),
-                )
-                for r in rows
-                if r[0] not in skip
-            ][:limit]
+            return [_job(r) for r in rows if r[0] not in skip][:limit]
 
         return await self._alone(work)
 
@@ -229,16 +244,18 @@ class SqliteDeliveries:
 
     async def record_receipt(self, offer_id: str, status: str, now_s: float) -> ReceiptState:
         """Record what the app did with an offer (received, opened, dismissed; the latter two
-        imply received), relayed by the retailer's backend. Repeating one changes nothing."""
+        imply received), relayed by the retailer's backend. Repeating one changes nothing. An
+        offer suppressed after it was sent is in the app: its receipt is recorded, and it stays
+        suppressed (RECEIPT_UPDATE)."""
 
         async def work(db: aiosqlite.Connection) -> ReceiptState:
             async with db.execute(
-                "SELECT delivery FROM offers WHERE event_id = ?", (offer_id,)
+                "SELECT delivery, sent_at FROM offers WHERE event_id = ?", (offer_id,)
             ) as cursor:
                 row = await cursor.fetchone()
             if row is None:
                 return ReceiptState("unknown", offer_id)
-            if row[0] in _NO_RECEIPT:
+            if row[0] in _NO_RECEIPT and (row[0] == "holdout" or row[1] is None):
                 return ReceiptState("refused", offer_id, delivery=str(row[0]))
             await db.execute(RECEIPT_UPDATE, {"now": now_s, "status": status, "id": offer_id})
             await db.commit()

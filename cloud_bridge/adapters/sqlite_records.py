@@ -629,8 +629,10 @@ _CAMPAIGN_COLUMNS = (
 #: A receipt (:status received, opened or dismissed; the latter two imply received) for offer
 #: :id at :now. Idempotent: the first time of each is kept; it changes a row only when it adds
 #: something. Pending, sent and dead offers become received (the app has it: stop resending).
-#: An expired offer stays as it was (its validity ended before the app confirmed it); holdout and
-#: suppressed offers never reached anyone: callers refuse receipts for them.
+#: An expired offer stays as it was (its validity ended before the app confirmed it); holdout
+#: offers and those suppressed before they were sent never reached anyone: callers refuse receipts
+#: for them. One suppressed after it was sent (consent withdrawn, preferences changed) is in the
+#: app: its receipt's times are recorded and it stays suppressed, as it stays redeemable.
 RECEIPT_UPDATE = (
     "UPDATE offers SET received_at = coalesce(received_at, :now), "
     "opened_at = CASE WHEN :status = 'opened' THEN coalesce(opened_at, :now) ELSE opened_at END, "
@@ -639,7 +641,8 @@ RECEIPT_UPDATE = (
     "delivery = CASE WHEN delivery IN ('pending', 'sent', 'dead') THEN 'received' "
     "ELSE delivery END, "
     "next_attempt_at = NULL "
-    "WHERE event_id = :id AND delivery IN ('pending', 'sent', 'dead', 'received') "
+    "WHERE event_id = :id AND (delivery IN ('pending', 'sent', 'dead', 'received') "
+    "OR (delivery = 'suppressed' AND sent_at IS NOT NULL)) "
     "AND (delivery IN ('pending', 'sent', 'dead') OR received_at IS NULL "
     "OR (:status = 'opened' AND opened_at IS NULL) "
     "OR (:status = 'dismissed' AND dismissed_at IS NULL))"

@@ -4,8 +4,9 @@ to the core's outcomes (cloud_bridge/core/webhook.py). `post` never raises but f
 
 aiohttp rather than another hand-written HTTP/1.1 client (the API server is one, tests/fakes/http.py
 another): the bridge talks to a server it does not control, over TLS, with keep-alive pooling, chunked
-or compressed answers and proxies in the way; those are aiohttp's to get right, and it is already
-what the project's tests serve from.
+or compressed answers; those are aiohttp's to get right, and it is already what the project's tests
+serve from. It reads no proxy settings from the environment (trust_env=False): the bridge talks to
+the push service directly.
 """
 
 from __future__ import annotations
@@ -108,8 +109,10 @@ class AiohttpWebhookSender:
             timeout=self._timeout,
             headers={"User-Agent": "threshold-bridge"},
             raise_for_status=False,
-            # Proxies come from the environment (HTTPS_PROXY), as for any service on the host.
-            trust_env=True,
+            # Not from the environment: an HTTP(S)_PROXY set for something else on the host
+            # (a package manager, a shell) would silently reroute every signed offer, with the
+            # shoppers' delivery tokens, through a proxy nobody chose for them. docs/webhook.md.
+            trust_env=False,
         )
         return self
 

@@ -9,7 +9,8 @@ what it already has) and `Threshold-Signature: t=<unix s>,v1=<hex HMAC-SHA256(se
 tolerance). Retries wait a capped exponential backoff with full jitter (edge/core/backoff.py), and
 at least what a 429/503's Retry-After asks, and only while the offer is still valid: a wait drawn
 past its expiry is drawn again within what is left; when what Retry-After asks goes past it, the
-offer is recorded dead with why.
+offer is recorded dead with why. A 429 (or a 503 with Retry-After) is the push service saying "slow
+down" to the whole channel, not to one offer: ChannelPause holds every new attempt until then.
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ class Result:
     verdict: Verdict
     error: str | None = None  # None when delivered
     retry_after_s: float | None = None  # what the endpoint asked for (429/503), capped
+    #: The endpoint asked the whole channel to slow down: a 429, or a 503 with a Retry-After.
+    slow_down: bool = False
 
 
 def excerpt(body: bytes, limit: int = EXCERPT_CHARS) -> str:
@@ -209,7 +212,8 @@ def classify_response(
         after = (
             parse_retry_after(retry_after, now_s, cap_s) if status in RETRY_AFTER_STATUSES else None
         )
-        return Result(Verdict.RETRY, error, after)
+        slow_down = status == 429 or (status == 503 and after is not None)
+        return Result(Verdict.RETRY, error, after, slow_down)
     if 400 <= status < 500:
         return Result(Verdict.PERMANENT, f"permanent: {error}")
     # 1xx or 3xx: the push service must answer a POST with a final status, not a redirect.
@@ -315,9 +319,70 @@ class TokenBucket:
             return 0.0
         return (1.0 - self._tokens) / self.rate_per_s
 
+    def restart(self, now_s: float) -> None:
+        """Forget the tokens saved up beyond one (after a pause: back at the rate, no burst)."""
+        self._refill(now_s)
+        self._tokens = min(self._tokens, 1.0)
+
     def reserve(self, now_s: float) -> float:
         """Take a token now or in advance: how long to wait before using it (0.0: at once).
         Reservations queue up: each waits for the tokens of those before it."""
         self._refill(now_s)
         self._tokens -= 1.0
         return 0.0 if self._tokens >= 0.0 else -self._tokens / self.rate_per_s
+
+
+# --- the channel's pause --------------------------------------------------------------------------
+
+
+class ChannelPause:
+    """The whole channel held back after the push service said "slow down" (`Result.slow_down`).
+
+    A 429 is about the sender, not the offer: the next offer in line would get the same answer.
+    Every new attempt waits until what Retry-After asks (at most `max_backoff_s`; a 429 without
+    one: `first_retry_s`); attempts in flight finish, offers keep their place in the queue, and
+    nothing is recorded against them. A later answer may lengthen the pause, never shorten it.
+    When it ends, attempts start again at the rate limit, without the burst saved up meanwhile
+    (`resumed`). The clock is the caller's (a monotonic one: a wall clock stepping back would
+    lengthen a pause).
+    """
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.until_s: float | None = None  # on the caller's clock; None: never paused
+        self.pauses = 0  # pauses begun (a lengthened one counts once)
+        self._held = False  # a pause began and its end has not been reported by `resumed`
+
+    def pause_s(self, result: Result) -> float:
+        """How long `result` holds the channel: 0.0 when it does not ask the channel to wait."""
+        if not result.slow_down:
+            return 0.0
+        if result.retry_after_s is None:
+            return self.policy.first_retry_s
+        return min(max(0.0, result.retry_after_s), self.policy.max_backoff_s)
+
+    def note(self, result: Result, now_s: float) -> bool:
+        """Take an attempt's result into account; True if it paused the channel (or longer)."""
+        until = now_s + self.pause_s(result)
+        if not (math.isfinite(until) and until > now_s):
+            return False
+        if self.until_s is not None and until <= self.until_s:
+            return False
+        if self.remaining_s(now_s) == 0.0:
+            self.pauses += 1
+        self.until_s = until
+        self._held = True
+        return True
+
+    def remaining_s(self, now_s: float) -> float:
+        """How long new attempts still wait (0.0: not paused)."""
+        if self.until_s is None:
+            return 0.0
+        return max(0.0, self.until_s - now_s)
+
+    def resumed(self, now_s: float) -> bool:
+        """True once when a pause has ended (to restart the rate limit), else False."""
+        if self._held and self.remaining_s(now_s) == 0.0:
+            self._held = False
+            return True
+        return False

@@ -1,7 +1,8 @@
 """The webhook delivery loop: due offers from the records to the retailer's push service.
 
 Separate from the MQTT delivery loop (a slow or dead endpoint never holds up an MQTT offer, nor the
-recording), at most `concurrency` attempts in flight, started no faster than `rate_per_s`. Every
+recording), at most `concurrency` attempts in flight, started no faster than `rate_per_s`, and none
+while the push service's last 429 (or 503 with Retry-After) asks the channel to wait (ChannelPause). Every
 attempt's result is written before the next of the same offer can start, and nothing lives only in
 memory: after a restart the pending offers are simply due again (an attempt cut short is repeated
 under the same Idempotency-Key; the receiver keeps the first).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -20,6 +22,7 @@ from typing import Protocol
 from cloud_bridge.config import WebhookSection
 from cloud_bridge.core.webhook import (
     BodyError,
+    ChannelPause,
     Next,
     Result,
     RetryPolicy,
@@ -50,6 +53,8 @@ class WebhookJobLike(Protocol):
     def attempts(self) -> int: ...
     @property
     def expires_at(self) -> float: ...
+    @property
+    def damage(self) -> str | None: ...
 
 
 class WebhookRecords(Protocol):
@@ -94,6 +99,7 @@ class WebhookDispatcher:
         self._rng = rng or random.Random()
         self.policy = RetryPolicy(max_backoff_s=section.max_backoff_s)
         self._bucket = TokenBucket(section.rate_per_s, monotonic())
+        self.pause = ChannelPause(self.policy)  # on the monotonic clock
         self._slots = asyncio.Semaphore(section.concurrency)
         self._wakeup = asyncio.Event()
         self.in_flight: set[str] = set()
@@ -118,8 +124,16 @@ class WebhookDispatcher:
             "webhook_retries": self.retries,
             "webhook_dead": self.dead,
             "webhook_in_flight": len(self.in_flight),
+            # The push service's "slow down" (429, 503 with Retry-After) pauses the channel.
+            "webhook_pauses": self.pause.pauses,
+            "webhook_paused_until": self.paused_until(),
             "offers_dead": self.dead_total,
         }
+
+    def paused_until(self) -> int:
+        """When the channel's pause ends (Unix s, rounded up); 0 when it is not paused."""
+        remaining_s = self.pause.remaining_s(self._mono())
+        return math.ceil(self._wall() + remaining_s) if remaining_s > 0 else 0
 
     async def run(self) -> None:
         """Until cancelled; a records error ends it (the bridge stops: systemd restarts it)."""
@@ -144,13 +158,17 @@ class WebhookDispatcher:
                         "service took them; `cloud-bridge deliveries DATABASE --dead` lists them",
                         expired,
                     )
+                paused_s = self.pause.remaining_s(self._mono())
+                if paused_s > 0:  # nothing starts; the expiry sweep goes on meanwhile
+                    await asyncio.sleep(min(paused_s, POLL_S))
+                    continue
                 limit = self.section.concurrency * 4
                 due = await self.records.due_webhooks(self._wall(), limit, set(self.in_flight))
                 self.rounds += 1
                 for job in due:
                     await self._slots.acquire()
                     try:
-                        await self._rate_limit()
+                        await self._wait_turn()
                     except BaseException:
                         self._slots.release()
                         raise
@@ -166,6 +184,20 @@ class WebhookDispatcher:
                 else:
                     await asyncio.sleep(0)
 
+    async def _wait_turn(self) -> None:
+        """Until a new attempt may start: no pause, and a token of the rate limit."""
+        while True:
+            paused_s = self.pause.remaining_s(self._mono())
+            if paused_s > 0:
+                # Looked at again every POLL_S: a later answer may have lengthened it.
+                await asyncio.sleep(min(paused_s, POLL_S))
+                continue
+            if self.pause.resumed(self._mono()):
+                self._bucket.restart(self._mono())  # back at the rate, not a burst
+            await self._rate_limit()
+            if self.pause.remaining_s(self._mono()) == 0.0:
+                return  # else a pause began while it waited for its token
+
     async def _rate_limit(self) -> None:
         wait_s = self._bucket.reserve(self._mono())
         if wait_s > 0:
@@ -176,6 +208,8 @@ class WebhookDispatcher:
             if self._wall() >= job.expires_at:
                 return  # its validity ended while it waited for a slot: the sweep records it dead
             try:
+                if job.damage is not None:
+                    raise BodyError(job.damage)
                 body = body_from_stored(job.payload, job.shopper)
             except BodyError as exc:
                 result = Result(Verdict.PERMANENT, f"permanent: the stored offer is damaged: {exc}")
@@ -183,6 +217,13 @@ class WebhookDispatcher:
                 headers = request_headers(self._secret, body, job.offer_id, self._wall())
                 self.attempts += 1
                 result = await sender.post(body, headers)
+                if self.pause.note(result, self._mono()):
+                    self._errors.warning(
+                        "pause",
+                        "webhook channel paused %.1f s: the push service answered %s",
+                        self.pause.remaining_s(self._mono()),
+                        result.error,
+                    )
             now_s = self._wall()
             step = next_step(
                 result, job.attempts, now_s, job.expires_at, self.policy, self._rng.random()

@@ -3,6 +3,7 @@ seeded SQLite loyalty database and the real API server on loopback."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -183,7 +184,7 @@ def test_the_receipt_endpoint_is_described_for_openapi() -> None:
     post = OPENAPI_PATHS["/v1/offers/{offer_id}/receipt"]["post"]
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["status"]["enum"] == ["received", "opened", "dismissed"]
-    assert set(post["responses"]) >= {"200", "400", "401", "404", "409"}
+    assert set(post["responses"]) >= {"200", "400", "401", "404", "409", "503"}
 
 
 async def test_mqtt_receipts_carry_a_status_and_only_the_offers_shopper_counts(api: Api) -> None:
@@ -199,3 +200,65 @@ async def test_mqtt_receipts_carry_a_status_and_only_the_offers_shopper_counts(a
     assert await records.mark_received(token, [mine], NOW + 4, "opened") == 1
     assert await row(records, mine) == ("received", NOW + 2, NOW + 4, NOW + 2)
     assert await row(records, theirs) == ("pending", None, None, None)
+
+
+async def test_records_that_are_locked_answer_503_with_retry_after_not_500(
+    api: Api, tmp_path: Path
+) -> None:
+    # A database error was a 500 "internal error" (a bug, by the API's contract), while the
+    # redemptions and enrollment endpoints say 503 and when to come back.
+    offer_id = await record_offer(api.records, 0)
+    other = sqlite3.connect(tmp_path / "loyalty.db", isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # another writer holds the file past the busy timeout
+        reply = await api.receipt(offer_id, {"status": "opened"})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert reply.status == 503, reply.raw_body
+    assert reply.headers["retry-after"] == "5"
+    assert reply.json()["error"] == "records_unavailable"
+    assert await row(api.records, offer_id) == ("pending", None, None, None)
+    assert (await api.receipt(offer_id, {"status": "opened"})).status == 200
+
+
+async def test_an_offer_suppressed_after_it_was_sent_records_its_receipt_and_stays_suppressed(
+    api: Api, tmp_path: Path
+) -> None:
+    # The member withdrew consent after the offer reached the app: the receipt was refused 409
+    # "never sent to anyone", while the till still redeems the offer (it is in their hands).
+    sent = await record_offer(api.records, 0)
+    unsent = await record_offer(api.records, 1)
+    await api.records.connection.execute(
+        "UPDATE offers SET delivery = 'sent', sent_at = ? WHERE event_id = ?", (NOW + 1, sent)
+    )
+    await api.records.connection.commit()
+    enrollment = await SqliteEnrollment.open(tmp_path / "loyalty.db", CHAIN, data_key=TEST_DATA_KEY)
+    try:
+        for member in ("m-00000", "m-00001"):
+            await enrollment.withdraw_consent(member)
+    finally:
+        await enrollment.close()
+    assert (await row(api.records, sent))[0] == "suppressed"
+    api.clock[0] = NOW + 5
+    reply = await api.receipt(sent, {"status": "opened"})
+    assert reply.status == 200, reply.raw_body
+    assert reply.json() == {
+        "offer_id": sent,
+        "delivery": "suppressed",
+        "received_at": NOW + 5,
+        "opened_at": NOW + 5,
+        "dismissed_at": None,
+    }
+    api.clock[0] = NOW + 9
+    assert (await api.receipt(sent, {"status": "opened"})).json() == reply.json()  # a repeat
+    # The app's own receipt over MQTT is recorded the same way.
+    token = await token_of(api.records, sent)
+    assert await api.records.mark_received(token, [sent], NOW + 9, "dismissed") == 1
+    assert await row(api.records, sent) == ("suppressed", NOW + 5, NOW + 5, NOW + 9)
+    assert await api.records.due_deliveries(NOW + 10, 30.0, 100) == []  # not sent again
+    # Suppressed before it was ever sent: nobody has it.
+    refused = await api.receipt(unsent, {"status": "received"})
+    assert refused.status == 409 and "suppressed" in refused.json()["message"]
+    assert await api.records.mark_received(await token_of(api.records, unsent), [unsent], NOW) == 0
+    assert await row(api.records, unsent) == ("suppressed", None, None, None)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -22,13 +24,14 @@ from cloud_bridge.adapters.webhook_aiohttp import (
 )
 from cloud_bridge.app import Bridge
 from cloud_bridge.config import BridgeConfig, BridgeSection, WebhookSection
+from cloud_bridge.core.webhook import Verdict, request_headers
 from cloud_bridge.seed import seed_records
 from cloud_bridge.services.webhook import WebhookDispatcher, WebhookSender
 from edge.core import bundle, wire
 from edge.services.tasks import cancel_and_wait
 from tests.factories import TEST_DATA_KEY, as_sent, make_offer_trigger, make_visit
 from tests.fakes.publisher import FakePublisher
-from tests.fakes.push_service import FakePushService
+from tests.fakes.push_service import FakePushService, Mode
 from tests.integration.rig import eventually
 
 CHAIN = "acme"
@@ -99,6 +102,7 @@ def dispatcher(
     max_backoff_s: float = 0.2,
     concurrency: int = 4,
     wall_clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> WebhookDispatcher:
     section = WebhookSection(
         url=url,
@@ -118,6 +122,7 @@ def dispatcher(
         sender,
         SECRET,
         wall_clock,
+        monotonic,
         rng=random.Random(11),
     )
 
@@ -405,3 +410,115 @@ async def test_a_damaged_mqtt_offer_row_is_left_to_expire_not_raised_out_of_the_
     due = await records.due_deliveries(time.time(), 30.0, 100)
     assert [d.offer_id for d in due] == [offer_ids[3]]
     assert await records.expire_offers(time.time() + 3600) == 4  # the sweep still ends them
+
+
+async def test_a_queue_row_with_text_for_its_expiry_or_attempts_is_a_dead_letter(
+    records: SqliteLoyaltyRecords, push: FakePushService
+) -> None:
+    # Text for expires_at (or attempts) raised ValueError out of due_webhooks: the channel
+    # stopped, and again at every restart, since text sorts after every number in SQLite and so
+    # the row was always due and never expired.
+    records.channel_for = lambda platform: "webhook"
+    offer_ids = await record_offers(records, range(3), time.time())
+    damaged = {offer_ids[0]: "expires_at = 'tomorrow'", offer_ids[1]: "attempts = 'two'"}
+    for offer_id, change in damaged.items():
+        await records.connection.execute(
+            f"UPDATE offers SET {change} WHERE event_id = ?", (offer_id,)
+        )
+    await records.connection.commit()
+    channel = dispatcher(records, push.url)
+    task = asyncio.create_task(channel.run(), name="test-webhook")
+
+    async def none_pending() -> bool:
+        return all(state != "pending" for state, _, _ in (await states(records)).values())
+
+    try:
+        await eventually(none_pending, "every row ended")
+        assert not task.done(), "the channel keeps running"
+    finally:
+        await cancel_and_wait([task])
+    found = await states(records)
+    assert found[offer_ids[0]] == (
+        "dead",
+        1,
+        "permanent: the stored offer is damaged: expires_at is 'tomorrow', not a time",
+    )
+    assert found[offer_ids[1]] == (
+        "dead",
+        1,
+        "permanent: the stored offer is damaged: attempts is 'two', not a count",
+    )
+    assert found[offer_ids[2]][0] == "sent"
+    assert set(push.accepted) == {offer_ids[2]}
+    assert channel.dead == 2
+
+
+async def test_a_proxy_in_the_environment_does_not_reroute_signed_offers(
+    push: FakePushService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiohttp's trust_env read HTTP(S)_PROXY: a proxy set on the host for something else took
+    # every signed offer and delivery token (here: nothing listens there, so none arrived).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = probe.getsockname()[1]  # closed on leaving: connection refused
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{nowhere}")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    body = b'{"offer_id":"ev-proxy"}'
+    async with AiohttpWebhookSender(push.url, 2.0, 1, 1.0) as sender:
+        result = await sender.post(body, request_headers(SECRET, body, "ev-proxy", time.time()))
+    assert result.verdict is Verdict.DELIVERED, result.error
+    assert set(push.accepted) == {"ev-proxy"}
+
+
+@pytest.mark.parametrize("status", ["429", "503"])
+async def test_a_slow_down_from_the_push_service_pauses_the_whole_channel_not_mqtt(
+    records: SqliteLoyaltyRecords, push: FakePushService, status: Mode
+) -> None:
+    # A 429 (or 503 with Retry-After) only delayed the offer that got it: every other offer was
+    # POSTed at once and got the same answer, while the push service asked the bridge to wait.
+    records.channel_for = lambda platform: "webhook" if platform == "ios" else "mqtt"
+    offset = [0.0]  # both clocks: the Retry-After's minute passes when the test says
+    by_webhook = await record_offers(records, range(0, 6), time.time(), platform="ios")
+    by_mqtt = await record_offers(records, range(6, 9), time.time(), platform="android")
+    push.mode = status
+    push.retry_after = "60"
+    channel = dispatcher(
+        records,
+        push.url,
+        max_backoff_s=600.0,
+        concurrency=1,
+        wall_clock=lambda: time.time() + offset[0],
+        monotonic=lambda: time.monotonic() + offset[0],
+    )
+    signer = bundle.generate_signing_key(random.Random("bridge").randbytes)
+    bridge = Bridge(BridgeConfig(BridgeSection(chain=CHAIN)), records, records, signer)
+    bridge.mqtt = FakePublisher()  # type: ignore[assignment]
+    tasks = [
+        asyncio.create_task(channel.run(), name="test-webhook"),
+        asyncio.create_task(bridge._deliver_loop(), name="test-deliver"),
+    ]
+    try:
+        await eventually(lambda: push.count(status) >= 1, "the first slow-down answer")
+        # The MQTT channel is not held up by the webhook's pause.
+        await eventually(lambda: len(bridge.mqtt.messages) == len(by_mqtt), "the MQTT offers")  # type: ignore[attr-defined]
+        await asyncio.sleep(0.5)  # the loop keeps looking (POLL_S): nothing else starts
+        assert push.count(status) == 1, "no other attempt while the push service asks to wait"
+        counters = channel.counters()
+        assert counters["webhook_pauses"] == 1
+        assert time.time() + 55 < counters["webhook_paused_until"] <= time.time() + 61
+        found = await states(records)
+        tried = [i for i in by_webhook if found[i][1] == 1]
+        assert len(tried) == 1 and found[tried[0]][0] == "pending"
+        # The others keep their place: nothing recorded against them, nothing lost.
+        assert all(found[i] == ("pending", 0, None) for i in by_webhook if i not in tried)
+        push.mode = "ok"
+        offset[0] = 61.0  # the minute is over: the channel resumes
+        await eventually(lambda: all_in(records, "sent"), "every webhook offer sent")
+    finally:
+        await cancel_and_wait(tasks)
+    assert set(push.accepted) == set(by_webhook)
+    assert push.duplicates == Counter()
+    assert channel.counters()["webhook_paused_until"] == 0
+    assert channel.counters()["webhook_pauses"] == 1

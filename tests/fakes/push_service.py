@@ -6,7 +6,8 @@ Modes, switched while the bridge keeps sending to the same port:
 - "ok": 202 for a new key, 200 for a key it already has (counted as a duplicate);
 - "slow": takes the request (a new key is kept), then answers only after the client gave up;
 - "stalled_body": takes the request, sends its 202 status and headers, then never the body;
-- "500", "429" (with Retry-After), "400": answers that status without taking the request;
+- "500", "429" and "503" (both with Retry-After), "400": answers that status without taking the
+  request;
 - `go_down()`: nothing listens on the port (connection refused);
 - `serve_garbage()`: a raw asyncio server answers every connection with bytes that are not HTTP.
 """
@@ -30,7 +31,7 @@ from cloud_bridge.core.webhook import (
     verify_signature,
 )
 
-Mode = Literal["ok", "slow", "stalled_body", "500", "429", "400"]
+Mode = Literal["ok", "slow", "stalled_body", "500", "429", "503", "400"]
 GARBAGE = b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n\x00\x01\x02\xff not http at all\r\n\r\n"
 
 
@@ -132,6 +133,10 @@ class FakePushService:
         if mode == "429":
             return web.Response(
                 status=429, text="slow down", headers={"Retry-After": self.retry_after}
+            )
+        if mode == "503":
+            return web.Response(
+                status=503, text="over capacity", headers={"Retry-After": self.retry_after}
             )
         if mode == "400":
             return web.json_response({"error": "unknown shopper token"}, status=400)

@@ -1,5 +1,6 @@
 """The webhook channel's pure core: body, signature and its verification, what each answer means,
-the retry schedule within validity, the rate limit; the one backoff; the channel's config."""
+the retry schedule within validity, the rate limit and the channel's pause; the one backoff; the
+channel's config."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from cloud_bridge.config import BridgeConfig, DeliverySection, parse_bridge_config
 from cloud_bridge.core.webhook import (
     BodyError,
+    ChannelPause,
     Failure,
     Next,
     Result,
@@ -356,6 +358,59 @@ def test_over_any_span_no_more_start_than_the_rate_allows(rate: float, n: int) -
         starts.append(now + bucket.reserve(now))
     span = starts[-1] - starts[0]
     assert len(starts) <= bucket.burst + span * rate + 1e-6
+
+
+def test_after_a_pause_the_bucket_starts_again_at_the_rate_not_with_a_burst() -> None:
+    bucket = TokenBucket(rate_per_s=10, now_s=0.0)
+    bucket.restart(60.0)  # a minute's pause saved up a full burst of ten
+    assert bucket.take(60.0) == 0.0
+    assert bucket.take(60.0) == pytest.approx(0.1)
+    bucket.restart(60.0)  # nothing saved up: nothing taken away
+    assert bucket.take(60.1) == 0.0
+
+
+# --- the channel's pause --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "header", "slow_down"),
+    [
+        (429, "30", True),
+        (429, None, True),  # "too many" even without saying how long
+        (429, "soon", True),
+        (503, "30", True),
+        (503, None, False),  # an outage of this offer's attempt, not a request to wait
+        (500, "30", False),
+        (408, None, False),
+        (200, "30", False),
+    ],
+)
+def test_a_429_or_a_503_with_retry_after_asks_the_whole_channel_to_slow_down(
+    status: int, header: str | None, slow_down: bool
+) -> None:
+    assert classify_response(status, header, b"", NOW, 300.0).slow_down is slow_down
+
+
+def test_a_slow_down_pauses_the_channel_until_retry_after_capped_then_it_resumes_once() -> None:
+    pause = ChannelPause(RetryPolicy(first_retry_s=1.0, max_backoff_s=120.0))
+    assert pause.remaining_s(10.0) == 0.0 and not pause.resumed(10.0)
+    assert not pause.note(Result(Verdict.RETRY, "HTTP 500"), 10.0)  # not a slow-down
+    assert not pause.note(Result(Verdict.DELIVERED), 10.0)
+    assert pause.note(classify_response(429, "30", b"", NOW, 120.0), 10.0)
+    assert pause.remaining_s(10.0) == 30.0 and pause.remaining_s(25.0) == 15.0
+    assert pause.pauses == 1
+    # A shorter ask does not shorten it; a longer one lengthens it (still one pause), capped.
+    assert not pause.note(classify_response(429, "5", b"", NOW, 120.0), 12.0)
+    assert pause.note(classify_response(503, "3600", b"", NOW, 3600.0), 20.0)
+    assert pause.until_s == 140.0 and pause.pauses == 1
+    assert not pause.resumed(139.0)
+    assert pause.resumed(140.0) and not pause.resumed(141.0)  # reported once
+    # A 429 without Retry-After: the first retry's wait.
+    assert pause.note(classify_response(429, None, b"", NOW, 120.0), 200.0)
+    assert pause.remaining_s(200.0) == 1.0 and pause.pauses == 2
+    # Retry-After: 0 asks for no pause.
+    assert not pause.note(classify_response(429, "0", b"", NOW, 120.0), 300.0)
+    assert pause.pauses == 2 and pause.remaining_s(300.0) == 0.0
 
 
 # --- the channel's config -------------------------------------------------------------------------
