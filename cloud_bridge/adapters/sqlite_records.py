@@ -631,8 +631,9 @@ _CAMPAIGN_COLUMNS = (
 #: something. Pending, sent and dead offers become received (the app has it: stop resending).
 #: An expired offer stays as it was (its validity ended before the app confirmed it); holdout
 #: offers and those suppressed before they were sent never reached anyone: callers refuse receipts
-#: for them. One suppressed after it was sent (consent withdrawn, preferences changed) is in the
-#: app: its receipt's times are recorded and it stays suppressed, as it stays redeemable.
+#: for them. One suppressed after it was sent (preferences changed) is in the app: its receipt's
+#: times are recorded and it stays suppressed, as it stays redeemable. A member who withdrew
+#: consent is not tracked any more: their receipts change nothing (the caller still answers).
 RECEIPT_UPDATE = (
     "UPDATE offers SET received_at = coalesce(received_at, :now), "
     "opened_at = CASE WHEN :status = 'opened' THEN coalesce(opened_at, :now) ELSE opened_at END, "
@@ -642,7 +643,8 @@ RECEIPT_UPDATE = (
     "ELSE delivery END, "
     "next_attempt_at = NULL "
     "WHERE event_id = :id AND (delivery IN ('pending', 'sent', 'dead', 'received') "
-    "OR (delivery = 'suppressed' AND sent_at IS NOT NULL)) "
+    "OR (delivery = 'suppressed' AND sent_at IS NOT NULL AND EXISTS "
+    "(SELECT 1 FROM members m WHERE m.id = offers.member_id AND m.consent))) "
     "AND (delivery IN ('pending', 'sent', 'dead') OR received_at IS NULL "
     "OR (:status = 'opened' AND opened_at IS NULL) "
     "OR (:status = 'dismissed' AND dismissed_at IS NULL))"

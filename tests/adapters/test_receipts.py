@@ -223,23 +223,21 @@ async def test_records_that_are_locked_answer_503_with_retry_after_not_500(
 
 
 async def test_an_offer_suppressed_after_it_was_sent_records_its_receipt_and_stays_suppressed(
-    api: Api, tmp_path: Path
+    api: Api,
 ) -> None:
-    # The member withdrew consent after the offer reached the app: the receipt was refused 409
-    # "never sent to anyone", while the till still redeems the offer (it is in their hands).
+    # The member's preferences changed after the offer reached the app: the receipt was refused
+    # 409 "never sent to anyone", while the till still redeems the offer (it is in their hands).
     sent = await record_offer(api.records, 0)
     unsent = await record_offer(api.records, 1)
     await api.records.connection.execute(
         "UPDATE offers SET delivery = 'sent', sent_at = ? WHERE event_id = ?", (NOW + 1, sent)
     )
+    await api.records.connection.execute(
+        "UPDATE offers SET delivery = 'suppressed', suppressed_reason = 'preferences' "
+        "WHERE event_id IN (?, ?)",
+        (sent, unsent),
+    )
     await api.records.connection.commit()
-    enrollment = await SqliteEnrollment.open(tmp_path / "loyalty.db", CHAIN, data_key=TEST_DATA_KEY)
-    try:
-        for member in ("m-00000", "m-00001"):
-            await enrollment.withdraw_consent(member)
-    finally:
-        await enrollment.close()
-    assert (await row(api.records, sent))[0] == "suppressed"
     api.clock[0] = NOW + 5
     reply = await api.receipt(sent, {"status": "opened"})
     assert reply.status == 200, reply.raw_body
@@ -262,3 +260,28 @@ async def test_an_offer_suppressed_after_it_was_sent_records_its_receipt_and_sta
     assert refused.status == 409 and "suppressed" in refused.json()["message"]
     assert await api.records.mark_received(await token_of(api.records, unsent), [unsent], NOW) == 0
     assert await row(api.records, unsent) == ("suppressed", None, None, None)
+
+
+async def test_after_consent_is_withdrawn_receipts_are_answered_and_nothing_is_recorded(
+    api: Api, tmp_path: Path
+) -> None:
+    # The offer reached the app, then the member withdrew consent: the app's receipts must not go
+    # on tracking what they do with it. The API still answers (the backend has nothing to fix).
+    sent = await record_offer(api.records, 0)
+    await api.records.connection.execute(
+        "UPDATE offers SET delivery = 'sent', sent_at = ? WHERE event_id = ?", (NOW + 1, sent)
+    )
+    await api.records.connection.commit()
+    enrollment = await SqliteEnrollment.open(tmp_path / "loyalty.db", CHAIN, data_key=TEST_DATA_KEY)
+    try:
+        await enrollment.withdraw_consent("m-00000")
+    finally:
+        await enrollment.close()
+    assert (await row(api.records, sent))[0] == "suppressed"
+    api.clock[0] = NOW + 5
+    reply = await api.receipt(sent, {"status": "opened"})
+    assert reply.status == 200, reply.raw_body
+    assert reply.json()["opened_at"] is None and reply.json()["received_at"] is None
+    token = await token_of(api.records, sent)
+    assert await api.records.mark_received(token, [sent], NOW + 9, "dismissed") == 0
+    assert await row(api.records, sent) == ("suppressed", None, None, None)
