@@ -1,14 +1,14 @@
 """Members' audience (segments, visits) in the loyalty records (issue 11; cloud_bridge/core/segments.py).
 
 Kept per member in `member_audience` as last computed, so the rosters change only when a member's
-audience does: its triggers move every store's roster_version then (migration 12). Recomputed for one
-member when a visit of theirs is recorded, and for every member by `refresh`: one query over the
+audience does: its triggers move every store's roster_version then (migration 12). Recomputed for the
+members of each batch of recorded visits, and for every member by `refresh`: one query over the
 visits, grouped by member.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import aiosqlite
@@ -28,6 +28,8 @@ _UPSERT = (
     "visits = excluded.visits, computed_at = excluded.computed_at "
     "WHERE segments != excluded.segments OR visits != excluded.visits"
 )
+#: Members per query of `update_members` (within SQLite's host parameter limit).
+_MEMBERS_PER_QUERY = 500
 _SUMMARY = "min(ts), max(ts), coalesce(sum(ts > ?), 0), coalesce(sum(ts > ?), 0)"
 
 
@@ -39,18 +41,25 @@ def _summary(row: Sequence[Any]) -> VisitSummary:
     return VisitSummary(float(first), float(last), int(recent), int(in_year))
 
 
-async def update_member(
-    db: aiosqlite.Connection, member: str, now_s: float, policy: SegmentPolicy
-) -> Audience:
-    """Recompute one member's audience from their visits (in the caller's transaction)."""
-    async with db.execute(
-        f"SELECT {_SUMMARY} FROM visits WHERE member_id = ?",
-        (policy.regular_since(now_s), policy.year_since(now_s), member),
-    ) as cursor:
-        row = await cursor.fetchone()
-    found = NO_VISITS if row is None else audience_of(_summary(row), now_s, policy)
-    await db.execute(_UPSERT, (member, found.segments, found.visits, now_s))
-    return found
+async def update_members(
+    db: aiosqlite.Connection, members: Collection[str], now_s: float, policy: SegmentPolicy
+) -> None:
+    """Recompute these members' audience from their visits (in the caller's transaction): one
+    query and one write per batch of recorded events, not per visit."""
+    ordered = sorted(set(members))
+    for start in range(0, len(ordered), _MEMBERS_PER_QUERY):
+        chunk = ordered[start : start + _MEMBERS_PER_QUERY]
+        found = dict.fromkeys(chunk, NO_VISITS)
+        async with db.execute(
+            f"SELECT member_id, {_SUMMARY} FROM visits "
+            f"WHERE member_id IN ({','.join('?' * len(chunk))}) GROUP BY member_id",
+            (policy.regular_since(now_s), policy.year_since(now_s), *chunk),
+        ) as cursor:
+            async for row in cursor:
+                found[str(row[0])] = audience_of(_summary(tuple(row)[1:]), now_s, policy)
+        await db.executemany(
+            _UPSERT, [(member, a.segments, a.visits, now_s) for member, a in found.items()]
+        )
 
 
 async def refresh(db: aiosqlite.Connection, now_s: float, policy: SegmentPolicy) -> int:

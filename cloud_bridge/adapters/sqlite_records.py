@@ -26,7 +26,7 @@ import msgspec
 
 from cloud_bridge.adapters.data_key import DATA_KEY_ENV, DataKey
 from cloud_bridge.adapters.sqlite_audience import refresh as refresh_audience
-from cloud_bridge.adapters.sqlite_audience import update_member
+from cloud_bridge.adapters.sqlite_audience import update_members
 from cloud_bridge.adapters.sqlite_redemptions import record_redemption
 from cloud_bridge.core.admission import (
     CampaignFacts,
@@ -1152,6 +1152,7 @@ class SqliteLoyaltyRecords:
         acks: dict[wire.GatewayAddress, list[str]] = {}
         deliveries: list[Delivery] = []
         new_visits: list[wire.Visit] = []
+        visitors: set[str] = set()  # whose audience the batch's visits move
         new_offers: list[wire.OfferTrigger] = []
         new_ends: list[wire.VisitEnd] = []
         clone_alerts: list[wire.CloneAlert] = []
@@ -1219,7 +1220,7 @@ class SqliteLoyaltyRecords:
                         ),
                     )
                     new_visits.append(event)
-                    await update_member(db, member, now_s, self.segment_policy)
+                    visitors.add(member)
                     if await self._unlink_foreign_end(event, Visitor(member, device, gw.store)):
                         forged += 1
                     clone_alerts += await self._check_clone(gw.store, event, member, device, now_s)
@@ -1268,6 +1269,8 @@ class SqliteLoyaltyRecords:
                     deliveries.append(delivery)
                 elif refusal is not None:
                     refused_offers[refusal] = refused_offers.get(refusal, 0) + 1
+            if visitors:
+                await update_members(db, visitors, now_s, self.segment_policy)
             await db.commit()
         except sqlite3.Error as exc:
             await db.rollback()

@@ -66,6 +66,25 @@ async def test_each_visit_anywhere_moves_the_members_audience_and_the_roster(
     assert (await device_of(records, 1))[1].visits == 0
 
 
+async def test_a_batch_of_visits_moves_each_of_its_members_once_with_every_visit_counted(
+    records: SqliteLoyaltyRecords,
+) -> None:
+    """The audience is recomputed once per batch a gateway uploads (not per visit): two visits of
+    one member and one of another in one batch all count."""
+    gateway = wire.GatewayAddress(CHAIN, STORE, "gw-1")
+    events = [
+        make_visit(member="m-00000", device="d-00000", ts=T0, detected_at=T0 + 1),
+        make_visit(member="m-00000", device="d-00000", ts=T0 + DAY_S, detected_at=T0 + DAY_S + 1),
+        make_visit(member="m-00001", device="d-00001", ts=T0, detected_at=T0 + 1),
+    ]
+    sent = [e for event in events for e in await as_sent(records, gateway, event)]
+    outcome = await records.record(sent, T0 + DAY_S + 2)
+    assert len(outcome.new_visits) == 3
+    assert (await device_of(records, 0))[1].visits == 2
+    assert (await device_of(records, 1))[1].visits == 1
+    assert (await device_of(records, 2))[1].visits == 0
+
+
 async def test_time_alone_lapses_a_member_at_the_periodic_recompute(
     records: SqliteLoyaltyRecords,
 ) -> None:
