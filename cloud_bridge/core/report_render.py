@@ -295,6 +295,33 @@ left}th{color:var(--muted);font-weight:600}.note{color:var(--muted);font-size:13
 """
 
 
+_LEFT, _BOTTOM, _TOP = 44, 28, 10  # a chart's margins: the value axis, the labels, the top
+
+
+def _chart_frame(
+    values: Sequence[int | float], title: str, width: int, height: int
+) -> tuple[list[str], float, float, float]:
+    """The opening of a chart with a value axis: its SVG parts so far (title, grid lines and
+    their labels), the plot's width and height, and the axis's ceiling."""
+    plot_w, plot_h = width - _LEFT - 8, height - _BOTTOM - _TOP
+    peak = max([*values, 0]) or 1
+    step = _nice_step(peak)
+    ceiling = math.ceil(peak / step) * step
+    parts = [
+        f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f"<title>{escape(title)}</title>",
+    ]
+    tick = 0.0
+    while tick <= ceiling + 1e-9:
+        y = _TOP + plot_h - plot_h * tick / ceiling
+        parts.append(
+            f'<line x1="{_LEFT}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>'
+            f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{_short(tick)}</text>'
+        )
+        tick += step
+    return parts, plot_w, plot_h, ceiling
+
+
 def _svg_bars(
     values: Sequence[int | float],
     labels: Sequence[str],
@@ -307,23 +334,8 @@ def _svg_bars(
     tips: Sequence[str] | None = None,
 ) -> str:
     """A bar chart: one bar per value, labels under every `label_every`-th bar."""
-    left, bottom, top = 44, 28, 10
-    plot_w, plot_h = width - left - 8, height - bottom - top
-    peak = max([*values, 0]) or 1
-    step = _nice_step(peak)
-    ceiling = math.ceil(peak / step) * step
-    parts = [
-        f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
-    ]
-    tick = 0.0
-    while tick <= ceiling + 1e-9:
-        y = top + plot_h - plot_h * tick / ceiling
-        parts.append(
-            f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_short(tick)}</text>'
-        )
-        tick += step
+    left, top = _LEFT, _TOP
+    parts, plot_w, plot_h, ceiling = _chart_frame(values, title, width, height)
     n = max(len(values), 1)
     slot = plot_w / n
     bar = max(slot * 0.8, 0.5)
@@ -355,23 +367,8 @@ def _svg_area(
     label_every: int = 1,
 ) -> str:
     """A filled line chart for a long series (a day per point)."""
-    left, bottom, top = 44, 28, 10
-    plot_w, plot_h = width - left - 8, height - bottom - top
-    peak = max([*values, 0]) or 1
-    step = _nice_step(peak)
-    ceiling = math.ceil(peak / step) * step
-    parts = [
-        f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f"<title>{escape(title)}</title>",
-    ]
-    tick = 0.0
-    while tick <= ceiling + 1e-9:
-        y = top + plot_h - plot_h * tick / ceiling
-        parts.append(
-            f'<line x1="{left}" x2="{width - 8}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e4e7eb"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_short(tick)}</text>'
-        )
-        tick += step
+    left, top = _LEFT, _TOP
+    parts, plot_w, plot_h, ceiling = _chart_frame(values, title, width, height)
     n = len(values)
     gap = plot_w / max(n - 1, 1)
     points = [(left + i * gap, top + plot_h - plot_h * v / ceiling) for i, v in enumerate(values)]
