@@ -23,6 +23,10 @@ from cloud_bridge.errors import RecordsError
 
 QUERY = ("from", "to", "store", "campaign", "return_days", "format", "section")
 FORMATS = ("json", "csv")
+#: Reports built at once: each reads a whole period (seconds on a year of a chain) on a worker
+#: thread; more would take every worker thread the bridge has and the disk with them.
+MAX_CONCURRENT_REPORTS = 2
+BUSY_RETRY_AFTER_S = 5
 
 
 class ReportApi:
@@ -31,6 +35,7 @@ class ReportApi:
     def __init__(self, database: Path, clock: Callable[[], float] = time.time) -> None:
         self.database = database
         self.clock = clock
+        self._building = 0  # reports being built now (at most MAX_CONCURRENT_REPORTS)
 
     async def report(self, request: Request, _: str) -> HttpResponse:
         params = request.query
@@ -45,7 +50,7 @@ class ReportApi:
                 f"goes with format=csv and is one of {', '.join(sorted(CSV_SECTIONS))}",
             )
         raw_days = params.get("return_days", str(DEFAULT_RETURN_DAYS))
-        if not raw_days.isdigit() or len(raw_days) > 4:
+        if not (raw_days.isascii() and raw_days.isdigit()) or len(raw_days) > 4:
             raise _bad(request, "return_days", f"{raw_days[:20]!r} is not a whole number of days")
         try:
             query = report_query(
@@ -55,6 +60,18 @@ class ReportApi:
                 _list(params.get("campaign")),
                 int(raw_days),
             )
+        except InvalidReportQuery as exc:
+            raise _bad(request, exc.field, exc.problem) from None
+        if self._building >= MAX_CONCURRENT_REPORTS:
+            raise HttpProblem(
+                503,
+                "busy",
+                f"{request.where}: {self._building} reports are being built; retry in "
+                f"{BUSY_RETRY_AFTER_S} s",
+                headers=(("Retry-After", str(BUSY_RETRY_AFTER_S)),),
+            )
+        self._building += 1
+        try:
             report = await asyncio.to_thread(build_report, self.database, query, self.clock())
         except InvalidReportQuery as exc:
             raise _bad(request, exc.field, exc.problem) from None
@@ -65,6 +82,8 @@ class ReportApi:
                 f"{request.where}: {exc}",
                 headers=(("Retry-After", "5"),),
             ) from None
+        finally:
+            self._building -= 1
         if fmt == "csv":
             return HttpResponse(
                 200,
@@ -154,7 +173,12 @@ OPENAPI_PATHS: dict[str, Any] = {
                 },
                 "400": {"description": "A bad parameter; `field` names it"},
                 "401": {"description": "No valid API token"},
-                "503": {"description": "The loyalty database cannot be read; retry"},
+                "503": {
+                    "description": (
+                        "The loyalty database cannot be read (records_unavailable), or two "
+                        "reports are being built already (busy); retry after Retry-After"
+                    )
+                },
             },
         }
     }

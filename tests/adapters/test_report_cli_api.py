@@ -3,10 +3,12 @@ the API on a real loopback server with real tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import os
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -212,6 +214,7 @@ async def test_the_api_serves_csv(api: Api) -> None:
         ("campaign=c-nope", "campaign"),
         ("return_days=0", "return_days"),
         ("return_days=ten", "return_days"),
+        ("return_days=%D9%A1%D9%A0", "return_days"),  # Arabic-Indic digits: "10", not ASCII
         ("format=pdf", "format"),
         ("section=lift", "section"),
         ("format=csv&section=everything", "section"),
@@ -252,3 +255,33 @@ def test_the_demo_writes_the_whole_historys_page(database: Path, tmp_path: Path)
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") >= 5
     assert f"{len(HISTORY.visits):,}" in page  # the whole history: every visit designed
+
+
+async def test_at_most_two_reports_are_built_at_once_the_third_is_told_to_retry(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each report reads a whole period on a worker thread: a third at once would take the
+    bridge's worker threads and its disk; it gets 503 `busy` with Retry-After, and once one
+    finishes the next is built."""
+    release = threading.Event()
+    started = threading.Semaphore(0)
+    real = http_report.build_report
+
+    def held(*args: Any) -> Any:
+        started.release()
+        release.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(http_report, "build_report", held)
+    first = asyncio.create_task(api.get("/v1/report"))
+    second = asyncio.create_task(api.get("/v1/report"))
+    for _ in range(2):
+        assert await asyncio.to_thread(started.acquire, True, 30)
+    try:
+        third = await api.get("/v1/report")
+        assert third.status == 503, third.raw_body
+        assert third.json()["error"] == "busy" and third.headers["retry-after"] == "5"
+    finally:
+        release.set()
+    assert (await first).status == 200 and (await second).status == 200
+    assert (await api.get("/v1/report")).status == 200
